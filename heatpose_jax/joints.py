@@ -1,0 +1,215 @@
+"""Joint definitions of every dataset: names, flips, torso and head joints.
+
+Two orders exist per dataset:
+  * the *annotated* order: the joints a dataset builder stores, in the order of
+    the official annotation file (FLIC's 11 annotated `coords` columns, MPII's
+    16 joint ids, LSP's 14 rows);
+  * the *model* order: the joints the network predicts, `annotated[model]`.
+
+Every index below is into the model order unless its name says `annotated`.
+One frozen dataclass per dataset, kept in a visible dict: `SKELETONS[name]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Skeleton:
+  """The joints of one dataset.
+
+  Attributes:
+    name: dataset name (`flic`, `mpii`, `lsp`, `synthetic`).
+    annotated: names of the joints the builder stores, in file order.
+    model_joints: names of the joints the model predicts (a subset of
+      `annotated`, in model order).
+    flip_pairs: (left, right) name pairs swapped by a horizontal flip.
+    torso: two annotated joint names whose distance is the PCK torso
+      normalizer (FLIC/MODEC: right shoulder to left hip).
+    scored: model joint names that the benchmark table scores.
+    table: column name -> model joint names averaged in that column, in the
+      order of the paper's tables.
+    limbs: model joint name pairs drawn in skeleton overlays.
+  """
+
+  name: str
+  annotated: tuple[str, ...]
+  model_joints: tuple[str, ...]
+  flip_pairs: tuple[tuple[str, str], ...]
+  torso: tuple[str, str]
+  scored: tuple[str, ...]
+  table: tuple[tuple[str, tuple[str, ...]], ...]
+  limbs: tuple[tuple[str, str], ...]
+
+  @property
+  def num_joints(self) -> int:
+    """J, the number of model joints (heat-maps)."""
+    return len(self.model_joints)
+
+  @property
+  def model_indices(self) -> np.ndarray:
+    """(J,) int: model joint j is annotated joint `model_indices[j]`."""
+    return np.array([self.annotated.index(n) for n in self.model_joints])
+
+  def index(self, name: str) -> int:
+    """Model-order index of a joint name."""
+    return self.model_joints.index(name)
+
+  @property
+  def flip_permutation(self) -> np.ndarray:
+    """(J,) int: after a horizontal flip, joint j takes the label of perm[j]."""
+    perm = np.arange(self.num_joints)
+    for left, right in self.flip_pairs:
+      if left in self.model_joints and right in self.model_joints:
+        i, j = self.index(left), self.index(right)
+        perm[i], perm[j] = j, i
+    return perm
+
+  @property
+  def annotated_flip_permutation(self) -> np.ndarray:
+    """(A,) int: the flip permutation in the annotated order."""
+    perm = np.arange(len(self.annotated))
+    for left, right in self.flip_pairs:
+      i, j = self.annotated.index(left), self.annotated.index(right)
+      perm[i], perm[j] = j, i
+    return perm
+
+  @property
+  def torso_annotated_indices(self) -> tuple[int, int]:
+    """Annotated-order indices of the two torso-normalizer joints."""
+    return self.annotated.index(self.torso[0]), self.annotated.index(self.torso[1])
+
+  @property
+  def scored_mask(self) -> np.ndarray:
+    """(J,) bool: the joints the benchmark scores (MPII drops pelvis, thorax)."""
+    return np.array([n in self.scored for n in self.model_joints])
+
+  @property
+  def limb_indices(self) -> np.ndarray:
+    """(L, 2) int model-order index pairs for drawing."""
+    return np.array([(self.index(a), self.index(b)) for a, b in self.limbs])
+
+  def table_indices(self) -> dict[str, np.ndarray]:
+    """Column name -> model-order indices averaged in that column."""
+    return {col: np.array([self.index(n) for n in names]) for col, names in self.table}
+
+
+_LR = ("shoulder", "elbow", "wrist", "hip", "knee", "ankle", "eye")
+
+
+def _lr_pairs(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+  return tuple(
+    (f"l_{part}", f"r_{part}") for part in _LR if f"l_{part}" in names and f"r_{part}" in names
+  )
+
+
+# FLIC: the 11 annotated columns of examples.mat's 29-column `coords`.
+FLIC_COORD_COLUMNS = (0, 1, 2, 3, 4, 5, 6, 9, 12, 13, 16)
+_FLIC_ANNOTATED = (
+  "l_shoulder", "l_elbow", "l_wrist", "r_shoulder", "r_elbow", "r_wrist",
+  "l_hip", "r_hip", "l_eye", "r_eye", "nose",
+)  # fmt: skip
+# The paper's 7-joint FLIC model; its face joint is FLIC's nose label.
+_FLIC_MODEL = (
+  "nose", "l_shoulder", "l_elbow", "l_wrist", "r_shoulder", "r_elbow", "r_wrist",
+)  # fmt: skip
+
+_MPII = (
+  "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
+  "upper_neck", "head_top", "r_wrist", "r_elbow", "r_shoulder", "l_shoulder",
+  "l_elbow", "l_wrist",
+)  # fmt: skip
+_LSP = (
+  "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "r_wrist", "r_elbow",
+  "r_shoulder", "l_shoulder", "l_elbow", "l_wrist", "upper_neck", "head_top",
+)  # fmt: skip
+# Synthetic people: MPII's order without pelvis and thorax.
+_SYNTHETIC = tuple(n for n in _MPII if n not in ("pelvis", "thorax"))
+
+_BODY_TABLE = (
+  ("Head", ("head_top", "upper_neck")),
+  ("Shoulder", ("l_shoulder", "r_shoulder")),
+  ("Elbow", ("l_elbow", "r_elbow")),
+  ("Wrist", ("l_wrist", "r_wrist")),
+  ("Hip", ("l_hip", "r_hip")),
+  ("Knee", ("l_knee", "r_knee")),
+  ("Ankle", ("l_ankle", "r_ankle")),
+)
+_BODY_LIMBS = (
+  ("head_top", "upper_neck"),
+  ("upper_neck", "r_shoulder"), ("upper_neck", "l_shoulder"),
+  ("r_shoulder", "r_elbow"), ("r_elbow", "r_wrist"),
+  ("l_shoulder", "l_elbow"), ("l_elbow", "l_wrist"),
+  ("r_shoulder", "r_hip"), ("l_shoulder", "l_hip"), ("r_hip", "l_hip"),
+  ("r_hip", "r_knee"), ("r_knee", "r_ankle"),
+  ("l_hip", "l_knee"), ("l_knee", "l_ankle"),
+)  # fmt: skip
+
+SKELETONS: dict[str, Skeleton] = {
+  "flic": Skeleton(
+    name="flic",
+    annotated=_FLIC_ANNOTATED,
+    model_joints=_FLIC_MODEL,
+    flip_pairs=_lr_pairs(_FLIC_ANNOTATED),
+    torso=("r_shoulder", "l_hip"),
+    scored=_FLIC_MODEL,
+    table=(
+      ("Head", ("nose",)),
+      ("Shoulder", ("l_shoulder", "r_shoulder")),
+      ("Elbow", ("l_elbow", "r_elbow")),
+      ("Wrist", ("l_wrist", "r_wrist")),
+    ),
+    limbs=(
+      ("nose", "l_shoulder"),
+      ("nose", "r_shoulder"),
+      ("l_shoulder", "r_shoulder"),
+      ("l_shoulder", "l_elbow"),
+      ("l_elbow", "l_wrist"),
+      ("r_shoulder", "r_elbow"),
+      ("r_elbow", "r_wrist"),
+    ),  # fmt: skip
+  ),
+  "mpii": Skeleton(
+    name="mpii",
+    annotated=_MPII,
+    model_joints=_MPII,
+    flip_pairs=_lr_pairs(_MPII),
+    torso=("r_shoulder", "l_hip"),
+    scored=tuple(n for n in _MPII if n not in ("pelvis", "thorax")),
+    table=_BODY_TABLE,
+    limbs=_BODY_LIMBS,
+  ),
+  "lsp": Skeleton(
+    name="lsp",
+    annotated=_LSP,
+    model_joints=_LSP,
+    flip_pairs=_lr_pairs(_LSP),
+    torso=("r_shoulder", "l_hip"),
+    scored=_LSP,
+    table=_BODY_TABLE,
+    limbs=_BODY_LIMBS,
+  ),
+  "synthetic": Skeleton(
+    name="synthetic",
+    annotated=_SYNTHETIC,
+    model_joints=_SYNTHETIC,
+    flip_pairs=_lr_pairs(_SYNTHETIC),
+    torso=("r_shoulder", "l_hip"),
+    scored=_SYNTHETIC,
+    table=_BODY_TABLE,
+    limbs=_BODY_LIMBS,
+  ),
+}
+
+# The MPII table's upper-body column pools these columns (count-weighted).
+UPPER_BODY_COLUMNS = ("Shoulder", "Elbow", "Wrist")
+
+
+def get_skeleton(name: str) -> Skeleton:
+  """Looks a dataset's skeleton up, with an error that lists the known names."""
+  if name not in SKELETONS:
+    raise ValueError(f"unknown dataset {name!r}; known: {sorted(SKELETONS)}")
+  return SKELETONS[name]
