@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test suite on CPU: 8 fake devices so data parallelism is exercised.
+# Set-up (idempotent), then the test suite on the CPU. Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup.sh
 export JAX_PLATFORMS=cpu
 exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" -q "$@"

@@ -1,0 +1,142 @@
+"""The defaults every config starts from, and the `arg` parser of `get_config`.
+
+Configs are read only by the top-level `train_and_evaluate` / `evaluate` (and the
+experiment launchers); library functions take explicit arguments.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses 'tiny,pool=4,steps=100'-style config arguments (big_vision's idea).
+
+  A bare name sets a boolean default to True; `key=value` converts `value` to the
+  type of the default. Unknown keys are an error naming the key.
+  """
+  out = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (arg or "").split(",")):
+    key, _, value = item.partition("=")
+    if key not in defaults:
+      raise ValueError(f"unknown config argument {key!r}; known: {sorted(defaults)}")
+    default = defaults[key]
+    if not value:
+      if not isinstance(default, bool):
+        raise ValueError(f"config argument {key!r} needs a value ({key}=...)")
+      out[key] = True
+    elif isinstance(default, bool):
+      out[key] = value.lower() in ("1", "true", "yes")
+    else:
+      out[key] = type(default)(value)
+  return out
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Fields shared by every dataset; dataset configs override them."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  # Data: a TFDS dataset built by `python -m data_prep.build`.
+  c.dataset = "synthetic"  # skeleton name, heatpose_jax.joints.SKELETONS
+  c.tfds_name = "synthetic"
+  c.tfds_config = ""  # builder config name, "" for the default
+  c.data_dir = ""  # "" -> $TFDS_DATA_DIR or ~/tensorflow_datasets
+  c.train_split = "train"
+  c.eval_split = "test"
+  c.crop_mode = "extent"
+  c.input_hw = (256, 256)
+  c.image_scale = 0.0  # 0: the crop mode's default
+  c.box_scale = 0.0
+  c.canvas_cache = False  # crop once into .npy canvases beside the workdir
+  c.worker_count = 0
+  c.max_eval_examples = 0  # 0: the whole split
+
+  c.model = ml_collections.ConfigDict()
+  c.model.variant = "mpii"  # coarse bank layout: 'flic' or 'mpii'
+  c.model.pool_factor = 8
+  c.model.width = 1.0
+  c.model.head_features = (256, 256)
+  c.model.fine_convs = ((7, 64), (5, 128))
+  c.model.fine_merge_features = 128
+  c.model.context = 36
+  c.model.dropout = "spatial"
+  c.model.dropout_rate = 0.2
+  c.model.standard_cascade = False
+  c.model.sigma_coarse = 1.5  # target sigma, heat-map pixels
+  c.model.sigma_fine = 1.5  # target sigma, input pixels
+
+  c.augment = ml_collections.ConfigDict()
+  c.augment.rotation = 20.0
+  c.augment.scale = (0.5, 1.5)
+  c.augment.flip = 0.5
+
+  c.batch_size = 32  # global
+  c.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16'
+  # The paper's three phases: coarse on E1; fine (coarse frozen) on E2; both on
+  # E3 = E1 + lam * E2. A phase with 0 steps is skipped.
+  c.coarse_steps = 20_000
+  c.fine_steps = 5_000
+  c.joint_steps = 5_000
+  c.lam = 0.1
+  c.learning_rate = 1e-3  # coarse and fine phases
+  c.joint_learning_rate = 2e-4
+  c.warmup_steps = 200
+  c.weight_decay = 0.0
+  c.grad_clip = 1.0
+
+  c.log_every = 50
+  c.eval_every = 2_000
+  c.checkpoint_every = 1_000
+  c.keep_checkpoints = 3
+  c.init_from = ""  # a checkpoint directory (or workdir) to start from
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.normalizer = "torso_size"  # or 'head_size' (PCKh)
+  c.eval.thresholds = (0.05, 0.1, 0.2)
+  c.eval.curve_max = 0.2
+  c.eval.coarse_refine = False  # the paper's coarse estimate is the argmax
+
+  c.spatial_model = ml_collections.ConfigDict()
+  c.spatial_model.enabled = False
+  c.spatial_model.steps = 500
+  c.spatial_model.learning_rate = 1e-2
+  return c
+
+
+def apply_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks any config to a CPU run of seconds to minutes (big_vision's runlocal)."""
+  c.input_hw = (64, 64)
+  c.model.width = 1 / 8
+  c.model.head_features = (32, 32)
+  c.model.fine_convs = ((5, 8), (3, 16))
+  c.model.fine_merge_features = 16
+  c.model.context = 16
+  c.batch_size = 16
+  c.coarse_steps, c.fine_steps, c.joint_steps = 30, 20, 20
+  c.warmup_steps = 5
+  c.log_every = 10
+  c.eval_every = 1_000_000  # evaluate at the end only
+  c.checkpoint_every = 20
+  c.max_eval_examples = 64
+  return c
+
+
+def finish(c: ml_collections.ConfigDict, a: ml_collections.ConfigDict) -> None:
+  """Applies the arguments every config shares (see `parse_arg` callers)."""
+  if "pool" in a:
+    c.model.pool_factor = a.pool
+  if a.get("steps"):
+    total = c.coarse_steps + c.fine_steps + c.joint_steps
+    for key in ("coarse_steps", "fine_steps", "joint_steps"):
+      c[key] = round(c[key] * a.steps / total)
+  if a.get("standard"):
+    # Fig. 13's comparison: image-patch fine model, trained greedily (no phase 3).
+    c.model.standard_cascade = True
+    c.fine_steps += c.joint_steps
+    c.joint_steps = 0
+  if "dropout" in a:
+    c.model.dropout = a.dropout
+  if a.get("bf16"):
+    c.dtype = "bfloat16"
+  if a.get("coarse_only"):
+    c.fine_steps = c.joint_steps = 0

@@ -1,0 +1,636 @@
+"""Grain input pipeline: dataset features → person-centred canvases → host batches.
+
+Reads any random-access source of design.md's "Dataset features" dicts (a TFDS
+`as_data_source(split)`, a `CanvasCacheSource`, or a plain list in tests), crops
+each example to the model's fixed canvas with ONE affine map, and batches per host.
+Random augmentation is not done here: it runs on the device (`augment.py`).
+
+Frames: points are (x, y), 0-based, pixel centres at integers. Every crop is a
+similarity without rotation about the canvas centre c = ((W − 1)/2, (H − 1)/2):
+
+    image point = p + (canvas point − c) / k,
+
+with `p` the person centre in the image and `k` canvas pixels per image pixel,
+chosen by the crop mode:
+
+  * 'torso' (FLIC): p = the torso box centre, k = `image_scale` (default 0.5: the
+    paper downsamples FLIC's 720×480 frames by 2 and feeds 320×240).
+  * 'scale_normalized' (MPII): p = `center` (objpos), the 200·`scale` px person box
+    times `box_scale` (default 1.25, the stacked-hourglass convention) fills
+    min(H, W). No objpos shift.
+  * 'unnormalized' (MPII, the paper's Table 4): p = `center`, a fixed global
+    k = `image_scale` (default 1/3) for every image, so people keep the widely
+    varying size they have in the photographs.
+  * 'extent' (LSP, synthetic): like 'scale_normalized' with the builders'
+    joint-extent `center` / `scale` (200·scale is already 1.25× the joint extent),
+    `box_scale` default 1.0.
+
+A joint that lands outside the canvas (beyond [−0.5, W − 0.5] × [−0.5, H − 0.5])
+becomes invalid for the loss and the metrics; invalid joints hold (0, 0).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+from absl import flags
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from PIL import Image
+
+from heatpose_jax import joints as joints_lib
+
+CROP_MODES = ("torso", "scale_normalized", "unnormalized", "extent")
+_DEFAULT_IMAGE_SCALE = {"torso": 0.5, "unnormalized": 1 / 3}
+_DEFAULT_BOX_SCALE = {"scale_normalized": 1.25, "extent": 1.0}
+
+_CACHE_VERSION = 1  # Bump when crop_example changes its output.
+
+
+def crop_transform(
+  features: dict[str, Any],
+  *,
+  crop_mode: str,
+  canvas_hw: tuple[int, int],
+  image_scale: float | None = None,
+  box_scale: float | None = None,
+) -> np.ndarray:
+  """The crop's `canvas_to_image` map for one example (module docstring).
+
+  Args:
+    features: one example's dataset features (uses `torso_box` for 'torso',
+      `center` and `scale` otherwise).
+    crop_mode: one of `CROP_MODES`.
+    canvas_hw: (H, W) of the canvas.
+    image_scale: canvas px per image px for 'torso' / 'unnormalized'.
+    box_scale: person-box margin for 'scale_normalized' / 'extent'.
+
+  Returns:
+    (2, 3) float64 affine, image (x, y) = M·(canvas x, y) + t.
+  """
+  h, w = canvas_hw
+  if crop_mode == "torso":
+    x1, y1, x2, y2 = np.asarray(features["torso_box"], np.float64)
+    centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+    k = image_scale or _DEFAULT_IMAGE_SCALE[crop_mode]
+  elif crop_mode == "unnormalized":
+    centre = np.asarray(features["center"], np.float64)
+    k = image_scale or _DEFAULT_IMAGE_SCALE[crop_mode]
+  elif crop_mode in ("scale_normalized", "extent"):
+    centre = np.asarray(features["center"], np.float64)
+    scale = float(features["scale"])
+    if not scale > 0:
+      raise ValueError(f"example {features.get('index')}: scale must be > 0, got {scale}")
+    k = min(h, w) / (200.0 * scale * (box_scale or _DEFAULT_BOX_SCALE[crop_mode]))
+  else:
+    raise ValueError(f"unknown crop_mode {crop_mode!r}; known: {CROP_MODES}")
+  c = np.array([(w - 1) / 2, (h - 1) / 2])
+  return np.concatenate([np.eye(2) / k, (centre - c / k)[:, None]], axis=1)
+
+
+def _invert(m: np.ndarray) -> np.ndarray:
+  inv = np.linalg.inv(m[:, :2])
+  return np.concatenate([inv, -(inv @ m[:, 2])[:, None]], axis=1)
+
+
+def _map_points(m: np.ndarray, points: np.ndarray) -> np.ndarray:
+  return np.asarray(points, np.float64) @ m[:, :2].T + m[:, 2]
+
+
+def _resize_onto_canvas(im: Image.Image, m: np.ndarray, canvas_hw: tuple[int, int]) -> np.ndarray:
+  """`decode_and_warp` for an axis-aligned map (x = a·u + tx, y = e·v + ty, a, e > 0).
+
+  Pillow's separable `resize(box=...)` is ~10× faster than its generic affine
+  `transform` and, when shrinking, its bilinear filter widens to the shrink factor
+  (antialiased). It cannot read outside the image, so it fills the whole canvas
+  pixels whose footprint lies inside the image; the rest stays black.
+  """
+  h, w = canvas_hw
+  iw, ih = im.size
+  a, e = m[0, 0], m[1, 1]
+  # Edge coordinates (pixel i spans [i, i + 1]): image X = a·U + bx.
+  bx, by = m[0, 2] + 0.5 - 0.5 * a, m[1, 2] + 0.5 - 0.5 * e
+  eps = 1e-6
+  u0, u1 = max(0, math.ceil(-bx / a - eps)), min(w, math.floor((iw - bx) / a + eps))
+  v0, v1 = max(0, math.ceil(-by / e - eps)), min(h, math.floor((ih - by) / e + eps))
+  canvas = np.zeros((h, w, 3), np.uint8)
+  if u1 <= u0 or v1 <= v0:
+    return canvas
+  box = (
+    min(max(a * u0 + bx, 0.0), iw),
+    min(max(e * v0 + by, 0.0), ih),
+    min(max(a * u1 + bx, 0.0), iw),
+    min(max(e * v1 + by, 0.0), ih),
+  )
+  part = im.resize((u1 - u0, v1 - v0), Image.Resampling.BILINEAR, box=box)
+  canvas[v0:v1, u0:u1] = np.asarray(part, np.uint8)
+  return canvas
+
+
+def decode_and_warp(
+  data: bytes, canvas_to_image: np.ndarray, canvas_hw: tuple[int, int], *, use_draft: bool = True
+) -> np.ndarray:
+  """Decodes an encoded image and resamples it onto the canvas by one affine map.
+
+  Canvas pixel (x, y) shows the image at `canvas_to_image`·(x, y, 1), bilinear.
+  For a JPEG that shrinks by k ≥ 2, libjpeg decodes at 1/2, 1/4 or 1/8 size
+  (`Image.draft`, the largest power of two ≤ k): much faster, and it averages
+  whole pixel blocks. A draft pixel u covers original pixels d·u … d·u + d − 1,
+  centre d·u + (d − 1)/2. Axis-aligned maps (every crop mode) use Pillow's
+  antialiased `resize`, others its generic affine `transform`.
+
+  Args:
+    data: the encoded file (JPEG, PNG, ...).
+    canvas_to_image: (2, 3) affine, canvas (x, y) → original image (x, y).
+    canvas_hw: (H, W).
+    use_draft: allow reduced-size JPEG decoding.
+
+  Returns:
+    (H, W, 3) uint8 canvas; black outside the image.
+  """
+  h, w = canvas_hw
+  m = np.asarray(canvas_to_image, np.float64)
+  with Image.open(io.BytesIO(data)) as im:
+    shrink = math.sqrt(abs(np.linalg.det(m[:, :2])))  # image px per canvas px
+    if use_draft and im.format == "JPEG" and shrink >= 2:
+      d = 2 ** min(3, int(math.log2(shrink)))
+      width, height = im.size
+      drafted = im.draft("RGB", (max(1, width // d), max(1, height // d)))
+      if drafted is not None:
+        d = width / drafted[1][2]
+        # Original (x, y) → draft: u = (x − (d − 1)/2) / d.
+        m = np.concatenate([m[:, :2] / d, ((m[:, 2] - (d - 1) / 2) / d)[:, None]], axis=1)
+    if im.mode != "RGB":
+      im = im.convert("RGB")
+    if m[0, 1] == 0 and m[1, 0] == 0 and m[0, 0] > 0 and m[1, 1] > 0:
+      return _resize_onto_canvas(im, m, canvas_hw)
+    # PIL's transform maps output pixel edges (x + 0.5) to input edges.
+    t = m[:, 2] + 0.5 - m[:, :2] @ np.array([0.5, 0.5])
+    data6 = (m[0, 0], m[0, 1], t[0], m[1, 0], m[1, 1], t[1])
+    out = im.transform((w, h), Image.Transform.AFFINE, data6, resample=Image.Resampling.BILINEAR)
+    return np.asarray(out, np.uint8)
+
+
+def crop_example(
+  features: dict[str, Any],
+  *,
+  skeleton: joints_lib.Skeleton,
+  crop_mode: str,
+  canvas_hw: tuple[int, int],
+  image_scale: float | None = None,
+  box_scale: float | None = None,
+  use_draft: bool = True,
+) -> dict[str, np.ndarray]:
+  """One dataset example → one example of the batch layout (design.md).
+
+  Args:
+    features: design.md's dataset features of one example (annotated order).
+    skeleton: the dataset's joints; the output keeps `skeleton.model_indices`.
+    crop_mode, canvas_hw, image_scale, box_scale: see `crop_transform`.
+    use_draft: allow reduced-size JPEG decoding (see `decode_and_warp`).
+
+  Returns:
+    image (H, W, 3) uint8; joints (J, 2) float32 canvas (x, y); joints_valid and
+    joints_visible (J,) float32, 0 for joints outside the canvas; head_size,
+    torso_size () float32 canvas px; torso_box (4,) float32 canvas x1, y1, x2, y2;
+    canvas_to_image (2, 3) float32; index () int32; and, when the features have
+    them, distractor_joints (J, 2) float32 canvas and has_distractor () bool.
+  """
+  h, w = canvas_hw
+  c2i = crop_transform(
+    features, crop_mode=crop_mode, canvas_hw=canvas_hw, image_scale=image_scale, box_scale=box_scale
+  )
+  i2c = _invert(c2i)
+  k = float(i2c[0, 0])  # canvas px per image px
+  model = skeleton.model_indices
+  joints = _map_points(i2c, np.asarray(features["joints"])[model])
+  inside = (
+    (joints[:, 0] >= -0.5)
+    & (joints[:, 0] <= w - 0.5)
+    & (joints[:, 1] >= -0.5)
+    & (joints[:, 1] <= h - 0.5)
+  )
+  valid = np.asarray(features["joints_valid"], bool)[model] & inside
+  visible = np.asarray(features["joints_visible"], bool)[model] & valid
+  x1, y1, x2, y2 = np.asarray(features["torso_box"], np.float64)
+  box = _map_points(i2c, np.array([[x1, y1], [x2, y2]]))
+  out = {
+    "image": decode_and_warp(features["image"], c2i, canvas_hw, use_draft=use_draft),
+    "joints": np.where(valid[:, None], joints, 0.0).astype(np.float32),
+    "joints_valid": valid.astype(np.float32),
+    "joints_visible": visible.astype(np.float32),
+    "head_size": np.float32(float(features["head_size"]) * k),
+    "torso_size": np.float32(float(features["torso_size"]) * k),
+    "torso_box": np.concatenate([box.min(0), box.max(0)]).astype(np.float32),
+    "canvas_to_image": c2i.astype(np.float32),
+    "index": np.int32(features["index"]),
+  }
+  if "distractor_joints" in features:
+    d = _map_points(i2c, np.asarray(features["distractor_joints"])[model])
+    out["distractor_joints"] = d.astype(np.float32)
+    out["has_distractor"] = np.bool_(features["has_distractor"])
+  return out
+
+
+class _CropExample(grain.transforms.Map):
+  """Picklable `crop_example` with fixed arguments (for multiprocessing workers)."""
+
+  def __init__(self, **kwargs):
+    self.kwargs = kwargs
+
+  def map(self, element):
+    return crop_example(element, **self.kwargs)
+
+
+def _stack(examples: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  return {k: np.stack([ex[k] for ex in examples]) for k in examples[0]}
+
+
+class _ReadBatch(grain.transforms.Map):
+  """(indices (B,), real (B,)) → a batch: read + crop, or a cache's batched read."""
+
+  def __init__(self, source, crop: _CropExample | None):
+    self.source = source
+    self.crop = crop
+
+  def map(self, element):
+    indices, real = element
+    if self.crop is None:
+      batch = self.source.read_batch(indices)
+    else:
+      batch = _stack([self.crop.map(self.source[int(i)]) for i in indices])
+    # Padding rows never count in the loss or the metrics.
+    batch["joints_valid"] = np.where(real[:, None], batch["joints_valid"], 0).astype(np.float32)
+    batch["joints_visible"] = np.where(real[:, None], batch["joints_visible"], 0).astype(np.float32)
+    batch["_mask"] = np.asarray(real, np.bool_)
+    return batch
+
+
+class _EpochOrder:
+  """Example indices epoch after epoch: element i is example order_e[i mod n], e = i div n.
+
+  order_e is a seeded permutation per epoch (`np.random.default_rng((seed, e))`),
+  or the file order without shuffling. Grain's `MapDataset.shuffle` computes each
+  index by a keyed bijection that costs ~0.8 ms per element (measured here), which
+  alone caps a pipeline near 1,200 img/s; a cached permutation costs ~1 µs.
+  """
+
+  def __init__(self, n: int, *, shuffle: bool, seed: int, num_epochs: int | None):
+    self.n, self.shuffle, self.seed, self.num_epochs = n, shuffle, seed, num_epochs
+    self._cache: dict[int, np.ndarray] = {}
+
+  def __len__(self) -> int:
+    return sys.maxsize if self.num_epochs is None else self.n * self.num_epochs
+
+  def __getitem__(self, i: int) -> int:
+    epoch, j = divmod(int(i), self.n)
+    if not self.shuffle:
+      return j
+    order = self._cache.get(epoch)
+    if order is None:
+      order = np.random.default_rng((self.seed, epoch)).permutation(self.n)
+      self._cache = {epoch: order, **{k: v for k, v in self._cache.items() if k == epoch - 1}}
+    return int(order[j])
+
+  def __getstate__(self):
+    return {**self.__dict__, "_cache": {}}
+
+
+class _HostRows(grain.transforms.Map):
+  """Rows [start, start + size) of a batch of (indices, real) pairs."""
+
+  def __init__(self, start: int, size: int):
+    self.start, self.size = start, size
+
+  def map(self, element):
+    indices, real = element
+    return indices[self.start : self.start + self.size], real[self.start : self.start + self.size]
+
+
+def _real(i: int) -> tuple[int, bool]:
+  return i, True
+
+
+def _padding(i: int) -> tuple[int, bool]:
+  return i, False
+
+
+def make_dataset(
+  source: Sequence[dict[str, Any]],
+  *,
+  skeleton: joints_lib.Skeleton,
+  crop_mode: str,
+  canvas_hw: tuple[int, int],
+  global_batch_size: int,
+  shuffle: bool,
+  seed: int = 0,
+  num_epochs: int | None = None,
+  drop_remainder: bool = True,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  worker_count: int = 0,
+  num_threads: int = 2,
+  prefetch_batches: int = 4,
+  image_scale: float | None = None,
+  box_scale: float | None = None,
+  use_draft: bool = True,
+  start_batch: int = 0,
+) -> grain.IterDataset:
+  """The host's stream of batches in design.md's batch layout.
+
+  Grain pads, shards and batches example *indices* (a seeded permutation per
+  epoch when shuffling, see `_EpochOrder`); each batch of indices is then read
+  and cropped in one go (a `CanvasCacheSource` reads its arrays with one copy
+  per batch, which is what makes the cached path fast). Host p of P takes rows
+  [p·B/P, (p+1)·B/P) of each global batch of B, so hosts see disjoint parts of the
+  same global batch, in the order of a one-host run.
+
+  With `num_epochs` set and `drop_remainder=False` (evaluation: `shuffle=False,
+  num_epochs=1`), the stream is padded to whole global batches with copies of the
+  first examples marked `_mask=False` and `joints_valid = joints_visible = 0`, so
+  every example appears exactly once with `_mask=True`. Otherwise a partial last
+  global batch is dropped (an endless stream has none).
+
+  Args:
+    source: random-access dataset features (TFDS data source, list, ...) or a
+      `CanvasCacheSource` (already cropped: only batching runs on the host).
+    skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft: see
+      `crop_example` (checked against the cache's manifest for a cache).
+    global_batch_size: examples per step over all hosts.
+    shuffle: shuffle the examples (training).
+    seed: shuffle seed.
+    num_epochs: passes over the data; None repeats forever.
+    drop_remainder: drop (True) or pad (False) a partial last global batch.
+    process_index, process_count: this host and the number of hosts (default
+      `jax.process_index()` / `jax.process_count()`).
+    worker_count: grain worker processes (0: threads in this process only).
+    num_threads: threads per process preparing batches concurrently (PIL and
+      numpy copies release the GIL).
+    prefetch_batches: batches prepared ahead per process.
+    start_batch: skip the first global batches (resuming at a step: the stream
+      is a pure function of the seed and the batch number).
+
+  Returns:
+    A grain `IterDataset` of dicts of (global_batch_size / process_count, ...)
+    numpy arrays. Close its iterator after use when `worker_count > 0`.
+  """
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  if global_batch_size % process_count:
+    raise ValueError(f"global batch {global_batch_size} not divisible by {process_count} hosts")
+  local_batch = global_batch_size // process_count
+
+  if isinstance(source, CanvasCacheSource):
+    source.check(crop_mode=crop_mode, canvas_hw=canvas_hw, skeleton=skeleton)
+    crop = None
+  else:
+    crop = _CropExample(
+      skeleton=skeleton,
+      crop_mode=crop_mode,
+      canvas_hw=tuple(canvas_hw),
+      image_scale=image_scale,
+      box_scale=box_scale,
+      use_draft=use_draft,
+    )
+  if not len(source):
+    raise ValueError("empty source")
+  ds = grain.MapDataset.source(
+    _EpochOrder(len(source), shuffle=shuffle, seed=seed, num_epochs=num_epochs)
+  )
+  real = ds.map(_real)
+  if num_epochs is not None:
+    total = len(ds)
+    if drop_remainder:
+      real = real[: total // global_batch_size * global_batch_size]
+    elif total % global_batch_size:
+      fill = ds[: -total % global_batch_size].map(_padding)
+      real = grain.MapDataset.concatenate([real, fill])
+  # Batch the global order, then keep this host's contiguous block of rows: the
+  # global array that `to_global_array` assembles then has the rows in the same
+  # order as a one-host run, so per-row randomness (augmentation, dropout) and the
+  # results are the same whatever the number of hosts.
+  ds = real.batch(global_batch_size, drop_remainder=True)
+  ds = ds.map(_HostRows(process_index * local_batch, local_batch))
+  if start_batch:
+    ds = ds[start_batch:]
+  ds = ds.map(_ReadBatch(source, crop))
+  read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_batches)
+  it = ds.to_iter_dataset(read)
+  if worker_count > 0:
+    # Grain's workers read absl flags; outside an absl app (tests, notebooks) use defaults.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return it
+
+
+def to_global_array(
+  batch: dict[str, np.ndarray], mesh: Mesh, data_axis: str = "data"
+) -> dict[str, jax.Array]:
+  """Places a host-local batch on the mesh, batch axis sharded over `data_axis`.
+
+  Works single- and multi-host: each host passes its own (B / P, ...) rows and the
+  result is a global (B, ...) array.
+
+  Args:
+    batch: dict of host-local numpy arrays, leading axis the local batch.
+    mesh: the device mesh.
+    data_axis: mesh axis for the batch dimension.
+
+  Returns:
+    dict of global `jax.Array`s with `NamedSharding(mesh, P(data_axis))`.
+  """
+  sharding = NamedSharding(mesh, PartitionSpec(data_axis))
+  return {
+    k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
+  }
+
+
+# --- Canvas cache --------------------------------------------------------------
+
+
+def _source_fingerprint(source: Sequence[dict[str, Any]]) -> str:
+  """Cheap identity of a source: its length and the first and last examples' bytes."""
+  digest = hashlib.sha256(str(len(source)).encode())
+  for i in sorted({0, len(source) - 1}):
+    ex = source[i]
+    digest.update(str(int(ex["index"])).encode())
+    digest.update(bytes(ex["image"]))
+    digest.update(np.ascontiguousarray(ex["joints"], np.float32).tobytes())
+  return digest.hexdigest()
+
+
+def _cache_params(skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft) -> dict:
+  return {
+    "version": _CACHE_VERSION,
+    "skeleton": skeleton.name,
+    "model_joints": list(skeleton.model_joints),
+    "crop_mode": crop_mode,
+    "canvas_hw": list(canvas_hw),
+    "image_scale": image_scale,
+    "box_scale": box_scale,
+    "use_draft": use_draft,
+  }
+
+
+def _write_npy_atomic(path: str, array: np.ndarray) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "wb") as f:
+    np.save(f, array)
+  os.replace(tmp, path)
+
+
+class CanvasCacheSource:
+  """Random access to cropped canvases cached by `build_canvas_cache`.
+
+  Each element is one example of the batch layout (as `crop_example` returns).
+  The canvases stay in a memory-mapped .npy (the page cache holds them); the small
+  per-example arrays are loaded into memory. Picklable (reopens the files
+  lazily), so grain's worker processes can use it.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    with open(os.path.join(path, "manifest.json")) as f:
+      self.manifest = json.load(f)
+    self.keys = tuple(self.manifest["keys"])
+    self._arrays: dict[str, np.ndarray] | None = None
+
+  def _open(self) -> dict[str, np.ndarray]:
+    if self._arrays is None:
+      self._arrays = {
+        k: np.load(os.path.join(self.path, f"{k}.npy"), mmap_mode="r" if k == "image" else None)
+        for k in self.keys
+      }
+    return self._arrays
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state["_arrays"] = None
+    return state
+
+  def __len__(self) -> int:
+    return int(self.manifest["length"])
+
+  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    if not -len(self) <= i < len(self):
+      raise IndexError(i)
+    return {k: np.array(v[i]) for k, v in self._open().items()}
+
+  def read_batch(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
+    """The examples at `indices` stacked: dict of (len(indices), ...) arrays."""
+    arrays = self._open()
+    indices = np.asarray(indices, np.int64)
+    out = {k: v[indices] for k, v in arrays.items() if k != "image"}
+    image = arrays["image"]
+    # One copy per canvas straight from the page cache into the batch.
+    out["image"] = np.empty((len(indices), *image.shape[1:]), image.dtype)
+    for j, i in enumerate(indices):
+      out["image"][j] = image[i]
+    return out
+
+  def check(self, *, crop_mode: str, canvas_hw: tuple[int, int], skeleton: joints_lib.Skeleton):
+    """Raises ValueError if the cache was built for other crop parameters."""
+    p = self.manifest["params"]
+    if (p["crop_mode"], tuple(p["canvas_hw"]), p["skeleton"]) != (
+      crop_mode,
+      tuple(canvas_hw),
+      skeleton.name,
+    ):
+      raise ValueError(
+        f"canvas cache {self.path} holds {p['skeleton']}/{p['crop_mode']}/{p['canvas_hw']}, "
+        f"asked for {skeleton.name}/{crop_mode}/{list(canvas_hw)}"
+      )
+
+
+def build_canvas_cache(
+  source: Sequence[dict[str, Any]],
+  *,
+  skeleton: joints_lib.Skeleton,
+  crop_mode: str,
+  canvas_hw: tuple[int, int],
+  path: str,
+  image_scale: float | None = None,
+  box_scale: float | None = None,
+  use_draft: bool = True,
+  num_threads: int = 4,
+) -> CanvasCacheSource:
+  """Crops a whole split once and stores the canvases; reuses a matching cache.
+
+  `path` (a directory) gets one `<key>.npy` per batch-layout key (`image` is
+  (N, H, W, 3) uint8) and `manifest.json` with the crop parameters and a
+  fingerprint of the source (its length and first/last examples). A cache whose
+  manifest differs is rebuilt. Files are written to a temporary name and moved
+  into place, the manifest last, so an interrupted build is never mistaken for a
+  finished one.
+
+  Args:
+    source: random-access dataset features.
+    skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft: see
+      `crop_example`.
+    path: cache directory.
+    num_threads: decoding threads.
+
+  Returns:
+    A `CanvasCacheSource` over the cache.
+  """
+  params = _cache_params(skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft)
+  fingerprint = _source_fingerprint(source) if len(source) else ""
+  manifest_path = os.path.join(path, "manifest.json")
+  if os.path.exists(manifest_path):
+    with open(manifest_path) as f:
+      old = json.load(f)
+    if old.get("params") == params and old.get("fingerprint") == fingerprint:
+      return CanvasCacheSource(path)
+    os.remove(manifest_path)  # Stale: invalidate before overwriting the arrays.
+  os.makedirs(path, exist_ok=True)
+
+  crop = _CropExample(
+    skeleton=skeleton,
+    crop_mode=crop_mode,
+    canvas_hw=tuple(canvas_hw),
+    image_scale=image_scale,
+    box_scale=box_scale,
+    use_draft=use_draft,
+  )
+  n = len(source)
+  if not n:
+    raise ValueError("cannot cache an empty source")
+  first = crop.map(source[0])
+  keys = sorted(first)
+  # The canvases go straight into a memory-mapped file; the small arrays in RAM.
+  image_tmp = os.path.join(path, f"image.npy.tmp-{os.getpid()}")
+  images = np.lib.format.open_memmap(image_tmp, "w+", np.uint8, (n, *first["image"].shape))
+  small = {
+    k: np.zeros((n, *np.shape(first[k])), np.asarray(first[k]).dtype) for k in keys if k != "image"
+  }
+
+  def fill(i: int) -> None:
+    ex = first if i == 0 else crop.map(source[i])
+    images[i] = ex["image"]
+    for k in small:
+      small[k][i] = ex[k]
+
+  with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
+    for _ in pool.map(fill, range(n), chunksize=64):
+      pass
+  images.flush()  # The open map is released on return; renaming it is fine on POSIX.
+  os.replace(image_tmp, os.path.join(path, "image.npy"))
+  for k, v in small.items():
+    _write_npy_atomic(os.path.join(path, f"{k}.npy"), v)
+  manifest = {"params": params, "fingerprint": fingerprint, "length": n, "keys": keys}
+  tmp = f"{manifest_path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(manifest, f, indent=1)
+  os.replace(tmp, manifest_path)
+  return CanvasCacheSource(path)

@@ -1,0 +1,426 @@
+"""PCK and PCKh: the benchmark metrics of FLIC, MPII, LSP and the synthetic people.
+
+Every function is vectorized over examples and joints (numpy; jax arrays are
+accepted and pulled to the host with `np.asarray`). Which joints count is always an
+explicit boolean mask `valid` (annotated): nothing is inferred from coordinate
+values. Points are `(x, y)` in any one frame shared by `pred` and `gt` (distances
+are translation invariant, so a common 0- or 1-based shift does not matter); the
+normalizer must be in the same pixel units.
+
+A joint of an example is *evaluated* when it is valid and the example's normalizer
+is finite and > 0; an evaluated joint is *correct* at threshold α when
+`‖pred − gt‖ / normalizer ≤ α` (the official scripts divide, then compare with
+`≤`). Examples whose normalizer is ≤ 0 (e.g. a missing head box or torso joint)
+are excluded from the counts, as if their joints were missing. A NaN prediction is
+never correct (MPII's scripts turn NaN predictions into `inf`).
+
+Protocols (see `/work/shared/SPEC.md` §2):
+
+* PCKh, MPII's `evaluatePCKh.m` / `computePCK.m` / `genTablePCK.m`: "head size =
+  0.6 × ‖(x1, y1) − (x2, y2)‖, the head box's diagonal; correct if distance / head
+  size ≤ α (α = 0.5 for the table; curve over 0…0.5); joints with no ground truth
+  are skipped; annotated-but-occluded joints COUNT; pelvis and thorax are excluded;
+  the table's Head = mean of head top and upper neck, Shoulder/Elbow/Wrist/Hip/
+  Knee/Ankle = mean of left and right, UBody = shoulders, elbows, wrists, Total =
+  pooled over the 14 joints (count-weighted)." So a per-joint rate is taken over
+  that joint's own evaluated examples; a named column is the plain (unweighted)
+  mean of its joints' rates; UBody and Total pool correct / evaluated over their
+  joints, which equals the count-weighted mean of the per-joint rates (HRNet's
+  `jnt_ratio`-weighted "Mean").
+* PCK, FLIC (MODEC's convention): "‖pred − gt‖ ≤ α · torso, torso = ‖right
+  shoulder − left hip‖ of the ground truth as labelled in FLIC's examples.mat";
+  per joint with L/R averaged (Table 3), curves over α ∈ [0, 0.2] (Fig. 12, 15).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from heatpose_jax import joints as joints_lib
+
+# MPII's official curve: range = 0:0.01:0.5 (k / 100 rounds each value correctly).
+PCKH_THRESHOLDS = np.arange(51) / 100
+# FLIC's curves (Fig. 12, 15) run to α = 0.2.
+PCK_THRESHOLDS = np.arange(21) / 100
+# The thresholds of the FLIC table (Table 3 uses 0.05; 0.2 is the common "PCK@0.2").
+FLIC_TABLE_THRESHOLDS = (0.05, 0.2)
+MPII_TABLE_THRESHOLD = 0.5
+# MPII head size = SC_BIAS x head-box diagonal (`util_get_head_size` in the toolkit).
+HEAD_SIZE_FACTOR = 0.6
+
+
+def _evaluated(valid, normalizer) -> tuple[np.ndarray, np.ndarray]:
+  """(N, J) evaluated mask and the normalizer broadcast to (N, J)."""
+  valid = np.asarray(valid, bool)
+  norm = np.asarray(normalizer, np.float64)
+  if norm.ndim == 1:
+    norm = norm[:, None]
+  norm = np.broadcast_to(norm, valid.shape)
+  ok = valid & np.isfinite(norm) & (norm > 0)
+  return ok, norm
+
+
+def normalized_distances(pred, gt, normalizer) -> np.ndarray:
+  """‖pred − gt‖ / normalizer.
+
+  Args:
+    pred: (N, J, 2) predicted (x, y).
+    gt: (N, J, 2) ground-truth (x, y), same frame as `pred`.
+    normalizer: (N,) or (N, J) in the same pixel units.
+
+  Returns:
+    (N, J) float64; inf or NaN where the normalizer is ≤ 0 (mask those out with
+    `valid & (normalizer > 0)`, as `pck` does).
+  """
+  dist = np.linalg.norm(np.asarray(pred, np.float64) - np.asarray(gt, np.float64), axis=-1)
+  norm = np.asarray(normalizer, np.float64)
+  if norm.ndim == 1:
+    norm = norm[:, None]
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return dist / norm
+
+
+def pck(pred, gt, valid, normalizer, thresholds) -> tuple[np.ndarray, np.ndarray]:
+  """Which joints are correct at each threshold.
+
+  Args:
+    pred: (N, J, 2) predicted (x, y).
+    gt: (N, J, 2) ground truth (x, y), same frame; finite where `valid`.
+    valid: (N, J) bool, the joint has a ground-truth location (annotated,
+      occluded or not).
+    normalizer: (N,) or (N, J) head size (PCKh) or torso size (PCK); rows with a
+      value ≤ 0 (or non-finite) are excluded.
+    thresholds: scalar or (T,) α values.
+
+  Returns:
+    `(correct, evaluated)`: (T, N, J) bool, `dist / normalizer ≤ α` on evaluated
+    joints (False elsewhere), and the (N, J) bool mask of evaluated joints.
+  """
+  evaluated, _ = _evaluated(valid, normalizer)
+  ratio = normalized_distances(pred, gt, normalizer)
+  alphas = np.atleast_1d(np.asarray(thresholds, np.float64))
+  correct = (ratio[None] <= alphas[:, None, None]) & evaluated[None]
+  return correct, evaluated
+
+
+def pck_curve(pred, gt, valid, normalizer, thresholds) -> tuple[np.ndarray, np.ndarray]:
+  """Per-joint PCK rates over thresholds.
+
+  Args: as `pck`.
+
+  Returns:
+    `(rates, counts)`: (T, J) float64 percentages, each over that joint's own
+    evaluated examples (NaN for a joint with none), and the (J,) int number of
+    evaluated examples per joint.
+  """
+  correct, evaluated = pck(pred, gt, valid, normalizer, thresholds)
+  counts = evaluated.sum(0)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    rates = np.where(counts > 0, 100.0 * correct.sum(1) / counts, np.nan)
+  return rates, counts
+
+
+def _pooled(rates: np.ndarray, counts: np.ndarray, idx: np.ndarray) -> np.ndarray:
+  """Count-weighted mean of rates[..., idx] (= pooled correct / evaluated)."""
+  c = counts[idx].astype(np.float64)
+  if c.sum() == 0:
+    return np.full(rates.shape[:-1], np.nan)
+  return (np.where(c > 0, rates[..., idx], 0.0) * c).sum(-1) / c.sum()
+
+
+def table(
+  rates, counts, skeleton: joints_lib.Skeleton, pooled: bool = True
+) -> dict[str, float | np.ndarray]:
+  """The paper-style table from per-joint rates.
+
+  Named columns (`skeleton.table`, e.g. Head, Shoulder, ...) are the plain mean
+  of their joints' per-joint rates, as MPII's `genTablePCK.m` does
+  (`(pck(lsho) + pck(rsho)) / 2`). A joint with no evaluated example is left out
+  of its column's mean (the official script would print NaN; the two agree
+  whenever every joint has an example). With `pooled`, two more columns pool
+  correct / evaluated over joints, i.e. the count-weighted mean of per-joint
+  rates (`computePCK.m`): "UBody" over the joints of
+  `joints.UPPER_BODY_COLUMNS` (shoulders, elbows, wrists) and "Total" over
+  `skeleton.scored` (MPII: the 14 joints without pelvis and thorax).
+
+  Args:
+    rates: (..., J) per-joint percentages in model order (NaN where count 0),
+      e.g. one row of `pck_curve`'s rates, or all T rows for column curves.
+    counts: (J,) evaluated examples per joint.
+    skeleton: gives the columns and the scored joints.
+    pooled: add "UBody" and "Total" (the FLIC table has neither).
+
+  Returns:
+    Column name -> percentage: a float for (J,) rates, else an array of shape
+    `rates.shape[:-1]`.
+  """
+  rates = np.asarray(rates, np.float64)
+  counts = np.asarray(counts)
+  has = counts > 0
+  out = {}
+  cols = skeleton.table_indices()
+  for name, idx in cols.items():
+    n = has[idx].sum()
+    total = np.where(has[idx], rates[..., idx], 0.0).sum(-1)
+    out[name] = total / n if n else np.full(rates.shape[:-1], np.nan)
+  if pooled:
+    upper = np.concatenate([cols[c] for c in joints_lib.UPPER_BODY_COLUMNS])
+    out["UBody"] = _pooled(rates, counts, upper)
+    out["Total"] = _pooled(rates, counts, np.flatnonzero(skeleton.scored_mask))
+  if rates.ndim == 1:
+    out = {k: float(v) for k, v in out.items()}
+  return out
+
+
+def pck_tables(
+  pred,
+  gt,
+  valid,
+  normalizer,
+  skeleton: joints_lib.Skeleton,
+  thresholds: Sequence[float],
+  pooled: bool = True,
+) -> dict[float, dict[str, float]]:
+  """One table per threshold, for model-order joints of any skeleton.
+
+  Args:
+    pred, gt: (N, J, 2) model-order (x, y), one frame.
+    valid: (N, J) bool annotated.
+    normalizer: (N,) head size (PCKh) or torso size (PCK), e.g. the dataset's
+      `head_size` / `torso_size` features (synthetic people have both).
+    skeleton: the dataset's skeleton (J = skeleton.num_joints).
+    thresholds: α values.
+    pooled: add UBody and Total (see `table`).
+
+  Returns:
+    α -> column -> percentage.
+  """
+  rates, counts = pck_curve(pred, gt, valid, normalizer, thresholds)
+  return {
+    float(t): table(r, counts, skeleton, pooled) for t, r in zip(thresholds, rates, strict=True)
+  }
+
+
+# --- MPII --------------------------------------------------------------------
+
+
+def head_size_from_boxes(head_boxes) -> np.ndarray:
+  """MPII's PCKh normalizer from head boxes.
+
+  Args:
+    head_boxes: (N, 4) x1, y1, x2, y2 in pixels.
+
+  Returns:
+    (N,) 0.6 × ‖(x2, y2) − (x1, y1)‖ (0 for an all-zero box, so the row is excluded).
+  """
+  b = np.asarray(head_boxes, np.float64)
+  return HEAD_SIZE_FACTOR * np.hypot(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+
+
+def mpii_pckh_table(
+  pred, gt, valid, head_size, threshold: float = MPII_TABLE_THRESHOLD
+) -> dict[str, float]:
+  """MPII's PCKh table: Head, Shoulder, ..., Ankle, UBody, Total.
+
+  Args:
+    pred, gt: (N, 16, 2) (x, y) in MPII joint-id order, one frame.
+    valid: (N, 16) bool annotated (occluded joints count).
+    head_size: (N,) 0.6 × head-box diagonal, same units.
+    threshold: α (0.5 for the paper's table).
+
+  Returns:
+    Column -> percentage.
+  """
+  return pck_tables(pred, gt, valid, head_size, joints_lib.SKELETONS["mpii"], [threshold])[
+    float(threshold)
+  ]
+
+
+# --- FLIC --------------------------------------------------------------------
+
+
+def faces_away(joints_annotated, valid, skeleton: joints_lib.Skeleton) -> np.ndarray:
+  """Whether each person shows their back, judged from person-centric labels.
+
+  Person-centric labels (MODEC's FLIC, MPII) name joints from the person's view:
+  a person facing the camera has the left shoulder on the image's right, so
+  `x(l_shoulder) > x(r_shoulder)`. The person faces away when
+  `x(l_shoulder) < x(r_shoulder)` (strictly; needs both shoulders valid). This is
+  exactly the rule of the stacked-hourglass FLIC files: their observer-centric
+  `valid.h5` differs from `valid_personcentric.h5` (= examples.mat) on the 48 test
+  examples it selects, by a left/right swap.
+
+  Args:
+    joints_annotated: (N, A, 2) (x, y) in the skeleton's annotated order.
+    valid: (N, A) bool.
+    skeleton: has `l_shoulder` and `r_shoulder` among its annotated joints.
+
+  Returns:
+    (N,) bool.
+  """
+  j = np.asarray(joints_annotated)
+  v = np.asarray(valid, bool)
+  lsho, rsho = skeleton.annotated.index("l_shoulder"), skeleton.annotated.index("r_shoulder")
+  return v[:, lsho] & v[:, rsho] & (j[:, lsho, 0] < j[:, rsho, 0])
+
+
+def to_observer_centric(
+  joints_annotated, valid, swap, skeleton: joints_lib.Skeleton
+) -> tuple[np.ndarray, np.ndarray]:
+  """Swaps left and right labels on the rows `swap` selects.
+
+  Observer-centric labels name the joints as if every person faced the camera:
+  the "right shoulder" is the one with the smaller x. Pass `swap =
+  faces_away(gt, ...)` for both ground truth and predictions so that one
+  decision, taken on the ground truth, relabels both.
+
+  Args:
+    joints_annotated: (N, A, 2) annotated order.
+    valid: (N, A) bool.
+    swap: (N,) bool rows to relabel.
+    skeleton: gives the left/right pairs.
+
+  Returns:
+    (joints (N, A, 2), valid (N, A)) relabelled copies.
+  """
+  j = np.asarray(joints_annotated)
+  v = np.asarray(valid, bool)
+  s = np.asarray(swap, bool)
+  perm = skeleton.annotated_flip_permutation
+  return np.where(s[:, None, None], j[:, perm], j), np.where(s[:, None], v[:, perm], v)
+
+
+def torso_normalizer(gt_annotated, valid, skeleton: joints_lib.Skeleton) -> np.ndarray:
+  """PCK torso size ‖r_shoulder − l_hip‖ of the ground truth (MODEC's convention).
+
+  Args:
+    gt_annotated: (N, A, 2) ground truth (x, y), annotated order.
+    valid: (N, A) bool.
+    skeleton: `skeleton.torso` names the two joints.
+
+  Returns:
+    (N,) torso size; 0 where either joint is missing (such rows are excluded).
+  """
+  a, b = skeleton.torso_annotated_indices
+  g = np.asarray(gt_annotated, np.float64)
+  v = np.asarray(valid, bool)
+  return np.where(v[:, a] & v[:, b], np.linalg.norm(g[:, a] - g[:, b], axis=-1), 0.0)
+
+
+def flic_torso_normalizer(gt_annotated, valid=None, observer_centric: bool = False) -> np.ndarray:
+  """FLIC's PCK normalizer.
+
+  Person-centric (default, MODEC's examples.mat labels): ‖r_shoulder − l_hip‖.
+  Observer-centric: ‖observer-right shoulder − observer-left hip‖, i.e. on people
+  facing away (`faces_away`) the labels are swapped first, giving
+  ‖l_shoulder − r_hip‖ in examples.mat's labels. (The stacked-hourglass
+  observer-centric FLIC `valid.h5` swaps the labels but keeps the person-centric
+  `normalize`; we recompute it.)
+
+  Args:
+    gt_annotated: (N, 11, 2) examples.mat's 11 annotated joints
+      (`joints.FLIC_COORD_COLUMNS` order), any one pixel frame.
+    valid: (N, 11) bool, default all True.
+    observer_centric: use the observer-centric torso diagonal.
+
+  Returns:
+    (N,) torso sizes (0 where a torso joint is missing).
+  """
+  skel = joints_lib.SKELETONS["flic"]
+  g = np.asarray(gt_annotated, np.float64)
+  v = np.ones(g.shape[:2], bool) if valid is None else np.asarray(valid, bool)
+  if observer_centric:
+    g, v = to_observer_centric(g, v, faces_away(g, v, skel), skel)
+  return torso_normalizer(g, v, skel)
+
+
+def flic_pck_tables(
+  pred_annotated,
+  gt_annotated,
+  valid,
+  thresholds: Sequence[float] = FLIC_TABLE_THRESHOLDS,
+  observer_centric: bool = False,
+  predictions_observer_centric: bool = False,
+) -> dict[float, dict[str, float]]:
+  """FLIC's PCK table (Head = nose, Shoulder, Elbow, Wrist; L/R averaged).
+
+  Scores the paper's 7 model joints; the hips only enter the normalizer.
+
+  Observer-centric evaluation swaps left and right on the people facing away
+  (decided on the ground truth) in the ground truth, and in the predictions too
+  unless `predictions_observer_centric` says they already use observer-centric
+  labels (a model trained on them). For person-centric predictions this changes
+  only the torso diagonal and which side each per-joint rate is filed under, so
+  the L/R-averaged columns move only through the normalizer.
+
+  Args:
+    pred_annotated: (N, 11, 2) predictions of the 11 annotated joints, same
+      frame as `gt_annotated` (hips unused).
+    gt_annotated: (N, 11, 2) examples.mat ground truth, annotated order.
+    valid: (N, 11) bool annotated.
+    thresholds: α values.
+    observer_centric: evaluate with observer-centric labels and torso.
+    predictions_observer_centric: predictions already use observer-centric labels.
+
+  Returns:
+    α -> column -> percentage.
+  """
+  skel = joints_lib.SKELETONS["flic"]
+  pred = np.asarray(pred_annotated, np.float64)
+  gt = np.asarray(gt_annotated, np.float64)
+  valid = np.asarray(valid, bool)
+  if observer_centric:
+    swap = faces_away(gt, valid, skel)
+    if not predictions_observer_centric:
+      pred, _ = to_observer_centric(pred, valid, swap, skel)
+    gt, valid = to_observer_centric(gt, valid, swap, skel)
+  torso = torso_normalizer(gt, valid, skel)
+  m = skel.model_indices
+  return pck_tables(pred[:, m], gt[:, m], valid[:, m], torso, skel, thresholds, pooled=False)
+
+
+# --- precision ---------------------------------------------------------------
+
+
+def x_error_sigma(pred, gt, valid, outlier_px: float = 20.0) -> tuple[float, int]:
+  """σ of the x error, outliers removed (the paper's Table 1 and Fig. 11).
+
+  The paper: "When calculating σ for our model, we remove all outliers with error
+  > 20 and error < −20", i.e. errors e = x_pred − x_gt with |e| ≤ outlier_px are
+  kept. σ is the population standard deviation (ddof = 0) of the kept errors,
+  pooled over every valid (example, joint) given: slice `pred[:, [j]]` for one
+  joint. Coordinates are in the caller's frame (the paper quotes the network
+  input frame, 360 × 240 for FLIC).
+
+  Args:
+    pred, gt: (N, J, 2) (x, y).
+    valid: (N, J) bool.
+    outlier_px: keep |e| ≤ outlier_px.
+
+  Returns:
+    (σ, number of valid errors removed; a NaN prediction counts as removed).
+    σ is NaN when nothing is kept.
+  """
+  err = (np.asarray(pred, np.float64)[..., 0] - np.asarray(gt, np.float64)[..., 0])[
+    np.asarray(valid, bool)
+  ]
+  keep = np.abs(err) <= outlier_px
+  sigma = float(np.std(err[keep])) if keep.any() else float("nan")
+  return sigma, int((~keep).sum())
+
+
+# --- printing ----------------------------------------------------------------
+
+
+def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
+  """Fixed-width text table: one row per entry, columns from the first row, %.1f."""
+  cols = list(next(iter(rows.values())))
+  label_w = max(len(r) for r in rows)
+  widths = [max(len(c), 5) for c in cols]
+  lines = [" ".join([" " * label_w] + [c.rjust(w) for c, w in zip(cols, widths, strict=True)])]
+  for label, vals in rows.items():
+    cells = [f"{vals[c]:.1f}".rjust(w) for c, w in zip(cols, widths, strict=True)]
+    lines.append(" ".join([label.ljust(label_w)] + cells))
+  return "\n".join(lines)

@@ -1,0 +1,447 @@
+"""The paper's networks: the coarse heat-map model, the crop module, the shared-
+weight fine model, their cascade, and the "standard cascade" of Fig. 13.
+
+Shapes: images `(B, H, W, 3)` float in [0, 1]; coarse heat-maps NHWC
+`(B, H/s, W/s, J)` at stride s = the pooling factor; fine heat-maps
+`(B, J, Wc, Wc)` in each joint's crop window at stride 1 (see `codec` for the
+frames). Every module computes in `dtype` and keeps its parameters in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from heatpose_jax import codec, image_ops
+
+# (kernel size, features) of each conv of one resolution bank, and the convs
+# followed by a 2x2 max-pool, in the order they are switched on as the pooling
+# factor grows (4x: the first two, 8x: three, 16x: four). Feature counts stay
+# the same whatever the pooling, as in the paper's Fig. 9.
+BANKS = {
+  # FLIC, 320x240: 7 stages = 4 bank convs + a 3-layer 1x1 head (paper §3.1).
+  "flic": (((5, 128), (5, 128), (5, 128), (9, 512)), (0, 1, 2, 3)),
+  # MPII, 256x256: 11 stages = 8 bank convs + the same head.
+  "mpii": (((5, 128),) * 7 + ((9, 512),), (0, 1, 2, 4)),
+}
+
+# The crop module reads the first two convs of the first two banks, at these
+# strides in input pixels (conv1 runs before the first pool, conv2 after it).
+CROP_STRIDES = (1, 2, 2, 4)
+# Window origins are multiples of the coarsest crop stride, so every bank's
+# window starts on a whole feature pixel and lines up after upscaling.
+CROP_ALIGN = 4
+
+
+def bank_layout(
+  variant: str, width: float = 1.0
+) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
+  """The coarse bank of `variant` ('flic' or 'mpii') with features × `width`."""
+  if variant not in BANKS:
+    raise ValueError(f"unknown model variant {variant!r}; known: {sorted(BANKS)}")
+  convs, pools = BANKS[variant]
+  return tuple((k, max(1, round(f * width))) for k, f in convs), pools
+
+
+def _upscale(x: jax.Array, factor: int, hw: tuple[int, int]) -> jax.Array:
+  """Nearest-neighbour upscaling of NHWC `x` by `factor`, cropped to `hw`."""
+  if factor > 1:
+    x = jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
+  return x[:, : hw[0], : hw[1]]
+
+
+class CoarseNet(nn.Module):
+  """Multi-resolution sliding-window heat-map detector (paper Fig. 2).
+
+  Attributes:
+    num_joints: J, heat-maps out.
+    bank_convs: (kernel, features) of each bank conv (see `bank_layout`).
+    pool_after: bank convs that may be followed by a 2x2 max-pool, in order.
+    pool_factor: 4, 8 or 16: pools = log2(pool_factor) of `pool_after`.
+    head_features: the 1x1 convs between the merge and the output.
+    num_banks: pyramid levels (full, 1/2, 1/4 resolution).
+    dropout: 'spatial' (one draw per feature map, the paper's SpatialDropout),
+      'standard' (per activation) or 'none'; applied before the first 1x1 conv.
+    dropout_rate: the drop probability.
+    lcn: local contrast normalization of each pyramid level.
+    dtype: compute dtype; parameters stay float32.
+  """
+
+  num_joints: int
+  bank_convs: Sequence[tuple[int, int]] = BANKS["flic"][0]
+  pool_after: Sequence[int] = BANKS["flic"][1]
+  pool_factor: int = 8
+  head_features: Sequence[int] = (256, 256)
+  num_banks: int = 3
+  dropout: str = "spatial"
+  dropout_rate: float = 0.2
+  lcn: bool = True
+  dtype: jnp.dtype = jnp.float32
+
+  @property
+  def stride(self) -> int:
+    return self.pool_factor
+
+  def _pools(self) -> set[int]:
+    n = int(math.log2(self.pool_factor))
+    if 2**n != self.pool_factor or not 2 <= n <= len(self.pool_after):
+      raise ValueError(
+        f"pool_factor must be a power of two from 4 to {2 ** len(self.pool_after)}, "
+        f"got {self.pool_factor}"
+      )
+    return set(self.pool_after[:n])
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *, train: bool) -> dict[str, jax.Array]:
+    """Runs the coarse model.
+
+    Args:
+      images: `(B, H, W, 3)` float in [0, 1].
+      train: enables dropout (needs the 'dropout' rng).
+
+    Returns:
+      dict with
+        heatmaps: `(B, ceil(H/s), ceil(W/s), J)` float32, s = pool_factor;
+        crop_features: the 4 maps the crop module reads, strides CROP_STRIDES:
+          bank 0 conv 1 and 2, bank 1 conv 1 and 2, each `(B, H/stride, W/stride, F)`;
+        inputs: the LCN-normalized pyramid levels (the standard cascade crops them).
+    """
+    pools = self._pools()
+    levels = image_ops.gaussian_pyramid(images.astype(jnp.float32), self.num_banks)
+    if self.lcn:
+      levels = [image_ops.local_contrast_normalize(x) for x in levels]
+    out_hw = (-(-images.shape[1] // self.stride), -(-images.shape[2] // self.stride))
+    merged = None
+    crop_features = []
+    for b, x in enumerate(levels):
+      x = x.astype(self.dtype)
+      for i, (k, f) in enumerate(self.bank_convs):
+        x = nn.Conv(f, (k, k), dtype=self.dtype, name=f"bank{b}_conv{i}")(x)
+        x = nn.relu(x)
+        if b < 2 and i < 2:
+          crop_features.append(x)
+        if i in pools:
+          x = nn.max_pool(x, (2, 2), (2, 2), padding="SAME")
+      x = _upscale(x, 2**b, out_hw)
+      merged = x if merged is None else merged + x
+    x = merged
+    if self.dropout == "spatial":
+      x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2))(x, deterministic=not train)
+    elif self.dropout == "standard":
+      x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+    elif self.dropout != "none":
+      raise ValueError(f"dropout must be 'spatial', 'standard' or 'none', got {self.dropout!r}")
+    for i, f in enumerate(self.head_features):
+      x = nn.relu(nn.Conv(f, (1, 1), dtype=self.dtype, name=f"head{i}")(x))
+    heatmaps = nn.Conv(self.num_joints, (1, 1), dtype=self.dtype, name="out")(x)
+    # Crop features in bank order: bank0 conv0, bank0 conv1, bank1 conv0, bank1 conv1.
+    return {
+      "heatmaps": heatmaps.astype(jnp.float32),
+      "crop_features": tuple(crop_features),
+      "inputs": tuple(levels),
+    }
+
+
+def window_origin(xy: jax.Array, context: int, align: int = CROP_ALIGN) -> jax.Array:
+  """Input pixel of window pixel (0, 0) for windows of `context` px around `xy`.
+
+  Args:
+    xy: `(..., 2)` input-frame (x, y) window centres.
+    context: window side in input pixels (the paper's 36).
+    align: origins are rounded to multiples of `align`, so windows at stride
+      `align` start on whole feature pixels; the centre moves by ≤ align / 2.
+
+  Returns:
+    `(..., 2)` int32 origins: window pixel k is input pixel origin + k.
+  """
+  return (align * jnp.round((xy - (context - 1) / 2) / align)).astype(jnp.int32)
+
+
+def crop_windows(features: jax.Array, origin: jax.Array, stride: int, size: int) -> jax.Array:
+  """Crops a window per (example, joint) with `lax.dynamic_slice` under `vmap`.
+
+  Windows reaching past the border read zeros: the map is zero-padded by one
+  window on every side, so `dynamic_slice` never clamps a start index. The
+  gradient of each crop is added back into `features` at the sampled pixels.
+
+  Args:
+    features: `(B, Hf, Wf, C)` map at `stride` input pixels per pixel.
+    origin: `(B, J, 2)` int input-frame window origins, multiples of `stride`.
+    stride: input pixels per feature pixel.
+    size: window side in feature pixels.
+
+  Returns:
+    `(B, J, size, size, C)`: element [b, j, r, c] is feature pixel
+    (origin[b, j] / stride + (c, r)).
+  """
+  c = features.shape[-1]
+  padded = jnp.pad(features, ((0, 0), (size, size), (size, size), (0, 0)))
+  start = origin // stride + size  # (B, J, 2) in padded feature pixels
+
+  def one(fmap, st):
+    return jax.lax.dynamic_slice(fmap, (st[1], st[0], 0), (size, size, c))
+
+  return jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, 0))(padded, start)
+
+
+class FineNet(nn.Module):
+  """The fine heat-map model (paper Fig. 7-8): one sub-network whose weights
+  every joint shares, then a 1x1 output conv per joint.
+
+  The shared sub-network runs on all B·J windows as one batch (equivalent to
+  `vmap` over joints with shared parameters, and one large convolution).
+
+  Attributes:
+    num_joints: J.
+    bank_convs: (kernel, features) of the convs run on every input bank.
+    merge_features: the shared 1x1 conv after the upscale-and-add.
+    dtype: compute dtype.
+  """
+
+  num_joints: int
+  bank_convs: Sequence[tuple[int, int]] = ((7, 64), (5, 128))
+  merge_features: int = 128
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, crops: Sequence[jax.Array]) -> jax.Array:
+    """Fine heat-maps from per-joint crops.
+
+    Args:
+      crops: banks of windows `(B, J, S_i, S_i, C_i)`; S_0 is the largest and
+        divides by every S_i (the lower resolutions are upscaled to S_0).
+
+    Returns:
+      `(B, J, S_0, S_0)` float32 fine heat-maps, window frame at stride 1 when
+      S_0 is the full-resolution window.
+    """
+    b, j, size = crops[0].shape[:3]
+    merged = None
+    for i, crop in enumerate(crops):
+      x = crop.reshape(b * j, *crop.shape[2:]).astype(self.dtype)
+      for k, (ks, f) in enumerate(self.bank_convs):
+        x = nn.relu(nn.Conv(f, (ks, ks), dtype=self.dtype, name=f"bank{i}_conv{k}")(x))
+      x = _upscale(x, size // crop.shape[2], (size, size))
+      merged = x if merged is None else merged + x
+    x = nn.relu(nn.Conv(self.merge_features, (1, 1), dtype=self.dtype, name="merge")(merged))
+    x = x.reshape(b, j, size, size, self.merge_features)
+    # The last layer is per joint: its own 1x1 conv (weights (J, F), bias (J,)).
+    w = self.param(
+      "joint_kernel", nn.initializers.lecun_normal(), (j, self.merge_features), jnp.float32
+    )
+    bias = self.param("joint_bias", nn.initializers.zeros, (j,), jnp.float32)
+    out = (
+      jnp.einsum("bjhwf,jf->bjhw", x, w.astype(self.dtype)) + bias.astype(self.dtype)[:, None, None]
+    )
+    return out.astype(jnp.float32)
+
+
+def _crops(maps: Sequence[jax.Array], strides: Sequence[int], origin: jax.Array, context: int):
+  return [crop_windows(m, origin, s, context // s) for m, s in zip(maps, strides, strict=True)]
+
+
+class Cascade(nn.Module):
+  """Coarse model → argmax → crop of its conv features → fine model (Fig. 4).
+
+  Attributes:
+    coarse: the coarse model.
+    fine: the fine model (its J equals the coarse model's).
+    context: crop window side in input pixels (the paper's 36).
+  """
+
+  coarse: CoarseNet
+  fine: FineNet
+  context: int = 36
+
+  def coarse_heatmaps(self, images: jax.Array, *, train: bool) -> jax.Array:
+    """The coarse model alone (phase 1): `(B, h, w, J)` heat-maps."""
+    return self.coarse(images, train=train)["heatmaps"]
+
+  def __call__(
+    self,
+    images: jax.Array,
+    *,
+    train: bool,
+    freeze_coarse: bool = False,
+    coarse_xy: jax.Array | None = None,
+  ) -> dict[str, jax.Array]:
+    """Runs the cascade.
+
+    Args:
+      images: `(B, H, W, 3)` float in [0, 1].
+      train: dropout on.
+      freeze_coarse: phase 2 of the paper: the coarse model runs in inference
+        mode and no gradient reaches it, from either loss.
+      coarse_xy: `(B, J, 2)` input-frame locations to refine instead of the
+        coarse argmax (multi-scale heat-maps, the spatial model's choice).
+
+    Returns:
+      dict with coarse_heatmaps `(B, h, w, J)`, fine_heatmaps `(B, J, Wc, Wc)`,
+      window_origin `(B, J, 2)` int32, coarse_xy and xy `(B, J, 2)` input frame.
+    """
+    out = self.coarse(images, train=train and not freeze_coarse)
+    heatmaps, features = out["heatmaps"], out["crop_features"]
+    if freeze_coarse:
+      heatmaps, features = jax.lax.stop_gradient((heatmaps, features))
+    if coarse_xy is None:
+      coarse_xy, _ = codec.decode_coarse(jax.lax.stop_gradient(heatmaps), self.coarse.stride)
+    origin = window_origin(coarse_xy, self.context)
+    fine = self.fine(_crops(features, CROP_STRIDES, origin, self.context))
+    xy, _ = codec.decode_fine(fine, origin)
+    return {
+      "coarse_heatmaps": heatmaps,
+      "fine_heatmaps": fine,
+      "window_origin": origin,
+      "coarse_xy": coarse_xy,
+      "xy": xy,
+    }
+
+
+class StandardCascade(nn.Module):
+  """The comparison model of Fig. 13: the fine model sees image patches.
+
+  It crops the LCN-normalized pyramid (strides 1, 2, 4) instead of the coarse
+  model's features, gets no gradient into the coarse model (trained greedily),
+  and has an extra conv per bank so that its parameter count matches the
+  shared-feature fine model (`matched_standard_features`).
+  """
+
+  coarse: CoarseNet
+  fine: FineNet
+  context: int = 36
+
+  def coarse_heatmaps(self, images: jax.Array, *, train: bool) -> jax.Array:
+    """The coarse model alone (phase 1): `(B, h, w, J)` heat-maps."""
+    return self.coarse(images, train=train)["heatmaps"]
+
+  def __call__(
+    self,
+    images: jax.Array,
+    *,
+    train: bool,
+    freeze_coarse: bool = False,
+    coarse_xy: jax.Array | None = None,
+  ) -> dict[str, jax.Array]:
+    """Same outputs as `Cascade.__call__`."""
+    out = self.coarse(images, train=train and not freeze_coarse)
+    heatmaps = out["heatmaps"]
+    if freeze_coarse:
+      heatmaps = jax.lax.stop_gradient(heatmaps)
+    if coarse_xy is None:
+      coarse_xy, _ = codec.decode_coarse(jax.lax.stop_gradient(heatmaps), self.coarse.stride)
+    origin = window_origin(coarse_xy, self.context)
+    levels = jax.lax.stop_gradient(out["inputs"])
+    strides = tuple(2**k for k in range(len(levels)))
+    fine = self.fine(_crops(levels, strides, origin, self.context))
+    xy, _ = codec.decode_fine(fine, origin)
+    return {
+      "coarse_heatmaps": heatmaps,
+      "fine_heatmaps": fine,
+      "window_origin": origin,
+      "coarse_xy": coarse_xy,
+      "xy": xy,
+    }
+
+
+def fine_param_count(
+  num_joints: int,
+  in_features: Sequence[int],
+  bank_convs: Sequence[tuple[int, int]],
+  merge_features: int,
+) -> int:
+  """Trainable parameters of a FineNet with the given input banks."""
+  total = 0
+  for c in in_features:
+    for k, f in bank_convs:
+      total += k * k * c * f + f
+      c = f
+  last = bank_convs[-1][1]
+  total += last * merge_features + merge_features
+  return total + num_joints * (merge_features + 1)
+
+
+def matched_standard_features(
+  num_joints: int,
+  feature_channels: Sequence[int],
+  image_banks: int,
+  bank_convs: Sequence[tuple[int, int]],
+  merge_features: int,
+  extra_kernel: int = 5,
+) -> tuple[tuple[int, int], ...]:
+  """Bank convs of the standard cascade's fine model: `bank_convs` with an extra
+  `extra_kernel` conv inserted before the last one, its width chosen so that the
+  parameter count best matches the shared-feature FineNet's.
+
+  Args:
+    num_joints: J.
+    feature_channels: channels of the shared-feature model's 4 crop inputs.
+    image_banks: pyramid levels the standard model crops (3 channels each).
+    bank_convs: the shared-feature fine model's bank convs.
+    merge_features: both models' merge width.
+    extra_kernel: the extra conv's kernel size.
+  """
+  target = fine_param_count(num_joints, feature_channels, bank_convs, merge_features)
+
+  def layout(width):
+    return (*bank_convs[:-1], (extra_kernel, width), bank_convs[-1])
+
+  def count(width):
+    return fine_param_count(num_joints, (3,) * image_banks, layout(width), merge_features)
+
+  best = min(range(1, 4096), key=lambda w: abs(count(w) - target))
+  return layout(best)
+
+
+def make_model(
+  *,
+  num_joints: int,
+  variant: str = "flic",
+  pool_factor: int = 8,
+  width: float = 1.0,
+  head_features: Sequence[int] = (256, 256),
+  fine_convs: Sequence[tuple[int, int]] = ((7, 64), (5, 128)),
+  fine_merge_features: int = 128,
+  context: int = 36,
+  dropout: str = "spatial",
+  dropout_rate: float = 0.2,
+  standard_cascade: bool = False,
+  dtype: jnp.dtype = jnp.float32,
+) -> Cascade | StandardCascade:
+  """Builds the paper's cascade (or the standard cascade of Fig. 13).
+
+  Args:
+    num_joints: J.
+    variant: coarse bank layout, 'flic' or 'mpii' (`BANKS`).
+    pool_factor: 4, 8 or 16.
+    width: multiplies every coarse bank's feature count (tiny configs use < 1).
+    head_features: the coarse model's 1x1 convs after the merge.
+    fine_convs: (kernel, features) per fine bank conv.
+    fine_merge_features: the fine model's shared 1x1 conv.
+    context: crop window side in input pixels.
+    dropout, dropout_rate: see `CoarseNet`.
+    standard_cascade: build the image-patch comparison model instead, with its
+      extra conv sized to match the fine model's parameter count.
+    dtype: compute dtype.
+  """
+  convs, pools = bank_layout(variant, width)
+  coarse = CoarseNet(
+    num_joints=num_joints,
+    bank_convs=convs,
+    pool_after=pools,
+    pool_factor=pool_factor,
+    head_features=tuple(head_features),
+    dropout=dropout,
+    dropout_rate=dropout_rate,
+    dtype=dtype,
+  )
+  fine_convs = tuple(tuple(c) for c in fine_convs)
+  if standard_cascade:
+    channels = (convs[0][1], convs[1][1], convs[0][1], convs[1][1])
+    std = matched_standard_features(num_joints, channels, 3, fine_convs, fine_merge_features)
+    fine = FineNet(num_joints, std, fine_merge_features, dtype=dtype)
+    return StandardCascade(coarse, fine, context)
+  return Cascade(coarse, FineNet(num_joints, fine_convs, fine_merge_features, dtype=dtype), context)

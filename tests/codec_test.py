@@ -1,0 +1,78 @@
+"""Heat-map codec: targets, decoding and the frames between them."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from heatpose_jax import codec, losses
+
+
+@pytest.mark.parametrize("stride", [1, 4, 8, 16])
+def test_coarse_round_trip_within_half_pixel(stride):
+  rng = np.random.default_rng(stride)
+  h, w = 256 // stride, 320 // stride
+  # Keep joints one heat-map pixel from the border so the peak is interior.
+  joints = np.stack(
+    [
+      rng.uniform(stride * 1.5, w * stride - stride * 1.5, (8, 6)),
+      rng.uniform(stride * 1.5, h * stride - stride * 1.5, (8, 6)),
+    ],
+    -1,
+  ).astype(np.float32)
+  maps = codec.coarse_targets(jnp.asarray(joints), jnp.ones((8, 6)), (h, w), stride, 1.5)
+  assert maps.shape == (8, h, w, 6)
+  xy, peak = codec.decode_coarse(maps, stride)
+  err = np.abs(np.asarray(xy) - joints)
+  assert err.max() < 0.5, err.max()
+  assert np.all(np.asarray(peak) > 0.6)
+  # Without refinement the error is the quantization, at most s/2.
+  xy0, _ = codec.decode_coarse(maps, stride, refine=False)
+  assert np.abs(np.asarray(xy0) - joints).max() <= stride / 2 + 1e-4
+
+
+def test_heatmap_frame_pixel_centres():
+  # A 2x2 pool covers input pixels 0 and 1: its centre is x = 0.5.
+  np.testing.assert_allclose(codec.heatmap_to_input(jnp.array([0.0, 3.0]), 2), [0.5, 6.5])
+  np.testing.assert_allclose(codec.input_to_heatmap(jnp.array([0.5, 6.5]), 2), [0.0, 3.0])
+  np.testing.assert_allclose(codec.heatmap_to_input(jnp.array([2.0]), 1), [2.0])
+
+
+def test_fine_round_trip_in_window_frame():
+  rng = np.random.default_rng(0)
+  origin = rng.integers(-10, 200, (4, 5, 2)).astype(np.int32)
+  joints = origin + rng.uniform(2, 33, (4, 5, 2)).astype(np.float32)
+  maps = codec.fine_targets(jnp.asarray(joints), jnp.ones((4, 5)), jnp.asarray(origin), 36, 1.5)
+  assert maps.shape == (4, 5, 36, 36)
+  xy, _ = codec.decode_fine(maps, jnp.asarray(origin))
+  assert np.abs(np.asarray(xy) - joints).max() < 0.5
+
+
+def test_invalid_joints_have_empty_targets():
+  joints = jnp.array([[[10.0, 10.0], [20.0, 20.0]]])
+  maps = codec.coarse_targets(joints, jnp.array([[1.0, 0.0]]), (8, 8), 4, 1.5)
+  assert float(maps[..., 0].max()) == pytest.approx(1.0, abs=0.05)
+  assert float(jnp.abs(maps[..., 1]).max()) == 0.0
+
+
+def test_decoding_is_finite_on_flat_and_negative_maps():
+  maps = jnp.stack([jnp.zeros((6, 6)), -jnp.ones((6, 6))])[None]
+  xy, _ = codec.argmax_2d(maps)
+  assert np.all(np.isfinite(np.asarray(xy)))
+
+
+def test_masked_mse_hand_computed():
+  pred = jnp.zeros((1, 2, 2, 2)).at[0, 0, 0, 0].set(2.0).at[0, 1].set(5.0)
+  target = jnp.zeros((1, 2, 2, 2))
+  # Joint 0: one pixel off by 2 -> sum 4. Joint 1 is masked out.
+  e = losses.masked_heatmap_mse(pred, target, jnp.array([[1.0, 0.0]]))
+  assert float(e) == pytest.approx(4.0)
+  both = losses.masked_heatmap_mse(pred, target, jnp.array([[1.0, 1.0]]))
+  assert float(both) == pytest.approx((4.0 + 4 * 25.0) / 2)
+  assert float(losses.masked_heatmap_mse(pred, target, jnp.zeros((1, 2)))) == 0.0
+  assert float(losses.joint_loss(jnp.array(1.0), jnp.array(2.0), 0.1)) == pytest.approx(1.2)
+
+
+def test_coarse_loss_takes_nhwc():
+  a = jnp.zeros((2, 4, 4, 3)).at[:, :, :, 2].set(1.0)
+  e = losses.coarse_loss(a, jnp.zeros_like(a), jnp.array([[1.0, 1.0, 1.0], [0.0, 0.0, 1.0]]))
+  assert float(e) == pytest.approx(16.0 * 2 / 4)

@@ -1,0 +1,262 @@
+"""Behaviour of the coarse, crop, fine and cascade modules."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from heatpose_jax import codec, losses, models
+
+TINY = 1 / 16
+
+
+def tiny_coarse(variant="flic", pool_factor=8, num_joints=7, **kw):
+  convs, pools = models.bank_layout(variant, TINY)
+  return models.CoarseNet(
+    num_joints=num_joints,
+    bank_convs=convs,
+    pool_after=pools,
+    pool_factor=pool_factor,
+    head_features=(16, 16),
+    **kw,
+  )
+
+
+def tiny_cascade(num_joints=4, pool_factor=8, context=36):
+  coarse = tiny_coarse(pool_factor=pool_factor, num_joints=num_joints)
+  fine = models.FineNet(num_joints=num_joints, bank_convs=((3, 4), (3, 8)), merge_features=8)
+  return models.Cascade(coarse, fine, context=context)
+
+
+@pytest.mark.parametrize("variant,hw", [("flic", (240, 320)), ("mpii", (256, 256))])
+@pytest.mark.parametrize("pool_factor", [4, 8, 16])
+def test_full_size_output_shapes(variant, hw, pool_factor):
+  convs, pools = models.bank_layout(variant)
+  j = 7 if variant == "flic" else 16
+  coarse = models.CoarseNet(j, convs, pools, pool_factor=pool_factor)
+  model = models.Cascade(coarse, models.FineNet(j))
+  x = jax.ShapeDtypeStruct((2, *hw, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+  out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+  h, w = -(-hw[0] // pool_factor), -(-hw[1] // pool_factor)
+  assert out["coarse_heatmaps"].shape == (2, h, w, j)
+  assert out["fine_heatmaps"].shape == (2, j, 36, 36)
+  assert out["xy"].shape == (2, j, 2)
+  # Feature counts are the same whatever the pooling.
+  kernels = [p.shape for p in jax.tree.leaves(variables["params"]["coarse"])]
+  assert (9, 9, 128, 512) in kernels
+
+
+def test_bad_pool_factor_is_rejected():
+  model = tiny_coarse(pool_factor=6)
+  with pytest.raises(ValueError, match="pool_factor"):
+    model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)
+
+
+def test_spatial_dropout_drops_whole_feature_maps():
+  model = tiny_coarse(dropout="spatial", dropout_rate=0.5)
+  x = jax.random.uniform(jax.random.key(0), (4, 96, 96, 3))
+  variables = model.init(jax.random.key(1), x, train=False)
+
+  def dropout_io(train, seed):
+    _, state = model.apply(
+      variables,
+      x,
+      train=train,
+      rngs={"dropout": jax.random.key(seed)},
+      capture_intermediates=lambda mdl, _: isinstance(mdl, flax.linen.Dropout),
+      mutable=["intermediates"],
+    )
+    (out,) = jax.tree.leaves(state["intermediates"])
+    return out
+
+  # The dropout input is the merged bank output; compare against eval mode.
+  before = dropout_io(False, 0)
+  after = dropout_io(True, 0)
+  assert before.shape == after.shape
+  active = np.asarray(jnp.any(before != 0, axis=(1, 2)))  # (B, C) maps with signal
+  zero = np.asarray(jnp.all(after == 0, axis=(1, 2)))
+  kept = np.asarray(jnp.allclose(after, before * 2.0, atol=1e-5))
+  # Every map is either entirely zero or entirely kept (scaled by 1/(1-p)).
+  scaled = np.asarray(jnp.all(jnp.abs(after - 2.0 * before) < 1e-4, axis=(1, 2)))
+  assert np.all(zero | scaled)
+  rate = zero[active].mean()
+  assert 0.3 < rate < 0.7, rate
+  assert not kept
+  # Identity at evaluation: two eval passes with different rngs agree.
+  np.testing.assert_array_equal(dropout_io(False, 1), before)
+
+
+def test_standard_dropout_drops_single_activations():
+  model = tiny_coarse(dropout="standard", dropout_rate=0.5)
+  x = jax.random.uniform(jax.random.key(0), (2, 96, 96, 3))
+  variables = model.init(jax.random.key(1), x, train=False)
+  _, state = model.apply(
+    variables,
+    x,
+    train=True,
+    rngs={"dropout": jax.random.key(3)},
+    capture_intermediates=lambda mdl, _: isinstance(mdl, flax.linen.Dropout),
+    mutable=["intermediates"],
+  )
+  (out,) = jax.tree.leaves(state["intermediates"])
+  zero = np.asarray(out == 0)
+  # Some maps are partly dropped: not whole-map dropout.
+  partial = zero.any(axis=(1, 2)) & ~zero.all(axis=(1, 2))
+  assert partial.mean() > 0.5
+
+
+def reference_crop(features, origin, stride, size):
+  f = np.asarray(features)
+  b, h, w, c = f.shape
+  out = np.zeros((b, origin.shape[1], size, size, c), f.dtype)
+  for i in range(b):
+    for j in range(origin.shape[1]):
+      x0, y0 = np.asarray(origin[i, j]) // stride
+      for r in range(size):
+        for q in range(size):
+          y, x = y0 + r, x0 + q
+          if 0 <= y < h and 0 <= x < w:
+            out[i, j, r, q] = f[i, y, x]
+  return out
+
+
+@pytest.mark.parametrize("stride", [1, 2, 4])
+def test_crops_equal_direct_slicing_including_borders(stride):
+  rng = np.random.default_rng(0)
+  feats = rng.normal(size=(2, 64 // stride, 48 // stride, 3)).astype(np.float32)
+  # Centres inside, at each border and in the corners.
+  xy = np.array(
+    [
+      [[20.0, 30.0], [0.0, 0.0], [47.0, 63.0], [-3.0, 10.0]],
+      [[47.0, 0.0], [0.0, 63.0], [24.0, 66.0], [10.0, 10.0]],
+    ],
+    np.float32,
+  )
+  origin = models.window_origin(jnp.asarray(xy), 36)
+  assert np.all(np.asarray(origin) % models.CROP_ALIGN == 0)
+  size = 36 // stride
+  got = models.crop_windows(jnp.asarray(feats), origin, stride, size)
+  np.testing.assert_array_equal(np.asarray(got), reference_crop(feats, origin, stride, size))
+  # The window is centred on the request within the alignment step.
+  centre = np.asarray(origin) + (36 - 1) / 2
+  assert np.all(np.abs(centre - xy) <= models.CROP_ALIGN / 2)
+
+
+def test_crop_gradient_adds_back_into_features():
+  feats = jnp.zeros((1, 16, 16, 1))
+  origin = jnp.array([[[0, 0], [4, 0]]], jnp.int32)  # two overlapping windows
+  g = jax.grad(lambda f: models.crop_windows(f, origin, 1, 8).sum())(feats)
+  g = np.asarray(g)[0, :, :, 0]
+  assert g[0, 0] == 1 and g[0, 5] == 2 and g[0, 11] == 1 and g[8, 0] == 0
+
+
+def test_fine_net_shares_weights_and_has_per_joint_outputs():
+  j = 5
+  fine = models.FineNet(num_joints=j, bank_convs=((3, 4), (3, 8)), merge_features=8)
+  rng = np.random.default_rng(0)
+  crops = [
+    jnp.asarray(rng.normal(size=(2, j, s, s, c)), jnp.float32)
+    for s, c in [(36, 3), (18, 5), (18, 3), (9, 5)]
+  ]
+  params = fine.init(jax.random.key(0), crops)["params"]
+  # One shared set per bank (no joint axis) plus a per-joint output layer.
+  assert params["bank0_conv0"]["kernel"].shape == (3, 3, 3, 4)
+  assert params["joint_kernel"].shape == (j, 8) and params["joint_bias"].shape == (j,)
+  n_shared = sum(
+    x.size for k, v in params.items() if k.startswith(("bank", "merge")) for x in jax.tree.leaves(v)
+  )
+  assert models.fine_param_count(j, (3, 5, 3, 5), ((3, 4), (3, 8)), 8) == n_shared + j * 9
+  # The same window at joints 1 and 3 gives outputs that differ only by their
+  # own output layers: set those equal and the outputs are equal.
+  same = [c.at[:, 3].set(c[:, 1]) for c in crops]
+  p2 = dict(params)
+  p2["joint_kernel"] = params["joint_kernel"].at[3].set(params["joint_kernel"][1])
+  p2["joint_bias"] = params["joint_bias"].at[3].set(params["joint_bias"][1])
+  out = fine.apply({"params": p2}, same)
+  np.testing.assert_allclose(out[:, 3], out[:, 1], rtol=1e-6)
+  # Changing joint 0's crop changes joint 0's output only.
+  moved = [c.at[:, 0].add(1.0) for c in crops]
+  a, b = fine.apply({"params": params}, crops), fine.apply({"params": params}, moved)
+  assert not np.allclose(a[:, 0], b[:, 0])
+  np.testing.assert_allclose(a[:, 1:], b[:, 1:], rtol=1e-6)
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_fine_loss_gradient_reaches_coarse_first_conv_unless_frozen(freeze):
+  model = tiny_cascade()
+  x = jax.random.uniform(jax.random.key(0), (2, 64, 64, 3))
+  joints = jax.random.uniform(jax.random.key(1), (2, 4, 2), minval=8, maxval=56)
+  valid = jnp.ones((2, 4))
+  params = model.init(jax.random.key(2), x, train=False)["params"]
+
+  def e2(p):
+    out = model.apply({"params": p}, x, train=False, freeze_coarse=freeze)
+    t = codec.fine_targets(joints, valid, out["window_origin"], 36, 1.5)
+    return losses.fine_loss(out["fine_heatmaps"], t, valid)
+
+  g = jax.grad(e2)(params)
+  g_first = np.abs(np.asarray(g["coarse"]["bank0_conv0"]["kernel"])).sum()
+  g_fine = np.abs(np.asarray(g["fine"]["bank0_conv0"]["kernel"])).sum()
+  assert g_fine > 0
+  if freeze:
+    assert g_first == 0
+    assert all(np.all(np.asarray(v) == 0) for v in jax.tree.leaves(g["coarse"]))
+  else:
+    assert g_first > 0
+
+
+def test_cascade_final_is_coarse_plus_fine_offset():
+  model = tiny_cascade(pool_factor=4)
+  x = jax.random.uniform(jax.random.key(0), (2, 64, 64, 3))
+  v = model.init(jax.random.key(2), x, train=False)
+  out = model.apply(v, x, train=False)
+  fine_xy, _ = codec.decode_fine(out["fine_heatmaps"], out["window_origin"])
+  np.testing.assert_allclose(out["xy"], fine_xy)
+  # The window lies around the coarse estimate.
+  centre = out["window_origin"] + 17.5
+  assert np.all(np.abs(np.asarray(centre - out["coarse_xy"])) <= 2.5)
+
+
+def test_standard_cascade_matches_parameter_count():
+  j = 7
+  convs, pools = models.bank_layout("flic")
+  coarse = models.CoarseNet(j, convs, pools)
+  fine = models.FineNet(j)
+  feat_channels = (convs[0][1], convs[1][1], convs[0][1], convs[1][1])
+  std_convs = models.matched_standard_features(
+    j, feat_channels, 3, fine.bank_convs, fine.merge_features
+  )
+  std = models.StandardCascade(coarse, models.FineNet(j, bank_convs=std_convs))
+  ours = models.Cascade(coarse, fine)
+  x = jax.ShapeDtypeStruct((1, 240, 320, 3), jnp.float32)
+
+  def count(m):
+    v = jax.eval_shape(lambda x: m.init(jax.random.key(0), x, train=False), x)
+    return sum(p.size for p in jax.tree.leaves(v["params"]))
+
+  a, b = count(ours), count(std)
+  assert abs(a - b) / a < 0.001, (a, b)
+
+
+def test_standard_cascade_gives_no_gradient_to_coarse_from_e2():
+  j = 3
+  coarse = tiny_coarse(num_joints=j, pool_factor=4)
+  fine = models.FineNet(j, bank_convs=((3, 4), (3, 4), (3, 8)), merge_features=8)
+  model = models.StandardCascade(coarse, fine)
+  x = jax.random.uniform(jax.random.key(0), (1, 64, 64, 3))
+  params = model.init(jax.random.key(1), x, train=False)["params"]
+  g = jax.grad(lambda p: model.apply({"params": p}, x, train=False)["fine_heatmaps"].sum())(params)
+  assert all(np.all(np.asarray(v) == 0) for v in jax.tree.leaves(g["coarse"]))
+  assert np.abs(np.asarray(g["fine"]["bank0_conv0"]["kernel"])).sum() > 0
+
+
+def test_bf16_compute_keeps_f32_params():
+  model = tiny_coarse(dtype=jnp.bfloat16, pool_factor=4)
+  x = jnp.ones((1, 64, 64, 3))
+  v = model.init(jax.random.key(0), x, train=False)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v))
+  out = model.apply(v, x, train=False)
+  assert out["heatmaps"].dtype == jnp.float32
+  assert out["crop_features"][0].dtype == jnp.bfloat16
