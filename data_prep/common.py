@@ -8,14 +8,19 @@ TensorFlow to encode) and decoded with PIL by the input pipeline.
 from __future__ import annotations
 
 import collections
+import errno
 import io
 import logging
+from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
 from heatpose_jax import joints as joints_lib
+
+# The images folder inside every manual dir.
+IMAGES = "images"
 
 
 def common_features(num_joints: int, **extra) -> tfds.features.FeaturesDict:
@@ -105,3 +110,46 @@ def check_joints(joints: np.ndarray, valid: np.ndarray) -> str | None:
   if not np.all(np.isfinite(joints[valid])):
     return "NaN or infinite joint coordinates"
   return None
+
+
+def mat_text(value) -> str:
+  """A MATLAB char field as str ('' for an empty array)."""
+  if isinstance(value, str):
+    return value
+  arr = np.asarray(value)
+  return "" if arr.size == 0 else str(arr.ravel()[0])
+
+
+def manual_paths(dl_manager, name: str, annotations: str, instructions: str) -> Path:
+  """The manual dir, checked to hold `annotations` and `images/`; clear errors if not."""
+  try:
+    root = Path(dl_manager.manual_dir)
+  except AssertionError as e:  # TFDS raises AssertionError for a missing/empty dir.
+    raise FileNotFoundError(f"{name}: {e}") from e
+  for want in (annotations, IMAGES):
+    if not (root / want).exists():
+      raise FileNotFoundError(
+        f"{name}: {root / want} not found in the manual dir {root}.\n{instructions}"
+      )
+  return root
+
+
+def read_image(path: Path) -> tuple[bytes, np.ndarray]:
+  """(the file's bytes, (h, w) int32) of an image.
+
+  Raises:
+    FileNotFoundError: the file is absent (`.filename` is the path).
+    ValueError: PIL cannot read it; the message names the file.
+  """
+  if not path.is_file():
+    raise FileNotFoundError(errno.ENOENT, "image file absent", str(path))
+  data = path.read_bytes()
+  return data, image_hw(data, path)
+
+
+def skip_image(skips: SkipCounter, error: Exception, where: str) -> None:
+  """Counts a `read_image` failure of the row `where`."""
+  if isinstance(error, FileNotFoundError):
+    skips.skip("image file absent", f"{where} at {error.filename}")
+  else:  # common.image_hw's message names the file and PIL's reason.
+    skips.skip("unreadable image", f"{where}: {error}")

@@ -19,7 +19,6 @@ height), `torso_size` ‖r_shoulder − l_hip‖, no head box. `poselet_hit_idx`
 
 from __future__ import annotations
 
-import errno
 import logging
 from pathlib import Path
 
@@ -32,7 +31,6 @@ from data_prep import common
 from heatpose_jax import joints as joints_lib
 
 ANNOTATIONS = "examples.mat"
-IMAGES = "images"
 SKELETON = joints_lib.SKELETONS["flic"]
 # FLIC's torso box spans shoulders to hips: about 0.3 of a standing person's height.
 TORSO_FRACTION_OF_HEIGHT = 0.3
@@ -44,14 +42,6 @@ CVPR 2013), unzip it, and pass its folder as the manual dir. It must hold
 `examples.mat` (the annotations) and `images/` (the 5003 JPEG frames named by each
 example's `filepath`).
 """
-
-
-def mat_text(value) -> str:
-  """A MATLAB char field as str ('' for an empty array)."""
-  if isinstance(value, str):
-    return value
-  arr = np.asarray(value)
-  return "" if arr.size == 0 else str(arr.ravel()[0])
 
 
 def read_examples(mat_path) -> list[dict]:
@@ -110,8 +100,8 @@ def read_examples(mat_path) -> list[dict]:
     rows.append(
       {
         "row": i,
-        "filepath": mat_text(ex.filepath),
-        "moviename": mat_text(ex.moviename),
+        "filepath": common.mat_text(ex.filepath),
+        "moviename": common.mat_text(ex.moviename),
         "currframe": int(ex.currframe),
         "istrain": bool(ex.istrain),
         "istest": bool(ex.istest),
@@ -128,41 +118,6 @@ def split_rows(rows: list[dict], split: str) -> list[dict]:
   """The rows of `split` (`train`: istrain, `test`: istest), in file order."""
   key = {"train": "istrain", "test": "istest"}[split]
   return [r for r in rows if r[key]]
-
-
-def manual_paths(dl_manager, name: str, annotations: str, instructions: str) -> Path:
-  """The manual dir, checked to hold `annotations` and `images/`; clear errors if not."""
-  try:
-    root = Path(dl_manager.manual_dir)
-  except AssertionError as e:  # TFDS raises AssertionError for a missing/empty dir.
-    raise FileNotFoundError(f"{name}: {e}") from e
-  for want in (annotations, IMAGES):
-    if not (root / want).exists():
-      raise FileNotFoundError(
-        f"{name}: {root / want} not found in the manual dir {root}.\n{instructions}"
-      )
-  return root
-
-
-def read_image(path: Path) -> tuple[bytes, np.ndarray]:
-  """(the file's bytes, (h, w) int32) of an image.
-
-  Raises:
-    FileNotFoundError: the file is absent (`.filename` is the path).
-    ValueError: PIL cannot read it; the message names the file.
-  """
-  if not path.is_file():
-    raise FileNotFoundError(errno.ENOENT, "image file absent", str(path))
-  data = path.read_bytes()
-  return data, common.image_hw(data, path)
-
-
-def skip_image(skips: common.SkipCounter, error: Exception, where: str) -> None:
-  """Counts a `read_image` failure of the row `where`."""
-  if isinstance(error, FileNotFoundError):
-    skips.skip("image file absent", f"{where} at {error.filename}")
-  else:  # common.image_hw's message names the file and PIL's reason.
-    skips.skip("unreadable image", f"{where}: {error}")
 
 
 class Flic(tfds.core.GeneratorBasedBuilder):
@@ -192,7 +147,7 @@ class Flic(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    root = manual_paths(dl_manager, "flic", ANNOTATIONS, MANUAL_DOWNLOAD_INSTRUCTIONS)
+    root = common.manual_paths(dl_manager, "flic", ANNOTATIONS, MANUAL_DOWNLOAD_INSTRUCTIONS)
     rows = read_examples(root / ANNOTATIONS)
     return {s: self._generate_examples(root, split_rows(rows, s), s) for s in ("train", "test")}
 
@@ -205,9 +160,9 @@ class Flic(tfds.core.GeneratorBasedBuilder):
         skips.skip(r["problem"], where)
         continue
       try:
-        image = read_image(root / IMAGES / r["filepath"])
+        image = common.read_image(root / common.IMAGES / r["filepath"])
       except (FileNotFoundError, ValueError) as e:
-        skip_image(skips, e, where)
+        common.skip_image(skips, e, where)
         continue
       box = r["torso_box"]
       valid = r["joints_valid"]

@@ -37,7 +37,6 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from data_prep import common
-from data_prep.flic import IMAGES, manual_paths, read_image, skip_image
 from heatpose_jax import joints as joints_lib
 
 ANNOTATIONS = "joints.mat"
@@ -163,7 +162,7 @@ class Lsp(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    root = manual_paths(dl_manager, "lsp", ANNOTATIONS, MANUAL_DOWNLOAD_INSTRUCTIONS)
+    root = common.manual_paths(dl_manager, "lsp", ANNOTATIONS, MANUAL_DOWNLOAD_INSTRUCTIONS)
     joints, visible, layout = read_joints(root / ANNOTATIONS)
     n = len(joints)
     num_train = self.builder_config.num_train
@@ -183,12 +182,12 @@ class Lsp(tfds.core.GeneratorBasedBuilder):
     skips = common.SkipCounter(f"lsp/{split}")
     index = 0
     for n in ids:
-      path = image_path(root / IMAGES, int(n), layout)
+      path = image_path(root / common.IMAGES, int(n), layout)
       where = f"image {n + 1} ({path.name})"
       try:
-        data, hw = read_image(path)
+        data, hw = common.read_image(path)
       except (FileNotFoundError, ValueError) as e:
-        skip_image(skips, e, where)
+        common.skip_image(skips, e, where)
         continue
       valid = valid_mask(joints[n], visible[n], hw)
       problem = common.check_joints(joints[n], valid)

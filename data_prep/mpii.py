@@ -44,7 +44,6 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from data_prep import common
-from data_prep.flic import IMAGES, manual_paths, mat_text, read_image, skip_image
 from heatpose_jax import joints as joints_lib
 
 ANNOTATIONS = "mpii_human_pose_v1_u12_1.mat"
@@ -201,10 +200,10 @@ def read_annotations(mat_path) -> tuple[list[str], list[dict], list[dict]]:
   names, train, test = [], [], []
   unannotated = 0
   for i, anno in enumerate(annolist):
-    name = mat_text(_field(_field(anno, "image"), "name"))
+    name = common.mat_text(_field(_field(anno, "image"), "name"))
     names.append(name)
     act = acts[i] if i < len(acts) else None
-    activity = mat_text(_field(act, "act_name")) if act is not None else ""
+    activity = common.mat_text(_field(act, "act_name")) if act is not None else ""
     is_train = img_train[i] == 1
     for r, rect in enumerate(_as_list(_field(anno, "annorect"))):
       try:
@@ -371,7 +370,7 @@ class Mpii(tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    root = manual_paths(dl_manager, "mpii", ANNOTATIONS, MANUAL_DOWNLOAD_INSTRUCTIONS)
+    root = common.manual_paths(dl_manager, "mpii", ANNOTATIONS, MANUAL_DOWNLOAD_INSTRUCTIONS)
     names, train, test = read_annotations(root / ANNOTATIONS)
     train, validation = split_persons(root, names, train)
     return {
@@ -393,11 +392,11 @@ class Mpii(tfds.core.GeneratorBasedBuilder):
         continue
       if cache[0] != p["image_name"]:
         try:
-          cache = (p["image_name"], read_image(root / IMAGES / p["image_name"]), None)
+          cache = (p["image_name"], common.read_image(root / common.IMAGES / p["image_name"]), None)
         except (FileNotFoundError, ValueError) as e:
           cache = (p["image_name"], None, e)
       if cache[2] is not None:
-        skip_image(skips, cache[2], where)
+        common.skip_image(skips, cache[2], where)
         continue
       if "joints" in p:
         joints = np.where(p["joints_valid"][:, None], p["joints"], 0.0).astype(np.float32)
