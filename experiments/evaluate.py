@@ -15,6 +15,12 @@ config_flags.DEFINE_config_file("config", None, "Config file, with :args.", lock
 flags.DEFINE_string("workdir", None, "The training run's workdir.")
 flags.DEFINE_string("split", "", "Split to evaluate (default: config.eval_split).")
 flags.DEFINE_integer("num_overlays", 8, "Skeleton overlay PNGs to write.")
+flags.DEFINE_bool(
+  "spatial_model",
+  True,
+  "Also score the MRF variants (coarse_mrf, cascade_mrf) when the workdir has a fitted "
+  "spatial model (workdir/spatial_model/mrf.npz); --nospatial_model: never.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -22,7 +28,11 @@ def main(argv):
   del argv
   launch.setup()
   result = train.evaluate_checkpoint(
-    FLAGS.config, FLAGS.workdir, split=FLAGS.split, num_overlays=FLAGS.num_overlays
+    FLAGS.config,
+    FLAGS.workdir,
+    split=FLAGS.split,
+    num_overlays=FLAGS.num_overlays,
+    spatial_model=FLAGS.spatial_model,
   )
   print(
     f"results in {FLAGS.workdir}/eval_{FLAGS.split or FLAGS.config.eval_split}/ (step {result['step']})"

@@ -18,6 +18,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from heatpose_jax import codec, input_pipeline, metrics
 from heatpose_jax import joints as joints_lib
 
+# The estimates `score` scores when present: the coarse argmax, the cascade, and
+# the same with the MRF spatial model's person selection (`spatial_training`).
+MODEL_KEYS = ("coarse", "cascade", "coarse_mrf", "cascade_mrf")
+
 
 def make_predict_fn(model, mesh: Mesh, *, coarse_refine: bool = False, keep_heatmaps: bool = False):
   """A jitted `(params, batch) -> dict` of predictions for a global batch.
@@ -90,7 +94,9 @@ def score(
   Returns:
     JSON-ready dict: {model: {"table": {α: {column: %}}, "curve": {"alpha": [...],
     column: [...]}, "per_joint_curve": {joint: [...]}, "sigma_x": {joint: σ},
-    "sigma_x_removed": n}} for model in ("coarse", "cascade"), plus "num_examples".
+    "sigma_x_removed": n}} for each model of `MODEL_KEYS` in `preds` ("coarse",
+    "cascade", and "coarse_mrf", "cascade_mrf" with the spatial model), plus
+    "num_examples".
   """
   if normalizer not in ("head_size", "torso_size"):
     raise ValueError(f"eval normalizer must be 'head_size' or 'torso_size', got {normalizer!r}")
@@ -98,7 +104,7 @@ def score(
   pooled = len(skeleton.table) > 4  # the FLIC table has no UBody / Total
   alphas = np.linspace(0.0, curve_max, 21)
   result = {"num_examples": int(gt.shape[0])}
-  for name in ("coarse", "cascade"):
+  for name in (m for m in MODEL_KEYS if m in preds):
     p = preds[name]
     tables = metrics.pck_tables(p, gt, valid, norm, skeleton, thresholds, pooled)
     rates, counts = metrics.pck_curve(p, gt, valid, norm, alphas)
@@ -123,17 +129,17 @@ def format_results(result: dict) -> str:
   """Text tables of `score`'s output, one block per threshold."""
   lines = [f"examples: {result['num_examples']}"]
   for t in result["coarse"]["table"]:
-    rows = {m: result[m]["table"][t] for m in ("coarse", "cascade") if m in result}
+    rows = {m: result[m]["table"][t] for m in MODEL_KEYS if m in result}
     lines.append(f"\nPCK @ {t}")
     lines.append(metrics.format_table(rows))
-  sig = {m: result[m]["sigma_x"] for m in ("coarse", "cascade")}
+  sig = {m: result[m]["sigma_x"] for m in MODEL_KEYS if m in result}
   lines.append("\nsigma of the x error (input px, |e| <= 20):")
   lines.append(metrics.format_table(sig))
   return "\n".join(lines)
 
 
 def plot_curves(result: dict, path: str, title: str) -> None:
-  """PNG of the coarse and cascade PCK curves of every table column."""
+  """PNG of the coarse and cascade (and MRF, when scored) PCK curves of every table column."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -143,7 +149,8 @@ def plot_curves(result: dict, path: str, title: str) -> None:
   n = len(cols)
   fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), squeeze=False)
   for ax, col in zip(axes[0], cols, strict=True):
-    for m, style in (("coarse", "--"), ("cascade", "-")):
+    styles = (("coarse", "--"), ("cascade", "-"), ("coarse_mrf", ":"), ("cascade_mrf", "-."))
+    for m, style in ((m, s) for m, s in styles if m in result):
       ax.plot(result[m]["curve"]["alpha"], result[m]["curve"][col], style, label=m)
     ax.set_title(col)
     ax.set_xlabel("normalized distance")

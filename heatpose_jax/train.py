@@ -30,7 +30,15 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from heatpose_jax import augment, codec, evaluation, input_pipeline, losses, models
+from heatpose_jax import (
+  augment,
+  codec,
+  evaluation,
+  input_pipeline,
+  losses,
+  models,
+  spatial_training,
+)
 from heatpose_jax import joints as joints_lib
 
 PHASES = ("coarse", "fine", "joint")
@@ -517,16 +525,110 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         close()
     mngr.save(total, args=ocp.args.StandardSave(state))
     mngr.wait_until_finished()
+  mrf = None
+  if config.spatial_model.enabled:  # after the three phases; skipped when already saved
+    mrf = fit_or_load_spatial_model(config, model, state.params, mesh, workdir, total)
   eval_src = eval_src or eval_source(config, workdir)
-  result = _evaluate(config, model, state.params, mesh, eval_src, workdir, total, writer, skeleton)
+  result = _evaluate(
+    config, model, state.params, mesh, eval_src, workdir, total, writer, skeleton, mrf=mrf
+  )
   if writer:
     writer.close()
   return result
 
 
-def _evaluate(config, model, params, mesh, source, workdir, step, writer, skeleton) -> dict:
+def fit_or_load_spatial_model(
+  config: ml_collections.ConfigDict,
+  model,
+  params,
+  mesh: Mesh,
+  workdir: str,
+  step: int,
+  *,
+  source=None,
+  save_dir: str = "",
+) -> spatial_training.FittedMRF:
+  """The MRF of the step-`step` cascade: loaded if saved, else fitted and saved.
+
+  Fitted for `config.spatial_model.steps` Adam steps on the coarse model's
+  heat-maps of un-augmented, shuffled training batches (`source`: these dataset
+  features instead of the training split), and saved to
+  `save_dir/spatial_model/mrf.npz` (default `save_dir`: `workdir`). A saved one
+  is reused when its graph, cascade step, steps and learning rate match.
+  """
+  skeleton = joints_lib.get_skeleton(config.dataset)
+  stride = model.coarse.stride
+  hw = spatial_training.heatmap_hw_for(config.input_hw, stride)
+  spec = spatial_training.MRFSpec.for_skeleton(skeleton, stride=stride, heatmap_hw=hw)
+  steps = int(config.spatial_model.steps)
+  save_dir = save_dir or workdir
+  record = {
+    "cascade_step": step,
+    "steps": steps,
+    "learning_rate": float(config.spatial_model.learning_rate),
+  }
+  saved = spatial_training.load(save_dir)  # resumable
+  if (
+    saved is not None
+    and saved.spec == spec
+    and all(saved.info.get(k) == v for k, v in record.items())
+  ):
+    logging.info("spatial model: loaded %s", spatial_training.saved_path(save_dir))
+    return saved
+  if source is None:
+    source = _maybe_cache(
+      config, data_source(config, config.train_split), config.train_split, workdir
+    )
+  batches = input_pipeline.make_dataset(
+    source,
+    global_batch_size=config.batch_size,
+    shuffle=True,
+    seed=config.seed + 1,
+    num_epochs=None,
+    worker_count=config.worker_count,
+    **_pipeline_kwargs(config),
+  )
+  it, losses_seen = iter(batches), []
+
+  def log(i, loss):
+    losses_seen.append(loss)
+    logging.info("spatial model step %d/%d: loss %.4f", i, steps, loss)
+
+  try:
+    mrf_params = spatial_training.fit_from_cascade(
+      model,
+      params,
+      it,
+      spec=spec,
+      steps=steps,
+      learning_rate=record["learning_rate"],
+      mesh=mesh,
+      log_every=max(1, min(config.log_every, steps)),
+      log_fn=log,
+    )
+  finally:
+    close = getattr(it, "close", None)
+    if close:
+      close()
+  info = {**record, "final_loss": losses_seen[-1] if losses_seen else None}
+  mrf = spatial_training.FittedMRF(spec, mrf_params, info)
+  if jax.process_index() == 0:
+    logging.info("spatial model: saved %s", spatial_training.save(save_dir, mrf))
+  return mrf
+
+
+def _predict_fn(config, model, mesh, mrf):
+  """The evaluation's predict function; with `mrf`, it adds the MRF variants."""
+  if mrf is None:
+    return evaluation.make_predict_fn(model, mesh, coarse_refine=config.eval.coarse_refine)
+  return spatial_training.make_predict_fn(model, mesh, mrf, coarse_refine=config.eval.coarse_refine)
+
+
+def _evaluate(
+  config, model, params, mesh, source, workdir, step, writer, skeleton, mrf=None
+) -> dict:
   """Scores the model on the eval split; writes eval/<step>.json (and the curves PNG)."""
-  predict_fn = evaluation.make_predict_fn(model, mesh, coarse_refine=config.eval.coarse_refine)
+  predict_fn = _predict_fn(config, model, mesh, mrf)
   preds = evaluation.predict_dataset(predict_fn, params, eval_batches(config, source), mesh)
   result = evaluation.score(
     preds,
@@ -544,7 +646,7 @@ def _evaluate(config, model, params, mesh, source, workdir, step, writer, skelet
     os.makedirs(out, exist_ok=True)
     evaluation.write_json_atomic(result, os.path.join(out, f"{step}.json"))
     if writer:
-      for m in ("coarse", "cascade"):
+      for m in (m for m in evaluation.MODEL_KEYS if m in result):
         for t, cols in result[m]["table"].items():
           for col, v in cols.items():
             writer.add_scalar(f"eval/{m}/pck_{t}/{col}", v, step)
@@ -563,7 +665,9 @@ def load_params(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh):
   return model, _restore(mngr, step, target).params, step
 
 
-def _predictions_file(config, skeleton, preds_image: np.ndarray, out_dir: str) -> str:
+def _predictions_file(
+  config, skeleton, preds_image: np.ndarray, out_dir: str, name: str = "predictions.mat"
+) -> str:
   """Writes image-frame predictions in the dataset's community format.
 
   MPII: `predictions.mat`, (N, 16, 2) 1-based (evaluate_predictions, MPII's
@@ -573,7 +677,7 @@ def _predictions_file(config, skeleton, preds_image: np.ndarray, out_dir: str) -
   """
   from heatpose_jax import prediction_io
 
-  path = os.path.join(out_dir, "predictions.mat")
+  path = os.path.join(out_dir, name)
   if config.dataset == "mpii":
     prediction_io.write_mpii_predictions(path, preds_image)
   elif config.dataset == "flic":
@@ -586,13 +690,21 @@ def _predictions_file(config, skeleton, preds_image: np.ndarray, out_dir: str) -
 
 
 def evaluate_checkpoint(
-  config: ml_collections.ConfigDict, workdir: str, *, split: str = "", num_overlays: int = 8
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  split: str = "",
+  num_overlays: int = 8,
+  spatial_model: bool = True,
 ) -> dict:
   """Scores the newest checkpoint of `workdir` on `split` (default: config.eval_split).
 
   Writes into `workdir/eval_<split>/`: results.json, table.txt, pck_curves.png,
   predictions.mat (original image frame, see `_predictions_file`) and
-  overlay_<k>.png (predicted skeleton in red, ground truth in green).
+  overlay_<k>.png (predicted skeleton in red, ground truth in green). With
+  `spatial_model` and an MRF saved in `workdir` (`spatial_training.save`), the
+  MRF variants `coarse_mrf` / `cascade_mrf` are scored too and the cascade+MRF
+  estimates go to predictions_mrf.mat.
   """
   if split:
     config = ml_collections.ConfigDict(config.to_dict())
@@ -602,7 +714,15 @@ def evaluate_checkpoint(
   skeleton = joints_lib.get_skeleton(config.dataset)
   model, params, step = load_params(config, workdir, mesh)
   source = eval_source(config, workdir)
-  predict_fn = evaluation.make_predict_fn(model, mesh, coarse_refine=config.eval.coarse_refine)
+  mrf = spatial_training.load(workdir) if spatial_model else None
+  if mrf is not None and mrf.info.get("cascade_step") != step:
+    logging.warning(
+      "the spatial model in %s was fitted on step %s, the checkpoint is step %d: refit it",
+      workdir,
+      mrf.info.get("cascade_step"),
+      step,
+    )
+  predict_fn = _predict_fn(config, model, mesh, mrf)
   preds = evaluation.predict_dataset(predict_fn, params, eval_batches(config, source), mesh)
   result = evaluation.score(
     preds,
@@ -625,6 +745,11 @@ def evaluate_checkpoint(
     order = np.argsort(preds["index"], kind="stable")
     image_xy = evaluation.to_image_frame(preds["cascade"], preds["canvas_to_image"])[order]
     result["predictions_file"] = _predictions_file(config, skeleton, image_xy, out)
+    if "cascade_mrf" in preds:
+      xy = evaluation.to_image_frame(preds["cascade_mrf"], preds["canvas_to_image"])[order]
+      result["predictions_file_mrf"] = _predictions_file(
+        config, skeleton, xy, out, name="predictions_mrf.mat"
+      )
     kw = _pipeline_kwargs(config)
     for k in range(min(num_overlays, len(preds["index"]))):
       ex = source[k]

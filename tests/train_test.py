@@ -34,7 +34,9 @@ def data_dir(tmp_path_factory):
 
 def _env(devices=8):
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = (
+    f"--xla_force_host_platform_device_count={devices} --xla_cpu_use_fusion_emitters=false"
+  )
   env["JAX_PLATFORMS"] = "cpu"
   env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
   env["PYTHONUNBUFFERED"] = "1"
@@ -63,7 +65,7 @@ def _args(data, workdir, steps=(4, 4, 4), extra=()):
   ]
 
 
-def _run(args, env=None, timeout=300):
+def _run(args, env=None, timeout=600):
   r = subprocess.run(
     args, cwd=REPO, env=env or _env(), capture_output=True, text=True, timeout=timeout
   )
@@ -84,48 +86,71 @@ def _assert_same(a, b):
   la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
   assert len(la) == len(lb)
   for x, y in zip(la, lb, strict=True):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
 
 
-def test_three_phases_kill_resume_and_evaluate(data_dir, tmp_path):
-  full = tmp_path / "full"
-  _run(_args(data_dir, full))
-  step, params_full = _final_params(full)
-  assert step == 12
-  result = json.loads((full / "eval" / "12.json").read_text())
+STEPS = (2, 2, 2)
+
+
+@pytest.fixture(scope="module")
+def baseline(data_dir, tmp_path_factory):
+  """One uninterrupted run of every phase: the reference of the tests below."""
+  full = tmp_path_factory.mktemp("full")
+  _run(_args(data_dir, full, steps=STEPS))
+  return full
+
+
+def test_three_phases_checkpoint_and_evaluate(baseline):
+  step, _ = _final_params(baseline)
+  assert step == sum(STEPS)
+  result = json.loads((baseline / "eval" / f"{step}.json").read_text())
   for m in ("coarse", "cascade"):
     table = result[m]["table"]["0.5"]
     assert set(table) >= {"Head", "Shoulder", "Wrist", "Total"}
     assert all(np.isfinite(v) for v in table.values())
-  assert (full / "config.json").exists() and list((full / "tensorboard").iterdir())
+  assert result["num_examples"] == 24
+  assert (baseline / "config.json").exists() and list((baseline / "tensorboard").iterdir())
+  # A checkpoint at each phase boundary survives (keep_checkpoints=3).
+  kept = {int(p.name) for p in (baseline / "checkpoints").iterdir() if p.name.isdigit()}
+  assert {2, 4, 6} <= kept
 
-  # SIGKILL once the first checkpoint is on disk, mid-phase; then resume.
+
+def test_sigkill_then_resume_equals_uninterrupted(data_dir, baseline, tmp_path):
   killed = tmp_path / "killed"
   proc = subprocess.Popen(
-    _args(data_dir, killed), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    _args(data_dir, killed, steps=STEPS),
+    cwd=REPO,
+    env=_env(),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
   )
   ckpt = killed / "checkpoints"
-  deadline = time.time() + 240
+  deadline = time.time() + 300
   while time.time() < deadline and proc.poll() is None:
     if ckpt.exists() and any(p.name.isdigit() for p in ckpt.iterdir()):
       break
-    time.sleep(0.05)
+    time.sleep(0.02)
   assert proc.poll() is None, "the run ended before it could be killed"
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   stopped = max(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
-  assert stopped < 12
-  r = _run(_args(data_dir, killed))
+  assert stopped < sum(STEPS)
+  r = _run(_args(data_dir, killed, steps=STEPS))
   assert f"resumed from {killed} step {stopped}" in r.stderr
   step, params_resumed = _final_params(killed)
-  assert step == 12
-  _assert_same(params_full, params_resumed)
+  assert step == sum(STEPS)
+  _assert_same(_final_params(baseline)[1], params_resumed)
 
 
 def test_sigterm_saves_before_exit(data_dir, tmp_path):
   work = tmp_path / "term"
   proc = subprocess.Popen(
-    _args(data_dir, work, steps=(400, 0, 0), extra=["--config.checkpoint_every=1000"]),
+    _args(
+      data_dir,
+      work,
+      steps=(400, 0, 0),
+      extra=["--config.checkpoint_every=1000", "--config.log_every=1"],
+    ),
     cwd=REPO,
     env=_env(),
     stdout=subprocess.DEVNULL,
@@ -179,10 +204,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_equal_one(data_dir, tmp_path):
-  steps = (2, 2, 2)
-  single = tmp_path / "single"
-  _run(_args(data_dir, single, steps=steps))
+def test_two_processes_equal_one(data_dir, baseline, tmp_path):
   multi = tmp_path / "multi"
   port = _free_port()
   procs = [
@@ -190,7 +212,7 @@ def test_two_processes_equal_one(data_dir, tmp_path):
       _args(
         data_dir,
         multi,
-        steps=steps,
+        steps=STEPS,
         extra=[
           f"--coordinator_address=127.0.0.1:{port}",
           "--num_processes=2",
@@ -206,13 +228,15 @@ def test_two_processes_equal_one(data_dir, tmp_path):
     )
     for i in range(2)
   ]
-  outs = [p.communicate(timeout=400) for p in procs]
+  outs = [p.communicate(timeout=600) for p in procs]
   for p, (_, err) in zip(procs, outs, strict=True):
     assert p.returncode == 0, err[-5000:]
   assert "process 1/2" in outs[1][1] and "8 global devices" in outs[1][1]
-  _, a = _final_params(single)
-  _, b = _final_params(multi)
-  _assert_same(a, b)
-  # Both processes evaluated the whole split (hosts see every prediction).
+  # Each process fed only its half of every global batch, yet the parameters
+  # equal those of one process with the same global batch.
+  _assert_same(_final_params(baseline)[1], _final_params(multi)[1])
+  # Both processes scored the whole split (every host sees every prediction).
   res = json.loads((multi / "eval" / "6.json").read_text())
-  assert res["num_examples"] == json.loads((single / "eval" / "6.json").read_text())["num_examples"]
+  assert (
+    res["num_examples"] == json.loads((baseline / "eval" / "6.json").read_text())["num_examples"]
+  )

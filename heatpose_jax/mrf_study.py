@@ -1,0 +1,399 @@
+"""Person selection with the MRF spatial model (paper §3.3), on synthetic scenes
+with a distractor: `run_study(config, workdir)`.
+
+Every image of the synthetic `distractor` config holds a second, complete person;
+the annotated one is marked by its torso box (the MRF's observed node). The study
+trains the cascade (or resumes / reuses `workdir`), fits the MRF, and reports
+for coarse, cascade, coarse+MRF and cascade+MRF:
+
+  * the right-person rate: the share of valid joints of images with a distractor
+    that lie closer to the annotated person than to the distractor
+    (`spatial_model.right_person_rate`);
+  * the on-distractor rate: the share of the same joints placed within α ·
+    normalizer of the distractor's same joint (α: the largest threshold);
+  * PCK / PCKh (`evaluation.score`, the config's normalizer and thresholds).
+
+Two views of the same test images:
+  * 'person': the config's person-centred crop (what training and evaluation
+    use; the distractor is at the canvas border, often half outside);
+  * 'image': the whole image letterboxed into the canvas (both people complete,
+    the target anywhere). The cascade is the same (trained on 'person' canvases;
+    the synthetic people have about the same size in both views); its MRF is
+    fitted on 'image' views of the training images.
+
+Outputs in `out_dir` (default `workdir/mrf_study`): table.md, table.json,
+figure.png (bar charts) and overlays.png (scenes without vs with the MRF).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh
+
+from heatpose_jax import evaluation, input_pipeline, spatial_training, train
+from heatpose_jax import joints as joints_lib
+from heatpose_jax import spatial_model as sm
+
+VIEWS = ("person", "image")
+VARIANTS = (
+  ("coarse", "coarse"),
+  ("cascade", "cascade"),
+  ("coarse_mrf", "coarse+MRF"),
+  ("cascade_mrf", "cascade+MRF"),
+)
+_DEFAULT_BOX_SCALE = {"extent": 1.0, "scale_normalized": 1.25}
+
+
+class WholeImageView:
+  """Dataset features whose `center` / `scale` make an 'extent' (or
+  'scale_normalized') crop show the whole image, letterboxed: centre = the image
+  centre, 200 · scale · box_scale = the longer image side. `limit`: only the
+  first examples (0: all)."""
+
+  def __init__(self, source, box_scale: float, limit: int = 0):
+    self.source, self.box_scale = source, float(box_scale)
+    self.n = min(limit, len(source)) if limit else len(source)
+
+  def __len__(self) -> int:
+    return self.n
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    if not 0 <= i < self.n:
+      raise IndexError(i)
+    ex = dict(self.source[i])
+    h, w = (int(v) for v in np.asarray(ex["image_hw"]))
+    ex["center"] = np.array([(w - 1) / 2, (h - 1) / 2], np.float32)
+    ex["scale"] = np.float32(max(h, w) / (200.0 * self.box_scale))
+    return ex
+
+
+def right_person_rates(preds: dict[str, np.ndarray]) -> dict[str, Any]:
+  """Right-person rate (%) of every estimate in `preds`, over the valid joints of
+  the images that have a distractor; plus the counts."""
+  if "distractor_joints" not in preds:
+    raise ValueError("the predictions have no distractor_joints: use a synthetic dataset")
+  valid = preds["joints_valid"] * preds["has_distractor"].astype(np.float32)[:, None]
+  out = {
+    "num_with_distractor": int(preds["has_distractor"].sum()),
+    "num_joints": int(valid.sum()),
+  }
+  for key, _ in VARIANTS:
+    if key in preds:
+      rate = sm.right_person_rate(preds[key], preds["joints"], preds["distractor_joints"], valid)
+      out[key] = 100.0 * float(rate)
+  return out
+
+
+def on_distractor_rates(
+  preds: dict[str, np.ndarray], normalizer: str, alpha: float
+) -> dict[str, float]:
+  """Share (%) of the same joints (as `right_person_rates`) whose estimate lies
+  within α · normalizer of the distractor's same joint: "PCK on the wrong person",
+  the failure that person selection removes."""
+  valid = (preds["joints_valid"] > 0) & preds["has_distractor"][:, None].astype(bool)
+  norm = preds[normalizer][:, None]
+  out = {}
+  for key, _ in VARIANTS:
+    if key in preds:
+      d = np.linalg.norm(preds[key] - preds["distractor_joints"], axis=-1)
+      hit = (d <= alpha * norm) & valid
+      out[key] = 100.0 * float(hit.sum()) / max(int(valid.sum()), 1)
+  return out
+
+
+def _total(cols: dict[str, float]) -> float:
+  return float(cols["Total"]) if "Total" in cols else float(np.mean(list(cols.values())))
+
+
+def view_rows(
+  preds: dict[str, np.ndarray], scored: dict, normalizer: str, alpha: float
+) -> dict[str, dict]:
+  """{estimate: {'right_person': %, 'on_distractor': %, 'pck': {α: Total %}}} of one view."""
+  rates = right_person_rates(preds)
+  wrong = on_distractor_rates(preds, normalizer, alpha)
+  return {
+    key: {
+      "right_person": rates.get(key, float("nan")),
+      "on_distractor": wrong.get(key, float("nan")),
+      "pck": {t: _total(cols) for t, cols in scored[key]["table"].items()},
+    }
+    for key, _ in VARIANTS
+    if key in scored
+  }
+
+
+def format_markdown(summary: dict) -> str:
+  """table.md of `run_study`'s summary."""
+  metric = "PCKh" if summary["normalizer"] == "head_size" else "PCK"
+  a = summary["distractor_alpha"]
+  lines = [
+    "# MRF person selection (paper §3.3) on synthetic scenes with a distractor",
+    "",
+    f"Dataset `{summary['dataset']}`, split `{summary['split']}`; cascade step "
+    f"{summary['step']}; MRF {summary['mrf_steps']} Adam steps, lr {summary['mrf_learning_rate']}.",
+    "Right person: share of valid joints (of images with a distractor) closer to the "
+    f"annotated person than to the distractor. On distractor: share of the same joints within "
+    f"{a} × normalizer of the distractor's same joint ({metric}@{a} on the wrong person). "
+    f"{metric}: all valid joints, the table's Total.",
+  ]
+  for view, v in summary["views"].items():
+    ts = list(next(iter(v["rows"].values()))["pck"])
+    lines += [
+      "",
+      f"## view: {view} — {v['description']}",
+      "",
+      f"{v['num_examples']} images, {v['num_with_distractor']} with a distractor, "
+      f"{v['num_joints']} joints counted; MRF fit loss {v['mrf_loss']}.",
+      "",
+      "| estimate | right person % | on distractor % | "
+      + " | ".join(f"{metric}@{t} %" for t in ts)
+      + " |",
+      "|---|---:|---:|" + "---:|" * len(ts),
+    ]
+    for key, label in VARIANTS:
+      if key in v["rows"]:
+        r = v["rows"][key]
+        cells = [f"{r['right_person']:.1f}", f"{r['on_distractor']:.1f}"]
+        cells += [f"{r['pck'][t]:.1f}" for t in ts]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def plot_bars(summary: dict, path: str) -> None:
+  """figure.png: right-person rate, on-distractor rate and PCK at the largest
+  threshold, per view and estimate."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  views = list(summary["views"])
+  metric = "PCKh" if summary["normalizer"] == "head_size" else "PCK"
+  fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+  width = 0.8 / len(VARIANTS)
+  titles = {
+    "right_person": "joints on the right person",
+    "on_distractor": f"{metric}@{summary['distractor_alpha']} on the distractor",
+  }
+  for ax, what in zip(axes, ("right_person", "on_distractor", "pck"), strict=True):
+    for i, (key, label) in enumerate(VARIANTS):
+      vals, t = [], None
+      for view in views:
+        r = summary["views"][view]["rows"].get(key)
+        if r is None:
+          vals.append(np.nan)
+          continue
+        t = list(r["pck"])[-1]
+        vals.append(r["pck"][t] if what == "pck" else r[what])
+      ax.bar(np.arange(len(views)) + (i - 1.5) * width, vals, width, label=label)
+    ax.set_xticks(np.arange(len(views)), [f"view: {v}" for v in views])
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_ylabel("%")
+    ax.set_title(titles.get(what, f"{metric}@{t} Total"))
+  axes[0].legend(fontsize=7, loc="lower left")
+  fig.suptitle(f"{summary['dataset']} {summary['split']}, step {summary['step']}", fontsize=9)
+  fig.tight_layout()
+  evaluation._save_fig_atomic(fig, path)
+  plt.close(fig)
+
+
+def _draw(canvas, xy, skeleton, torso_box, gt, factor: int) -> np.ndarray:
+  """Magnified canvas with the torso box (yellow), ground truth (green, when
+  complete), estimate (red)."""
+  from PIL import Image, ImageDraw
+
+  im = Image.fromarray(np.asarray(canvas, np.uint8)).convert("RGB")
+  im = im.resize((im.width * factor, im.height * factor), Image.NEAREST)
+
+  def up(p):
+    return np.asarray(p, np.float64) * factor + (factor - 1) / 2
+
+  out = evaluation.draw_skeletons(
+    np.asarray(im), up(xy), skeleton, gt=None if gt is None else up(gt)
+  )
+  im = Image.fromarray(out)
+  x1, y1, x2, y2 = up(np.reshape(torso_box, (2, 2))).ravel()
+  ImageDraw.Draw(im).rectangle([x1, y1, x2, y2], outline=(255, 220, 0), width=max(1, factor // 2))
+  return np.asarray(im)
+
+
+def plot_overlays(
+  scenes: Sequence[tuple[np.ndarray, dict[str, np.ndarray], str]],
+  skeleton: joints_lib.Skeleton,
+  path: str,
+) -> None:
+  """overlays.png: one column per scene; top: the cascade, bottom: cascade+MRF.
+
+  Args:
+    scenes: (canvas uint8, one example's predictions (`cascade`, `cascade_mrf`,
+      `joints`, `joints_valid`, `torso_box`), title) triples.
+    skeleton: the joints.
+    path: the PNG.
+  """
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  n = len(scenes)
+  fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.8), squeeze=False)
+  for col, (canvas, p, title) in zip(axes.T, scenes, strict=True):
+    factor = max(1, 256 // canvas.shape[0])
+    gt = p["joints"] if np.all(p["joints_valid"] > 0) else None
+    for ax, key, label in ((col[0], "cascade", "without MRF"), (col[1], "cascade_mrf", "with MRF")):
+      ax.imshow(_draw(canvas, p[key], skeleton, p["torso_box"], gt, factor))
+      ax.set_title(f"{title}\n{label}", fontsize=7)
+      ax.axis("off")
+  fig.tight_layout()
+  evaluation._save_fig_atomic(fig, path)
+  plt.close(fig)
+
+
+def _pick_scenes(preds: dict[str, np.ndarray], n: int) -> list[int]:
+  """Rows where the MRF moved the most joints to the right person, then the rest."""
+  valid = preds["joints_valid"] > 0
+
+  def right(key):
+    d_t = np.linalg.norm(preds[key] - preds["joints"], axis=-1)
+    d_d = np.linalg.norm(preds[key] - preds["distractor_joints"], axis=-1)
+    return ((d_t < d_d) & valid).sum(-1)
+
+  gain = right("cascade_mrf") - right("cascade")
+  order = np.argsort(-gain, kind="stable")
+  return [int(i) for i in order[:n]]
+
+
+def _predict_view(config, model, params, mesh, source, predict_fn, mrf) -> dict[str, np.ndarray]:
+  batches = train.eval_batches(config, source)
+  return evaluation.predict_dataset(
+    lambda p, b: predict_fn(p, mrf.params, b), params, batches, mesh
+  )
+
+
+def run_study(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  out_dir: str = "",
+  views: Sequence[str] = VIEWS,
+  train_first: bool = True,
+  num_overlays: int = 6,
+) -> dict:
+  """Trains (resumable) or reuses `workdir`, fits the MRF, and writes the study.
+
+  Args:
+    config: a synthetic config whose dataset has distractors (`tfds=distractor`).
+    workdir: the training run (created, resumed, or reused as it is).
+    out_dir: default `workdir/mrf_study`.
+    views: of `VIEWS`.
+    train_first: run `train.train_and_evaluate` first (it resumes, and only
+      evaluates when training is done); False: use the newest checkpoint.
+    num_overlays: scenes in overlays.png (0: none).
+
+  Returns:
+    The summary written to table.json.
+  """
+  bad = [v for v in views if v not in VIEWS]
+  if bad or not views:
+    raise ValueError(f"views must be a non-empty subset of {VIEWS}, got {tuple(views)}")
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.spatial_model.enabled = True
+  out_dir = out_dir or os.path.join(workdir, "mrf_study")
+  if train_first:
+    train.train_and_evaluate(config, workdir)
+  mesh = Mesh(np.array(jax.devices()), ("data",))
+  skeleton = joints_lib.get_skeleton(config.dataset)
+  model, params, step = train.load_params(config, workdir, mesh)
+  predict_fn = None
+  alpha = float(max(config.eval.thresholds))
+  summary = {
+    "dataset": f"{config.tfds_name}/{config.tfds_config}",
+    "split": config.eval_split,
+    "step": step,
+    "normalizer": config.eval.normalizer,
+    "mrf_steps": int(config.spatial_model.steps),
+    "mrf_learning_rate": float(config.spatial_model.learning_rate),
+    "distractor_alpha": alpha,
+    "views": {},
+  }
+  overlay_preds = None
+  for view in views:
+    if view == "person":
+      mrf = train.fit_or_load_spatial_model(config, model, params, mesh, workdir, step)
+      source = train.eval_source(config, workdir)
+      description = f"the config's '{config.crop_mode}' person-centred crop"
+    else:
+      if config.crop_mode not in _DEFAULT_BOX_SCALE:
+        raise ValueError(
+          f"view 'image' needs crop_mode 'extent' or 'scale_normalized', not {config.crop_mode!r}"
+        )
+      box_scale = config.box_scale or _DEFAULT_BOX_SCALE[config.crop_mode]
+      train_src = WholeImageView(train.data_source(config, config.train_split), box_scale)
+      mrf = train.fit_or_load_spatial_model(
+        config,
+        model,
+        params,
+        mesh,
+        workdir,
+        step,
+        source=train_src,
+        save_dir=os.path.join(out_dir, "image_view"),
+      )
+      raw = train.data_source(config, config.eval_split)
+      source = WholeImageView(raw, box_scale, limit=config.max_eval_examples)
+      description = "the whole image, letterboxed (both people complete)"
+    if predict_fn is None:  # one compiled function for every view's MRF
+      predict_fn = spatial_training.make_mrf_predict_fn(
+        model, mesh, mrf.spec, coarse_refine=config.eval.coarse_refine
+      )
+    preds = _predict_view(config, model, params, mesh, source, predict_fn, mrf)
+    scored = evaluation.score(
+      preds,
+      skeleton,
+      normalizer=config.eval.normalizer,
+      thresholds=tuple(config.eval.thresholds),
+      curve_max=config.eval.curve_max,
+    )
+    rates = right_person_rates(preds)
+    summary["views"][view] = {
+      "description": description,
+      "num_examples": int(preds["index"].shape[0]),
+      "num_with_distractor": rates["num_with_distractor"],
+      "num_joints": rates["num_joints"],
+      "mrf_loss": mrf.info.get("final_loss"),
+      "rows": view_rows(preds, scored, config.eval.normalizer, alpha),
+    }
+    logging.info("view %s:\n%s", view, evaluation.format_results(scored))
+    if overlay_preds is None or view == "image":
+      overlay_preds = (view, source, preds)
+
+  if jax.process_index() == 0:
+    os.makedirs(out_dir, exist_ok=True)
+    evaluation.write_json_atomic(summary, os.path.join(out_dir, "table.json"))
+    text = format_markdown(summary)
+    with open(os.path.join(out_dir, "table.md.tmp"), "w") as f:
+      f.write(text)
+    os.replace(os.path.join(out_dir, "table.md.tmp"), os.path.join(out_dir, "table.md"))
+    plot_bars(summary, os.path.join(out_dir, "figure.png"))
+    if num_overlays and overlay_preds is not None:
+      view, source, preds = overlay_preds
+      kw = train._pipeline_kwargs(config)
+      scenes = []
+      for k in _pick_scenes(preds, num_overlays):
+        ex = source[k]
+        if isinstance(ex["image"], bytes):  # dataset features, not a cached canvas
+          ex = input_pipeline.crop_example(ex, **kw)
+        p = {key: preds[key][k] for key in ("cascade", "cascade_mrf", "joints", "joints_valid")}
+        p["torso_box"] = preds["torso_box"][k]
+        scenes.append((ex["image"], p, f"{view} view, #{int(preds['index'][k])}"))
+      plot_overlays(scenes, skeleton, os.path.join(out_dir, "overlays.png"))
+    logging.info("MRF study:\n%s", text)
+  return summary
