@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import functools
 import math
 import statistics
 import time
@@ -351,20 +350,7 @@ def lower_train(
     synthetic_batch(batch_size, input_hw, skeleton.num_joints),
   )
   key = jax.eval_shape(lambda: jax.random.key(0))
-  fn = functools.partial(
-    train.train_step,
-    model=model,
-    optimizer=optimizer,
-    schedule=schedule,
-    phase=phase,
-    flip_perm=skeleton.flip_permutation,
-    rotation=config.augment.rotation,
-    scale_range=tuple(config.augment.scale),
-    flip_prob=config.augment.flip,
-    sigma_coarse=config.model.sigma_coarse,
-    sigma_fine=config.model.sigma_fine,
-    lam=config.lam,
-  )
+  fn = train.step_function(config, model, optimizer, schedule, phase)
   jitted = jax.jit(
     fn,
     in_shardings=(replicated, data, replicated),

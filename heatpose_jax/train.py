@@ -215,6 +215,24 @@ def train_step(
   return new_state, metrics
 
 
+def step_function(config: ml_collections.ConfigDict, model, optimizer, schedule, phase: str):
+  """`train_step` of `phase` with the config's arguments bound: (state, batch, key)."""
+  return functools.partial(
+    train_step,
+    model=model,
+    optimizer=optimizer,
+    schedule=schedule,
+    phase=phase,
+    flip_perm=joints_lib.get_skeleton(config.dataset).flip_permutation,
+    rotation=config.augment.rotation,
+    scale_range=tuple(config.augment.scale),
+    flip_prob=config.augment.flip,
+    sigma_coarse=config.model.sigma_coarse,
+    sigma_fine=config.model.sigma_fine,
+    lam=config.lam,
+  )
+
+
 # --- data --------------------------------------------------------------------
 
 
@@ -422,8 +440,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   bounds = phase_bounds(config)
   total = bounds[-1][2]
   optimizer, schedule = make_optimizer(config, bounds)
-  key = jax.random.key(config.seed)
-  init_key, step_key = jax.random.split(key)
+  step_key = jax.random.key(config.seed)
+  # Parameters are drawn with the RBG generator: XLA:CPU compiles threefry's
+  # truncated normals slowly (seconds per initializer, minutes per model), and
+  # the init is replicated, so its values do not depend on the device layout.
+  init_key = jax.random.key(config.seed, impl="rbg")
   state = create_state(config, model, optimizer, mesh, init_key)
 
   mngr = checkpoint_manager(workdir, config.keep_checkpoints)
@@ -460,20 +481,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     data = NamedSharding(mesh, PartitionSpec("data"))
     step_fns = {}
     for name, _, _ in bounds:
-      fn = functools.partial(
-        train_step,
-        model=model,
-        optimizer=optimizer,
-        schedule=schedule,
-        phase=name,
-        flip_perm=skeleton.flip_permutation,
-        rotation=config.augment.rotation,
-        scale_range=tuple(config.augment.scale),
-        flip_prob=config.augment.flip,
-        sigma_coarse=config.model.sigma_coarse,
-        sigma_fine=config.model.sigma_fine,
-        lam=config.lam,
-      )
+      fn = step_function(config, model, optimizer, schedule, name)
       step_fns[name] = jax.jit(
         fn,
         in_shardings=(replicated, data, replicated),
@@ -624,10 +632,8 @@ def _predict_fn(config, model, mesh, mrf):
   return spatial_training.make_predict_fn(model, mesh, mrf, coarse_refine=config.eval.coarse_refine)
 
 
-def _evaluate(
-  config, model, params, mesh, source, workdir, step, writer, skeleton, mrf=None
-) -> dict:
-  """Scores the model on the eval split; writes eval/<step>.json (and the curves PNG)."""
+def _score(config, model, params, mesh, source, step, skeleton, mrf):
+  """Predictions over the eval source and their scores (`evaluation.score`)."""
   predict_fn = _predict_fn(config, model, mesh, mrf)
   preds = evaluation.predict_dataset(predict_fn, params, eval_batches(config, source), mesh)
   result = evaluation.score(
@@ -638,6 +644,14 @@ def _evaluate(
     curve_max=config.eval.curve_max,
   )
   result["step"] = step
+  return preds, result
+
+
+def _evaluate(
+  config, model, params, mesh, source, workdir, step, writer, skeleton, mrf=None
+) -> dict:
+  """Scores the model on the eval split; writes eval/<step>.json (and the curves PNG)."""
+  preds, result = _score(config, model, params, mesh, source, step, skeleton, mrf)
   logging.info(
     "evaluation at step %d on %s:\n%s", step, config.eval_split, evaluation.format_results(result)
   )
@@ -657,7 +671,7 @@ def load_params(config: ml_collections.ConfigDict, workdir: str, mesh: Mesh):
   """The model and the parameters of the newest checkpoint in `workdir`."""
   model = build_model(config)
   optimizer, _ = make_optimizer(config, phase_bounds(config))
-  target = create_state(config, model, optimizer, mesh, jax.random.key(0))
+  target = create_state(config, model, optimizer, mesh, jax.random.key(0, impl="rbg"))
   mngr = checkpoint_manager(workdir, config.keep_checkpoints)
   step = mngr.latest_step()
   if step is None:
@@ -722,16 +736,7 @@ def evaluate_checkpoint(
       mrf.info.get("cascade_step"),
       step,
     )
-  predict_fn = _predict_fn(config, model, mesh, mrf)
-  preds = evaluation.predict_dataset(predict_fn, params, eval_batches(config, source), mesh)
-  result = evaluation.score(
-    preds,
-    skeleton,
-    normalizer=config.eval.normalizer,
-    thresholds=tuple(config.eval.thresholds),
-    curve_max=config.eval.curve_max,
-  )
-  result["step"] = step
+  preds, result = _score(config, model, params, mesh, source, step, skeleton, mrf)
   text = evaluation.format_results(result)
   if jax.process_index() == 0:
     out = os.path.join(workdir, f"eval_{split}")
