@@ -76,8 +76,15 @@ def _run(args, env=None, timeout=600):
 def _final_params(workdir):
   ckpt = Path(workdir) / "checkpoints"
   step = max(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
-  tree = ocp.StandardCheckpointer().restore(ckpt / str(step) / "default")
-  return step, tree["params"]
+  import jax
+
+  # As host numpy arrays: a checkpoint written by two processes restores here
+  # without its device topology.
+  path = ckpt / str(step) / "default"
+  ckptr = ocp.PyTreeCheckpointer()
+  meta = ckptr.metadata(path).item_metadata.tree
+  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
+  return step, ckptr.restore(path, restore_args=args)["params"]
 
 
 def _assert_same(a, b):
