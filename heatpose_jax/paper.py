@@ -64,7 +64,7 @@ from heatpose_jax import joints as joints_lib
 EXPERIMENTS = ("pooling", "cascade", "shared_features", "spatial_dropout", "timing", "mpii_table")
 POOLS = (4, 8, 16)
 # The shared-features and dropout comparisons run at this pooling (the paper used
-# 4x for Fig. 14a; 8x is our main model, see docs/notes/paper_experiments.md).
+# 4x for Fig. 14a; 8x is our main model, see BUILD_NOTES.md).
 MAIN_POOL = 8
 TIMING_BATCH_SIZES = (1, 32)  # the default of `run_experiments(timing_batch_sizes=...)`
 HIST_RANGE_PX = 20.0  # the paper's outlier bound: histograms and σ use |e| <= 20
