@@ -251,11 +251,14 @@ class Cascade(nn.Module):
     coarse: the coarse model.
     fine: the fine model (its J equals the coarse model's).
     context: crop window side in input pixels (the paper's 36).
+    image_patches: crop the LCN image pyramid instead of the coarse model's
+      features (the standard cascade of Fig. 13, `StandardCascade`).
   """
 
   coarse: CoarseNet
   fine: FineNet
   context: int = 36
+  image_patches: bool = False
 
   def coarse_heatmaps(self, images: jax.Array, *, train: bool) -> jax.Array:
     """The coarse model alone (phase 1): `(B, h, w, J)` heat-maps."""
@@ -284,13 +287,18 @@ class Cascade(nn.Module):
       window_origin `(B, J, 2)` int32, coarse_xy and xy `(B, J, 2)` input frame.
     """
     out = self.coarse(images, train=train and not freeze_coarse)
-    heatmaps, features = out["heatmaps"], out["crop_features"]
+    heatmaps = out["heatmaps"]
+    if self.image_patches:  # Parameter-free inputs: no gradient reaches the coarse model.
+      maps = jax.lax.stop_gradient(out["inputs"])
+      strides = tuple(2**k for k in range(len(maps)))
+    else:
+      maps, strides = out["crop_features"], CROP_STRIDES
     if freeze_coarse:
-      heatmaps, features = jax.lax.stop_gradient((heatmaps, features))
+      heatmaps, maps = jax.lax.stop_gradient((heatmaps, maps))
     if coarse_xy is None:
       coarse_xy, _ = codec.decode_coarse(jax.lax.stop_gradient(heatmaps), self.coarse.stride)
     origin = window_origin(coarse_xy, self.context)
-    fine = self.fine(_crops(features, CROP_STRIDES, origin, self.context))
+    fine = self.fine(_crops(maps, strides, origin, self.context))
     xy, _ = codec.decode_fine(fine, origin)
     return {
       "coarse_heatmaps": heatmaps,
@@ -301,7 +309,7 @@ class Cascade(nn.Module):
     }
 
 
-class StandardCascade(nn.Module):
+class StandardCascade(Cascade):
   """The comparison model of Fig. 13: the fine model sees image patches.
 
   It crops the LCN-normalized pyramid (strides 1, 2, 4) instead of the coarse
@@ -310,41 +318,7 @@ class StandardCascade(nn.Module):
   shared-feature fine model (`matched_standard_features`).
   """
 
-  coarse: CoarseNet
-  fine: FineNet
-  context: int = 36
-
-  def coarse_heatmaps(self, images: jax.Array, *, train: bool) -> jax.Array:
-    """The coarse model alone (phase 1): `(B, h, w, J)` heat-maps."""
-    return self.coarse(images, train=train)["heatmaps"]
-
-  def __call__(
-    self,
-    images: jax.Array,
-    *,
-    train: bool,
-    freeze_coarse: bool = False,
-    coarse_xy: jax.Array | None = None,
-  ) -> dict[str, jax.Array]:
-    """Same outputs as `Cascade.__call__`."""
-    out = self.coarse(images, train=train and not freeze_coarse)
-    heatmaps = out["heatmaps"]
-    if freeze_coarse:
-      heatmaps = jax.lax.stop_gradient(heatmaps)
-    if coarse_xy is None:
-      coarse_xy, _ = codec.decode_coarse(jax.lax.stop_gradient(heatmaps), self.coarse.stride)
-    origin = window_origin(coarse_xy, self.context)
-    levels = jax.lax.stop_gradient(out["inputs"])
-    strides = tuple(2**k for k in range(len(levels)))
-    fine = self.fine(_crops(levels, strides, origin, self.context))
-    xy, _ = codec.decode_fine(fine, origin)
-    return {
-      "coarse_heatmaps": heatmaps,
-      "fine_heatmaps": fine,
-      "window_origin": origin,
-      "coarse_xy": coarse_xy,
-      "xy": xy,
-    }
+  image_patches: bool = True
 
 
 def fine_param_count(
