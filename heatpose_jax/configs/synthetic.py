@@ -18,14 +18,7 @@ def get_config(arg=None):
   c = common.base_config()
   c.dataset = c.tfds_name = "synthetic"
   c.tfds_config = a.tfds
-  c.crop_mode = "extent"
-  c.input_hw = (128, 128)
-  c.model.variant = "mpii"
-  c.model.width = 0.5
-  c.model.head_features = (128, 128)
-  c.model.fine_convs = ((7, 32), (5, 64))
-  c.model.fine_merge_features = 64
-  c.model.context = 24
+  common.apply_half_size(c)
   c.coarse_steps, c.fine_steps, c.joint_steps = 6000, 2000, 2000
   c.eval_every = 2000
   c.eval.normalizer = "head_size"
