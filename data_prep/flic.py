@@ -134,9 +134,8 @@ class Flic(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     t = tfds.features.Tensor
-    return tfds.core.DatasetInfo(
-      builder=self,
-      disable_shuffling=True,  # keep file order (a class attribute has no effect)
+    return common.dataset_info(
+      self,
       description="FLIC frames with 11 annotated joints (0-based pixels) and torso boxes.",
       features=common.common_features(
         len(SKELETON.annotated),

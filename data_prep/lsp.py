@@ -153,9 +153,8 @@ class Lsp(tfds.core.GeneratorBasedBuilder):
     super().__init__(file_format=file_format, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-      builder=self,
-      disable_shuffling=True,  # keep file order (a class attribute has no effect)
+    return common.dataset_info(
+      self,
       description="LSP / LSPet images with 14 joints in 0-based pixels.",
       features=common.common_features(NUM_JOINTS),
       homepage="http://sam.johnson.io/research/lsp.html",

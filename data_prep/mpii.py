@@ -355,9 +355,8 @@ class Mpii(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     t = tfds.features.Tensor
-    return tfds.core.DatasetInfo(
-      builder=self,
-      disable_shuffling=True,  # keep file order (a class attribute has no effect)
+    return common.dataset_info(
+      self,
       description="MPII Human Pose persons, 16 joints in 0-based pixels.",
       features=common.common_features(
         NUM_JOINTS,

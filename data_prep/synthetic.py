@@ -215,7 +215,6 @@ class Synthetic(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = BUILDER_CONFIGS
   DEFAULT_BUILDER_CONFIG_NAME = "default"
-  disable_shuffling = True
   # TFDS's own lookup of this file imports `importlib_resources`, absent on 3.11.
   code_path = epath.Path(__file__)
 
@@ -224,11 +223,8 @@ class Synthetic(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     t = tfds.features.Tensor
-    return tfds.core.DatasetInfo(
-      builder=self,
-      # TFDS 4.9.10 reads this from DatasetInfo only; the class attribute alone
-      # leaves the split shuffled by key hash.
-      disable_shuffling=self.disable_shuffling,
+    return common.dataset_info(
+      self,
       description=(
         "Synthetic articulated people on cluttered backgrounds, 14 joints in MPII "
         "order without pelvis and thorax, (x, y) 0-based pixels."
