@@ -1,7 +1,9 @@
-"""TFDS builders of the datasets; importing the package registers them.
+"""TFDS builders of the datasets read from local files; importing the package registers them.
 
-`tfds.builder("synthetic", data_dir=...)` needs this import;
-`tfds.builder_from_directory(DATA_DIR/NAME/CONFIG/VERSION)` does not.
+The synthetic people's builder lives in the library (`heatpose_jax.synthetic_dataset`),
+which prepares it on demand. `heatpose_jax.datasets.data_source` reads any built
+dataset without importing this package.
 """
 
-from data_prep import flic, lsp, mpii, synthetic  # noqa: F401
+from data_prep import flic, lsp, mpii  # noqa: F401
+from heatpose_jax import synthetic_dataset  # noqa: F401

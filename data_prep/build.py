@@ -22,14 +22,15 @@ from pathlib import Path
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from data_prep import flic, lsp, mpii, synthetic
+from data_prep import flic, lsp, mpii
+from heatpose_jax import datasets, synthetic_dataset
 
 # --dataset -> builder class.
 BUILDERS: dict[str, type[tfds.core.DatasetBuilder]] = {
   "flic": flic.Flic,
   "mpii": mpii.Mpii,
   "lsp": lsp.Lsp,
-  "synthetic": synthetic.Synthetic,
+  "synthetic": synthetic_dataset.Synthetic,
 }
 # Flags that override a field of the chosen BuilderConfig (where it has one).
 OVERRIDE_FLAGS = (
@@ -71,11 +72,11 @@ def make_config(
   if name not in known:
     raise app.UsageError(f"--config={name}: unknown for {dataset}; known: {sorted(known)}")
   base = known[name]
-  fields = synthetic.overridable_fields(base)
+  fields = datasets.overridable_fields(base)
   for key in overrides:
     if key not in fields:
       raise app.UsageError(f"--{key} does not apply to --dataset={dataset} (fields: {fields})")
-  return synthetic.derive_config(base, **overrides)
+  return datasets.derive_config(base, **overrides)
 
 
 def build(

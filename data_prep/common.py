@@ -1,8 +1,9 @@
 """Pieces every builder shares: the common features and bad-row bookkeeping.
 
-The feature set is the contract of `docs/design.md` ("Dataset features"). No
-TensorFlow: images are stored as their encoded bytes (`tfds.features.Image` needs
-TensorFlow to encode) and decoded with PIL by the input pipeline.
+The feature set is the contract of `docs/design.md` ("Dataset features"), defined
+once in `heatpose_jax.datasets` (`common_features`, `dataset_info`,
+`extent_center_scale`) and re-exported here; the PCK normalizers come from
+`heatpose_jax.metrics`, the module that scores with them.
 """
 
 from __future__ import annotations
@@ -14,69 +15,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from heatpose_jax import joints as joints_lib
+from heatpose_jax import metrics
+from heatpose_jax.datasets import common_features, dataset_info, extent_center_scale  # noqa: F401
 
 # The images folder inside every manual dir.
 IMAGES = "images"
-
-
-def common_features(num_joints: int, **extra) -> tfds.features.FeaturesDict:
-  """The features every builder writes, plus dataset-specific `extra` ones."""
-  t = tfds.features.Tensor
-  return tfds.features.FeaturesDict(
-    {
-      "image": t(shape=(), dtype=np.object_),
-      "image_hw": t(shape=(2,), dtype=np.int32),
-      "index": t(shape=(), dtype=np.int64),
-      "joints": t(shape=(num_joints, 2), dtype=np.float32),
-      "joints_valid": t(shape=(num_joints,), dtype=np.bool_),
-      "joints_visible": t(shape=(num_joints,), dtype=np.bool_),
-      "center": t(shape=(2,), dtype=np.float32),
-      "scale": t(shape=(), dtype=np.float32),
-      "head_box": t(shape=(4,), dtype=np.float32),
-      "torso_box": t(shape=(4,), dtype=np.float32),
-      "head_size": t(shape=(), dtype=np.float32),
-      "torso_size": t(shape=(), dtype=np.float32),
-      **extra,
-    }
-  )
-
-
-def dataset_info(builder: tfds.core.DatasetBuilder, **kwargs) -> tfds.core.DatasetInfo:
-  """`tfds.core.DatasetInfo` that keeps every split in file order.
-
-  TFDS 4.9.10 reads `disable_shuffling` from the DatasetInfo only: a builder's
-  class attribute alone leaves the splits shuffled by key hash, and the `index`
-  feature and the predictions files rely on file order.
-  """
-  return tfds.core.DatasetInfo(builder=builder, disable_shuffling=True, **kwargs)
-
-
-def head_size(head_box: np.ndarray) -> np.float32:
-  """MPII's PCKh normalizer: 0.6 x the head box's diagonal (0 for an empty box)."""
-  x1, y1, x2, y2 = np.asarray(head_box, np.float64)
-  return np.float32(0.6 * np.hypot(x2 - x1, y2 - y1))
-
-
-def torso_size(skeleton: joints_lib.Skeleton, joints, valid) -> np.float32:
-  """‖r_shoulder − l_hip‖ in annotated order; 0 when either joint is missing."""
-  a, b = skeleton.torso_annotated_indices
-  if not (valid[a] and valid[b]):
-    return np.float32(0.0)
-  return np.float32(np.hypot(*(np.asarray(joints[a]) - np.asarray(joints[b]))))
-
-
-def extent_center_scale(joints, valid) -> tuple[np.ndarray, np.float32]:
-  """Centre of the annotated joints' bounding box and its height / 200 px."""
-  pts = np.asarray(joints, np.float32)[np.asarray(valid, bool)]
-  lo, hi = pts.min(0), pts.max(0)
-  center = ((lo + hi) / 2).astype(np.float32)
-  # A person is about 1.25x taller than the span of their joints.
-  scale = np.float32(max(hi[1] - lo[1], hi[0] - lo[0], 1.0) * 1.25 / 200.0)
-  return center, scale
 
 
 def image_hw(data: bytes, path) -> np.ndarray:
@@ -163,3 +109,15 @@ def skip_image(skips: SkipCounter, error: Exception, where: str) -> None:
     skips.skip("image file absent", f"{where} at {error.filename}")
   else:  # common.image_hw's message names the file and PIL's reason.
     skips.skip("unreadable image", f"{where}: {error}")
+
+
+def head_size(head_box) -> np.float32:
+  """MPII's PCKh normalizer of one head box (`metrics.head_size_from_boxes`)."""
+  return np.float32(metrics.head_size_from_boxes(np.asarray(head_box)[None])[0])
+
+
+def torso_size(skeleton: joints_lib.Skeleton, joints, valid) -> np.float32:
+  """One example's PCK torso size (`metrics.torso_normalizer`); 0 when undefined."""
+  return np.float32(
+    metrics.torso_normalizer(np.asarray(joints)[None], np.asarray(valid)[None], skeleton)[0]
+  )

@@ -16,7 +16,7 @@ from PIL import Image
 
 import data_prep  # noqa: F401  (registers the builders)
 from data_prep import build
-from data_prep import synthetic as synthetic_builder
+from heatpose_jax import synthetic_dataset as synthetic_builder
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = str(synthetic_builder.Synthetic.VERSION)

@@ -49,7 +49,7 @@ EXPECTED = {
 def data(tmp_path_factory):
   import tensorflow_datasets as tfds
 
-  from data_prep import synthetic
+  from heatpose_jax import synthetic_dataset as synthetic
 
   d = tmp_path_factory.mktemp("data")
   cfg = synthetic.custom_config("tiny", num_train=32, num_test=16)

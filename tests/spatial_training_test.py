@@ -28,7 +28,7 @@ from heatpose_jax.configs import synthetic as synthetic_config
 def data(tmp_path_factory):
   import tensorflow_datasets as tfds
 
-  from data_prep import synthetic
+  from heatpose_jax import synthetic_dataset as synthetic
 
   d = tmp_path_factory.mktemp("data")
   cfg = synthetic.custom_config("tiny", distractor_prob=1.0, num_train=32, num_test=16)

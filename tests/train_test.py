@@ -22,7 +22,7 @@ CONFIG = str(REPO / "heatpose_jax" / "configs" / "synthetic.py")
 def data_dir(tmp_path_factory):
   import tensorflow_datasets as tfds
 
-  from data_prep import synthetic
+  from heatpose_jax import synthetic_dataset as synthetic
 
   d = tmp_path_factory.mktemp("data")
   cfg = synthetic.custom_config("tiny", num_train=64, num_test=24)

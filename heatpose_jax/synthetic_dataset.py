@@ -1,5 +1,7 @@
 """Synthetic people (`heatpose_jax.synthetic`) as a TFDS builder: `synthetic`.
 
+It lives in the library, not in `data_prep`, because training prepares it on demand.
+
 No manual dir: every example is rendered from `(config.seed, split, index)`, so a
 build is reproducible and an example does not depend on the others. Configs:
 
@@ -30,7 +32,8 @@ datasets have; the labels do not depend on them.
 
 Any config can be varied without editing this file: `python -m data_prep.build
 --dataset=synthetic --config=tiny --num_train=1000 --seed=3` builds a custom config
-named `tiny-num_train1000-seed3` (see `custom_config`).
+named `tiny-num_train1000-seed3` (see `custom_config`). The named configs need no
+files, so `datasets.data_source` prepares them on demand (`prepare`).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from data_prep import common
+from heatpose_jax import datasets, metrics
 from heatpose_jax import synthetic as render
 
 SKELETON = render.SKELETON
@@ -104,55 +107,14 @@ BUILDER_CONFIGS = [
   ),
 ]
 CONFIGS = {c.name: c for c in BUILDER_CONFIGS}
-
-
-def overridable_fields(cfg: tfds.core.BuilderConfig) -> tuple[str, ...]:
-  """The fields a dataclass config adds to `tfds.core.BuilderConfig` (name, version... excluded)."""
-  base = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
-  return tuple(f.name for f in dataclasses.fields(cfg) if f.name not in base)
-
-
-def derive_config(cfg: tfds.core.BuilderConfig, **overrides) -> tfds.core.BuilderConfig:
-  """A copy of any dataclass BuilderConfig with some fields changed, named after them.
-
-  Args:
-    cfg: the base config (e.g. `CONFIGS["tiny"]`).
-    **overrides: new values of `overridable_fields(cfg)`; None values are ignored.
-
-  Returns:
-    `cfg` itself when nothing changes, else a copy named e.g.
-    `tiny-num_train1000-seed3` (TFDS stores it under that directory, and
-    `tfds.builder("synthetic/tiny-num_train1000-seed3", data_dir=...)` reads it
-    back from the files).
-
-  Raises:
-    ValueError: a field the config does not have.
-  """
-  fields = overridable_fields(cfg)
-  changes = {}
-  for key, value in overrides.items():
-    if key not in fields:
-      raise ValueError(f"config {cfg.name!r} has no field {key!r}; fields: {fields}")
-    if value is not None and value != getattr(cfg, key):
-      changes[key] = value
-  if not changes:
-    return cfg
-  suffix = "-".join(f"{k}{_name_part(v)}" for k, v in sorted(changes.items()))
-  return dataclasses.replace(cfg, name=f"{cfg.name}-{suffix}", description=None, **changes)
+DEFAULT_CONFIG = "default"
 
 
 def custom_config(base: str, **overrides) -> SyntheticConfig:
   """`derive_config(CONFIGS[base], **overrides)`; ValueError for an unknown base."""
   if base not in CONFIGS:
     raise ValueError(f"unknown synthetic config {base!r}; known: {sorted(CONFIGS)}")
-  return derive_config(CONFIGS[base], **overrides)
-
-
-def _name_part(value) -> str:
-  """A config value as config-name characters ([A-Za-z0-9_.+-])."""
-  if isinstance(value, tuple | list):
-    return "_".join(_name_part(v) for v in value)
-  return str(value)
+  return datasets.derive_config(CONFIGS[base], **overrides)
 
 
 def check_config(cfg: SyntheticConfig) -> None:
@@ -188,7 +150,7 @@ def make_example(cfg: SyntheticConfig, split: str, index: int) -> dict:
     person_height=tuple(cfg.person_height),
   )
   valid, clean = ex["joints_valid"], ex["joints_clean"]
-  center, scale = common.extent_center_scale(clean, valid)
+  center, scale = datasets.extent_center_scale(clean, valid)
   return {
     "image": render.encode_jpeg(ex["image"], JPEG_QUALITY),
     "image_hw": np.array(ex["image"].shape[:2], np.int32),
@@ -200,8 +162,8 @@ def make_example(cfg: SyntheticConfig, split: str, index: int) -> dict:
     "scale": scale,
     "head_box": ex["head_box"],
     "torso_box": ex["torso_box"],
-    "head_size": common.head_size(ex["head_box"]),
-    "torso_size": common.torso_size(SKELETON, clean, valid),
+    "head_size": np.float32(metrics.head_size_from_boxes(ex["head_box"][None])[0]),
+    "torso_size": np.float32(metrics.torso_normalizer(clean[None], valid[None], SKELETON)[0]),
     "joints_clean": clean,
     "distractor_joints": ex["distractor_joints"],
     "has_distractor": ex["has_distractor"],
@@ -214,7 +176,7 @@ class Synthetic(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = BUILDER_CONFIGS
-  DEFAULT_BUILDER_CONFIG_NAME = "default"
+  DEFAULT_BUILDER_CONFIG_NAME = DEFAULT_CONFIG
   # TFDS's own lookup of this file imports `importlib_resources`, absent on 3.11.
   code_path = epath.Path(__file__)
 
@@ -223,13 +185,13 @@ class Synthetic(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     t = tfds.features.Tensor
-    return common.dataset_info(
+    return datasets.dataset_info(
       self,
       description=(
         "Synthetic articulated people on cluttered backgrounds, 14 joints in MPII "
         "order without pelvis and thorax, (x, y) 0-based pixels."
       ),
-      features=common.common_features(
+      features=datasets.common_features(
         NUM_JOINTS,
         joints_clean=t(shape=(NUM_JOINTS, 2), dtype=np.float32),
         distractor_joints=t(shape=(NUM_JOINTS, 2), dtype=np.float32),
@@ -250,3 +212,14 @@ class Synthetic(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     for index in range(num):
       yield index, make_example(cfg, split, index)
+
+
+def prepare(config_name: str, data_dir: str, **overrides) -> Synthetic:
+  """Builds config `config_name` (with `overrides`, see `custom_config`) into `data_dir`."""
+  import tensorflow_datasets as tfds
+
+  builder = Synthetic(data_dir=data_dir, config=custom_config(config_name, **overrides))
+  builder.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+  )
+  return builder
