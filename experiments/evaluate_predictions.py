@@ -4,24 +4,31 @@ r"""Scores a predictions file against a benchmark's ground truth; prints the tab
     --predictions=preds.mat --ground_truth=valid.h5 [--threshold=0.5] \
     [--output_json=scores.json]
   python -m experiments.evaluate_predictions --dataset=flic \
-    --predictions=preds.h5 --ground_truth=examples.mat [--observer_centric]
+    --predictions=preds.h5 --ground_truth=examples.mat \
+    [--flic_protocol=modec|hourglass|observer_centric]
 
 MPII: PCKh (Head, Shoulder, Elbow, Wrist, Hip, Knee, Ankle, UBody, Total) at
 --threshold (default 0.5); ground truth = stacked-hourglass `valid.h5` or HRNet
 `gt_valid.mat`. FLIC: PCK (Head, Shoulder, Elbow, Wrist) at α = 0.05 and 0.2, or
-only at --threshold; ground truth = `examples.mat` (test rows in file order).
-File formats: `heatpose_jax/prediction_io.py`; protocols: `heatpose_jax/metrics.py`.
+only at --threshold; ground truth = `examples.mat` (test rows in file order),
+labels and torso of --flic_protocol (default modec, the FLIC authors' own
+`eval_dataset.m`). Each row of the printed table names metric, threshold and
+protocol, e.g. `PCK@0.2 (FLIC, modec protocol)` or `PCKh@0.5 (MPII)`.
+File formats: `heatpose_jax/prediction_io.py`; protocols: `docs/protocols.md`.
 
---output_json writes percentages (NaN as null): MPII and FLIC with --threshold,
-one flat object `{"Head": ..., ...}`; FLIC without it, one object per threshold
-keyed by its decimal text, `{"0.05": {...}, "0.2": {...}}`.
+--output_json writes `{"dataset": ..., "metric": "PCKh" | "PCK", "protocol": ...,
+"num_examples": N, "tables": {"<α>": {"Head": ..., ...}, ...}}`, percentages with
+NaN as null, α keyed by its decimal text (e.g. "0.05"); MPII's protocol is
+"evaluatePCKh".
 
-Errors (unreadable file, wrong shape, count mismatch, bad flags) print one line
-`error: ...` on stderr and exit with status 1.
+Errors (unreadable file, wrong shape, count mismatch, non-finite ground truth, no
+example with a normalizer, bad flags) print one line `error: ...` on stderr and
+exit with status 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -29,7 +36,11 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
+from heatpose_jax import joints as joints_lib
 from heatpose_jax import metrics, prediction_io
+
+# What the JSON calls MPII's one protocol (MPII's evaluatePCKh.m).
+MPII_PROTOCOL = "evaluatePCKh"
 
 _DATASET = flags.DEFINE_string("dataset", None, "mpii or flic.")
 _PREDICTIONS = flags.DEFINE_string("predictions", None, "Predictions file (.mat or .h5).")
@@ -40,9 +51,46 @@ _THRESHOLD = flags.DEFINE_float(
   "threshold", None, "Normalized-distance threshold α (MPII default 0.5; FLIC 0.05 and 0.2)."
 )
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write the table as JSON here.")
-_OBSERVER_CENTRIC = flags.DEFINE_bool(
-  "observer_centric", False, "FLIC: observer-centric labels and torso normalizer."
+# A string, not an enum, so that a bad value is one `error:` line like every other error.
+_FLIC_PROTOCOL = flags.DEFINE_string(
+  "flic_protocol",
+  None,
+  f"FLIC only: one of {', '.join(metrics.FLIC_PROTOCOLS)} (default modec); see docs/protocols.md.",
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+  """What `evaluate` measured.
+
+  Attributes:
+    dataset: "mpii" or "flic".
+    metric: "PCKh" or "PCK".
+    protocol: FLIC: one of `metrics.FLIC_PROTOCOLS`; MPII: `MPII_PROTOCOL`.
+    num_examples: N scored rows of the ground truth.
+    tables: α -> column -> percentage.
+  """
+
+  dataset: str
+  metric: str
+  protocol: str
+  num_examples: int
+  tables: dict[float, dict[str, float]]
+
+  def row_label(self, threshold: float) -> str:
+    """E.g. `PCK@0.2 (FLIC, modec protocol)` or `PCKh@0.5 (MPII)`."""
+    if self.dataset == "flic":
+      return f"{self.metric}@{threshold:g} (FLIC, {self.protocol} protocol)"
+    return f"{self.metric}@{threshold:g} (MPII)"
+
+  def to_json(self) -> dict:
+    return {
+      "dataset": self.dataset,
+      "metric": self.metric,
+      "protocol": self.protocol,
+      "num_examples": self.num_examples,
+      "tables": {f"{t:g}": _json_ready(cols) for t, cols in self.tables.items()},
+    }
 
 
 def evaluate(
@@ -50,8 +98,8 @@ def evaluate(
   predictions: str,
   ground_truth: str,
   thresholds: Sequence[float] | None = None,
-  observer_centric: bool = False,
-) -> dict[float, dict[str, float]]:
+  flic_protocol: str | None = None,
+) -> Scores:
   """Reads both files and scores them.
 
   Args:
@@ -59,26 +107,41 @@ def evaluate(
     predictions: predictions file path.
     ground_truth: ground-truth file path.
     thresholds: α values; None = the dataset's table defaults.
-    observer_centric: FLIC only, see `metrics.flic_pck_tables`.
+    flic_protocol: FLIC only, one of `metrics.FLIC_PROTOCOLS`; None = "modec".
 
   Returns:
-    α -> column -> percentage.
+    `Scores`.
 
   Raises:
     ValueError: bad dataset, flags or files (a one-line message).
   """
   if dataset == "mpii":
-    if observer_centric:
-      raise ValueError("--observer_centric applies to --dataset=flic only")
+    if flic_protocol is not None:
+      raise ValueError("--flic_protocol applies to --dataset=flic only")
     gt = prediction_io.read_mpii_ground_truth(ground_truth)
     pred = prediction_io.read_mpii_predictions(predictions, num_examples=len(gt))
     ts = thresholds or (metrics.MPII_TABLE_THRESHOLD,)
-    return {t: metrics.mpii_pckh_table(pred, gt.joints, gt.valid, gt.normalizer, t) for t in ts}
+    tables = {t: metrics.mpii_pckh_table(pred, gt.joints, gt.valid, gt.normalizer, t) for t in ts}
+    return Scores("mpii", "PCKh", MPII_PROTOCOL, len(gt), tables)
   if dataset == "flic":
-    gt = prediction_io.read_flic_ground_truth(ground_truth)
+    protocol = "modec" if flic_protocol is None else flic_protocol
+    if protocol not in metrics.FLIC_PROTOCOLS:
+      raise ValueError(
+        f"unknown --flic_protocol {protocol!r}; expected one of {', '.join(metrics.FLIC_PROTOCOLS)}"
+      )
+    gt = prediction_io.read_flic_ground_truth(ground_truth, "test", protocol)
     pred = prediction_io.read_flic_predictions(predictions, num_examples=len(gt))
+    skel = joints_lib.SKELETONS["flic"]
+    if protocol == "observer_centric":
+      # Person-centric predictions are relabelled like the ground truth they meet
+      # (as `metrics.flic_pck_tables` does); the other protocols compare them as they are.
+      pred, _ = metrics.to_observer_centric(pred, gt.valid, gt.relabelled, skel)
+    m = skel.model_indices
     ts = thresholds or metrics.FLIC_TABLE_THRESHOLDS
-    return metrics.flic_pck_tables(pred, gt.joints, gt.valid, ts, observer_centric)
+    tables = metrics.pck_tables(
+      pred[:, m], gt.joints[:, m], gt.valid[:, m], gt.normalizer, skel, ts, pooled=False
+    )
+    return Scores("flic", "PCK", protocol, len(gt), tables)
   raise ValueError(f"unknown --dataset {dataset!r}; expected mpii or flic")
 
 
@@ -102,18 +165,13 @@ def main(argv: Sequence[str]) -> None:
     if _THRESHOLD.value is not None and not _THRESHOLD.value >= 0:
       raise ValueError(f"--threshold must be ≥ 0, got {_THRESHOLD.value}")
     ts = None if _THRESHOLD.value is None else (_THRESHOLD.value,)
-    tables = evaluate(
-      _DATASET.value, _PREDICTIONS.value, _GROUND_TRUTH.value, ts, _OBSERVER_CENTRIC.value
+    scores = evaluate(
+      _DATASET.value, _PREDICTIONS.value, _GROUND_TRUTH.value, ts, _FLIC_PROTOCOL.value
     )
-    metric = "PCKh" if _DATASET.value == "mpii" else "PCK"
-    print(metrics.format_table({f"{metric}@{t:g}": cols for t, cols in tables.items()}))
+    print(metrics.format_table({scores.row_label(t): c for t, c in scores.tables.items()}))
     if _OUTPUT_JSON.value:
-      if len(tables) == 1:
-        out = next(iter(tables.values()))
-      else:
-        out = {f"{t:g}": cols for t, cols in tables.items()}
       with open(_OUTPUT_JSON.value, "w") as f:
-        json.dump(_json_ready(out), f, indent=2)
+        json.dump(scores.to_json(), f, indent=2)
         f.write("\n")
   except (ValueError, OSError) as e:
     sys.exit(f"error: {e}")

@@ -19,20 +19,28 @@ never count as correct.
 
 Ground truth:
 * MPII, stacked-hourglass `valid.h5` (Tompson et al.'s 2958-person validation
-  split): `part` (N, 16, 2) 1-based pixels straight from the MPII .mat (truncated
-  to integers by `pose-hg-train/src/misc/convert_annot.py`), a missing joint
-  stored as (0, 0) and a person without annopoints as (-1, -1) — the format has no
-  other missing marker, so these are read as "not annotated"; `visible` (N, 16);
+  split, written by `pose-hg-train/src/misc/convert_annot.py`; keys `index`,
+  `person`, `imgname` (bytes), `center`, `scale`, `part`, `visible`, `normalize`,
+  `torsoangle`, all float64 but `imgname`): `part` (N, 16, 2) 1-based pixels
+  straight from the MPII .mat (truncated to integers), a missing joint stored as
+  (0, 0) and a person without annopoints as (-1, -1) — the format has no other
+  missing marker, so these are read as "not annotated"; `visible` (N, 16);
   `normalize` (N,) = 0.6 × head-box diagonal (`mpii.py: normalization()`, i.e.
-  the PCKh head size itself, used directly as the normalizer).
-* MPII, HRNet `gt_valid.mat`: `pos_gt_src` (16, 2, N) 1-based, `jnt_missing`
-  (16, N) 1 = missing, `headboxes_src` (2, 2, N) with `[0] = (x1, y1)`,
-  `[1] = (x2, y2)`, optional `dataset_joints` (names, used to check/permute the
-  joint order to MPII's ids).
-* FLIC, MODEC's `examples.mat`: the `istest` rows in file order, the 11 annotated
-  `coords` columns (`joints.FLIC_COORD_COLUMNS`); NaN = not annotated.
+  the PCKh head size itself, used directly as the normalizer). Only `part` and
+  `normalize` are required.
+* MPII, HRNet `gt_valid.mat` (= pytorch-pose's `detections_our_format.mat` without
+  `pos_pred_src`; MATLAB v5 read by `scipy.io.loadmat`): `pos_gt_src` (16, 2, N)
+  1-based, `jnt_missing` (16, N) 1 = missing, `headboxes_src` (2, 2, N) with
+  `[0] = (x1, y1)`, `[1] = (x2, y2)`, and `dataset_joints`, a 1×16 cell array of
+  MPII's short names (`rank … pelv thor neck head … lwri`; `thrx`, the
+  stacked-hourglass spelling, is accepted for `thor`), used to permute the joint
+  order to MPII's ids; other keys are ignored.
+* FLIC, MODEC's `examples.mat`: the `istest` (or `istrain`) rows in file order, the
+  11 annotated `coords` columns (`joints.FLIC_COORD_COLUMNS`); NaN = not
+  annotated. The labels and torso are those of a protocol (`metrics.FLIC_PROTOCOLS`).
 
-Every problem with a file (unreadable, missing key, wrong shape, count mismatch)
+Every problem with a file (unreadable, missing key, wrong shape, count mismatch,
+non-finite coordinates of an annotated joint, no example with a normalizer > 0)
 raises `ValueError` with a one-line message that names the file.
 """
 
@@ -53,11 +61,13 @@ MPII_NUM_JOINTS = 16
 FLIC_NUM_JOINTS = 11
 PREDICTIONS_KEY = "preds"
 
-# HRNet's `dataset_joints` names -> MPII joint-id (= our model) order.
-_HRNET_NAMES = (
-  "rank", "rkne", "rhip", "lhip", "lkne", "lank", "pelv", "thrx",
+# `dataset_joints` names of gt_valid.mat, in MPII joint-id (= our model) order.
+_MPII_SHORT_NAMES = (
+  "rank", "rkne", "rhip", "lhip", "lkne", "lank", "pelv", "thor",
   "neck", "head", "rwri", "relb", "rsho", "lsho", "lelb", "lwri",
 )  # fmt: skip
+# pose-hg-train's `mpii.py` spells the thorax `thrx`.
+_NAME_ALIASES = {"thrx": "thor"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,11 +78,13 @@ class GroundTruth:
     joints: (N, A, 2) float64 (x, y), 0-based original-image pixels, annotated
       order (MPII: joint ids; FLIC: examples.mat's 11 columns); 0 where missing.
     valid: (N, A) bool, annotated (occluded or not).
-    normalizer: (N,) float64 PCKh head size (MPII) or person-centric torso size
-      (FLIC), pixels; ≤ 0 where undefined.
+    normalizer: (N,) float64 PCKh head size (MPII) or the protocol's torso size
+      (FLIC), pixels; ≤ 0 where undefined (such rows are not scored).
     visible: (N, A) bool where the file says, else None.
     index: (N,) int64 the example's row in the source file (FLIC: examples.mat
       row) or MPII image index where the file has one, else None.
+    protocol: FLIC: the protocol of `joints` and `normalizer`; MPII: None.
+    relabelled: FLIC: (N,) bool rows whose labels the protocol swapped; else None.
   """
 
   joints: np.ndarray
@@ -80,6 +92,8 @@ class GroundTruth:
   normalizer: np.ndarray
   visible: np.ndarray | None = None
   index: np.ndarray | None = None
+  protocol: str | None = None
+  relabelled: np.ndarray | None = None
 
   def __len__(self) -> int:
     return self.joints.shape[0]
@@ -249,6 +263,28 @@ def _check_shape(path, key, arr, shape, text):
     raise ValueError(f"{path}: {key!r} has shape {arr.shape}; expected {text}")
 
 
+def _check_finite(path, key: str, joints, annotated, names, rows=None) -> None:
+  """Annotated joints must have finite coordinates.
+
+  Args: joints (N, A, 2), annotated (N, A), names (A,), rows (N,) the file rows
+  (default 0…N−1), used to word the message.
+  """
+  bad = annotated & ~np.isfinite(joints).all(-1)
+  if bad.any():
+    i, j = np.argwhere(bad)[0]
+    row = i if rows is None else rows[i]
+    raise ValueError(
+      f"{path}: {key!r} has non-finite coordinates on {int(bad.sum())} annotated joint(s); "
+      f"first: example {row} (0-based), {names[j]} = {joints[i, j].tolist()}"
+    )
+
+
+def _check_normalizer(path, key: str, norm, what: str) -> None:
+  """Some row must have a normalizer > 0, else every score would be NaN."""
+  if not (np.isfinite(norm) & (norm > 0)).any():
+    raise ValueError(f"{path}: {key!r} gives no example a {what} > 0 ({norm.size} examples)")
+
+
 def read_mpii_ground_truth(path: str | os.PathLike) -> GroundTruth:
   """MPII ground truth from a stacked-hourglass `valid.h5` or HRNet `gt_valid.mat`.
 
@@ -268,6 +304,8 @@ def read_mpii_ground_truth(path: str | os.PathLike) -> GroundTruth:
   _check_shape(path, "normalize", norm, (n,), f"({n},) like 'part'")
   # The format's only missing markers: (0, 0) missing joint, (-1, -1) no annopoints.
   missing = np.all(part == 0, -1) | np.all(part == -1, -1)
+  _check_finite(path, "part", part, ~missing, joints_lib.SKELETONS["mpii"].annotated)
+  _check_normalizer(path, "normalize", norm, "head size")
   visible = None
   if "visible" in data:
     vis = _numeric(path, "visible", data["visible"], "(N, 16)")
@@ -281,11 +319,17 @@ def read_mpii_ground_truth(path: str | os.PathLike) -> GroundTruth:
 
 
 def _names(arr) -> list[str]:
-  """HRNet `dataset_joints` (a (1, 16) object array of string arrays) → names."""
+  """`dataset_joints` → names.
+
+  scipy loads MATLAB's 1×16 cell array of strings as a (1, 16) object array of
+  (1,) str arrays; a char matrix would load as a (16,) str array.
+  """
   out = []
   for x in np.asarray(arr, dtype=object).reshape(-1):
     x = np.asarray(x).reshape(-1)
-    out.append(str(x[0]) if x.size else "")
+    name = x[0] if x.size else ""
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    out.append(_NAME_ALIASES.get(name.strip(), name.strip()))
   return out
 
 
@@ -306,33 +350,47 @@ def _read_hrnet_gt(path: Path) -> GroundTruth:
   perm = np.arange(MPII_NUM_JOINTS)
   if "dataset_joints" in data:
     names = _names(data["dataset_joints"])
-    if sorted(names) != sorted(_HRNET_NAMES):
+    if sorted(names) != sorted(_MPII_SHORT_NAMES):
       raise ValueError(f"{path}: 'dataset_joints' {names} are not MPII's 16 joints")
-    perm = np.array([names.index(k) for k in _HRNET_NAMES])
+    perm = np.array([names.index(k) for k in _MPII_SHORT_NAMES])
   joints, valid = joints[:, perm], valid[:, perm]
+  _check_finite(path, "pos_gt_src", joints, valid, joints_lib.SKELETONS["mpii"].annotated)
   joints = np.where(valid[..., None], joints, 0.0)
   # headboxes_src[0] = (x1, y1), [1] = (x2, y2) → (N, 4) x1, y1, x2, y2.
   head = metrics.head_size_from_boxes(boxes.transpose(2, 0, 1).reshape(n, 4))
+  _check_normalizer(path, "headboxes_src", head, "head size")
   return GroundTruth(joints, valid, head)
 
 
-def read_flic_ground_truth(path: str | os.PathLike, split: str = "test") -> GroundTruth:
-  """FLIC ground truth from MODEC's `examples.mat`.
+def read_flic_ground_truth(
+  path: str | os.PathLike, split: str = "test", protocol: str = "modec"
+) -> GroundTruth:
+  """FLIC ground truth from MODEC's `examples.mat`, as `protocol` defines it.
 
   Args:
     path: examples.mat (MATLAB v5, a 1×N struct array `examples` with fields
       `coords` (2, 29), `istrain`, `istest`, ...).
     split: "test" (`istest` rows, 1016 in the real file) or "train" (`istrain`).
+    protocol: one of `metrics.FLIC_PROTOCOLS` (see `metrics.flic_protocol_labels`):
+      "modec" flips the arm labels of backward-facing people and uses ‖l_shoulder
+      − r_hip‖; "hourglass" keeps examples.mat's labels as stored and uses
+      ‖r_shoulder − l_hip‖; "observer_centric" swaps every left/right pair of
+      people facing away.
 
   Returns:
-    `GroundTruth`: joints (N, 11, 2) 0-based (coords − 1) in
-    `joints.FLIC_COORD_COLUMNS` order, valid = coordinates not NaN, the
-    person-centric torso size ‖r_shoulder − l_hip‖ as normalizer, index = the
-    0-based row in examples.mat; rows in file order.
+    `GroundTruth`: joints (N, 11, 2) 0-based (coords − 1), the protocol's labels
+    in `joints.FLIC_COORD_COLUMNS` order; valid = annotated (coordinates not
+    NaN); the protocol's torso size as normalizer; index = the 0-based row in
+    examples.mat; `protocol`; `relabelled` = the rows whose labels the protocol
+    swapped; rows in file order.
   """
   path = Path(path)
   if split not in ("test", "train"):
     raise ValueError(f"unknown FLIC split {split!r}; expected 'test' or 'train'")
+  if protocol not in metrics.FLIC_PROTOCOLS:
+    raise ValueError(
+      f"unknown FLIC protocol {protocol!r}; expected one of {metrics.FLIC_PROTOCOLS}"
+    )
   if not path.is_file():
     raise ValueError(f"{path}: no such file")
   try:
@@ -349,12 +407,25 @@ def read_flic_ground_truth(path: str | os.PathLike, split: str = "test") -> Grou
     rows = np.flatnonzero([bool(getattr(e, flag)) for e in ex])
   except AttributeError as e:
     raise ValueError(f"{path}: 'examples' lacks a field ({e})") from None
-  except ValueError as e:
-    raise ValueError(f"{path}: 'coords' differ in shape between examples ({e})") from None
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{path}: 'coords' are not (2, 29) numbers in every example ({e})") from None
   if coords.shape[1:] != (2, 29):
     raise ValueError(f"{path}: 'coords' have shape {coords.shape[1:]}; expected (2, 29)")
+  if rows.size == 0:
+    raise ValueError(f"{path}: no example has {flag!r} set")
   pts = coords[rows][:, :, list(joints_lib.FLIC_COORD_COLUMNS)].transpose(0, 2, 1)
-  valid = np.isfinite(pts).all(-1)
-  joints = np.where(valid[..., None], pts - 1.0, 0.0)
-  torso = metrics.flic_torso_normalizer(joints, valid)
-  return GroundTruth(joints, valid, torso, index=rows.astype(np.int64))
+  # NaN marks a joint that is not annotated; anything else must be a finite point.
+  valid = ~np.isnan(pts).all(-1)
+  names = joints_lib.SKELETONS["flic"].annotated
+  _check_finite(path, "coords", pts, valid, names, rows)
+  labels = metrics.flic_protocol_labels(np.where(valid[..., None], pts - 1.0, 0.0), valid, protocol)
+  torso = " − ".join(metrics.FLIC_TORSO[protocol])
+  _check_normalizer(path, "coords", labels.torso, f"{protocol} torso ‖{torso}‖")
+  return GroundTruth(
+    labels.joints,
+    labels.valid,
+    labels.torso,
+    index=rows.astype(np.int64),
+    protocol=protocol,
+    relabelled=labels.relabelled,
+  )
