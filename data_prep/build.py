@@ -9,20 +9,38 @@ The dataset lands in `DATA_DIR/NAME/CONFIG/VERSION` (FLIC, without configs:
 `DATA_DIR/flic/VERSION`). TFDS writes into an `incomplete.XXXXXX_VERSION` sibling
 and renames it when every split is written, so an interrupted build leaves no
 dataset that looks complete (a stale `incomplete.*` directory may stay; delete
-it). Read it back with `tfds.builder(NAME, data_dir=DATA_DIR)` after `import
+it). `--overwrite` of a prepared dataset builds the new one in a fresh
+`DATA_DIR/incomplete.rebuild-NAME.XXXXXX/` and swaps it in only once complete, so
+a failed or killed rebuild leaves the previous dataset in place and readable.
+Read it back with `tfds.builder(NAME, data_dir=DATA_DIR)` after `import
 data_prep`, or with `tfds.builder_from_directory(DATA_DIR/NAME/CONFIG/VERSION)`
 without importing anything from `data_prep`.
+
+Exit status: 0 built (or already prepared) with nothing skipped; 3 built, but rows
+were skipped or joints marked invalid (the last line of stdout says how many and
+why; `docs/data.md` lists the rules); 1 an error of the input (a bad flag, a
+missing manual dir or annotation file, a malformed annotation file, an empty
+split): one line `error: ...` on stderr, with the traceback only at
+`--verbosity=1` or higher.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import logging
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from data_prep import flic, lsp, mpii
+from data_prep import common, flic, lsp, mpii
 from heatpose_jax import datasets, synthetic_dataset
 
 # --dataset -> builder class.
@@ -32,6 +50,13 @@ BUILDERS: dict[str, type[tfds.core.DatasetBuilder]] = {
   "lsp": lsp.Lsp,
   "synthetic": synthetic_dataset.Synthetic,
 }
+# The project-wide exit statuses.
+EXIT_OK, EXIT_ERROR, EXIT_SKIPPED = 0, 1, 3
+# Errors of the input that the CLI reports as one line (anything else is a bug: traceback).
+EXPECTED_ERRORS = (app.UsageError, FileNotFoundError, NotADirectoryError, ValueError)
+# `--overwrite` builds into DATA_DIR/<this>NAME.XXXXXX/ (one level above TFDS's own
+# `incomplete.*` dirs, outside DATA_DIR/NAME where readers look for versions).
+STAGING_PREFIX = "incomplete.rebuild-"
 # Flags that override a field of the chosen BuilderConfig (where it has one).
 OVERRIDE_FLAGS = (
   "num_train", "num_test", "seed", "height", "width", "label_noise", "distractor_prob",
@@ -95,19 +120,27 @@ def build(
     data_dir: the TFDS data dir.
     manual_dir: the directory of the source files (FLIC, MPII, LSP).
     config: a config name (e.g. `tiny`); None for the builder's default.
-    overwrite: rebuild even if the dataset is already prepared.
+    overwrite: rebuild even if the dataset is already prepared; the prepared one
+      is replaced only once the new one is complete (see `rebuild`).
     **overrides: config fields to change (`num_train=1000, seed=3`), see
       `make_config`.
 
+  Returns:
+    The builder of the prepared dataset. `builder.skip_counters` lists one
+    `common.SkipCounter` per split written by this call (none when an already
+    prepared dataset was reused, or for builders that skip nothing).
+
   Raises:
     app.UsageError: a bad argument, named as its command-line flag.
+    FileNotFoundError: a missing manual dir or annotation file.
+    common.DataError: a malformed annotation file, or a split left empty.
   """
   if dataset not in BUILDERS:
     raise app.UsageError(f"--dataset={dataset}: unknown; known: {sorted(BUILDERS)}")
   if needs_manual_dir(dataset):
     if not manual_dir:
       raise app.UsageError(
-        f"--manual_dir is required for --dataset={dataset}.\n"
+        f"--manual_dir is required for --dataset={dataset} (see data_prep/manual_dirs.md).\n"
         f"{BUILDERS[dataset].MANUAL_DOWNLOAD_INSTRUCTIONS}"
       )
     if not Path(manual_dir).expanduser().is_dir():
@@ -118,23 +151,112 @@ def build(
     manual_dir = None
   cfg = make_config(dataset, config, overrides)
   data_dir = Path(data_dir).expanduser()
-  kwargs = {"data_dir": str(data_dir)}
-  if cfg is not None:
-    kwargs["config"] = cfg
-  builder = BUILDERS[dataset](**kwargs)
-  mode = tfds.download.GenerateMode
+
+  def make(where: Path) -> tfds.core.DatasetBuilder:
+    kwargs = {"data_dir": str(where)}
+    if cfg is not None:
+      kwargs["config"] = cfg
+    return BUILDERS[dataset](**kwargs)
+
   download_config = tfds.download.DownloadConfig(
     manual_dir=manual_dir,
     # Nothing is hosted for these datasets; don't let TFDS probe GCS.
     try_download_gcs=False,
-    # REUSE_CACHE_IF_EXISTS deletes a prepared version before rebuilding it.
-    download_mode=mode.REUSE_CACHE_IF_EXISTS if overwrite else mode.REUSE_DATASET_IF_EXISTS,
   )
-  builder.download_and_prepare(download_config=download_config)
+  builder = make(data_dir)
+  if overwrite and builder.is_prepared():
+    builder = rebuild(make, data_dir, download_config, label=dataset)
+  else:
+    builder.download_and_prepare(download_config=download_config)
+  if not hasattr(builder, "skip_counters"):  # reused, or a builder that skips nothing
+    builder.skip_counters = []
   stale = sorted(Path(builder.data_dir).parent.glob("incomplete.*"))
+  stale += sorted(data_dir.glob(f"{STAGING_PREFIX}{dataset}.*"))
   if stale:
-    logging.warning("stale directories of interrupted builds (safe to delete): %s", stale)
+    logging.warning(
+      "stale directories of interrupted builds (delete them unless a build is running): %s",
+      stale,
+    )
+  for previous in data_dir.glob(f"{STAGING_PREFIX}{dataset}.*/previous"):
+    # Only the two-rename fallback of `swap_dirs`, killed between its renames, leaves this.
+    logging.warning("%s holds a dataset replaced by an interrupted --overwrite", previous)
   return builder
+
+
+def rebuild(
+  make: Callable[[Path], tfds.core.DatasetBuilder],
+  data_dir: Path,
+  download_config: tfds.download.DownloadConfig,
+  label: str,
+) -> tfds.core.DatasetBuilder:
+  """Rebuilds a prepared dataset without ever leaving it unreadable.
+
+  TFDS's `incomplete.*` idea one level up: the new dataset is built under a fresh
+  `DATA_DIR/incomplete.rebuild-LABEL.XXXXXX/`, and its version directory is swapped
+  with the prepared one only once TFDS has finished it. On failure (or a kill)
+  before that, the prepared dataset is untouched; the staging dir is removed
+  unless the process was killed.
+
+  Args:
+    make: data dir -> the dataset's builder (same class and config).
+    data_dir: the TFDS data dir holding the prepared dataset.
+    download_config: as for `download_and_prepare`.
+    label: the dataset name, for the staging dir's name.
+
+  Returns:
+    A builder of the new dataset in `data_dir`, with the new build's `skip_counters`.
+  """
+  final = Path(make(data_dir).data_dir)
+  staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{label}.", dir=data_dir))
+  try:
+    staged = make(staging)
+    staged.download_and_prepare(download_config=download_config)
+    swap_dirs(Path(staged.data_dir), final, staging / "previous")
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  builder = make(data_dir)
+  builder.skip_counters = getattr(staged, "skip_counters", [])
+  logging.info("replaced %s with the new build", final)
+  return builder
+
+
+def swap_dirs(new: Path, old: Path, trash: Path) -> None:
+  """Puts directory `new` at `old`; the previous `old` ends at `new` or `trash`.
+
+  Atomic where Linux's `renameat2(RENAME_EXCHANGE)` works (readers see the old or
+  the new dataset, never none); elsewhere two renames, between which a kill would
+  leave the previous dataset in `trash` (inside the staging dir).
+  """
+  if _exchange(new, old):
+    return
+  os.rename(old, trash)
+  os.rename(new, old)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+  """Atomically swaps two paths; False where the OS or file system cannot."""
+  try:
+    renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+  except (OSError, AttributeError):  # not Linux, or glibc older than 2.28
+    return False
+  renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+  at_fdcwd, rename_exchange = -100, 2
+  if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+    return True
+  err = ctypes.get_errno()
+  if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+    return False
+  raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def skip_summary(counters: Sequence[common.SkipCounter]) -> str:
+  """One line: how many rows were skipped and joints marked invalid, and why; '' if none."""
+  rows = sum(sum(c.counts.values()) for c in counters)
+  joints = sum(sum(c.joints.values()) for c in counters)
+  if not rows and not joints:
+    return ""
+  why = "; ".join(c.describe() for c in counters if c.total)
+  return f"skipped {rows} rows and marked {joints} joints invalid: {why}"
 
 
 FLAGS = flags.FLAGS
@@ -147,7 +269,9 @@ def _define_flags() -> None:
     "manual_dir", None, "Source files (FLIC, MPII, LSP); see data_prep/README.md."
   )
   flags.DEFINE_string("config", None, "Builder config name (default: the builder's default).")
-  flags.DEFINE_bool("overwrite", False, "Rebuild even if already prepared.")
+  flags.DEFINE_bool(
+    "overwrite", False, "Rebuild even if prepared; the old one stays until the new one is complete."
+  )
   flags.DEFINE_integer("num_train", None, "Override: training examples (synthetic, lsp).")
   flags.DEFINE_integer("num_test", None, "Override: test examples (synthetic).")
   flags.DEFINE_integer("seed", None, "Override: base seed (synthetic).")
@@ -158,23 +282,49 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(["dataset", "data_dir"])
 
 
-def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  overrides = {k: FLAGS[k].value for k in OVERRIDE_FLAGS}
-  builder = build(
-    FLAGS.dataset,
-    FLAGS.data_dir,
-    manual_dir=FLAGS.manual_dir,
-    config=FLAGS.config,
-    overwrite=FLAGS.overwrite,
-    **overrides,
-  )
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad flag reported as one `error:` line (exit 1)."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(EXIT_ERROR)
+
+
+def _error(e: Exception) -> int:
+  """Reports an expected error as one line (plus the traceback at --verbosity >= 1)."""
+  if FLAGS.verbosity >= 1:
+    traceback.print_exc()
+  lines = str(e).splitlines()
+  print(f"error: {lines[0] if lines else type(e).__name__}", file=sys.stderr)
+  return EXIT_ERROR
+
+
+def main(argv) -> int:
+  try:
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    overrides = {k: FLAGS[k].value for k in OVERRIDE_FLAGS}
+    builder = build(
+      FLAGS.dataset,
+      FLAGS.data_dir,
+      manual_dir=FLAGS.manual_dir,
+      config=FLAGS.config,
+      overwrite=FLAGS.overwrite,
+      **overrides,
+    )
+  except EXPECTED_ERRORS as e:
+    return _error(e)
   print(f"{builder.info.full_name} written to {builder.data_dir}")
   for split, info in sorted(builder.info.splits.items()):
     print(f"  {split}: {info.num_examples} examples")
+  summary = skip_summary(getattr(builder, "skip_counters", []))
+  if summary:
+    print(summary)
+    return EXIT_SKIPPED
+  return EXIT_OK
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -15,11 +15,15 @@ a missing joint (valid False, stored 0); FLIC has no occlusion flag, so
 torso-box height / (0.3 · 200) (a torso spans about 0.3 of a standing person's
 height), `torso_size` ‖r_shoulder − l_hip‖, no head box. `poselet_hit_idx` and
 `imgdims` are not stored (`image_hw` is read from the image itself).
+
+Checks (`docs/data.md`): x or y alone NaN, an infinite coordinate, a torso box
+that is not 4 finite numbers or is upside down (x2 <= x1 or y2 <= y1), or whose
+centre lies more than an image side outside the image skip the row; a joint more
+than an image side outside the image is marked invalid.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +58,12 @@ def read_examples(mat_path) -> list[dict]:
     Row dicts with `row` (0-based position in the file), `filepath`, `moviename`
     (str), `currframe` (int), `istrain`, `istest` (bool), `joints` float32 (11, 2)
     (x, y) 0-based pixels in annotated order, 0 where missing, `joints_valid`
-    bool (11,), `torso_box` float32 (4,) x1, y1, x2, y2 0-based, and `problem`
-    (None, or why the row cannot be used).
+    bool (11,), `torso_box` float32 (4,) x1, y1, x2, y2 0-based, `problem`
+    (None, or why the row cannot be used) and `detail` (the values behind it).
 
   Raises:
     FileNotFoundError: the file is absent.
-    ValueError: it is not a MATLAB file with an `examples` struct array holding
+    common.DataError: it is not a MATLAB file with an `examples` struct array holding
       FLIC's fields.
   """
   mat_path = Path(mat_path)
@@ -68,33 +72,33 @@ def read_examples(mat_path) -> list[dict]:
   try:
     mat = sio.loadmat(mat_path, squeeze_me=True, struct_as_record=False)
   except Exception as e:  # scipy raises several types for non-MATLAB files.
-    raise ValueError(f"{mat_path}: not a readable MATLAB file ({e})") from e
+    raise common.DataError(f"{mat_path}: not a readable MATLAB file ({e})") from e
   if "examples" not in mat:
     found = sorted(k for k in mat if not k.startswith("__"))
-    raise ValueError(f"{mat_path}: no variable 'examples' (found {found})")
+    raise common.DataError(f"{mat_path}: no variable 'examples' (found {found})")
   examples = np.atleast_1d(mat["examples"])
   if examples.size:
     missing = [f for f in _FIELDS if f not in getattr(examples[0], "_fieldnames", ())]
     if missing:
-      raise ValueError(f"{mat_path}: examples lack the fields {missing}")
+      raise common.DataError(f"{mat_path}: examples lack the fields {missing}")
 
   cols = list(joints_lib.FLIC_COORD_COLUMNS)
   rows = []
   for i, ex in enumerate(examples):
     coords = np.asarray(ex.coords, np.float64)
     if coords.shape != (2, 29):
-      raise ValueError(
+      raise common.DataError(
         f"{mat_path}: examples({i + 1}).coords has shape {coords.shape}, not (2, 29)"
       )
     pts = coords[:, cols].T - 1.0  # (11, 2), MATLAB 1-based -> 0-based
     nan = np.isnan(pts)
     valid = ~nan.any(1)
     box = np.asarray(ex.torsobox, np.float64).ravel() - 1.0
-    problem = None
+    problem, detail = None, ""
     if np.any(nan.any(1) & ~nan.all(1)):
       problem = "NaN coordinates on annotated joints (x or y alone)"
-    elif box.shape != (4,) or not np.all(np.isfinite(box)):
-      problem = f"torsobox {box + 1} is not 4 finite numbers"
+    elif problem := common.box_problem(box, "torso box"):
+      detail = f"torsobox {common.fmt(box + 1)} (1-based)"
     else:
       problem = common.check_joints(pts, valid)
     rows.append(
@@ -109,6 +113,7 @@ def read_examples(mat_path) -> list[dict]:
         "joints_valid": valid,
         "torso_box": (box if box.shape == (4,) else np.zeros(4)).astype(np.float32),
         "problem": problem,
+        "detail": detail,
       }
     )
   return rows
@@ -151,39 +156,45 @@ class Flic(tfds.core.GeneratorBasedBuilder):
     return {s: self._generate_examples(root, split_rows(rows, s), s) for s in ("train", "test")}
 
   def _generate_examples(self, root: Path, rows: list[dict], split: str):
-    skips = common.SkipCounter(f"flic/{split}")
+    skips = common.new_skip_counter(self, split)
     index = 0
     for r in rows:
       where = f"examples({r['row'] + 1}) {r['filepath']!r}"
       if r["problem"]:
-        skips.skip(r["problem"], where)
+        skips.skip(r["problem"], where, r["detail"])
         continue
       try:
-        image = common.read_image(root / common.IMAGES / r["filepath"])
+        data, hw = common.read_image(root / common.IMAGES / r["filepath"])
       except (FileNotFoundError, ValueError) as e:
         common.skip_image(skips, e, where)
         continue
-      box = r["torso_box"]
-      valid = r["joints_valid"]
-      yield (
-        index,
-        {
-          "image": image[0],
-          "image_hw": image[1],
-          "index": index,
-          "joints": r["joints"],
-          "joints_valid": valid,
-          "joints_visible": valid,
-          "center": ((box[:2] + box[2:]) / 2).astype(np.float32),
-          "scale": np.float32((box[3] - box[1]) / (TORSO_FRACTION_OF_HEIGHT * 200.0)),
-          "head_box": np.zeros(4, np.float32),
-          "torso_box": box,
-          "head_size": np.float32(0.0),
-          "torso_size": common.torso_size(SKELETON, r["joints"], valid),
-          "moviename": r["moviename"].encode(),
-          "currframe": r["currframe"],
-        },
+      joints, valid, problem = common.clean_joints(
+        SKELETON, r["joints"], r["joints_valid"], hw, skips, where
       )
+      if problem:
+        skips.skip(problem, where)
+        continue
+      box = r["torso_box"]
+      ex = {
+        "image": data,
+        "image_hw": hw,
+        "index": index,
+        "joints": joints,
+        "joints_valid": valid,
+        "joints_visible": valid,
+        "center": ((box[:2] + box[2:]) / 2).astype(np.float32),
+        "scale": np.float32((box[3] - box[1]) / (TORSO_FRACTION_OF_HEIGHT * 200.0)),
+        "head_box": np.zeros(4, np.float32),
+        "torso_box": box,
+        "head_size": np.float32(0.0),
+        "torso_size": common.torso_size(SKELETON, joints, valid),
+        "moviename": r["moviename"].encode(),
+        "currframe": r["currframe"],
+      }
+      bad = common.check_example(ex, hw)
+      if bad:
+        skips.skip(bad[0], where, bad[1])
+        continue
+      yield index, ex
       index += 1
-    skips.summary()
-    logging.info("flic/%s: %d examples", split, index)
+    common.finish_split(skips, index)

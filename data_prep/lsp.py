@@ -16,13 +16,16 @@ Frames: MATLAB 1-based pixels → 0-based with `- 1` (the placeholders at 0 lie 
 outside the 1-based image). `joints_visible` = the flag says visible;
 `joints_valid` = visible, or an occluded joint whose point lies inside the image
 (x in [-0.5, w - 0.5], y likewise): a visible joint just outside the frame stays
-annotated, a placeholder does not.
+annotated, a placeholder does not. Checks (`docs/data.md`): a visible joint more
+than an image side outside the image is marked invalid; a NaN or infinite
+annotated joint, or no annotated joint left, skips the image.
 
 Splits by index (file order): `train` = the first `num_train` images, `test` the
-rest. Default `num_train`: 1000 when N = 2000 (LSP's own split), else 75% (300 /
-100 on the 400-image `lsp400`). `center`/`scale` from the annotated joints'
-extent, `torso_size` ‖r_shoulder − l_hip‖, `torso_box` the bounding box of the
-shoulders and hips (zeros unless all four are annotated), no head box.
+rest, neither empty. Default `num_train`: 1000 when N = 2000 (LSP's own split),
+else 75% (300 / 100 on the 400-image `lsp400`). `center`/`scale` from the
+annotated joints' extent, `torso_size` ‖r_shoulder − l_hip‖, `torso_box` the
+bounding box of the shoulders and hips (zeros unless all four are annotated), no
+head box.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ def read_joints(mat_path) -> tuple[np.ndarray, np.ndarray, str]:
     `"lspet"` (14×3×N) or `"lsp"` (3×14×N).
 
   Raises:
-    FileNotFoundError, ValueError: a missing file, or no 14×3×N / 3×14×N `joints`.
+    FileNotFoundError, common.DataError: a missing file, or no 14×3×N / 3×14×N `joints`.
   """
   mat_path = Path(mat_path)
   if not mat_path.is_file():
@@ -84,10 +87,10 @@ def read_joints(mat_path) -> tuple[np.ndarray, np.ndarray, str]:
   try:
     mat = sio.loadmat(mat_path)
   except Exception as e:  # scipy raises several types for non-MATLAB files.
-    raise ValueError(f"{mat_path}: not a readable MATLAB file ({e})") from e
+    raise common.DataError(f"{mat_path}: not a readable MATLAB file ({e})") from e
   if "joints" not in mat:
     found = sorted(k for k in mat if not k.startswith("__"))
-    raise ValueError(f"{mat_path}: no variable 'joints' (found {found})")
+    raise common.DataError(f"{mat_path}: no variable 'joints' (found {found})")
   arr = np.asarray(mat["joints"], np.float64)
   if arr.ndim == 2:  # a single image: MATLAB drops the trailing singleton axis.
     arr = arr[..., None]
@@ -98,7 +101,7 @@ def read_joints(mat_path) -> tuple[np.ndarray, np.ndarray, str]:
     layout, xyf = "lsp", arr.transpose(2, 1, 0)
     visible = xyf[..., 2] == 0  # LSP's flag marks occlusion.
   else:
-    raise ValueError(
+    raise common.DataError(
       f"{mat_path}: 'joints' has shape {arr.shape}; expected 14×3×N (LSPet) or 3×14×N (LSP)"
     )
   return xyf[..., :2] - 1.0, visible, layout
@@ -166,8 +169,11 @@ class Lsp(tfds.core.GeneratorBasedBuilder):
     n = len(joints)
     num_train = self.builder_config.num_train
     num_train = default_num_train(n) if num_train is None else num_train
-    if not 0 <= num_train <= n:
-      raise ValueError(f"lsp: config num_train={num_train} outside 0..{n} ({root / ANNOTATIONS})")
+    if not 0 < num_train < n:
+      raise common.DataError(
+        f"lsp: config num_train={num_train} outside 1..{n - 1}: both splits need images"
+        f" ({n} in {root / ANNOTATIONS})"
+      )
     logging.info(
       "lsp: %s layout, %d images, train %d / test %d", layout, n, num_train, n - num_train
     )
@@ -178,7 +184,7 @@ class Lsp(tfds.core.GeneratorBasedBuilder):
     }
 
   def _generate_examples(self, root, joints, visible, layout, ids, split):
-    skips = common.SkipCounter(f"lsp/{split}")
+    skips = common.new_skip_counter(self, split)
     index = 0
     for n in ids:
       path = image_path(root / common.IMAGES, int(n), layout)
@@ -189,12 +195,15 @@ class Lsp(tfds.core.GeneratorBasedBuilder):
         common.skip_image(skips, e, where)
         continue
       valid = valid_mask(joints[n], visible[n], hw)
-      problem = common.check_joints(joints[n], valid)
+      pts, valid, problem = common.clean_joints(SKELETON, joints[n], valid, hw, skips, where)
       if problem:
         skips.skip(problem, where)
         continue
-      feats = example(joints[n], visible[n], valid)
-      yield index, {"image": data, "image_hw": hw, "index": index, **feats}
+      ex = {"image": data, "image_hw": hw, "index": index, **example(pts, visible[n], valid)}
+      bad = common.check_example(ex, hw)
+      if bad:
+        skips.skip(bad[0], where, bad[1])
+        continue
+      yield index, ex
       index += 1
-    skips.summary()
-    logging.info("lsp/%s: %d examples", split, index)
+    common.finish_split(skips, index)

@@ -27,6 +27,12 @@ empty `is_visible` counts as visible, as in pose-hg-train's `mpii.py`),
 `0.2 · 200 · scale` and height `0.3 · 200 · scale` (a torso's share of a person's
 height, as FLIC's torso boxes): derived from `objpos`/`scale` only, because the
 test persons have nothing else.
+
+Checks (`docs/data.md`): a person (or test rectangle) is skipped when its `scale`
+is not positive and finite, its `objpos` lies more than an image side outside the
+image, its head box is upside down (x2 <= x1 or y2 <= y1) or not finite, or an
+annotated point is NaN or infinite; a point more than an image side outside the
+image is marked invalid.
 """
 
 from __future__ import annotations
@@ -108,7 +114,7 @@ def _person(rect) -> dict:
   for point in _as_list(_field(_field(rect, "annopoints"), "point")):
     jid = _number(_field(point, "id"))
     if jid is None or not 0 <= jid < NUM_JOINTS or jid != int(jid):
-      problem = f"joint id {jid} out of range 0..{NUM_JOINTS - 1}"
+      problem = f"joint id out of range 0..{NUM_JOINTS - 1}"
       continue
     x, y = _number(_field(point, "x")), _number(_field(point, "y"))
     j = int(jid)
@@ -146,7 +152,10 @@ def _rect_example(rect, is_train: bool) -> dict | None:
   """
   pos = _objpos_scale(rect)
   if not is_train:
-    return None if pos is None else {"center": pos[0], "scale": pos[1]}
+    if pos is None:
+      return None
+    problem = common.scale_problem(pos[1])
+    return {"center": pos[0], "scale": pos[1], "problem": problem, "detail": _detail(problem, pos)}
   if not _as_list(_field(_field(rect, "annopoints"), "point")):
     return None
   person = {**_person(rect), "head_box": _head_box(rect)}
@@ -155,9 +164,24 @@ def _rect_example(rect, is_train: bool) -> dict | None:
     person["center"], person["scale"] = np.zeros(2, np.float32), np.float32(0.0)
   else:
     person["center"], person["scale"] = pos
-  if person["problem"] is None:
-    person["problem"] = common.check_joints(person["joints"], person["joints_valid"])
+  # The source fields first: `torso_box` derives from scale, `head_size` from the box.
+  person["problem"] = (
+    person["problem"]
+    or common.scale_problem(person["scale"])
+    or common.box_problem(person["head_box"], "head box")
+    or common.check_joints(person["joints"], person["joints_valid"])
+  )
+  person["detail"] = _detail(person["problem"], pos, person["head_box"])
   return person
+
+
+def _detail(problem: str | None, pos, head_box=None) -> str:
+  """The source values behind a scale or head-box `problem` (1-based, as in the file)."""
+  if problem == common.BAD_SCALE:
+    return f"scale {pos[1]:g}"
+  if problem and "head box" in problem:
+    return f"head box {common.fmt(np.asarray(head_box) + 1)} (1-based)"
+  return ""
 
 
 def read_annotations(mat_path) -> tuple[list[str], list[dict], list[dict]]:
@@ -176,7 +200,7 @@ def read_annotations(mat_path) -> tuple[list[str], list[dict], list[dict]]:
     `joints_visible` bool (16,), and `problem` (None or why it is unusable).
 
   Raises:
-    FileNotFoundError, ValueError: a missing or malformed annotation file.
+    FileNotFoundError, common.DataError: a missing or malformed annotation file.
   """
   mat_path = Path(mat_path)
   if not mat_path.is_file():
@@ -184,15 +208,15 @@ def read_annotations(mat_path) -> tuple[list[str], list[dict], list[dict]]:
   try:
     mat = sio.loadmat(mat_path, squeeze_me=True, struct_as_record=False)
   except Exception as e:  # scipy raises several types for non-MATLAB files.
-    raise ValueError(f"{mat_path}: not a readable MATLAB file ({e})") from e
+    raise common.DataError(f"{mat_path}: not a readable MATLAB file ({e})") from e
   release = mat.get("RELEASE")
   for name in ("annolist", "img_train"):
     if _field(release, name) is None:
-      raise ValueError(f"{mat_path}: no struct RELEASE with field {name!r}")
+      raise common.DataError(f"{mat_path}: no struct RELEASE with field {name!r}")
   annolist = _as_list(release.annolist)
   img_train = np.atleast_1d(np.asarray(release.img_train)).ravel()
   if len(img_train) != len(annolist):
-    raise ValueError(
+    raise common.DataError(
       f"{mat_path}: RELEASE.img_train has {len(img_train)} entries, annolist {len(annolist)}"
     )
   acts = _as_list(_field(release, "act"))
@@ -209,7 +233,7 @@ def read_annotations(mat_path) -> tuple[list[str], list[dict], list[dict]]:
       try:
         parsed = _rect_example(rect, is_train)
       except (ValueError, TypeError) as e:
-        raise ValueError(
+        raise common.DataError(
           f"{mat_path}: annolist({i + 1}).annorect({r + 1}) is malformed ({e})"
         ) from e
       if parsed is None:
@@ -253,19 +277,19 @@ def validation_keys(path: Path, names: list[str], train: list[dict]) -> set[tupl
     try:
       with h5py.File(path, "r") as f:
         if "index" not in f or "person" not in f:
-          raise ValueError(f"{path}: needs datasets 'index' and 'person' (found {sorted(f)})")
+          raise common.DataError(f"{path}: needs datasets 'index' and 'person' (found {sorted(f)})")
         index = np.asarray(f["index"][()]).astype(int).ravel()
         person = np.asarray(f["person"][()]).astype(int).ravel()
         imgname = _h5_names(f["imgname"][()]) if "imgname" in f else None
     except OSError as e:
-      raise ValueError(f"{path}: not a readable HDF5 file ({e})") from e
+      raise common.DataError(f"{path}: not a readable HDF5 file ({e})") from e
     if len(index) != len(person):
-      raise ValueError(f"{path}: 'index' has {len(index)} rows but 'person' {len(person)}")
+      raise common.DataError(f"{path}: 'index' has {len(index)} rows but 'person' {len(person)}")
     for k, (i, p) in enumerate(zip(index, person, strict=True)):
       if not 0 <= i < len(names):
-        raise ValueError(f"{path}: row {k}: index {i} outside annolist (0..{len(names) - 1})")
+        raise common.DataError(f"{path}: row {k}: index {i} outside annolist (0..{len(names) - 1})")
       if imgname is not None and imgname[k] != names[i]:
-        raise ValueError(
+        raise common.DataError(
           f"{path}: row {k}: imgname {imgname[k]!r} but annolist[{i}] (0-based) is"
           f" {names[i]!r}; `index` must be the 0-based annolist index"
         )
@@ -274,7 +298,7 @@ def validation_keys(path: Path, names: list[str], train: list[dict]) -> set[tupl
     try:
       entries = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-      raise ValueError(f"{path}: not a readable JSON file ({e})") from e
+      raise common.DataError(f"{path}: not a readable JSON file ({e})") from e
     by_name = collections.defaultdict(list)
     for p in train:
       by_name[p["image_name"]].append(p)
@@ -282,7 +306,7 @@ def validation_keys(path: Path, names: list[str], train: list[dict]) -> set[tupl
       try:
         name, center = e["image"], np.asarray(e["center"], np.float64) - 1.0
       except (KeyError, TypeError) as err:
-        raise ValueError(f"{path}: entry {k} lacks 'image'/'center' ({err})") from err
+        raise common.DataError(f"{path}: entry {k} lacks 'image'/'center' ({err})") from err
       cands = by_name.get(name, [])
       dists = [np.hypot(*(p["center"] - center)) for p in cands]
       if not dists or min(dists) > JSON_CENTER_TOLERANCE:
@@ -291,7 +315,7 @@ def validation_keys(path: Path, names: list[str], train: list[dict]) -> set[tupl
       p = cands[int(np.argmin(dists))]
       keys.add((p["image_index"], p["person_index"]))
   else:
-    raise ValueError(f"{path}: split file must be .h5 or .json")
+    raise common.DataError(f"{path}: split file must be .h5 or .json")
   known = {(p["image_index"], p["person_index"]) for p in train}
   unmatched += [f"(index {i}, person {p})" for i, p in sorted(keys - known)]
   if unmatched:
@@ -379,15 +403,15 @@ class Mpii(tfds.core.GeneratorBasedBuilder):
     }
 
   def _generate_examples(self, root: Path, persons: list[dict], split: str):
-    skips = common.SkipCounter(f"mpii/{split}")
+    skips = common.new_skip_counter(self, split)
     index = 0
     cache = (None, None, None)  # (name, image, error): persons of an image are adjacent.
     for p in persons:
       where = (
         f"annolist({p['image_index'] + 1}).annorect({p['person_index'] + 1}) {p['image_name']!r}"
       )
-      if p.get("problem"):
-        skips.skip(p["problem"], where)
+      if p["problem"]:
+        skips.skip(p["problem"], where, p["detail"])
         continue
       if cache[0] != p["image_name"]:
         try:
@@ -397,34 +421,41 @@ class Mpii(tfds.core.GeneratorBasedBuilder):
       if cache[2] is not None:
         common.skip_image(skips, cache[2], where)
         continue
+      data, hw = cache[1]
       if "joints" in p:
-        joints = np.where(p["joints_valid"][:, None], p["joints"], 0.0).astype(np.float32)
-        valid, visible, head_box = p["joints_valid"], p["joints_visible"], p["head_box"]
+        joints, valid, problem = common.clean_joints(
+          SKELETON, p["joints"], p["joints_valid"], hw, skips, where
+        )
+        if problem:
+          skips.skip(problem, where)
+          continue
+        visible, head_box = p["joints_visible"] & valid, p["head_box"]
       else:  # test rectangles carry no joints.
         joints = np.zeros((NUM_JOINTS, 2), np.float32)
         valid = visible = np.zeros(NUM_JOINTS, bool)
         head_box = np.zeros(4, np.float32)
-      yield (
-        index,
-        {
-          "image": cache[1][0],
-          "image_hw": cache[1][1],
-          "index": index,
-          "joints": joints,
-          "joints_valid": valid,
-          "joints_visible": visible,
-          "center": p["center"],
-          "scale": p["scale"],
-          "head_box": head_box,
-          "torso_box": torso_box(p["center"], p["scale"]),
-          "head_size": common.head_size(head_box),
-          "torso_size": common.torso_size(SKELETON, joints, valid),
-          "image_name": p["image_name"].encode(),
-          "image_index": p["image_index"],
-          "person_index": p["person_index"],
-          "activity": p["activity"].encode(),
-        },
-      )
+      ex = {
+        "image": data,
+        "image_hw": hw,
+        "index": index,
+        "joints": joints,
+        "joints_valid": valid,
+        "joints_visible": visible,
+        "center": p["center"],
+        "scale": p["scale"],
+        "head_box": head_box,
+        "torso_box": torso_box(p["center"], p["scale"]),
+        "head_size": common.head_size(head_box),
+        "torso_size": common.torso_size(SKELETON, joints, valid),
+        "image_name": p["image_name"].encode(),
+        "image_index": p["image_index"],
+        "person_index": p["person_index"],
+        "activity": p["activity"].encode(),
+      }
+      bad = common.check_example(ex, hw, needs_joints="joints" in p)
+      if bad:
+        skips.skip(bad[0], where, bad[1])
+        continue
+      yield index, ex
       index += 1
-    skips.summary()
-    logging.info("mpii/%s: %d examples", split, index)
+    common.finish_split(skips, index)

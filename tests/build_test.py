@@ -1,6 +1,7 @@
 """Tests of the synthetic TFDS builder and the `python -m data_prep.build` CLI."""
 
 import io
+import logging
 import os
 import signal
 import subprocess
@@ -126,7 +127,10 @@ def test_cli_errors_name_the_flag(tmp_path):
   with pytest.raises(ValueError, match="bad height"):
     build.build("synthetic", tmp_path, config="tiny", height=4)
   out = _run(["-m", "data_prep.build", "--dataset=flic", f"--data_dir={tmp_path}"], timeout=60)
-  assert out.returncode != 0 and "--manual_dir is required" in out.stderr
+  assert out.returncode == 1 and "Traceback" not in out.stderr
+  assert out.stderr.strip().splitlines() == [
+    "error: --manual_dir is required for --dataset=flic (see data_prep/manual_dirs.md)."
+  ]
 
 
 def _assert_not_built(data_dir: Path, name: str, **overrides):
@@ -204,3 +208,41 @@ def test_configs():
   assert not np.array_equal(a["joints"], b["joints"])
   d = synthetic_builder.make_example(cfgs["distractor"], "train", 0)
   assert d["has_distractor"] and np.abs(d["distractor_joints"]).sum() > 0
+
+
+def test_killed_overwrite_keeps_the_previous_dataset(tmp_path, caplog):
+  overrides = {"num_train": 64, "num_test": 256, "height": 32, "width": 32}
+  name = "tiny-height32-num_test256-num_train64-width32"
+  version_dir = tmp_path / "synthetic" / name / VERSION
+  build.build("synthetic", tmp_path, config="tiny", **overrides)
+  info = (version_dir / "dataset_info.json").stat()
+  args = [f"--{k}={v}" for k, v in overrides.items()]
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "data_prep.build", "--dataset=synthetic", "--config=tiny", *args]
+    + ["--overwrite", f"--data_dir={tmp_path}"],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
+  staged = f"{build.STAGING_PREFIX}synthetic.*/synthetic/{name}/incomplete.*/*.array_record*"
+  try:
+    # Kill the rebuild once it has written a shard of the new dataset.
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(staged)):
+      assert proc.poll() is None, "the rebuild ended before it could be killed"
+      assert time.monotonic() < deadline
+      time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+  finally:
+    proc.wait()
+  # The previous dataset is where it was, untouched and readable.
+  assert (version_dir / "dataset_info.json").stat().st_ino == info.st_ino
+  source = tfds.builder_from_directory(version_dir).as_data_source("test")
+  assert len(source) == 256 and source[255]["index"] == 255
+  # The next build reuses it and names the killed rebuild's leftovers.
+  caplog.set_level(logging.WARNING)
+  b = build.build("synthetic", tmp_path, config="tiny", **overrides)
+  assert b.is_prepared() and "stale directories" in caplog.text
+  assert build.STAGING_PREFIX + "synthetic." in caplog.text

@@ -3,14 +3,18 @@
 Each `write_fake_*` writes the annotation file with `scipy.io.savemat` (MATLAB
 1-based pixel coordinates, as the real files) plus small JPEGs made with PIL, and
 returns what a test needs to know what the builder should produce. Bad rows are
-written on purpose: a missing image file, garbage image bytes, NaN coordinates,
-and (FLIC) an all-NaN row.
+written on purpose: bad image files (`IMAGE_BAD`: absent, garbage bytes, a JPEG cut
+short, a text file, a 16-bit PNG, a decompression bomb) and bad annotations (NaN,
+infinite or far-off coordinates, upside-down boxes, bad scales); only the values
+are bad, the layouts stay the official ones.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import h5py
@@ -39,6 +43,52 @@ def write_garbage(path: Path) -> None:
   path.write_bytes(b"\xff\xd8 this is not a JPEG " * 8)
 
 
+# Bad image files, by kind (the file keeps the dataset's `.jpg` name).
+IMAGE_BAD = (
+  "missing_image", "garbage_image", "truncated_image", "text_image", "png16_image", "bomb_image",
+)  # fmt: skip
+# The side of `bomb_image`: BOMB_SIDE² pixels, over twice PIL's MAX_IMAGE_PIXELS (89.5M).
+BOMB_SIDE = 100_000
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+  return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(side: int = BOMB_SIDE) -> bytes:
+  """A PNG of a few bytes whose header claims side × side 1-bit pixels (a decompression bomb)."""
+  ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale
+  idat = zlib.compress(b"\0" * (side // 8 + 1))  # the first row only
+  return (
+    b"\x89PNG\r\n\x1a\n"
+    + _png_chunk(b"IHDR", ihdr)
+    + _png_chunk(b"IDAT", idat)
+    + _png_chunk(b"IEND", b"")
+  )
+
+
+def write_image(path: Path, hw: tuple[int, int], seed: int = 0, kind: str | None = None) -> None:
+  """A good JPEG (`kind` None or not in `IMAGE_BAD`), or the bad file `kind` names."""
+  if kind == "missing_image":
+    return
+  path.parent.mkdir(parents=True, exist_ok=True)
+  if kind == "garbage_image":
+    write_garbage(path)
+  elif kind == "truncated_image":
+    write_jpeg(path, hw, seed)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+  elif kind == "text_image":
+    path.write_text("This is a text file, not an image.\n")
+  elif kind == "png16_image":  # a 16-bit greyscale PNG, mostly above 255
+    pixels = np.random.default_rng(seed).integers(1000, 65535, hw, dtype=np.uint16)
+    Image.fromarray(pixels).save(path, format="PNG")
+  elif kind == "bomb_image":
+    path.write_bytes(bomb_png())
+  else:
+    write_jpeg(path, hw, seed)
+
+
 def struct_array(records: list[dict], fields: list[str]) -> np.ndarray:
   """A 1×k MATLAB struct array; fields a record lacks hold []."""
   arr = np.empty((1, len(records)), dtype=[(f, object) for f in fields])
@@ -51,6 +101,14 @@ def struct_array(records: list[dict], fields: list[str]) -> np.ndarray:
 # --- FLIC ------------------------------------------------------------------
 
 FLIC_BAD_ROWS = ("missing_image", "all_nan", "garbage_image", "half_nan")
+# More bad rows: every image kind, and bad annotation values. `far_joints` (l_shoulder
+# at x = -1000, r_wrist at y = 1e9) is kept with those two joints invalid; the
+# others are skipped.
+FLIC_MORE_BAD = (
+  *IMAGE_BAD, "inf_joint", "far_joints", "all_far", "flipped_torsobox", "flat_torsobox",
+  "far_torsobox",
+)  # fmt: skip
+FLIC_KEPT = ("far_joints",)
 
 
 def write_fake_flic(
@@ -64,13 +122,13 @@ def write_fake_flic(
   """Writes `root/examples.mat` and `root/images/*.jpg`.
 
   Good rows alternate train/test (train first); each bad row (a train row, kind
-  from `FLIC_BAD_ROWS`) is inserted after the first good row. The first good
-  train row has its left hip missing (NaN).
+  from `FLIC_BAD_ROWS` or `FLIC_MORE_BAD`) is inserted after the first good row.
+  The first good train row has its left hip missing (NaN).
 
   Returns:
     One dict per row in file order: `split` ('train'/'test'), `bad` (None or its
-    kind), `coords` (2, 29) 1-based with NaN, `torsobox` (4,) 1-based,
-    `filepath`, `moviename`, `currframe`, `hw`.
+    kind), `skipped` (whether the builder must skip it), `coords` (2, 29) 1-based
+    with NaN, `torsobox` (4,) 1-based, `filepath`, `moviename`, `currframe`, `hw`.
   """
   root = Path(root)
   rng = np.random.default_rng(seed)
@@ -85,12 +143,25 @@ def write_fake_flic(
       coords[:] = np.nan
     elif bad == "half_nan":
       coords[0, cols[2]] = np.nan
+    elif bad == "inf_joint":
+      coords[1, cols[4]] = np.inf
+    elif bad == "far_joints":
+      coords[0, cols[0]], coords[1, cols[5]] = -1000.0, 1e9
+    elif bad == "all_far":
+      coords[0, cols] = -1000.0
     x1, y1 = rng.uniform(1, w / 2), rng.uniform(1, h / 2)
     box = np.array([x1, y1, x1 + w / 3, y1 + h / 3], np.float32)
+    if bad == "flipped_torsobox":  # upside down: y2 < y1
+      box = box[[0, 3, 2, 1]]
+    elif bad == "flat_torsobox":
+      box[3] = box[1]
+    elif bad == "far_torsobox":
+      box[[0, 2]] += 10 * w
     frame = 100 + k
     return {
       "split": split,
       "bad": bad,
+      "skipped": bad is not None and bad not in FLIC_KEPT,
       "coords": coords,
       "torsobox": box,
       "filepath": f"fake-movie-{frame:08d}.jpg",
@@ -109,11 +180,12 @@ def write_fake_flic(
       n_te -= 1
   rows = [row(s, k) for k, s in enumerate(good)]
   for b, bad in enumerate(bad_rows):
-    if bad not in FLIC_BAD_ROWS:
-      raise ValueError(f"unknown bad row kind {bad!r}; known: {FLIC_BAD_ROWS}")
+    if bad not in FLIC_BAD_ROWS + FLIC_MORE_BAD:
+      raise ValueError(f"unknown bad row kind {bad!r}; known: {FLIC_BAD_ROWS + FLIC_MORE_BAD}")
     rows.insert(1 + b, row("train", len(good) + b, bad))
-  first_train = next(r for r in rows if r["split"] == "train" and r["bad"] is None)
-  first_train["coords"][:, 6] = np.nan  # l_hip missing: torso_size 0
+  first_train = next((r for r in rows if r["split"] == "train" and r["bad"] is None), None)
+  if first_train is not None:
+    first_train["coords"][:, 6] = np.nan  # l_hip missing: torso_size 0
 
   recs = []
   for k, r in enumerate(rows):
@@ -130,11 +202,7 @@ def write_fake_flic(
         "istest": float(r["split"] == "test"),
       }
     )
-    path = root / "images" / r["filepath"]
-    if r["bad"] == "garbage_image":
-      write_garbage(path)
-    elif r["bad"] != "missing_image":
-      write_jpeg(path, hw, seed=k)
+    write_image(root / "images" / r["filepath"], hw, seed=k, kind=r["bad"])
   fields = list(recs[0])
   root.mkdir(parents=True, exist_ok=True)
   (root / "images").mkdir(exist_ok=True)
@@ -145,6 +213,13 @@ def write_fake_flic(
 # --- MPII ------------------------------------------------------------------
 
 MPII_HEAD_FIELDS = ["x1", "y1", "x2", "y2"]
+# `write_fake_mpii(extra_bad=...)` kinds: bad image files, and bad person values.
+# `far_joints` (r_ankle at x = -1000, head top at y = 1e9) is kept with those two
+# joints invalid; the others are skipped. `test_*` are test-image rectangles.
+MPII_MORE_BAD = (
+  *IMAGE_BAD[1:], "far_joints", "inf_joint", "zero_scale", "negative_scale", "flipped_head",
+  "far_objpos", "test_negative_scale",
+)  # fmt: skip
 
 
 def _points(rng, hw, ids, vis=None):
@@ -172,6 +247,7 @@ def write_fake_mpii(
   hw: tuple[int, int] = (60, 80),
   seed: int = 0,
   h5_one_based: bool = False,
+  extra_bad: tuple[str, ...] = (),
 ) -> dict:
   """Writes `root/mpii_human_pose_v1_u12_1.mat`, `root/images/` and a split file.
 
@@ -188,6 +264,7 @@ def write_fake_mpii(
     7 train: no annorect at all.
     8 train: annorect with only scale/objpos fields (no annopoints field).
     9 … 8 + n_extra train: one fully annotated person each.
+    then one image per kind of `extra_bad` (`MPII_MORE_BAD`), one person each.
 
   Args:
     split_file: None, "h5" (hourglass `valid.h5`) or "json" (HRNet `valid.json`).
@@ -197,7 +274,7 @@ def write_fake_mpii(
   Returns:
     dict with `persons` (every rectangle: image_index, person_index, image_name,
     kind in {'ok', 'no_annopoints', 'nan', 'missing_image', 'garbage_image',
-    'test', 'test_no_objpos', 'no_fields'}, points (list of records), objpos
+    'test', 'test_no_objpos', 'no_fields', *extra_bad}, points (list of records), objpos
     (x, y) 1-based or None, scale, head (x1, y1, x2, y2) 1-based or None, activity),
     `names`, `img_train`, `validation` (the keys), `hw`.
   """
@@ -209,14 +286,22 @@ def write_fake_mpii(
 
   def person(i, r, kind, points=None, head=True, objpos=True):
     op = {"x": float(rng.integers(10, w - 10)), "y": float(rng.integers(10, h - 10))}
+    scale = float(rng.uniform(0.5, 2.0))
+    head_box = (5.0, 6.0, 25.0, 30.0)
+    if kind == "far_objpos":
+      op["x"] = 5.0 * w
+    elif kind in ("zero_scale", "negative_scale", "test_negative_scale"):
+      scale = 0.0 if kind == "zero_scale" else -scale
+    elif kind == "flipped_head":
+      head_box = (25.0, 30.0, 5.0, 6.0)
     p = {
       "image_index": i,
       "person_index": r,
       "kind": kind,
       "points": points,
       "objpos": (op["x"], op["y"]) if objpos else None,
-      "scale": float(rng.uniform(0.5, 2.0)),
-      "head": tuple(float(v) for v in (5, 6, 25, 30)) if head else None,
+      "scale": scale,
+      "head": head_box if head else None,
     }
     persons.append(p)
     rec = {"scale": p["scale"], "objpos": op if objpos else EMPTY}
@@ -257,6 +342,21 @@ def write_fake_mpii(
   for k in range(n_extra):
     rec = person(9 + k, 0, "ok", _points(rng, hw, all_ids))
     images.append((struct_array([rec], train_fields), 1, "ok"))
+  for kind in extra_bad:
+    if kind not in MPII_MORE_BAD:
+      raise ValueError(f"unknown extra_bad kind {kind!r}; known: {MPII_MORE_BAD}")
+    i = len(images)
+    if kind.startswith("test_"):
+      rec = person(i, 0, kind, head=False)
+      images.append((struct_array([rec], ["scale", "objpos"]), 0, "ok"))
+      continue
+    pts = _points(rng, hw, all_ids)
+    if kind == "far_joints":  # r_ankle at x = -1000, head top at y = 1e9
+      pts[0]["x"], pts[9]["y"] = -1000.0, 1e9
+    elif kind == "inf_joint":
+      pts[3]["x"] = np.inf
+    rec = person(i, 0, kind, pts)
+    images.append((struct_array([rec], train_fields), 1, kind if kind in IMAGE_BAD else "ok"))
 
   names = [f"{100000000 + i:09d}.jpg" for i in range(len(images))]
   for p in persons:
@@ -270,11 +370,7 @@ def write_fake_mpii(
     for p in persons:
       if p["image_index"] == i:
         p["activity"] = "curling" if i % 3 == 0 else ""
-    path = root / "images" / names[i]
-    if kind == "garbage_image":
-      write_garbage(path)
-    elif kind != "missing_image":
-      write_jpeg(path, hw, seed=i)
+    write_image(root / "images" / names[i], hw, seed=i, kind=kind)
   act = np.empty((len(acts), 1), dtype=[(f, object) for f in ("cat_name", "act_name", "act_id")])
   for i, a in enumerate(acts):
     for f, v in a.items():
@@ -340,6 +436,10 @@ def write_fake_mpii(
 # --- LSP -------------------------------------------------------------------
 
 LSP_BAD = ("missing_image", "garbage_image", "nan")
+# More kinds for `write_fake_lsp(bad=...)`: every image kind, an infinite joint, and
+# visible joints far outside the image: `far_joints` (r_ankle at x = -1000, r_knee at
+# y = 1e9; kept with those two invalid) and `all_far` (every joint; skipped).
+LSP_MORE_BAD = (*IMAGE_BAD, "inf", "far_joints", "all_far")
 
 
 def write_fake_lsp(
@@ -358,8 +458,8 @@ def write_fake_lsp(
   Image `n` (0-based) has size `hw` + (n, n) so sizes differ.
 
   Args:
-    bad: 0-based image -> kind from `LSP_BAD` (default {1: 'missing_image',
-      2: 'garbage_image', 3: 'nan'}).
+    bad: 0-based image -> kind from `LSP_BAD` or `LSP_MORE_BAD` (default
+      {1: 'missing_image', 2: 'garbage_image', 3: 'nan'}).
 
   Returns:
     dict with `xy` (N, 14, 2) 1-based as written, `visible` (N, 14) bool,
@@ -382,6 +482,13 @@ def write_fake_lsp(
         xy[k, [6, 7]] = (0.0, -10.0 - k)
     if bad.get(k) == "nan":
       xy[k, 4, 0] = np.nan
+    elif bad.get(k) == "inf":
+      xy[k, 4, 1] = -np.inf
+    elif bad.get(k) == "far_joints":
+      xy[k, 0, 0], xy[k, 1, 1] = -1000.0, 1e9
+    elif bad.get(k) == "all_far":
+      xy[k, :, 0] = -1000.0
+      visible[k] = True
   flag = visible.astype(float) if layout == "lspet" else 1.0 - visible
   xyf = np.concatenate([xy, flag[..., None]], axis=-1)  # (N, 14, 3)
   if layout == "lspet":
@@ -395,11 +502,7 @@ def write_fake_lsp(
   root.mkdir(parents=True, exist_ok=True)
   sio.savemat(root / "joints.mat", {"joints": joints})
   for k in range(n):
-    path = root / "images" / name.format(k + 1)
-    if bad.get(k) == "garbage_image":
-      write_garbage(path)
-    elif bad.get(k) != "missing_image":
-      write_jpeg(path, sizes[k], seed=k)
+    write_image(root / "images" / name.format(k + 1), sizes[k], seed=k, kind=bad.get(k))
   (root / "images").mkdir(exist_ok=True)
   return {"xy": xy, "visible": visible, "hw": sizes, "bad": bad, "layout": layout}
 

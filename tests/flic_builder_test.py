@@ -73,6 +73,31 @@ def test_builder_on_fake_dataset(tmp_path, caplog):
     assert reason in text
   assert "flic/train: skipped 4 rows" in text
   assert "fake-movie-00000106.jpg" in text  # each skip names its row
+  # The counts the CLI reports (its exit status 3 and summary line).
+  train_skips, test_skips = builder.skip_counters
+  assert train_skips.dataset == "flic/train" and not test_skips.total
+  assert train_skips.counts == {
+    "image file absent": 1,
+    "all joints missing": 1,
+    "unreadable image": 1,
+    "NaN coordinates on annotated joints (x or y alone)": 1,
+  }
+  assert not train_skips.joints
+
+
+def test_read_examples_flags_bad_torso_boxes(tmp_path):
+  bad_rows = ("flipped_torsobox", "flat_torsobox", "inf_joint", "far_joints")
+  rows = fake.write_fake_flic(tmp_path, n_train=1, n_test=1, bad_rows=bad_rows)
+  parsed = {r["filepath"]: r for r in flic.read_examples(tmp_path / "examples.mat")}
+  problems = {r["bad"]: parsed[r["filepath"]]["problem"] for r in rows if r["bad"]}
+  assert problems == {
+    "flipped_torsobox": "degenerate torso box (x2 <= x1 or y2 <= y1)",
+    "flat_torsobox": "degenerate torso box (x2 <= x1 or y2 <= y1)",
+    "inf_joint": "NaN or infinite joint coordinates",
+    "far_joints": None,  # checked against the image's size when it is read
+  }
+  flipped = next(r for r in rows if r["bad"] == "flipped_torsobox")
+  assert parsed[flipped["filepath"]]["detail"].startswith("torsobox [")
 
 
 def test_missing_manual_dir_and_annotation_file(tmp_path):

@@ -33,6 +33,11 @@ def test_real_lsp400(tmp_path):
     np.testing.assert_allclose(ex["joints"][flag], raw[flag, :2, n] - 1, atol=1e-4)
     assert not ex["joints"][~flag].any()
   assert train[0]["image"] == (REAL_LSP / "images" / "im00001.jpg").read_bytes()
+  # Every real image decodes and every joint passes the checks: nothing skipped.
+  assert [c.describe() for c in builder.skip_counters] == [
+    "lsp/train: nothing skipped",
+    "lsp/test: nothing skipped",
+  ]
 
 
 def _expected(info, k):
@@ -97,3 +102,7 @@ def test_bad_inputs(tmp_path):
   fake.write_fake_lsp(manual, n=4, bad={})
   with pytest.raises(ValueError, match="num_train=9"):
     fake.build(lsp.Lsp, tmp_path / "d2", manual, config=lsp.LspConfig(name="x", num_train=9))
+  for n in (0, 4):  # a split would be empty
+    with pytest.raises(ValueError, match=rf"num_train={n} outside 1\.\.3: both splits"):
+      config = lsp.LspConfig(name=f"n{n}", num_train=n)
+      fake.build(lsp.Lsp, tmp_path / "d3", manual, config=config)

@@ -97,6 +97,26 @@ def test_ragged_cases_parse(tmp_path):
   assert [_key(p) for p in test] == [(5, 0), (6, 0)]  # (5, 1) has objpos []
 
 
+def test_bad_scales_and_head_boxes_are_row_problems(tmp_path):
+  kinds = ("zero_scale", "negative_scale", "flipped_head", "test_negative_scale", "far_joints")
+  info = fake.write_fake_mpii(tmp_path / "manual", extra_bad=kinds)
+  _, train, test = mpii.read_annotations(tmp_path / "manual" / mpii.ANNOTATIONS)
+  parsed = {_key(p): p for p in train + test}
+  problems = {p["kind"]: parsed[_key(p)]["problem"] for p in info["persons"] if p["kind"] in kinds}
+  assert problems == {
+    "zero_scale": "scale not positive and finite",
+    "negative_scale": "scale not positive and finite",
+    "flipped_head": "degenerate head box (x2 <= x1 or y2 <= y1)",
+    "test_negative_scale": "scale not positive and finite",
+    "far_joints": None,  # checked against the image's size when it is read
+  }
+  flipped = next(p for p in info["persons"] if p["kind"] == "flipped_head")
+  assert parsed[_key(flipped)]["detail"] == "head box [25, 30, 5, 6] (1-based)"
+  # The good persons pass every check.
+  good = [_key(p) for p in info["persons"] if p["kind"] in ("ok", "test")]
+  assert good and not any(parsed[k]["problem"] for k in good)
+
+
 def test_test_split_has_no_joints(tmp_path):
   info = fake.write_fake_mpii(tmp_path / "manual", split_file="h5")
   builder = fake.build(mpii.Mpii, tmp_path / "data", tmp_path / "manual")
