@@ -10,7 +10,57 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "
     os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count=8 {FAST_COMPILE}"
   ).strip()
 
+# One persistent compilation cache per test session, shared by the subprocesses the
+# tests start (they inherit the variable): a train step compiled once is reused.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  import atexit
+  import shutil
+  import tempfile
+
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="heatpose_jax_cache_")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
 import jax  # noqa: E402
 
 # Tests are dominated by compile time, not run time.
 jax.config.update("jax_disable_most_optimizations", True)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+  """(data_dir, config name) of the one small synthetic build every training test shares:
+  64 train / 24 test images at 64×64, half of them with a distractor person."""
+  from heatpose_jax import synthetic_dataset
+
+  d = tmp_path_factory.mktemp("tiny_data")
+  builder = synthetic_dataset.prepare(
+    "tiny", str(d), num_train=64, num_test=24, distractor_prob=0.5
+  )
+  return str(d), builder.builder_config.name
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_data):
+  """A factory: the synthetic `:tiny` config on `tiny_data` with a few steps and overrides."""
+  from heatpose_jax.configs import synthetic
+
+  def make(steps=(2, 2, 2), **overrides):
+    c = synthetic.get_config("tiny")
+    c.data_dir, c.tfds_config = tiny_data
+    c.coarse_steps, c.fine_steps, c.joint_steps = steps
+    c.batch_size = 8
+    c.log_every = 1
+    c.checkpoint_every = 2
+    c.max_eval_examples = 8
+    for key, value in overrides.items():
+      node = c
+      *parents, leaf = key.split(".")
+      for p in parents:
+        node = node[p]
+      node[leaf] = value
+    return c
+
+  return make

@@ -1,19 +1,24 @@
-"""Evaluates a workdir's newest checkpoint: the paper-style table, PCK curves,
-a predictions file for `evaluate_predictions`, and skeleton overlays.
+"""Evaluates a run's checkpoint: one table, PCK curves, a predictions file for
+`evaluate_predictions`, and skeleton overlays, in WORKDIR/eval_<split>/.
 
-  python -m experiments.evaluate --config=heatpose_jax/configs/synthetic.py:tiny --workdir=/tmp/run
+  python -m experiments.evaluate --workdir=/tmp/run [--split=test] [--step=N]
+
+The run's own config (WORKDIR/config.json) is used unless --config is given.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
-from heatpose_jax import train
+from heatpose_jax import evaluation
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file, with :args.", lock_config=True)
+config_flags.DEFINE_config_file(
+  "config", None, "Config file, with :args (default: WORKDIR/config.json).", lock_config=True
+)
 flags.DEFINE_string("workdir", None, "The training run's workdir.")
 flags.DEFINE_string("split", "", "Split to evaluate (default: config.eval_split).")
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest usable one).")
 flags.DEFINE_integer("num_overlays", 8, "Skeleton overlay PNGs to write.")
 flags.DEFINE_bool(
   "spatial_model",
@@ -21,23 +26,27 @@ flags.DEFINE_bool(
   "Also score the MRF variants (coarse_mrf, cascade_mrf) when the workdir has a fitted "
   "spatial model (workdir/spatial_model/mrf.npz); --nospatial_model: never.",
 )
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
   del argv
   launch.setup()
-  result = train.evaluate_checkpoint(
-    FLAGS.config,
+  config = launch.config(FLAGS.workdir)
+  if FLAGS.num_overlays < 0:
+    raise ValueError(f"--num_overlays={FLAGS.num_overlays}: must be >= 0")
+  result = evaluation.evaluate_checkpoint(
+    config,
     FLAGS.workdir,
     split=FLAGS.split,
+    step=FLAGS.step,
     num_overlays=FLAGS.num_overlays,
     spatial_model=FLAGS.spatial_model,
   )
   print(
-    f"results in {FLAGS.workdir}/eval_{FLAGS.split or FLAGS.config.eval_split}/ (step {result['step']})"
+    f"files in {FLAGS.workdir}/eval_{FLAGS.split or config.eval_split}/ (step {result['step']})"
   )
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main)

@@ -1,9 +1,36 @@
-"""Process set-up shared by the launchers: multi-host initialization and logging."""
+"""What every launcher shares: flags for multi-host runs, the run's config,
+quiet logs, the compilation cache, and one-line errors.
 
+  launch.run(main)                      # instead of absl's app.run(main)
+
+* Logs: the library and its dependencies (orbax, absl) log at WARNING unless
+  `--verbosity` is given (`--verbosity=0` for INFO, `1` for debug); commands
+  print their own progress and one result table.
+* Errors a user can fix (a bad flag, a missing or malformed file, an unbuilt
+  dataset, a config that does not fit a checkpoint) end with one line
+  `error: ...` on stderr and exit status 1; a traceback only for real bugs, or
+  with `--verbosity=1`. Exit status 3: the command finished but skipped items
+  (each one reported).
+* Compilation cache: JAX's persistent cache in `--compilation_cache_dir`
+  (default `~/.cache/heatpose_jax/jax`; empty to disable), so a second run of
+  the same model starts without recompiling.
+"""
+
+from __future__ import annotations
+
+import logging as py_logging
 import os
+import re
+import sys
+import traceback
 
 import jax
-from absl import flags, logging
+from absl import app, flags, logging
+
+from heatpose_jax import checkpoints, from_config, predictor
+
+EXIT_ERROR = 1
+EXIT_SKIPPED = 3
 
 flags.DEFINE_bool(
   "distributed",
@@ -17,11 +44,52 @@ flags.DEFINE_string(
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host without SLURM).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-host without SLURM).")
 flags.DEFINE_string("cpu_collectives", None, "'gloo' for multi-process CPU runs.")
+flags.DEFINE_string(
+  "compilation_cache_dir",
+  os.environ.get("JAX_COMPILATION_CACHE_DIR")
+  or os.path.join(os.path.expanduser("~"), ".cache", "heatpose_jax", "jax"),
+  "JAX's persistent compilation cache (default $JAX_COMPILATION_CACHE_DIR, else "
+  "~/.cache/heatpose_jax/jax; '' disables it).",
+)
+
+# Errors a user can act on: one line, no traceback.
+EXPECTED = (
+  ValueError,
+  FileNotFoundError,
+  PermissionError,
+  IsADirectoryError,
+  FloatingPointError,
+  app.UsageError,
+)
+
+
+class Skipped(Exception):  # noqa: N818 - a result, not a failure
+  """Raised by a command that finished but skipped items: exit status 3."""
+
+
+def _verbose() -> bool:
+  f = flags.FLAGS
+  return f.is_parsed() and f["verbosity"].present and f.verbosity >= 1
+
+
+def _quiet_logs() -> None:
+  f = flags.FLAGS
+  if f["verbosity"].present:
+    return
+  logging.set_verbosity(logging.WARNING)
+  py_logging.getLogger().setLevel(py_logging.WARNING)
+  for name in ("absl", "orbax", "jax", "tensorflow_datasets", "grain"):
+    py_logging.getLogger(name).setLevel(py_logging.WARNING)
 
 
 def setup() -> None:
-  """Initializes the distributed runtime when asked and says what devices there are."""
+  """Quiet logs, the compilation cache, and the distributed runtime when asked."""
   f = flags.FLAGS
+  _quiet_logs()
+  if f.compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", f.compilation_cache_dir)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+      jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   if f.cpu_collectives:
     jax.config.update("jax_cpu_collectives_implementation", f.cpu_collectives)
   if f.distributed or f.coordinator_address:
@@ -39,3 +107,63 @@ def setup() -> None:
     jax.devices()[0].platform,
     os.getpid(),
   )
+
+
+def config(workdir: str | None = None):
+  """The run's config: `--config` (with its `--config.*` overrides) if given,
+  else `WORKDIR/config.json`. A broken `--config` is a one-line ValueError."""
+  f = flags.FLAGS
+  if "config" in f and f["config"].present:
+    try:
+      cfg = f.config
+    except (OSError, AttributeError, KeyError, ValueError) as e:
+      raise ValueError(f"--config={f['config'].config_filename}: {_last_line(e)}") from None
+    if cfg is None:
+      raise ValueError("--config: the config file returned nothing")
+    from_config.check(cfg)
+    return cfg
+  if workdir:
+    return from_config.load_run_config(workdir)
+  raise app.UsageError("--config is required")
+
+
+def _last_line(e: BaseException) -> str:
+  lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+  # ml_collections wraps the cause: its last line says what went wrong.
+  return lines[-1] if lines else type(e).__name__
+
+
+def one_line(e: BaseException, limit: int = 400) -> str:
+  """An exception's message on one line (whitespace folded, at most `limit` chars)."""
+  text = " ".join(str(e).split()) or type(e).__name__
+  return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"error: {e}")
+  except (AttributeError, KeyError) as e:  # an unknown --config.field
+    key = str(e).strip("'\" ")
+    bad = [a for a in argv if re.match(rf"^--?config\.(.*\.)?{re.escape(key)}=", a)]
+    where = bad[0].split("=")[0] if bad else "--config"
+    sys.exit(f"error: {where}: the config has no field {key!r}")
+
+
+def run(main) -> None:
+  """`app.run(main)` with one-line errors and exit status 3 for `Skipped`."""
+
+  def wrapped(argv):
+    try:
+      main(argv)
+    except Skipped as e:
+      print(f"done, with skipped items: {e}", file=sys.stderr)
+      sys.exit(EXIT_SKIPPED)
+    except (*EXPECTED, checkpoints.ShapeMismatch, predictor.ImageError) as e:
+      if _verbose():
+        traceback.print_exc()
+      print(f"error: {one_line(e)}", file=sys.stderr)
+      sys.exit(EXIT_ERROR)
+
+  app.run(wrapped, flags_parser=_parse_flags)

@@ -18,6 +18,7 @@ down, i.e. positive θ turns clockwise on screen.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -282,3 +283,29 @@ def augment_batch(
   if "canvas_to_image" in batch:
     out["canvas_to_image"] = compose_affine(batch["canvas_to_image"], invert_affine(a))
   return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+  """The paper's augmentation of one dataset, as one value the train step holds.
+
+  Attributes:
+    flip_perm: (J,) the skeleton's `flip_permutation` (a tuple: hashable).
+    max_rotation_deg, scale_range, flip_prob: see `sample_affine`.
+  """
+
+  flip_perm: tuple[int, ...]
+  max_rotation_deg: float = 20.0
+  scale_range: tuple[float, float] = (0.5, 1.5)
+  flip_prob: float = 0.5
+
+  def __call__(self, rng: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """`augment_batch` with these settings."""
+    return augment_batch(
+      rng,
+      batch,
+      np.asarray(self.flip_perm),
+      max_rotation_deg=self.max_rotation_deg,
+      scale_range=tuple(self.scale_range),
+      flip_prob=self.flip_prob,
+    )

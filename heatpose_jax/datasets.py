@@ -118,9 +118,7 @@ def _name_part(value) -> str:
 
 def default_data_dir(data_dir: str = "") -> str:
   """`data_dir`, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
-  return os.path.expanduser(
-    data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
-  )
+  return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
 
 
 def _prepared_dir(root: str) -> str | None:
@@ -196,7 +194,9 @@ def data_source(name: str, split: str, *, config_name: str = "", data_dir: str =
     )
   builder = tfds.builder_from_directory(path)
   if split not in builder.info.splits:
-    raise ValueError(f"dataset {label!r} has no split {split!r}; it has {list(builder.info.splits)}")
+    raise ValueError(
+      f"dataset {label!r} has no split {split!r}; it has {list(builder.info.splits)}"
+    )
   if builder.info.splits[split].num_examples == 0:
     raise ValueError(f"dataset {label!r}: split {split!r} has no examples ({path})")
   return builder.as_data_source(split)

@@ -1,21 +1,36 @@
-"""Inference on arbitrary photographs: letterboxing, multi-scale heat-maps, and
-the cascade's refinement of their argmax (paper §5: "a query image is run through
-the detector at multiple scales").
+"""The one prediction path: canvases → coarse heat-maps (one or several scales) →
+a location per joint (argmax, or a selector such as the MRF spatial model) →
+the cascade's refinement.
 
-Frames: the canvas is the model input `(H, W)`; `canvas_to_image` `(2, 3)` maps
-canvas (x, y, 1) to the photograph's 0-based pixels (pixel centres at integers).
+`predict` is the pure function; `make_predict_fn` jits it over dataset batches
+(evaluation during training and offline, the studies), `predictor.Predictor`
+over photographs (letterboxed here, `letterbox`), and `experiments.export`
+serializes it.
+
+Frames: the canvas is the model input `(H, W)`; points are (x, y) canvas
+pixels, 0-based, pixel centres at integers; `canvas_to_image` `(2, 3)` maps
+canvas (x, y, 1) to the photograph's pixels. Scores are the (scale-averaged)
+coarse heat-map's value at the refined location's heat-map pixel, clipped to
+[0, 1]: the targets peak at 1 on a joint, so a score near 1 means a confident
+detection and near 0 none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
 from heatpose_jax import codec
+
+# (selector params, averaged coarse heat-maps (B, h, w, J), torso box (B, 4) canvas
+# px) -> (B, h, w, J) maps whose argmax is each joint's location.
+Selector = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
 
 def letterbox(image: np.ndarray, canvas_hw: tuple[int, int], zoom: float = 1.0):
@@ -45,6 +60,12 @@ def letterbox(image: np.ndarray, canvas_hw: tuple[int, int], zoom: float = 1.0):
   return np.asarray(canvas), c2i
 
 
+def canvas_to_image_points(xy: np.ndarray, canvas_to_image: np.ndarray) -> np.ndarray:
+  """Canvas (x, y) `(..., J, 2)` → image (x, y) with `(..., 2, 3)` affines (or one `(2, 3)`)."""
+  m = np.asarray(canvas_to_image, np.float64)
+  return np.einsum("...ij,...kj->...ki", m[..., :2], xy) + m[..., None, :, 2]
+
+
 def resample_heatmaps(heatmaps: jax.Array, zoom: float, stride: int, canvas_hw) -> jax.Array:
   """Heat-maps computed on a canvas zoomed by `zoom` → the zoom-1 canvas's grid.
 
@@ -62,10 +83,8 @@ def resample_heatmaps(heatmaps: jax.Array, zoom: float, stride: int, canvas_hw) 
   """
   b, h, w, j = heatmaps.shape
   ch, cw = canvas_hw
-  u = jnp.arange(w, dtype=jnp.float32)
-  v = jnp.arange(h, dtype=jnp.float32)
-  x = codec.heatmap_to_input(u, stride)
-  y = codec.heatmap_to_input(v, stride)
+  x = codec.heatmap_to_input(jnp.arange(w, dtype=jnp.float32), stride)
+  y = codec.heatmap_to_input(jnp.arange(h, dtype=jnp.float32), stride)
   xz = codec.input_to_heatmap((cw - 1) / 2 + zoom * (x - (cw - 1) / 2), stride)
   yz = codec.input_to_heatmap((ch - 1) / 2 + zoom * (y - (ch - 1) / 2), stride)
   yy, xx = jnp.meshgrid(yz, xz, indexing="ij")
@@ -78,49 +97,136 @@ def resample_heatmaps(heatmaps: jax.Array, zoom: float, stride: int, canvas_hw) 
   return jnp.moveaxis(out, 1, -1)
 
 
-def make_predictor(model, canvas_hw: tuple[int, int], scales: Sequence[float] = (1.0,)):
-  """A jitted `(params, canvases (S, B, H, W, 3) uint8) -> dict` for `scales`.
-
-  The coarse heat-maps of every scale are resampled to scale 1 and averaged;
-  the cascade then refines the averaged argmax at scale 1.
-
-  Returns dict: `xy` `(B, J, 2)` canvas frame (scale 1), `coarse_xy`, `score`
-  `(B, J)` (the averaged heat-map's peak).
-  """
-  stride = model.coarse.stride
-
-  @jax.jit
-  def predict(params, canvases):
-    v = {"params": params}
-    maps = []
-    for i, s in enumerate(scales):
-      x = canvases[i].astype(jnp.float32) / 255.0
-      heat = model.apply(v, x, train=False, method=model.coarse_heatmaps)
-      maps.append(heat if s == 1.0 else resample_heatmaps(heat, s, stride, canvas_hw))
-    heat = jnp.mean(jnp.stack(maps), axis=0)
-    coarse_xy, peak = codec.decode_coarse(heat, stride)
-    base = scales.index(1.0)
-    out = model.apply(
-      v, canvases[base].astype(jnp.float32) / 255.0, train=False, coarse_xy=coarse_xy
-    )
-    return {"xy": out["xy"], "coarse_xy": coarse_xy, "score": peak}
-
+def check_scales(scales: Sequence[float]) -> tuple[float, ...]:
+  """The scales as floats; ValueError unless all are > 0 and 1.0 is one of them."""
+  scales = tuple(float(s) for s in scales)
+  if not scales or not all(np.isfinite(s) and s > 0 for s in scales):
+    raise ValueError(f"scales must be positive numbers, got {scales}")
   if 1.0 not in scales:
-    raise ValueError(f"scales must include 1.0 (the refined scale), got {tuple(scales)}")
-  return predict
+    raise ValueError(f"scales must include 1.0 (the scale the cascade refines), got {scales}")
+  return scales
 
 
-def predict_image(
-  predict_fn, params, image: np.ndarray, canvas_hw, scales: Sequence[float] = (1.0,)
+def predict(
+  model,
+  params,
+  canvases: jax.Array,
+  *,
+  scales: Sequence[float] = (1.0,),
+  coarse_refine: bool = False,
+  selector: Selector | None = None,
+  selector_params: Any = None,
+  torso_box: jax.Array | None = None,
+  plain: bool = True,
+  keep_heatmaps: bool = False,
+) -> dict[str, jax.Array]:
+  """Joints of a batch of canvases (pure: jit it).
+
+  Args:
+    model: the cascade (`models.Cascade` or `StandardCascade`).
+    params: its parameters.
+    canvases: `(S, B, H, W, 3)` uint8 (values 0–255), one canvas per scale of
+      `scales` (letterboxed at each zoom), or `(B, H, W, 3)` when `scales` is (1,).
+    scales: zooms; the coarse heat-maps of every scale are resampled to scale 1
+      and averaged; the cascade refines at scale 1.
+    coarse_refine: sub-pixel refinement of the reported `coarse` estimate (the
+      paper's coarse estimate is the plain argmax; the location the cascade
+      refines is always refined).
+    selector: picks the locations from the averaged heat-maps instead of their
+      argmax (`spatial_training.mrf_selector`); adds the `_mrf` outputs.
+    selector_params, torso_box: its parameters and `(B, 4)` canvas torso boxes.
+    plain: also the estimates without the selector (False: only the `_mrf` ones).
+    keep_heatmaps: add the averaged `coarse_heatmaps` `(B, h, w, J)`.
+
+  Returns:
+    `(B, J, 2)` canvas (x, y): `coarse` (argmax of the averaged coarse maps),
+    `cascade` (refined), with a selector `coarse_mrf` and `cascade_mrf`; `(B, J)`
+    `scores` (and `scores_mrf`) in [0, 1] (module docstring).
+  """
+  scales = check_scales(scales)
+  if canvases.ndim == 4:
+    canvases = canvases[None]
+  if canvases.shape[0] != len(scales):
+    raise ValueError(f"{canvases.shape[0]} canvases per image for {len(scales)} scales")
+  v = {"params": params}
+  base = scales.index(1.0)
+  stride = model.coarse.stride
+  heat_codec = codec.HeatmapCodec(stride)
+  canvas_hw = tuple(canvases.shape[2:4])
+  others = {
+    i: resample_heatmaps(
+      model.apply(v, canvases[i], train=False, method="coarse_heatmaps"), s, stride, canvas_hw
+    )
+    for i, s in enumerate(scales)
+    if i != base
+  }
+
+  def averaged(heat):
+    if not others:
+      return heat
+    return jnp.mean(jnp.stack([others.get(i, heat) for i in range(len(scales))]), axis=0)
+
+  def select(heat):
+    return selector(selector_params, averaged(heat), torso_box)
+
+  out = {}
+  variants = []
+  if plain:
+    # Single scale, no selector: the cascade's own argmax (one forward pass).
+    locate = (lambda h: heat_codec.decode(averaged(h))[0]) if others else None
+    variants.append(("", locate, averaged))
+  if selector is not None:
+    variants.append(("_mrf", lambda h: heat_codec.decode(select(h))[0], select))
+  for suffix, locate, maps_of in variants:
+    res = model.apply(v, canvases[base], train=False, locate=locate)
+    heat = averaged(res["coarse_heatmaps"])
+    coarse, _ = heat_codec.decode(maps_of(res["coarse_heatmaps"]), refine=coarse_refine)
+    out[f"coarse{suffix}"] = coarse
+    out[f"cascade{suffix}"] = res["xy"]
+    out[f"scores{suffix}"] = jnp.clip(heat_codec.value_at(heat, res["coarse_xy"]), 0.0, 1.0)
+    if keep_heatmaps and "coarse_heatmaps" not in out:
+      out["coarse_heatmaps"] = heat
+  return out
+
+
+def make_predict_fn(
+  model,
+  mesh: Mesh,
+  *,
+  coarse_refine: bool = False,
+  selector: Selector | None = None,
+  keep_heatmaps: bool = False,
+  loss_codec: codec.HeatmapCodec | None = None,
 ):
-  """Joints of one photograph `(h, w, 3)` uint8 → `(J, 2)` image (x, y), `(J,)` scores."""
-  canvases, c2i = [], None
-  for s in scales:
-    canvas, m = letterbox(image, canvas_hw, s)
-    canvases.append(canvas[None])
-    if s == 1.0:
-      c2i = m
-  out = jax.device_get(predict_fn(params, np.stack(canvases)))
-  xy = out["xy"][0]
-  image_xy = xy @ c2i[:, :2].T + c2i[:, 2]
-  return image_xy, out["score"][0]
+  """`predict` jitted over dataset batches: `(params, batch, selector_params=None) -> dict`.
+
+  The batch is design.md's layout (uint8 `image` `(B, H, W, 3)`, `torso_box`,
+  `joints`, ...), sharded over the mesh's 'data' axis. Returns `predict`'s
+  outputs plus every batch field but the image, replicated so every host sees
+  the whole batch; with `loss_codec`, also the coarse loss E1 per example
+  against the un-augmented batch (`e1_sum` over its valid joints, `e1_count`).
+  """
+
+  def fn(params, batch, selector_params=None):
+    out = predict(
+      model,
+      params,
+      batch["image"],
+      coarse_refine=coarse_refine,
+      selector=selector,
+      selector_params=selector_params,
+      torso_box=batch.get("torso_box"),
+      keep_heatmaps=keep_heatmaps or loss_codec is not None,
+    )
+    heat = out["coarse_heatmaps"] if keep_heatmaps else out.pop("coarse_heatmaps", None)
+    result = {k: v for k, v in batch.items() if k != "image"}
+    result.update(out)
+    if loss_codec is not None:
+      valid = batch["joints_valid"] * batch["_mask"][:, None].astype(jnp.float32)
+      target = loss_codec.encode(batch["joints"], valid, heat.shape[1:3])
+      err = jnp.sum(jnp.square(heat - target), axis=(1, 2))  # (B, J), as losses.coarse_loss
+      result["e1_sum"] = jnp.sum(err * valid, axis=-1)
+      result["e1_count"] = jnp.sum(valid, axis=-1)
+    return result
+
+  return jax.jit(fn, out_shardings=NamedSharding(mesh, PartitionSpec()))

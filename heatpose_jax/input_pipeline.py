@@ -44,7 +44,6 @@ from typing import Any
 import grain
 import jax
 import numpy as np
-from absl import flags
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
@@ -427,11 +426,18 @@ def make_dataset(
   read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_batches)
   it = ds.to_iter_dataset(read)
   if worker_count > 0:
-    # Grain's workers read absl flags; outside an absl app (tests, notebooks) use defaults.
-    if not flags.FLAGS.is_parsed():
-      flags.FLAGS.mark_as_parsed()
+    # Grain's worker processes read absl flags: outside an absl app (tests,
+    # notebooks) call `absl.flags.FLAGS.mark_as_parsed()` first.
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return it
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None, data_axis: str = "data") -> Mesh:
+  """The 1-D data-parallel mesh over `devices` (default: every device of every host).
+
+  Built once per run by the top-level entry point and passed down.
+  """
+  return Mesh(np.array(jax.devices() if devices is None else devices), (data_axis,))
 
 
 def to_global_array(

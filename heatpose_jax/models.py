@@ -1,7 +1,9 @@
 """The paper's networks: the coarse heat-map model, the crop module, the shared-
 weight fine model, their cascade, and the "standard cascade" of Fig. 13.
 
-Shapes: images `(B, H, W, 3)` float in [0, 1]; coarse heat-maps NHWC
+Shapes: images `(B, H, W, 3)` with values 0–255 (uint8 canvases, or the float
+output of the device augmentation), scaled to [0, 1] inside the model, the one
+place that does it; coarse heat-maps NHWC
 `(B, H/s, W/s, J)` at stride s = the pooling factor; fine heat-maps
 `(B, J, Wc, Wc)` in each joint's crop window at stride 1 (see `codec` for the
 frames). Every module computes in `dtype` and keeps its parameters in float32.
@@ -10,7 +12,7 @@ frames). Every module computes in `dtype` and keeps its parameters in float32.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -100,7 +102,7 @@ class CoarseNet(nn.Module):
     """Runs the coarse model.
 
     Args:
-      images: `(B, H, W, 3)` float in [0, 1].
+      images: `(B, H, W, 3)`, values 0–255 (any dtype).
       train: enables dropout (needs the 'dropout' rng).
 
     Returns:
@@ -111,7 +113,7 @@ class CoarseNet(nn.Module):
         inputs: the LCN-normalized pyramid levels (the standard cascade crops them).
     """
     pools = self._pools()
-    levels = image_ops.gaussian_pyramid(images.astype(jnp.float32), self.num_banks)
+    levels = image_ops.gaussian_pyramid(images.astype(jnp.float32) / 255.0, self.num_banks)
     if self.lcn:
       levels = [image_ops.local_contrast_normalize(x) for x in levels]
     out_hw = (-(-images.shape[1] // self.stride), -(-images.shape[2] // self.stride))
@@ -270,17 +272,18 @@ class Cascade(nn.Module):
     *,
     train: bool,
     freeze_coarse: bool = False,
-    coarse_xy: jax.Array | None = None,
+    locate: Callable[[jax.Array], jax.Array] | None = None,
   ) -> dict[str, jax.Array]:
     """Runs the cascade.
 
     Args:
-      images: `(B, H, W, 3)` float in [0, 1].
+      images: `(B, H, W, 3)`, values 0–255 (any dtype).
       train: dropout on.
       freeze_coarse: phase 2 of the paper: the coarse model runs in inference
         mode and no gradient reaches it, from either loss.
-      coarse_xy: `(B, J, 2)` input-frame locations to refine instead of the
-        coarse argmax (multi-scale heat-maps, the spatial model's choice).
+      locate: maps this call's coarse heat-maps `(B, h, w, J)` to the `(B, J, 2)`
+        input-frame locations to refine (multi-scale averaging, the spatial
+        model's choice); default the coarse argmax.
 
     Returns:
       dict with coarse_heatmaps `(B, h, w, J)`, fine_heatmaps `(B, J, Wc, Wc)`,
@@ -295,11 +298,14 @@ class Cascade(nn.Module):
       maps, strides = out["crop_features"], CROP_STRIDES
     if freeze_coarse:
       heatmaps, maps = jax.lax.stop_gradient((heatmaps, maps))
-    if coarse_xy is None:
-      coarse_xy, _ = codec.decode_coarse(jax.lax.stop_gradient(heatmaps), self.coarse.stride)
+    heat = jax.lax.stop_gradient(heatmaps)
+    if locate is None:
+      coarse_xy, _ = codec.HeatmapCodec(self.coarse.stride).decode(heat)
+    else:
+      coarse_xy = locate(heat)
     origin = window_origin(coarse_xy, self.context)
     fine = self.fine(_crops(maps, strides, origin, self.context))
-    xy, _ = codec.decode_fine(fine, origin)
+    xy, _ = codec.WindowCodec(self.context).decode(fine, origin)
     return {
       "coarse_heatmaps": heatmaps,
       "fine_heatmaps": fine,

@@ -15,7 +15,8 @@ propagation to convergence).
 
 Frames (docs/design.md): points are (x, y), 0-based, pixel centres at integers.
 Heat-maps are NHWC `(B, h, w, J)` in the heat-map frame at stride s: heat-map pixel
-u has its centre at input x = s·u + (s − 1)/2. Node indices: 0..J−1 are the joints
+u has its centre at input x = s·u + (s − 1)/2. Targets and decoding use
+`codec.HeatmapCodec` (Gaussians at the joints; argmax). Node indices: 0..J−1 are the joints
 in model order, node J is the torso.
 
 Kernel convention: `k[c + d]` with c = (kh // 2, kw // 2) and d = (dy, dx) is the
@@ -35,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from heatpose_jax import codec
 from heatpose_jax.joints import Skeleton
 
 Edge = tuple[int, int]
@@ -140,28 +142,6 @@ def _heatmap_grid(heatmap_hw: tuple[int, int], stride: int) -> tuple[jax.Array, 
   xs = stride * jnp.arange(w, dtype=jnp.float32) + off
   ys = stride * jnp.arange(h, dtype=jnp.float32) + off
   return jnp.broadcast_to(xs[None, :], (h, w)), jnp.broadcast_to(ys[:, None], (h, w))
-
-
-@functools.partial(jax.jit, static_argnames=("heatmap_hw", "stride", "sigma"))
-def gaussian_heatmaps(
-  points: jax.Array, heatmap_hw: tuple[int, int], stride: int, sigma: float
-) -> jax.Array:
-  """Unnormalized Gaussians (peak 1) at points, for spatial-model targets.
-
-  Args:
-    points: (B, J, 2) (x, y) in input pixels.
-    heatmap_hw: (h, w) of the heat-map.
-    stride: heat-map stride s (input pixels per heat-map pixel).
-    sigma: standard deviation in heat-map pixels.
-
-  Returns:
-    (B, h, w, J) float32.
-  """
-  gx, gy = _heatmap_grid(heatmap_hw, stride)
-  px = points[..., 0].astype(jnp.float32)[:, None, None, :]
-  py = points[..., 1].astype(jnp.float32)[:, None, None, :]
-  d2 = (gx[None, :, :, None] - px) ** 2 + (gy[None, :, :, None] - py) ** 2
-  return jnp.exp(-d2 / (2.0 * (sigma * stride) ** 2))
 
 
 @functools.partial(
@@ -369,24 +349,6 @@ class SpatialModel(nn.Module):
     return jnp.moveaxis(logp - logz, 1, -1).astype(self.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("stride",))
-def decode(log_marginals: jax.Array, stride: int) -> jax.Array:
-  """Most likely location of every joint.
-
-  Args:
-    log_marginals: (B, h, w, J) (or any per-pixel score; only the argmax matters).
-    stride: heat-map stride s.
-
-  Returns:
-    (B, J, 2) float32 (x, y) in input pixels: x = s·u + (s − 1)/2 at the argmax u.
-  """
-  b, h, w, j = log_marginals.shape
-  flat = jnp.moveaxis(log_marginals, -1, 1).reshape(b, j, h * w)
-  idx = jnp.argmax(flat, axis=-1)
-  uv = jnp.stack([idx % w, idx // w], axis=-1).astype(jnp.float32)
-  return stride * uv + (stride - 1) / 2.0
-
-
 # ------------------------------------------------------------------------------------
 # Training.
 
@@ -463,7 +425,7 @@ def make_spatial_batch(
       torso_box, hw, stride, torso_sigma, box_sigma_fraction=torso_box_sigma_fraction,
       mode=torso_mode,
     ),
-    "target": gaussian_heatmaps(joints, hw, stride, target_sigma),
+    "target": codec.HeatmapCodec(stride, target_sigma).encode(joints, valid, hw),
     "valid": valid,
   }  # fmt: skip
 

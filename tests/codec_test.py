@@ -19,14 +19,16 @@ def test_coarse_round_trip_within_half_pixel(stride):
     ],
     -1,
   ).astype(np.float32)
-  maps = codec.coarse_targets(jnp.asarray(joints), jnp.ones((8, 6)), (h, w), stride, 1.5)
+  c = codec.HeatmapCodec(stride, 1.5)
+  assert c.heatmap_hw((256, 320)) == (h, w)
+  maps = c.encode(jnp.asarray(joints), jnp.ones((8, 6)), (h, w))
   assert maps.shape == (8, h, w, 6)
-  xy, peak = codec.decode_coarse(maps, stride)
+  xy, peak = c.decode(maps)
   err = np.abs(np.asarray(xy) - joints)
   assert err.max() < 0.5, err.max()
   assert np.all(np.asarray(peak) > 0.6)
   # Without refinement the error is the quantization, at most s/2.
-  xy0, _ = codec.decode_coarse(maps, stride, refine=False)
+  xy0, _ = c.decode(maps, refine=False)
   assert np.abs(np.asarray(xy0) - joints).max() <= stride / 2 + 1e-4
 
 
@@ -41,17 +43,26 @@ def test_fine_round_trip_in_window_frame():
   rng = np.random.default_rng(0)
   origin = rng.integers(-10, 200, (4, 5, 2)).astype(np.int32)
   joints = origin + rng.uniform(2, 33, (4, 5, 2)).astype(np.float32)
-  maps = codec.fine_targets(jnp.asarray(joints), jnp.ones((4, 5)), jnp.asarray(origin), 36, 1.5)
+  c = codec.WindowCodec(36, 1.5)
+  maps = c.encode(jnp.asarray(joints), jnp.ones((4, 5)), jnp.asarray(origin))
   assert maps.shape == (4, 5, 36, 36)
-  xy, _ = codec.decode_fine(maps, jnp.asarray(origin))
+  xy, _ = c.decode(maps, jnp.asarray(origin))
   assert np.abs(np.asarray(xy) - joints).max() < 0.5
 
 
 def test_invalid_joints_have_empty_targets():
   joints = jnp.array([[[10.0, 10.0], [20.0, 20.0]]])
-  maps = codec.coarse_targets(joints, jnp.array([[1.0, 0.0]]), (8, 8), 4, 1.5)
+  maps = codec.HeatmapCodec(4, 1.5).encode(joints, jnp.array([[1.0, 0.0]]), (8, 8))
   assert float(maps[..., 0].max()) == pytest.approx(1.0, abs=0.05)
   assert float(jnp.abs(maps[..., 1]).max()) == 0.0
+
+
+def test_value_at_reads_the_map_at_the_nearest_heatmap_pixel():
+  c = codec.HeatmapCodec(4)
+  maps = jnp.zeros((1, 8, 8, 2)).at[0, 3, 5, 0].set(0.7).at[0, 0, 7, 1].set(0.2)
+  # Input x = 4·5 + 1.5 = 21.5, y = 4·3 + 1.5 = 13.5 is the centre of pixel (5, 3).
+  xy = jnp.array([[[21.5, 13.5], [100.0, -3.0]]])  # the second clips to the border
+  np.testing.assert_allclose(np.asarray(c.value_at(maps, xy)), [[0.7, 0.2]])
 
 
 def test_decoding_is_finite_on_flat_and_negative_maps():

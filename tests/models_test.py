@@ -56,7 +56,7 @@ def test_bad_pool_factor_is_rejected():
 
 def test_spatial_dropout_drops_whole_feature_maps():
   model = tiny_coarse(dropout="spatial", dropout_rate=0.5)
-  x = jax.random.uniform(jax.random.key(0), (4, 96, 96, 3))
+  x = jax.random.uniform(jax.random.key(0), (4, 96, 96, 3), maxval=255.0)
   variables = model.init(jax.random.key(1), x, train=False)
 
   def dropout_io(train, seed):
@@ -90,7 +90,7 @@ def test_spatial_dropout_drops_whole_feature_maps():
 
 def test_standard_dropout_drops_single_activations():
   model = tiny_coarse(dropout="standard", dropout_rate=0.5)
-  x = jax.random.uniform(jax.random.key(0), (2, 96, 96, 3))
+  x = jax.random.uniform(jax.random.key(0), (2, 96, 96, 3), maxval=255.0)
   variables = model.init(jax.random.key(1), x, train=False)
   _, state = model.apply(
     variables,
@@ -186,14 +186,14 @@ def test_fine_net_shares_weights_and_has_per_joint_outputs():
 @pytest.mark.parametrize("freeze", [False, True])
 def test_fine_loss_gradient_reaches_coarse_first_conv_unless_frozen(freeze):
   model = tiny_cascade()
-  x = jax.random.uniform(jax.random.key(0), (2, 64, 64, 3))
+  x = jax.random.uniform(jax.random.key(0), (2, 64, 64, 3), maxval=255.0)
   joints = jax.random.uniform(jax.random.key(1), (2, 4, 2), minval=8, maxval=56)
   valid = jnp.ones((2, 4))
   params = model.init(jax.random.key(2), x, train=False)["params"]
 
   def e2(p):
     out = model.apply({"params": p}, x, train=False, freeze_coarse=freeze)
-    t = codec.fine_targets(joints, valid, out["window_origin"], 36, 1.5)
+    t = codec.WindowCodec(36, 1.5).encode(joints, valid, out["window_origin"])
     return losses.fine_loss(out["fine_heatmaps"], t, valid)
 
   g = jax.grad(e2)(params)
@@ -209,10 +209,10 @@ def test_fine_loss_gradient_reaches_coarse_first_conv_unless_frozen(freeze):
 
 def test_cascade_final_is_coarse_plus_fine_offset():
   model = tiny_cascade(pool_factor=4)
-  x = jax.random.uniform(jax.random.key(0), (2, 64, 64, 3))
+  x = jax.random.uniform(jax.random.key(0), (2, 64, 64, 3), maxval=255.0)
   v = model.init(jax.random.key(2), x, train=False)
   out = model.apply(v, x, train=False)
-  fine_xy, _ = codec.decode_fine(out["fine_heatmaps"], out["window_origin"])
+  fine_xy, _ = codec.WindowCodec(36).decode(out["fine_heatmaps"], out["window_origin"])
   np.testing.assert_allclose(out["xy"], fine_xy)
   # The window lies around the coarse estimate.
   centre = out["window_origin"] + 17.5
@@ -245,7 +245,7 @@ def test_standard_cascade_gives_no_gradient_to_coarse_from_e2():
   coarse = tiny_coarse(num_joints=j, pool_factor=4)
   fine = models.FineNet(j, bank_convs=((3, 4), (3, 4), (3, 8)), merge_features=8)
   model = models.StandardCascade(coarse, fine)
-  x = jax.random.uniform(jax.random.key(0), (1, 64, 64, 3))
+  x = jax.random.uniform(jax.random.key(0), (1, 64, 64, 3), maxval=255.0)
   params = model.init(jax.random.key(1), x, train=False)["params"]
   g = jax.grad(lambda p: model.apply({"params": p}, x, train=False)["fine_heatmaps"].sum())(params)
   assert all(np.all(np.asarray(v) == 0) for v in jax.tree.leaves(g["coarse"]))

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from heatpose_jax import codec
 from heatpose_jax import spatial_model as sm
 from heatpose_jax.joints import SKELETONS
 
@@ -109,16 +110,6 @@ def test_torso_heatmap_gaussian_box_and_degenerate():
   np.testing.assert_array_equal(box[1], 1.0)
 
 
-def test_decode_uses_heatmap_frame():
-  lm = jnp.full((2, 6, 8, 3), -10.0)
-  lm = lm.at[0, 2, 5, 0].set(0.0).at[0, 0, 0, 1].set(0.0).at[1, 5, 7, 2].set(0.0)
-  xy = sm.decode(lm, stride=4)
-  assert xy.shape == (2, 3, 2)
-  np.testing.assert_allclose(xy[0, 0], [4 * 5 + 1.5, 4 * 2 + 1.5])
-  np.testing.assert_allclose(xy[0, 1], [1.5, 1.5])
-  np.testing.assert_allclose(xy[1, 2], [4 * 7 + 1.5, 4 * 5 + 1.5])
-
-
 def test_default_edges_tree_plus_torso():
   sk = SKELETONS["synthetic"]
   j = sk.num_joints
@@ -152,9 +143,14 @@ def test_right_person_rate():
 # Person selection.
 
 
+def _decode(log_marginals, stride):
+  """The MRF's pick: the argmax of the marginals (no sub-pixel step)."""
+  return codec.HeatmapCodec(stride).decode(log_marginals, refine=False)[0]
+
+
 def _two_peaks(hw, stride, true_xy, distractor_xy, sigma=1.5):
   pts = jnp.asarray([[true_xy], [distractor_xy]], jnp.float32).reshape(1, 2, 2)
-  g = sm.gaussian_heatmaps(pts, hw, stride, sigma)  # (1, h, w, 2)
+  g = codec.HeatmapCodec(stride, sigma).encode(pts, jnp.ones((1, 2)), hw)  # (1, h, w, 2)
   return g.sum(axis=-1, keepdims=True)  # (1, h, w, 1): two equal peaks
 
 
@@ -177,7 +173,7 @@ def test_hand_built_torso_kernel_picks_the_consistent_peak():
   for a, b in [(good_uv, bad_uv), (bad_uv, good_uv)]:  # peak order must not matter
     hm = _two_peaks(hw, stride, to_xy(a), to_xy(b))
     lm = _apply(model, params, hm, torso_map)
-    np.testing.assert_allclose(sm.decode(lm, stride)[0, 0], to_xy(good_uv))
+    np.testing.assert_allclose(_decode(lm, stride)[0, 0], to_xy(good_uv))
     # The distractor is strongly attenuated, not just beaten by a hair.
     assert lm[0, good_uv[1], good_uv[0], 0] - lm[0, bad_uv[1], bad_uv[0], 0] > 5.0
 
@@ -194,9 +190,9 @@ def _synthetic_people(rng, n, hw, offsets, noise=0.6):
   d[near] = (t[near] + 10) % (min(h, w) - 3)  # keep the two people apart
   tj = t[:, None] + offsets[None] + rng.normal(0, noise, (n, len(offsets), 2))
   dj = d[:, None] + offsets[None] + rng.normal(0, noise, (n, len(offsets), 2))
-  hm = sm.gaussian_heatmaps(jnp.asarray(tj), hw, 1, 1.5) + sm.gaussian_heatmaps(
-    jnp.asarray(dj), hw, 1, 1.5
-  )
+  people = codec.HeatmapCodec(1, 1.5)
+  ones = jnp.ones((n, len(offsets)))
+  hm = people.encode(jnp.asarray(tj), ones, hw) + people.encode(jnp.asarray(dj), ones, hw)
   hm = hm + jnp.asarray(rng.normal(0, 0.05, hm.shape), jnp.float32)
   box = jnp.asarray(np.concatenate([t - 3, t + 3], axis=1), jnp.float32)
   valid = jnp.ones((n, len(offsets)))
@@ -220,7 +216,7 @@ def test_trained_model_selects_the_torso_consistent_person():
 
   params0 = _init(model, test["heatmaps"], test["torso_map"])
   before = sm.right_person_rate(
-    sm.decode(_apply(model, params0, test["heatmaps"], test["torso_map"]), 1),
+    _decode(_apply(model, params0, test["heatmaps"], test["torso_map"]), 1),
     tj, dj, valid,
   )  # fmt: skip
   losses = []
@@ -228,7 +224,7 @@ def test_trained_model_selects_the_torso_consistent_person():
     model, batches(), 128, learning_rate=0.1, log_every=16, log_fn=lambda i, v: losses.append(v)
   )
   after = sm.right_person_rate(
-    sm.decode(_apply(model, params, test["heatmaps"], test["torso_map"]), 1),
+    _decode(_apply(model, params, test["heatmaps"], test["torso_map"]), 1),
     tj, dj, valid,
   )  # fmt: skip
   assert float(before) < 0.8  # equal peaks: the untrained model guesses

@@ -1,63 +1,35 @@
 """The MRF spatial model wired to the cascade (heatpose_jax/spatial_training.py):
-fitting on coarse heat-maps, save/load, prediction with person selection, the
-`config.spatial_model.enabled` path of train_and_evaluate, and the study."""
+fitting on coarse heat-maps, save/load, the MRF as the selector of the one
+prediction path, `config.spatial_model.enabled` in train_and_evaluate, and the
+Predictor's person selection by torso box."""
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from jax.sharding import Mesh
 
 from heatpose_jax import (
+  Predictor,
+  checkpoints,
   evaluation,
+  from_config,
   inference,
   input_pipeline,
   joints,
-  mrf_study,
+  predictor,
   spatial_training,
   train,
 )
-from heatpose_jax.configs import synthetic as synthetic_config
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-  import tensorflow_datasets as tfds
-
-  from heatpose_jax import synthetic_dataset as synthetic
-
-  d = tmp_path_factory.mktemp("data")
-  cfg = synthetic.custom_config("tiny", distractor_prob=1.0, num_train=32, num_test=16)
-  synthetic.Synthetic(data_dir=str(d), config=cfg).download_and_prepare(
-    download_config=tfds.download.DownloadConfig()
-  )
-  return str(d), cfg.name
-
-
-def _config(data):
-  c = synthetic_config.get_config("tiny")
-  c.data_dir, c.tfds_config = data
-  # One coarse step: the fine stage keeps its initial weights, which is all the
-  # wiring needs (the refinement runs either way).
-  c.coarse_steps, c.fine_steps, c.joint_steps = 1, 0, 0
-  # One example per fake device: unoptimized XLA convolutions are slow.
-  c.batch_size = 8
-  c.log_every = 1
-  c.checkpoint_every = 100
-  c.max_eval_examples = 8
-  c.spatial_model.enabled = True
-  c.spatial_model.steps = 2
-  return c
-
-
-@pytest.fixture(scope="module")
-def trained(data, tmp_path_factory):
-  """A workdir trained with the spatial model switched on."""
-  config = _config(data)
+def trained(tiny_config, tmp_path_factory):
+  """A workdir trained (one coarse step) with the spatial model switched on."""
+  # The fine stage keeps its initial weights: all the wiring needs.
+  config = tiny_config((1, 0, 0), **{"spatial_model.enabled": True, "spatial_model.steps": 2})
   workdir = str(tmp_path_factory.mktemp("work"))
   result = train.train_and_evaluate(config, workdir)
   return config, workdir, result
@@ -65,11 +37,12 @@ def trained(data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(trained):
-  """The trained workdir's mesh, model and parameters."""
   config, workdir, _ = trained
-  mesh = Mesh(np.array(jax.devices()), ("data",))
-  model, params, step = train.load_params(config, workdir, mesh)
-  return mesh, model, params, step
+  mesh = input_pipeline.make_mesh()
+  params, step = checkpoints.restore_params(
+    workdir, from_config.abstract_state(config, mesh).params
+  )
+  return mesh, from_config.model(config), params, step
 
 
 def test_train_and_evaluate_fits_saves_and_scores_the_mrf(trained, loaded):
@@ -81,13 +54,13 @@ def test_train_and_evaluate_fits_saves_and_scores_the_mrf(trained, loaded):
     for table in (result[m]["table"], on_disk[m]["table"]):
       assert set(table) == {"0.05", "0.1", "0.2", "0.5"}
       assert all(np.isfinite(v) for cols in table.values() for v in cols.values())
-  text = evaluation.format_results(result)
-  assert "coarse_mrf" in text and "cascade_mrf" in text
+  text = evaluation.format_table(result)
+  assert "coarse_mrf" in text and "cascade_mrf" in text and "PCKh@0.5" in text
 
   # Resumable: the saved MRF of this step is loaded, not refitted.
   mtime = os.path.getmtime(path)
   mesh, model, params, step = loaded
-  again = train.fit_or_load_spatial_model(config, model, params, mesh, workdir, step)
+  again = train.fit_spatial_model(config, model, params, mesh, workdir, step)
   assert os.path.getmtime(path) == mtime
   assert again.info["cascade_step"] == step == 1 and again.info["steps"] == 2
   assert np.isfinite(again.info["final_loss"])
@@ -110,14 +83,12 @@ def test_save_load_round_trip(trained, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def batch(data):
-  config = _config(data)
-  source = train.data_source(config, "test")
-  it = iter(train.eval_batches(config, source))
-  return next(it)
+def batch(trained):
+  config, workdir, _ = trained
+  return next(iter(from_config.eval_batches(config, from_config.eval_source(config, workdir))))
 
 
-def test_fit_from_cascade_and_predict(trained, loaded, batch):
+def test_fit_from_cascade_and_select(trained, loaded, batch):
   config, _, _ = trained
   mesh, model, params, _ = loaded
   skeleton = joints.get_skeleton(config.dataset)
@@ -143,53 +114,33 @@ def test_fit_from_cascade_and_predict(trained, loaded, batch):
     "biases": (len(spec.edges),),
   }
 
-  # The evaluation's predict function (the same compiled one train_and_evaluate used).
-  predict = spatial_training.make_mrf_predict_fn(model, mesh, spec)
-  out = jax.device_get(predict(params, mrf_params, input_pipeline.to_global_array(batch, mesh)))
+  # The one prediction path with the MRF as its selector.
+  predict = inference.make_predict_fn(model, mesh, selector=spatial_training.mrf_selector(spec))
+  out = jax.device_get(predict(params, input_pipeline.to_global_array(batch, mesh), mrf_params))
   b, j = batch["joints"].shape[:2]
   for k in evaluation.MODEL_KEYS:
     assert out[k].shape == (b, j, 2) and np.isfinite(out[k]).all()
+  for k in ("scores", "scores_mrf"):
+    assert out[k].shape == (b, j) and np.all((out[k] >= 0) & (out[k] <= 1))
   np.testing.assert_array_equal(out["torso_box"], batch["torso_box"])
   # The fine stage refines the MRF's pick: the result lies in the window around it.
   assert np.abs(out["cascade_mrf"] - out["coarse_mrf"]).max() <= model.context / 2 + 4
 
 
-def test_photo_predictor_with_torso_box(trained, loaded):
-  config, workdir, _ = trained
-  _, model, params, _ = loaded
-  mrf = spatial_training.load(workdir)
-  hw = tuple(config.input_hw)
-  fn = spatial_training.make_photo_predictor(model, mrf.spec, hw)
+def test_predictor_selects_with_a_torso_box(trained):
+  _, workdir, _ = trained
+  p = Predictor.from_workdir(workdir)
+  assert p.mrf is not None
   image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
-  xy, score = spatial_training.predict_image(
-    fn, params, mrf.params, image, hw, torso_box=(20, 10, 40, 30)
-  )
-  assert xy.shape == (14, 2) and score.shape == (14,)
-  assert np.isfinite(xy).all() and np.isfinite(score).all()
+  plain = p(image)
+  picked = p(image, torso_box=(20, 10, 40, 30))
+  for r in (plain, picked):
+    assert r["joints"].shape == (14, 2) and r["scores"].shape == (14,)
+    assert np.isfinite(r["joints"]).all() and np.all((r["scores"] >= 0) & (r["scores"] <= 1))
+  with pytest.raises(ValueError, match="torso_box"):
+    p(image, torso_box=(40, 10, 20, 30))
   # The image box maps onto the letterboxed canvas (scale 64 / 70, centred).
-  _, c2i = inference.letterbox(image, hw)
-  box = spatial_training.image_box_to_canvas((20, 10, 40, 30), c2i)
+  _, c2i = inference.letterbox(image, (64, 64))
+  box = predictor.image_box_to_canvas((20, 10, 40, 30), c2i)
   corners = np.array([[box[0], box[1], 1.0], [box[2], box[3], 1.0]]) @ c2i.T
   np.testing.assert_allclose(corners.ravel(), [20, 10, 40, 30], atol=1e-4)
-
-
-def test_study_writes_finite_table(trained, tmp_path):
-  # `experiments/mrf_study.py` is a thin launcher of `run_study`; in-process, the
-  # compiled functions of the other tests are reused (a subprocess takes ~1 min).
-  config, workdir, _ = trained
-  work = tmp_path / "work"
-  shutil.copytree(workdir, work)
-  mrf_study.run_study(config, str(work), train_first=False, num_overlays=2)
-  out = work / "mrf_study"
-  summary = json.loads((out / "table.json").read_text())
-  assert set(summary["views"]) == {"person", "image"}
-  for view in summary["views"].values():
-    assert view["num_with_distractor"] == 8 and view["num_joints"] > 0
-    assert set(view["rows"]) == {"coarse", "cascade", "coarse_mrf", "cascade_mrf"}
-    for row in view["rows"].values():
-      assert 0 <= row["right_person"] <= 100 and 0 <= row["on_distractor"] <= 100
-      assert all(np.isfinite(v) for v in row["pck"].values())
-  md = (out / "table.md").read_text()
-  assert "cascade+MRF" in md and "right person" in md
-  for name in ("figure.png", "overlays.png", "image_view/spatial_model/mrf.npz"):
-    assert (out / name).stat().st_size > 0

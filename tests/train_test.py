@@ -1,5 +1,7 @@
-"""End to end: the three phases on 8 fake CPU devices, checkpoints, SIGKILL and
-resume, SIGTERM, the NaN guard, evaluation, and a real two-process run."""
+"""Training end to end on 8 fake CPU devices: the three phases, per-phase
+optimizers, checkpoints, evaluation and metrics; SIGKILL and resume, SIGTERM, the
+NaN guard, and a real two-process run (subprocesses only where a signal or a
+second process is the point)."""
 
 import json
 import os
@@ -10,26 +12,18 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from heatpose_jax import from_config, input_pipeline, metric_writer, train
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "heatpose_jax" / "configs" / "synthetic.py")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  import tensorflow_datasets as tfds
-
-  from heatpose_jax import synthetic_dataset as synthetic
-
-  d = tmp_path_factory.mktemp("data")
-  cfg = synthetic.custom_config("tiny", num_train=64, num_test=24)
-  synthetic.Synthetic(data_dir=str(d), config=cfg).download_and_prepare(
-    download_config=tfds.download.DownloadConfig()
-  )
-  return str(d), cfg.name
+STEPS = (2, 2, 2)
+# What the in-process baseline and the subprocess runs share.
+OVERRIDES = {"batch_size": 16, "max_eval_examples": 24, "log_every": 2}
 
 
 def _env(devices=8):
@@ -43,7 +37,7 @@ def _env(devices=8):
   return env
 
 
-def _args(data, workdir, steps=(4, 4, 4), extra=()):
+def _args(data, workdir, steps=STEPS, extra=()):
   data_dir, tfds_config = data
   c, f, j = steps
   return [
@@ -58,9 +52,7 @@ def _args(data, workdir, steps=(4, 4, 4), extra=()):
     f"--config.fine_steps={f}",
     f"--config.joint_steps={j}",
     "--config.checkpoint_every=2",
-    "--config.log_every=2",
-    "--config.batch_size=16",
-    "--config.max_eval_examples=24",
+    *(f"--config.{k}={v}" for k, v in OVERRIDES.items()),
     *extra,
   ]
 
@@ -73,136 +65,141 @@ def _run(args, env=None, timeout=600):
   return r
 
 
-def _final_params(workdir):
-  ckpt = Path(workdir) / "checkpoints"
-  step = max(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
-  import jax
+def _steps(workdir) -> list[int]:
+  d = Path(workdir) / "checkpoints"
+  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
 
-  # As host numpy arrays: a checkpoint written by two processes restores here
-  # without its device topology.
-  path = ckpt / str(step) / "default"
+
+def _params(workdir, step=None):
+  """A checkpoint's parameters as host numpy arrays (whatever topology wrote them)."""
+  step = _steps(workdir)[-1] if step is None else step
+  path = Path(workdir) / "checkpoints" / str(step) / "params"
   ckptr = ocp.PyTreeCheckpointer()
   meta = ckptr.metadata(path).item_metadata.tree
   args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
-  return step, ckptr.restore(path, restore_args=args)["params"]
+  return step, ckptr.restore(path, restore_args=args)
 
 
 def _assert_same(a, b):
-  import jax
-
   la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
   assert len(la) == len(lb)
   for x, y in zip(la, lb, strict=True):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
 
 
-STEPS = (2, 2, 2)
-
-
 @pytest.fixture(scope="module")
-def baseline(data_dir, tmp_path_factory):
-  """One uninterrupted run of every phase: the reference of the tests below."""
-  full = tmp_path_factory.mktemp("full")
-  _run(_args(data_dir, full, steps=STEPS))
-  return full
+def baseline(tiny_config, tmp_path_factory):
+  """One uninterrupted in-process run of every phase: the reference below."""
+  work = tmp_path_factory.mktemp("full")
+  result = train.train_and_evaluate(tiny_config(STEPS, checkpoint_every=2, **OVERRIDES), str(work))
+  return work, result
 
 
-def test_three_phases_checkpoint_and_evaluate(baseline):
-  step, _ = _final_params(baseline)
-  assert step == sum(STEPS)
-  result = json.loads((baseline / "eval" / f"{step}.json").read_text())
-  for m in ("coarse", "cascade"):
-    table = result[m]["table"]["0.5"]
-    assert set(table) >= {"Head", "Shoulder", "Wrist", "Total"}
-    assert all(np.isfinite(v) for v in table.values())
-  assert result["num_examples"] == 24
-  assert (baseline / "config.json").exists() and list((baseline / "tensorboard").iterdir())
-  # A checkpoint at each phase boundary survives (keep_checkpoints=3).
-  kept = {int(p.name) for p in (baseline / "checkpoints").iterdir() if p.name.isdigit()}
-  assert {2, 4, 6} <= kept
+def test_three_phases_checkpoint_evaluate_and_metrics(baseline):
+  work, result = baseline
+  assert _steps(work) == [2, 4, 6]  # one per phase boundary (keep_checkpoints=3)
+  on_disk = json.loads((work / "eval" / "6.json").read_text())
+  for r in (result, on_disk):
+    assert r["num_examples"] == 24 and r["step"] == 6 and r["metric"] == "PCKh"
+    for m in ("coarse", "cascade"):
+      table = r[m]["table"]["0.5"]
+      assert set(table) >= {"Head", "Shoulder", "Wrist", "Total"}
+      assert all(np.isfinite(v) for v in table.values())
+  assert json.loads((work / "config.json").read_text())["coarse_steps"] == 2
+  assert list((work / "tensorboard").iterdir())
+  # Metrics as JSON lines: every phase's losses and the final evaluation.
+  got = metric_writer.read_scalars(str(work), ["train/e1", "train/e2", "eval/val_e1"])
+  np.testing.assert_array_equal(got["train/e1"][0], [2, 4, 6])
+  assert got["train/e2"][1][0] == 0.0 and got["train/e2"][1][1] > 0  # E2 from the fine phase
+  assert got["eval/val_e1"][0].tolist() == [6] and np.isfinite(got["eval/val_e1"][1]).all()
 
 
-def test_sigkill_then_resume_equals_uninterrupted(data_dir, baseline, tmp_path):
+def test_each_phase_has_its_own_optimizer(tiny_config):
+  config = tiny_config(STEPS)
+  mesh = input_pipeline.make_mesh()
+  model, tx = from_config.model(config), from_config.optimizers(config)
+  state = train.create_state(model, tx, (64, 64), mesh, jax.random.key(0, impl="rbg"))
+  batch = next(iter(from_config.train_batches(config, "")))
+  batch = input_pipeline.to_global_array(batch, mesh)
+  key = jax.random.key(0)
+  step = {p: from_config.train_step(config, p, mesh, donate=False) for p in train.PHASES}
+  for _ in range(2):
+    state, _ = step["coarse"](state, batch, key)
+  count = lambda s: int(s[1].count)  # noqa: E731 - InjectHyperparams state's step count
+  assert [count(state.opt_state[p]) for p in train.PHASES] == [2, 0, 0]
+  # The first fine update equals that of a freshly initialized optimizer.
+  fresh = state.replace(
+    opt_state=train.create_state(model, tx, (64, 64), mesh, jax.random.key(1, impl="rbg")).opt_state
+  )
+  after, m = step["fine"](state, batch, key)
+  after_fresh, m_fresh = step["fine"](fresh, batch, key)
+  assert float(m["ok"]) == 1.0 and float(m["learning_rate"]) == float(m_fresh["learning_rate"])
+  _assert_same(after.params["fine"], after_fresh.params["fine"])
+  _assert_same(after.params["coarse"], state.params["coarse"])  # frozen in phase 2
+  assert [count(after.opt_state[p]) for p in train.PHASES] == [2, 1, 0]
+
+
+def test_nan_guard_names_the_step_and_the_last_good_checkpoint(tiny_config, tmp_path):
+  # Warmup makes step 1's learning rate 0; from step 2 on it is 1e30.
+  config = tiny_config((6, 0, 0), learning_rate=1e30, grad_clip=1e30, checkpoint_every=1)
+  with pytest.raises(FloatingPointError, match=r"at steps 2\.\.2 .*last good checkpoint: step 1"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert _steps(tmp_path) == [1]
+  _, params = _params(tmp_path)
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tiny_data, baseline, tmp_path):
   killed = tmp_path / "killed"
   proc = subprocess.Popen(
-    _args(data_dir, killed, steps=STEPS),
+    _args(tiny_data, killed),
     cwd=REPO,
     env=_env(),
     stdout=subprocess.DEVNULL,
     stderr=subprocess.DEVNULL,
   )
-  ckpt = killed / "checkpoints"
   deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    if ckpt.exists() and any(p.name.isdigit() for p in ckpt.iterdir()):
-      break
+  while time.time() < deadline and proc.poll() is None and not _steps(killed):
     time.sleep(0.02)
   assert proc.poll() is None, "the run ended before it could be killed"
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  stopped = max(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
+  stopped = _steps(killed)[-1]
   assert stopped < sum(STEPS)
-  r = _run(_args(data_dir, killed, steps=STEPS))
-  assert f"resumed from {killed} step {stopped}" in r.stderr
-  step, params_resumed = _final_params(killed)
+  r = _run(_args(tiny_data, killed))
+  assert f"resumed from {killed} step {stopped}" in r.stdout
+  step, resumed = _params(killed)
   assert step == sum(STEPS)
-  _assert_same(_final_params(baseline)[1], params_resumed)
+  _assert_same(_params(baseline[0])[1], resumed)
 
 
-def test_sigterm_saves_before_exit(data_dir, tmp_path):
+def test_sigterm_saves_before_exit(tiny_data, tmp_path):
   work = tmp_path / "term"
   proc = subprocess.Popen(
     _args(
-      data_dir,
+      tiny_data,
       work,
       steps=(400, 0, 0),
       extra=["--config.checkpoint_every=1000", "--config.log_every=1"],
     ),
     cwd=REPO,
     env=_env(),
-    stdout=subprocess.DEVNULL,
+    stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,
   )
   # Wait for training to run (the first progress line), then ask it to stop.
-  deadline = time.time() + 240
-  seen = ""
+  deadline, seen = time.time() + 240, ""
   while time.time() < deadline:
-    line = proc.stderr.readline()
+    line = proc.stdout.readline()
     seen += line
     if "img/s" in line or not line:
       break
   proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, seen + err
-  assert "SIGTERM: saved step" in err
-  step, _ = _final_params(work)
-  assert 0 < step < 400
-
-
-def test_nan_guard_stops_with_step_range(data_dir, tmp_path):
-  r = subprocess.run(
-    _args(
-      data_dir,
-      tmp_path / "nan",
-      steps=(6, 0, 0),
-      extra=["--config.learning_rate=1e30", "--config.grad_clip=1e30"],
-    ),
-    cwd=REPO,
-    env=_env(),
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert r.returncode != 0
-  assert "non-finite loss or gradient at steps" in r.stderr
-  # The checkpoints that were written hold finite parameters.
-  ckpt = tmp_path / "nan" / "checkpoints"
-  if ckpt.exists() and any(p.name.isdigit() for p in ckpt.iterdir()):
-    import jax
-
-    _, params = _final_params(tmp_path / "nan")
-    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(params))
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, seen + out + err
+  assert "SIGTERM: saved step" in err and "rerun the same command to resume" in out
+  assert 0 < _steps(work)[-1] < 400
 
 
 def _free_port():
@@ -211,20 +208,21 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_equal_one(data_dir, baseline, tmp_path):
-  multi = tmp_path / "multi"
+def _two_processes(tiny_data, workdir, steps, extra=()):
   port = _free_port()
-  procs = [
+  return [
     subprocess.Popen(
       _args(
-        data_dir,
-        multi,
-        steps=STEPS,
+        tiny_data,
+        workdir,
+        steps=steps,
         extra=[
           f"--coordinator_address=127.0.0.1:{port}",
           "--num_processes=2",
           f"--process_id={i}",
           "--cpu_collectives=gloo",
+          "--verbosity=0",
+          *extra,
         ],
       ),
       cwd=REPO,
@@ -235,15 +233,32 @@ def test_two_processes_equal_one(data_dir, baseline, tmp_path):
     )
     for i in range(2)
   ]
+
+
+def test_two_processes_equal_one(tiny_data, baseline, tmp_path):
+  multi = tmp_path / "multi"
+  procs = _two_processes(tiny_data, multi, STEPS)
   outs = [p.communicate(timeout=600) for p in procs]
   for p, (_, err) in zip(procs, outs, strict=True):
     assert p.returncode == 0, err[-5000:]
   assert "process 1/2" in outs[1][1] and "8 global devices" in outs[1][1]
   # Each process fed only its half of every global batch, yet the parameters
   # equal those of one process with the same global batch.
-  _assert_same(_final_params(baseline)[1], _final_params(multi)[1])
+  _assert_same(_params(baseline[0])[1], _params(multi)[1])
   # Both processes scored the whole split (every host sees every prediction).
-  res = json.loads((multi / "eval" / "6.json").read_text())
-  assert (
-    res["num_examples"] == json.loads((baseline / "eval" / "6.json").read_text())["num_examples"]
-  )
+  assert json.loads((multi / "eval" / "6.json").read_text())["num_examples"] == 24
+
+
+def test_sigterm_on_one_host_stops_both_at_the_same_step(tiny_data, tmp_path):
+  work = tmp_path / "preempted"
+  procs = _two_processes(tiny_data, work, (400, 0, 0), extra=["--config.checkpoint_every=1000"])
+  deadline = time.time() + 300
+  while time.time() < deadline and not (work / "metrics.jsonl").exists():
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)  # only process 1 is signalled
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (out, err) in zip(procs, outs, strict=True):
+    assert p.returncode == 0, out[-2000:] + err[-3000:]
+  stopped = _steps(work)
+  assert len(stopped) == 1 and 0 < stopped[0] < 400
+  assert all(f"saved step {stopped[0]}" in err for _, err in outs)

@@ -1,0 +1,228 @@
+"""The one checkpoint path: save, resume, and parameters-only restore (orbax).
+
+A checkpoint is `WORKDIR/checkpoints/<step>/` with two items: `params` (the
+model parameters) and `train` (the global step and every phase's optimizer
+state). Evaluation and inference restore `params` alone against an abstract
+tree made with `jax.eval_shape` (nothing is compiled, the optimizer state is
+never read). Orbax writes each checkpoint under a temporary name and renames
+it when complete, so a killed save never looks finished.
+
+What is saved is checked first: a state with a non-finite number is never
+written. Resume walks back from the newest checkpoint to the newest one that
+reads and is finite, and moves each unreadable one aside (to
+`<step>.unreadable-<time>`, nothing is deleted) with a warning saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+SUBDIR = "checkpoints"
+
+
+def directory(workdir: str) -> str:
+  return os.path.abspath(os.path.join(workdir, SUBDIR))
+
+
+def manager(workdir: str, keep: int | None = None, *, read_only: bool = False):
+  """A `CheckpointManager` over `WORKDIR/checkpoints` keeping the newest `keep`."""
+  options = ocp.CheckpointManagerOptions(
+    max_to_keep=keep, create=not read_only, read_only=read_only
+  )
+  handlers = {"params": ocp.StandardCheckpointHandler(), "train": ocp.StandardCheckpointHandler()}
+  return ocp.CheckpointManager(directory(workdir), options=options, item_handlers=handlers)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  leaves = [
+    jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x, jnp.inexact)
+  ]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def all_finite(tree) -> bool:
+  """Whether every floating-point number of `tree` is finite (multi-host safe)."""
+  out = _all_finite(tree)
+  if not out.is_fully_addressable:
+    out = out.addressable_shards[0].data
+  return bool(np.asarray(out))
+
+
+def save(mngr, step: int, state) -> None:
+  """Saves a `TrainState` (params, step, optimizer states) as checkpoint `step`.
+
+  Raises:
+    FloatingPointError: the state holds a non-finite number (nothing is written).
+  """
+  if not all_finite((state.params, state.opt_state)):
+    raise FloatingPointError(
+      f"step {step}: the parameters or optimizer state hold NaN or inf; not saved "
+      f"(last good checkpoint: step {last_step(mngr)} in {mngr.directory})"
+    )
+  train = {"step": state.step, "opt_state": state.opt_state}
+  mngr.save(
+    step,
+    args=ocp.args.Composite(
+      params=ocp.args.StandardSave(state.params), train=ocp.args.StandardSave(train)
+    ),
+  )
+
+
+def last_step(mngr) -> int | None:
+  mngr.wait_until_finished()
+  return mngr.latest_step()
+
+
+def _abstract(tree):
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def _set_aside(mngr, step: int, reason: str) -> None:
+  path = os.path.join(str(mngr.directory), str(step))
+  target = f"{path}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+  if jax.process_index() == 0 and os.path.exists(path):
+    os.replace(path, target)
+  logging.warning("checkpoint %s skipped (%s); moved to %s", path, reason, target)
+  mngr.reload()
+
+
+def _reason(e: Exception) -> str:
+  text = " ".join(str(e).split())
+  return f"{type(e).__name__}: {text[:300]}"
+
+
+def restore_latest(mngr, target):
+  """The newest readable, finite checkpoint restored into `target`'s structure.
+
+  Args:
+    mngr: `manager(...)`.
+    target: a `TrainState` (or its `jax.eval_shape` abstract twin, with
+      shardings) giving shapes, dtypes and placement.
+
+  Returns:
+    (state, step), or (None, None) when there is no usable checkpoint.
+
+  Raises:
+    ValueError: the checkpoint's parameter shapes differ from `target`'s (a
+      changed model): one line naming both shapes.
+  """
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      check_shapes(mngr, step, target.params)
+      restored = mngr.restore(
+        step,
+        args=ocp.args.Composite(
+          params=ocp.args.StandardRestore(_abstract(target.params)),
+          train=ocp.args.StandardRestore(
+            _abstract({"step": target.step, "opt_state": target.opt_state})
+          ),
+        ),
+      )
+    except ShapeMismatch:
+      raise
+    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: try the previous one
+      _set_aside(mngr, step, _reason(e))
+      continue
+    state = target.replace(
+      step=restored.train["step"], params=restored.params, opt_state=restored.train["opt_state"]
+    )
+    if not all_finite((state.params, state.opt_state)):
+      _set_aside(mngr, step, "non-finite values")
+      continue
+    return state, step
+  return None, None
+
+
+class ShapeMismatch(ValueError):
+  """A checkpoint's parameters do not fit the model of the config."""
+
+
+def check_shapes(mngr, step: int, abstract_params) -> None:
+  """Raises `ShapeMismatch` naming the first parameter whose stored shape differs."""
+  try:
+    meta = mngr.item_metadata(step)["params"]
+  except Exception:  # noqa: BLE001 - no metadata: the restore itself will say
+    return
+  if meta is None:
+    return
+  want = {
+    jax.tree_util.keystr(k): v.shape
+    for k, v in jax.tree_util.tree_leaves_with_path(abstract_params)
+  }
+  stored = {
+    jax.tree_util.keystr(k): tuple(v.shape)
+    for k, v in jax.tree_util.tree_leaves_with_path(meta)
+    if hasattr(v, "shape")
+  }
+  for name, shape in want.items():
+    if name not in stored:
+      raise ShapeMismatch(
+        f"checkpoint {step} in {mngr.directory} has no parameter {name} (the config's model "
+        f"differs from the one it was trained with)"
+      )
+    if tuple(stored[name]) != tuple(shape):
+      raise ShapeMismatch(
+        f"parameter {name}: the config's model has shape {tuple(shape)}, checkpoint {step} in "
+        f"{mngr.directory} has {tuple(stored[name])} (a different model config)"
+      )
+  extra = sorted(set(stored) - set(want))
+  if extra:
+    raise ShapeMismatch(
+      f"checkpoint {step} in {mngr.directory} has parameters the config's model lacks: {extra[:3]}"
+    )
+
+
+def restore_params(workdir: str, abstract_params, step: int | None = None) -> tuple[Any, int]:
+  """The parameters of checkpoint `step` (default: the newest readable, finite one).
+
+  Only the `params` item is read. `abstract_params`: `jax.ShapeDtypeStruct`s
+  (with shardings where they matter), e.g. `train.abstract_state(...).params`.
+
+  Raises:
+    FileNotFoundError: no checkpoint (or not `step`) in `workdir`.
+    ValueError: the stored parameter shapes differ from the model's
+      (`ShapeMismatch`), or every candidate is unreadable or non-finite.
+  """
+  mngr = manager(workdir, read_only=True)
+  try:
+    steps = sorted(mngr.all_steps(), reverse=True)
+    if step is not None:
+      if step not in steps:
+        raise FileNotFoundError(
+          f"no checkpoint of step {step} in {directory(workdir)}; it has {sorted(steps)}"
+        )
+      steps = [step]
+    if not steps:
+      raise FileNotFoundError(f"no checkpoint in {directory(workdir)}: train first")
+    problems = []
+    for s in steps:
+      check_shapes(mngr, s, abstract_params)
+      try:
+        params = mngr.restore(
+          s, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params))
+        ).params
+      except Exception as e:  # noqa: BLE001 - report and try the previous one
+        problems.append(f"step {s}: {_reason(e)}")
+        logging.warning(
+          "checkpoint %s/%d unreadable, skipped: %s", directory(workdir), s, _reason(e)
+        )
+        continue
+      if not all_finite(params):
+        problems.append(f"step {s}: non-finite parameters")
+        logging.warning(
+          "checkpoint %s/%d has non-finite parameters, skipped", directory(workdir), s
+        )
+        continue
+      return params, s
+    raise ValueError(f"no usable checkpoint in {directory(workdir)}: {'; '.join(problems)}")
+  finally:
+    mngr.close()

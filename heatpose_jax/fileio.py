@@ -1,0 +1,78 @@
+"""Atomic file writes: a reader never sees a half-written result.
+
+Everything is written to a temporary name in the same directory and renamed
+into place (`os.replace` is atomic on POSIX), so an interrupted run leaves
+either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w"):
+  """`open(path, mode)` on a temporary name, renamed to `path` on success."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+  try:
+    with open(tmp, mode) as f:
+      yield f
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> None:
+  with atomic_open(path) as f:
+    f.write(text)
+
+
+def _json_default(x):
+  if isinstance(x, np.ndarray | np.generic):
+    return x.tolist()
+  return float(x)
+
+
+def write_json(path: str, obj) -> None:
+  """JSON with numpy values turned into lists and floats."""
+  with atomic_open(path) as f:
+    json.dump(obj, f, indent=1, default=_json_default)
+    f.write("\n")
+
+
+def write_npz(path: str, **arrays) -> None:
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  with atomic_open(path, "wb") as f:
+    f.write(buf.getvalue())
+
+
+def save_figure(fig, path: str, dpi: int = 100) -> None:
+  """Saves a matplotlib figure (format from the suffix) and closes it."""
+  import matplotlib.pyplot as plt
+
+  fmt = os.path.splitext(path)[1][1:] or "png"
+  buf = io.BytesIO()
+  fig.savefig(buf, format=fmt, dpi=dpi)
+  plt.close(fig)
+  with atomic_open(path, "wb") as f:
+    f.write(buf.getvalue())
+
+
+def save_image(path: str, image: np.ndarray) -> None:
+  """An `(H, W, 3)` uint8 array as PNG/JPEG (format from the suffix)."""
+  from PIL import Image
+
+  buf = io.BytesIO()
+  fmt = {"jpg": "JPEG", "jpeg": "JPEG"}.get(os.path.splitext(path)[1][1:].lower(), "PNG")
+  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format=fmt)
+  with atomic_open(path, "wb") as f:
+    f.write(buf.getvalue())

@@ -1,0 +1,314 @@
+"""Everything a config turns into: the model, codecs, augmentation, optimizers,
+the train step of a phase, data sources and batch streams.
+
+The one module (with the top-level `train_and_evaluate`, `evaluation` and
+`Predictor.from_workdir` that call it) that reads an `ml_collections` config;
+the objects it builds take explicit, typed arguments. `check` turns a bad
+config into one line naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax.numpy as jnp
+import ml_collections
+
+from heatpose_jax import augment, codec, datasets, input_pipeline, models
+from heatpose_jax import joints as joints_lib
+
+PHASES = ("coarse", "fine", "joint")
+CONFIG_FILE = "config.json"
+
+
+class ConfigError(ValueError):
+  """A config field with a value that cannot work (the message names the field)."""
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raises `ConfigError` naming the first field that cannot work."""
+
+  def need(ok, field, why):
+    if not ok:
+      value = config
+      for part in field.split("."):
+        value = value[part] if part in value else "(missing)"
+      raise ConfigError(f"config.{field}={value!r}: {why}")
+
+  need(config.dataset in joints_lib.SKELETONS, "dataset", f"known: {sorted(joints_lib.SKELETONS)}")
+  need(config.dtype in ("float32", "bfloat16"), "dtype", "must be 'float32' or 'bfloat16'")
+  need(config.model.variant in models.BANKS, "model.variant", f"known: {sorted(models.BANKS)}")
+  need(config.model.pool_factor in (4, 8, 16), "model.pool_factor", "must be 4, 8 or 16")
+  need(
+    config.model.dropout in ("spatial", "standard", "none"),
+    "model.dropout",
+    "must be 'spatial', 'standard' or 'none'",
+  )
+  need(0 <= config.model.dropout_rate < 1, "model.dropout_rate", "must be in [0, 1)")
+  need(
+    config.model.context > 0 and config.model.context % models.CROP_ALIGN == 0,
+    "model.context",
+    f"must be a positive multiple of {models.CROP_ALIGN}",
+  )
+  need(config.model.width > 0, "model.width", "must be > 0")
+  need(config.model.sigma_coarse > 0, "model.sigma_coarse", "must be > 0")
+  need(config.model.sigma_fine > 0, "model.sigma_fine", "must be > 0")
+  h, w = config.input_hw
+  need(
+    h >= config.model.pool_factor and w >= config.model.pool_factor,
+    "input_hw",
+    "each side must be at least the pooling factor",
+  )
+  need(
+    config.crop_mode in input_pipeline.CROP_MODES,
+    "crop_mode",
+    f"known: {input_pipeline.CROP_MODES}",
+  )
+  need(config.image_scale >= 0, "image_scale", "must be >= 0 (0: the crop mode's default)")
+  need(config.box_scale >= 0, "box_scale", "must be >= 0 (0: the crop mode's default)")
+  need(config.batch_size > 0, "batch_size", "must be > 0")
+  for name in PHASES:
+    need(config[f"{name}_steps"] >= 0, f"{name}_steps", "must be >= 0")
+  need(
+    sum(config[f"{n}_steps"] for n in PHASES) > 0,
+    "coarse_steps",
+    "coarse_steps + fine_steps + joint_steps is 0: nothing to train",
+  )
+  for field in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+    need(config[field] > 0, field, "must be > 0")
+  need(config.learning_rate > 0, "learning_rate", "must be > 0")
+  need(config.joint_learning_rate > 0, "joint_learning_rate", "must be > 0")
+  need(config.augment.rotation >= 0, "augment.rotation", "must be >= 0 (degrees)")
+  lo, hi = config.augment.scale
+  need(0 < lo <= hi, "augment.scale", "must be (low, high) with 0 < low <= high")
+  need(0 <= config.augment.flip <= 1, "augment.flip", "must be a probability")
+  need(
+    config.eval.normalizer in ("head_size", "torso_size"),
+    "eval.normalizer",
+    "must be 'head_size' (PCKh) or 'torso_size' (PCK)",
+  )
+  need(
+    len(config.eval.thresholds) > 0 and min(config.eval.thresholds) >= 0,
+    "eval.thresholds",
+    "must be a non-empty list of values >= 0",
+  )
+
+
+def check_devices(config: ml_collections.ConfigDict, mesh) -> None:
+  n = mesh.devices.size
+  if config.batch_size % n:
+    raise ConfigError(
+      f"config.batch_size={config.batch_size}: must divide by the {n} devices of the mesh"
+    )
+
+
+def skeleton(config: ml_collections.ConfigDict) -> joints_lib.Skeleton:
+  return joints_lib.get_skeleton(config.dataset)
+
+
+def protocol(config: ml_collections.ConfigDict) -> str:
+  """The FLIC evaluation protocol named beside FLIC numbers ('' for other datasets)."""
+  return config.get("flic_protocol", "") if config.dataset == "flic" else ""
+
+
+def dtype(config: ml_collections.ConfigDict):
+  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.dtype]
+
+
+def model(config: ml_collections.ConfigDict) -> models.Cascade:
+  """The cascade that `config.model` describes (the standard cascade if asked)."""
+  m = config.model
+  return models.make_model(
+    num_joints=skeleton(config).num_joints,
+    variant=m.variant,
+    pool_factor=m.pool_factor,
+    width=m.width,
+    head_features=tuple(m.head_features),
+    fine_convs=tuple(tuple(c) for c in m.fine_convs),
+    fine_merge_features=m.fine_merge_features,
+    context=m.context,
+    dropout=m.dropout,
+    dropout_rate=m.dropout_rate,
+    standard_cascade=m.standard_cascade,
+    dtype=dtype(config),
+  )
+
+
+def coarse_codec(config: ml_collections.ConfigDict, net: models.Cascade) -> codec.HeatmapCodec:
+  return codec.HeatmapCodec(net.coarse.stride, config.model.sigma_coarse)
+
+
+def fine_codec(config: ml_collections.ConfigDict) -> codec.WindowCodec:
+  return codec.WindowCodec(config.model.context, config.model.sigma_fine)
+
+
+def augmentation(config: ml_collections.ConfigDict) -> augment.Augmentation:
+  return augment.Augmentation(
+    flip_perm=tuple(int(i) for i in skeleton(config).flip_permutation),
+    max_rotation_deg=float(config.augment.rotation),
+    scale_range=tuple(float(s) for s in config.augment.scale),
+    flip_prob=float(config.augment.flip),
+  )
+
+
+def phase_bounds(config: ml_collections.ConfigDict) -> list[tuple[str, int, int]]:
+  """[(phase, first step, end step)] of the phases with steps, in order."""
+  out, start = [], 0
+  for name in PHASES:
+    n = int(config[f"{name}_steps"])
+    if n:
+      out.append((name, start, start + n))
+      start += n
+  return out
+
+
+def optimizers(config: ml_collections.ConfigDict) -> dict:
+  """phase -> its AdamW (`train.make_optimizer`) for the phases with steps."""
+  from heatpose_jax import train
+
+  return {
+    name: train.make_optimizer(
+      learning_rate=config.joint_learning_rate if name == "joint" else config.learning_rate,
+      steps=end - start,
+      warmup_steps=config.warmup_steps,
+      weight_decay=config.weight_decay,
+      grad_clip=config.grad_clip,
+    )
+    for name, start, end in phase_bounds(config)
+  }
+
+
+def train_step(config: ml_collections.ConfigDict, phase: str, mesh, *, donate: bool = True):
+  """`train.make_train_step` of `phase` with the config's augmentation, codecs and λ."""
+  from heatpose_jax import train
+
+  net = model(config)
+  return train.make_train_step(
+    phase,
+    mesh=mesh,
+    augmentation=augmentation(config),
+    coarse_codec=coarse_codec(config, net),
+    fine_codec=fine_codec(config),
+    lam=config.lam,
+    donate=donate,
+  )
+
+
+def abstract_state(config: ml_collections.ConfigDict, mesh):
+  """`train.abstract_state` of the config's model and optimizers (nothing compiled)."""
+  from heatpose_jax import train
+
+  return train.abstract_state(model(config), optimizers(config), tuple(config.input_hw), mesh)
+
+
+# --- data ----------------------------------------------------------------------
+
+
+def pipeline_kwargs(config: ml_collections.ConfigDict) -> dict:
+  """The crop arguments of `input_pipeline.make_dataset` / `crop_example`."""
+  return {
+    "skeleton": skeleton(config),
+    "crop_mode": config.crop_mode,
+    "canvas_hw": tuple(config.input_hw),
+    "image_scale": config.image_scale or None,
+    "box_scale": config.box_scale or None,
+  }
+
+
+def dataset_source(config: ml_collections.ConfigDict, split: str):
+  """The built split's dataset features (synthetic people are prepared on demand)."""
+  return datasets.data_source(
+    config.tfds_name, split, config_name=config.tfds_config, data_dir=config.data_dir
+  )
+
+
+def cached(config: ml_collections.ConfigDict, source, split: str, workdir: str):
+  """`source`, or its canvas cache in `workdir/canvas_cache/split` with `config.canvas_cache`."""
+  if not config.canvas_cache:
+    return source
+  return input_pipeline.build_canvas_cache(
+    source, path=os.path.join(workdir, "canvas_cache", split), **pipeline_kwargs(config)
+  )
+
+
+def eval_source(config: ml_collections.ConfigDict, workdir: str, split: str = ""):
+  """The evaluation split (its first `config.max_eval_examples`), cached if configured."""
+  split = split or config.eval_split
+  source = datasets.Limit(dataset_source(config, split), config.max_eval_examples)
+  return cached(config, source, split, workdir)
+
+
+def train_batches(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  start_batch: int = 0,
+  source=None,
+  seed_offset: int = 0,
+):
+  """The endless, shuffled stream of training batches (host-local rows).
+
+  Args:
+    config: the run's config.
+    workdir: where a canvas cache goes.
+    start_batch: skip this many global batches (resume).
+    source: dataset features to use instead of the training split.
+    seed_offset: added to `config.seed` (another stream over the same data).
+  """
+  if source is None:
+    split = config.train_split
+    source = cached(config, dataset_source(config, split), split, workdir)
+  return input_pipeline.make_dataset(
+    source,
+    global_batch_size=config.batch_size,
+    shuffle=True,
+    seed=config.seed + seed_offset,
+    num_epochs=None,
+    worker_count=config.worker_count,
+    start_batch=start_batch,
+    **pipeline_kwargs(config),
+  )
+
+
+def eval_batches(config: ml_collections.ConfigDict, source):
+  """One pass over `source`, padded to whole batches (`_mask` marks real rows)."""
+  return input_pipeline.make_dataset(
+    source,
+    global_batch_size=config.batch_size,
+    shuffle=False,
+    num_epochs=1,
+    drop_remainder=False,
+    worker_count=config.worker_count,
+    **pipeline_kwargs(config),
+  )
+
+
+# --- a run's own config --------------------------------------------------------
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with (`WORKDIR/config.json`).
+
+  Raises:
+    FileNotFoundError: the workdir has no config.json (not a training run).
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: --workdir is not a training run's directory")
+  with open(path) as f:
+    try:
+      data = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not valid JSON ({e})") from None
+  config = ml_collections.ConfigDict(_tuples(data))
+  return config
+
+
+def _tuples(x):
+  """JSON lists back to the tuples the configs use."""
+  if isinstance(x, dict):
+    return {k: _tuples(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return tuple(_tuples(v) for v in x)
+  return x

@@ -1,0 +1,256 @@
+"""`Predictor`: joints of photographs from a trained run, in one call.
+
+    from heatpose_jax import Predictor
+    predictor = Predictor.from_workdir("workdir/quickstart")
+    result = predictor("photo.jpg")        # or a PIL image, an (H, W, 3) uint8 array, a list
+    result["joints"], result["scores"], result["names"]
+    overlay = predictor.draw("photo.jpg", result)
+
+`from_workdir` reads the config saved with the run and restores the parameters
+only (an abstract tree from `jax.eval_shape`: no init is compiled). Each image
+is letterboxed into the model's input canvas (at every zoom of `scales`), run
+through the one prediction path (`inference.predict`), and the joints are mapped
+back to the image's own pixels: (x, y), 0-based, pixel centres at integers.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from PIL import Image, ImageOps
+
+from heatpose_jax import checkpoints, from_config, inference, spatial_training, visualize
+from heatpose_jax import joints as joints_lib
+
+
+class ImageError(ValueError):
+  """An input that is not a usable image (the message names it)."""
+
+
+def load_image(x, *, name: str = "") -> np.ndarray:
+  """A path, PIL image or array → `(H, W, 3)` uint8 RGB.
+
+  EXIF orientation is applied (phone photos); 16-bit images are scaled to 8 bits
+  (not clipped); grey and alpha images become RGB.
+
+  Raises:
+    ImageError: unreadable file, a decompression bomb, or a bad array.
+  """
+  label = name or (os.fspath(x) if isinstance(x, str | os.PathLike) else type(x).__name__)
+  if isinstance(x, np.ndarray):
+    a = x
+    if a.ndim == 2:
+      a = np.repeat(a[..., None], 3, -1)
+    if a.ndim != 3 or a.shape[-1] not in (3, 4) or min(a.shape[:2]) < 1:
+      raise ImageError(f"{label}: expected an (H, W, 3) uint8 array, got shape {a.shape}")
+    if a.dtype != np.uint8:
+      if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+      elif np.issubdtype(a.dtype, np.floating) and np.isfinite(a).all() and a.max() <= 1.0:
+        a = np.round(a * 255).astype(np.uint8)
+      else:
+        raise ImageError(f"{label}: array dtype {a.dtype}; expected uint8 (or floats in [0, 1])")
+    return np.ascontiguousarray(a[..., :3])
+  if isinstance(x, str | os.PathLike):
+    try:
+      with Image.open(x) as im:
+        im.load()
+        return load_image(im, name=label)
+    except Image.DecompressionBombError as e:
+      raise ImageError(f"{label}: refused, too many pixels ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+      raise ImageError(f"{label}: not a readable image ({e})") from None
+  if isinstance(x, Image.Image):
+    im = ImageOps.exif_transpose(x)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+      a = np.asarray(im, np.uint32) if im.mode == "I" else np.asarray(im).astype(np.uint32)
+      peak = 65535 if im.mode != "I" or a.max() > 255 else 255
+      return load_image(np.round(a * (255 / peak)).astype(np.uint8), name=label)
+    if min(im.size) < 1:
+      raise ImageError(f"{label}: empty image {im.size}")
+    return np.asarray(im.convert("RGB"))
+  raise ImageError(f"{label}: expected a path, a PIL image or an (H, W, 3) uint8 array")
+
+
+class Predictor:
+  """A trained cascade that maps photographs to joints.
+
+  Args:
+    model: the cascade.
+    params: its parameters.
+    skeleton: the joints it predicts.
+    input_hw: (H, W) of its input canvas.
+    scales: zooms of multi-scale inference (paper §5; must include 1.0).
+    mrf: a fitted spatial model; used when a call gives `torso_box`.
+    batch_size: images per device call for lists.
+    step: the checkpoint step (reported in results).
+  """
+
+  def __init__(
+    self,
+    model,
+    params,
+    *,
+    skeleton: joints_lib.Skeleton,
+    input_hw: tuple[int, int],
+    scales: Sequence[float] = (1.0,),
+    mrf: spatial_training.FittedMRF | None = None,
+    batch_size: int = 8,
+    step: int | None = None,
+  ):
+    self.model, self.params, self.skeleton = model, params, skeleton
+    self.input_hw = tuple(int(v) for v in input_hw)
+    self.scales = inference.check_scales(scales)
+    self.mrf, self.step = mrf, step
+    self.batch_size = max(1, int(batch_size))
+    self.names = tuple(skeleton.model_joints)
+
+  @classmethod
+  def from_workdir(
+    cls,
+    workdir: str,
+    *,
+    step: int | None = None,
+    config=None,
+    scales: Sequence[float] = (1.0,),
+    spatial_model: bool = True,
+    batch_size: int = 8,
+  ) -> Predictor:
+    """The predictor of a training run's checkpoint.
+
+    Args:
+      workdir: the run's directory (config.json, checkpoints/).
+      step: a checkpoint step (default the newest usable one).
+      config: the run's config (default: the workdir's config.json). A config
+        whose model differs from the checkpoint's is a one-line ValueError
+        naming both shapes.
+      scales, batch_size: see the class.
+      spatial_model: load the workdir's fitted MRF (used with `torso_box`).
+    """
+    config = from_config.load_run_config(workdir) if config is None else config
+    from_config.check(config)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    params, step = checkpoints.restore_params(
+      workdir, from_config.abstract_state(config, mesh).params, step
+    )
+    return cls(
+      from_config.model(config),
+      params,
+      skeleton=from_config.skeleton(config),
+      input_hw=tuple(config.input_hw),
+      scales=scales,
+      mrf=spatial_training.load(workdir) if spatial_model else None,
+      batch_size=batch_size,
+      step=step,
+    )
+
+  @functools.cached_property
+  def _plain(self):
+    return jax.jit(functools.partial(inference.predict, self.model, scales=self.scales))
+
+  @functools.cached_property
+  def _selected(self):
+    return jax.jit(
+      functools.partial(
+        inference.predict,
+        self.model,
+        scales=self.scales,
+        selector=spatial_training.mrf_selector(self.mrf.spec),
+        plain=False,
+      )
+    )
+
+  def canvases(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(S, H, W, 3)` uint8 canvases at every scale and the scale-1 `canvas_to_image`."""
+    out, c2i = [], None
+    for s in self.scales:
+      canvas, m = inference.letterbox(image, self.input_hw, s)
+      out.append(canvas)
+      if s == 1.0:
+        c2i = m
+    return np.stack(out), c2i
+
+  def __call__(self, images, *, torso_box: Sequence[float] | None = None):
+    """Joints of one image or a list of images.
+
+    Args:
+      images: a path, a PIL image, an `(H, W, 3)` uint8 array, or a list of those.
+      torso_box: x1, y1, x2, y2 in image pixels of the person to pick (the same
+        for every image of a list); needs a fitted spatial model (`mrf`).
+
+    Returns:
+      For one image a dict: `joints` `(J, 2)` float32 (x, y) in the image's
+      pixels, `scores` `(J,)` in [0, 1] (the coarse heat-map's value there:
+      ≈ 1 confident, ≈ 0 not found), `names` (J joint names), `image_hw`,
+      `step`; a list of such dicts for a list.
+
+    Raises:
+      ImageError: an input is not a usable image (the message names it).
+      ValueError: `torso_box` without a spatial model, or a bad box.
+    """
+    single = not isinstance(images, list | tuple)
+    items = [images] if single else list(images)
+    results = [None] * len(items)
+    for lo in range(0, len(items), self.batch_size):
+      chunk = [load_image(x) for x in items[lo : lo + self.batch_size]]
+      for i, r in enumerate(self._predict(chunk, torso_box)):
+        results[lo + i] = r
+    return results[0] if single else results
+
+  def _predict(self, images: list[np.ndarray], torso_box) -> list[dict]:
+    prepared = [self.canvases(im) for im in images]
+    n = len(prepared)
+    # A fixed batch shape: one compiled function for every list.
+    pad = 1 if n == 1 else self.batch_size
+    canvases = np.stack([c for c, _ in prepared] + [prepared[0][0]] * (pad - n), axis=1)
+    c2i = np.stack([m for _, m in prepared])
+    if torso_box is None:
+      out = self._plain(self.params, canvases)
+      xy, scores = out["cascade"], out["scores"]
+    else:
+      if self.mrf is None:
+        raise ValueError("torso_box needs a fitted spatial model (config.spatial_model.enabled)")
+      box = np.asarray(torso_box, np.float64).reshape(-1)
+      if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
+        raise ValueError(f"torso_box must be x1, y1, x2, y2 with x2 > x1, y2 > y1; got {torso_box}")
+      boxes = np.stack([image_box_to_canvas(box, m) for m in c2i])
+      boxes = np.concatenate([boxes, np.repeat(boxes[:1], pad - n, 0)])
+      out = self._selected(self.params, canvases, selector_params=self.mrf.params, torso_box=boxes)
+      xy, scores = out["cascade_mrf"], out["scores_mrf"]
+    xy, scores = np.asarray(xy)[:n], np.asarray(scores)[:n]
+    image_xy = inference.canvas_to_image_points(xy, c2i)
+    return [
+      {
+        "joints": image_xy[i].astype(np.float32),
+        "scores": scores[i].astype(np.float32),
+        "names": self.names,
+        "image_hw": tuple(images[i].shape[:2]),
+        "step": self.step,
+      }
+      for i in range(n)
+    ]
+
+  def draw(self, image, result: dict[str, Any], *, title: str = "", min_side: int = 384):
+    """The overlay of `result` on `image` (path, PIL or array): `(H', W', 3)` uint8."""
+    return visualize.draw(
+      load_image(image),
+      result["joints"],
+      self.skeleton,
+      scores=result.get("scores"),
+      title=title,
+      min_side=min_side,
+    )
+
+
+def image_box_to_canvas(box: Sequence[float], canvas_to_image: np.ndarray) -> np.ndarray:
+  """An image-pixel box x1, y1, x2, y2 → the canvas box (the `(2, 3)` map is a similarity)."""
+  a = np.asarray(canvas_to_image, np.float64)
+  inv = np.linalg.inv(a[:, :2])
+  x1, y1, x2, y2 = (float(v) for v in box)
+  corners = (np.array([[x1, y1], [x2, y2]]) - a[:, 2]) @ inv.T
+  return np.concatenate([corners.min(0), corners.max(0)]).astype(np.float32)
