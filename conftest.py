@@ -64,3 +64,14 @@ def tiny_config(tiny_data):
     return c
 
   return make
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_config, tmp_path_factory):
+  """A workdir trained in-process through the three phases (2, 1, 1 steps): what
+  the prediction, export and robustness tests read."""
+  from heatpose_jax import train
+
+  workdir = tmp_path_factory.mktemp("tiny_run")
+  train.train_and_evaluate(tiny_config((2, 1, 1), checkpoint_every=2), str(workdir))
+  return workdir

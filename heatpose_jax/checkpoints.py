@@ -32,11 +32,9 @@ def directory(workdir: str) -> str:
   return os.path.abspath(os.path.join(workdir, SUBDIR))
 
 
-def manager(workdir: str, keep: int | None = None, *, read_only: bool = False):
+def manager(workdir: str, keep: int | None = None, *, create: bool = True):
   """A `CheckpointManager` over `WORKDIR/checkpoints` keeping the newest `keep`."""
-  options = ocp.CheckpointManagerOptions(
-    max_to_keep=keep, create=not read_only, read_only=read_only
-  )
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
   handlers = {"params": ocp.StandardCheckpointHandler(), "train": ocp.StandardCheckpointHandler()}
   return ocp.CheckpointManager(directory(workdir), options=options, item_handlers=handlers)
 
@@ -192,7 +190,7 @@ def restore_params(workdir: str, abstract_params, step: int | None = None) -> tu
     ValueError: the stored parameter shapes differ from the model's
       (`ShapeMismatch`), or every candidate is unreadable or non-finite.
   """
-  mngr = manager(workdir, read_only=True)
+  mngr = manager(workdir, create=False)
   try:
     steps = sorted(mngr.all_steps(), reverse=True)
     if step is not None:

@@ -15,7 +15,7 @@ import os
 import jax.numpy as jnp
 import ml_collections
 
-from heatpose_jax import augment, codec, datasets, input_pipeline, models
+from heatpose_jax import augment, codec, datasets, input_pipeline, metrics, models
 from heatpose_jax import joints as joints_lib
 
 PHASES = ("coarse", "fine", "joint")
@@ -88,6 +88,12 @@ def check(config: ml_collections.ConfigDict) -> None:
     "eval.normalizer",
     "must be 'head_size' (PCKh) or 'torso_size' (PCK)",
   )
+  if config.dataset == "flic":
+    need(
+      config.get("flic_protocol", "") in metrics.FLIC_PROTOCOLS,
+      "flic_protocol",
+      f"known: {metrics.FLIC_PROTOCOLS}",
+    )
   need(
     len(config.eval.thresholds) > 0 and min(config.eval.thresholds) >= 0,
     "eval.thresholds",
@@ -108,7 +114,7 @@ def skeleton(config: ml_collections.ConfigDict) -> joints_lib.Skeleton:
 
 
 def protocol(config: ml_collections.ConfigDict) -> str:
-  """The FLIC evaluation protocol named beside FLIC numbers ('' for other datasets)."""
+  """FLIC's protocol (training labels, torso normalizer; named beside FLIC numbers), else ''."""
   return config.get("flic_protocol", "") if config.dataset == "flic" else ""
 
 
@@ -213,6 +219,7 @@ def pipeline_kwargs(config: ml_collections.ConfigDict) -> dict:
     "canvas_hw": tuple(config.input_hw),
     "image_scale": config.image_scale or None,
     "box_scale": config.box_scale or None,
+    "flic_protocol": protocol(config),
   }
 
 

@@ -48,12 +48,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
 from heatpose_jax import joints as joints_lib
+from heatpose_jax import metrics
 
 CROP_MODES = ("torso", "scale_normalized", "unnormalized", "extent")
 _DEFAULT_IMAGE_SCALE = {"torso": 0.5, "unnormalized": 1 / 3}
 _DEFAULT_BOX_SCALE = {"scale_normalized": 1.25, "extent": 1.0}
 
-_CACHE_VERSION = 1  # Bump when crop_example changes its output.
+_CACHE_VERSION = 2  # Bump when crop_example changes its output.
 
 
 def crop_transform(
@@ -189,6 +190,7 @@ def crop_example(
   image_scale: float | None = None,
   box_scale: float | None = None,
   use_draft: bool = True,
+  flic_protocol: str = "",
 ) -> dict[str, np.ndarray]:
   """One dataset example → one example of the batch layout (design.md).
 
@@ -197,6 +199,11 @@ def crop_example(
     skeleton: the dataset's joints; the output keeps `skeleton.model_indices`.
     crop_mode, canvas_hw, image_scale, box_scale: see `crop_transform`.
     use_draft: allow reduced-size JPEG decoding (see `decode_and_warp`).
+    flic_protocol: FLIC only: relabel the joints and take the torso size as this
+      protocol defines them (`metrics.flic_protocol_labels`; 'modec' flips the arms
+      of backward-facing people, as MODEC trained and scored), so that training
+      labels and in-training evaluation follow the protocol; '' keeps the stored
+      labels.
 
   Returns:
     image (H, W, 3) uint8; joints (J, 2) float32 canvas (x, y); joints_valid and
@@ -212,15 +219,26 @@ def crop_example(
   i2c = _invert(c2i)
   k = float(i2c[0, 0])  # canvas px per image px
   model = skeleton.model_indices
-  joints = _map_points(i2c, np.asarray(features["joints"])[model])
+  annotated = np.asarray(features["joints"], np.float64)
+  valid_ann = np.asarray(features["joints_valid"], bool)
+  visible_ann = np.asarray(features["joints_visible"], bool)
+  torso_px = float(features["torso_size"])
+  if flic_protocol:
+    if skeleton.name != "flic":
+      raise ValueError(f"flic_protocol={flic_protocol!r} applies to FLIC, not {skeleton.name!r}")
+    labels = metrics.flic_protocol_labels(annotated[None], valid_ann[None], flic_protocol)
+    annotated, torso_px = labels.joints[0], float(labels.torso[0])
+    # FLIC has no occlusion flags: visible = valid, relabelled alike.
+    valid_ann = visible_ann = labels.valid[0]
+  joints = _map_points(i2c, annotated[model])
   inside = (
     (joints[:, 0] >= -0.5)
     & (joints[:, 0] <= w - 0.5)
     & (joints[:, 1] >= -0.5)
     & (joints[:, 1] <= h - 0.5)
   )
-  valid = np.asarray(features["joints_valid"], bool)[model] & inside
-  visible = np.asarray(features["joints_visible"], bool)[model] & valid
+  valid = valid_ann[model] & inside
+  visible = visible_ann[model] & valid
   x1, y1, x2, y2 = np.asarray(features["torso_box"], np.float64)
   box = _map_points(i2c, np.array([[x1, y1], [x2, y2]]))
   out = {
@@ -229,7 +247,7 @@ def crop_example(
     "joints_valid": valid.astype(np.float32),
     "joints_visible": visible.astype(np.float32),
     "head_size": np.float32(float(features["head_size"]) * k),
-    "torso_size": np.float32(float(features["torso_size"]) * k),
+    "torso_size": np.float32(torso_px * k),
     "torso_box": np.concatenate([box.min(0), box.max(0)]).astype(np.float32),
     "canvas_to_image": c2i.astype(np.float32),
     "index": np.int32(features["index"]),
@@ -343,6 +361,7 @@ def make_dataset(
   image_scale: float | None = None,
   box_scale: float | None = None,
   use_draft: bool = True,
+  flic_protocol: str = "",
   start_batch: int = 0,
 ) -> grain.IterDataset:
   """The host's stream of batches in design.md's batch layout.
@@ -363,8 +382,8 @@ def make_dataset(
   Args:
     source: random-access dataset features (TFDS data source, list, ...) or a
       `CanvasCacheSource` (already cropped: only batching runs on the host).
-    skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft: see
-      `crop_example` (checked against the cache's manifest for a cache).
+    skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft,
+      flic_protocol: see `crop_example` (checked against a cache's manifest).
     global_batch_size: examples per step over all hosts.
     shuffle: shuffle the examples (training).
     seed: shuffle seed.
@@ -390,7 +409,9 @@ def make_dataset(
   local_batch = global_batch_size // process_count
 
   if isinstance(source, CanvasCacheSource):
-    source.check(crop_mode=crop_mode, canvas_hw=canvas_hw, skeleton=skeleton)
+    source.check(
+      crop_mode=crop_mode, canvas_hw=canvas_hw, skeleton=skeleton, flic_protocol=flic_protocol
+    )
     crop = None
   else:
     crop = _CropExample(
@@ -400,6 +421,7 @@ def make_dataset(
       image_scale=image_scale,
       box_scale=box_scale,
       use_draft=use_draft,
+      flic_protocol=flic_protocol,
     )
   if not len(source):
     raise ValueError("empty source")
@@ -476,8 +498,11 @@ def _source_fingerprint(source: Sequence[dict[str, Any]]) -> str:
   return digest.hexdigest()
 
 
-def _cache_params(skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft) -> dict:
+def _cache_params(
+  skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft, flic_protocol
+) -> dict:
   return {
+    "flic_protocol": flic_protocol,
     "version": _CACHE_VERSION,
     "skeleton": skeleton.name,
     "model_joints": list(skeleton.model_joints),
@@ -545,18 +570,20 @@ class CanvasCacheSource:
       out["image"][j] = image[i]
     return out
 
-  def check(self, *, crop_mode: str, canvas_hw: tuple[int, int], skeleton: joints_lib.Skeleton):
+  def check(
+    self,
+    *,
+    crop_mode: str,
+    canvas_hw: tuple[int, int],
+    skeleton: joints_lib.Skeleton,
+    flic_protocol: str = "",
+  ):
     """Raises ValueError if the cache was built for other crop parameters."""
     p = self.manifest["params"]
-    if (p["crop_mode"], tuple(p["canvas_hw"]), p["skeleton"]) != (
-      crop_mode,
-      tuple(canvas_hw),
-      skeleton.name,
-    ):
-      raise ValueError(
-        f"canvas cache {self.path} holds {p['skeleton']}/{p['crop_mode']}/{p['canvas_hw']}, "
-        f"asked for {skeleton.name}/{crop_mode}/{list(canvas_hw)}"
-      )
+    have = (p["skeleton"], p["crop_mode"], list(p["canvas_hw"]), p.get("flic_protocol", ""))
+    want = (skeleton.name, crop_mode, list(canvas_hw), flic_protocol)
+    if have != want:
+      raise ValueError(f"canvas cache {self.path} holds {have}, asked for {want}")
 
 
 def build_canvas_cache(
@@ -569,6 +596,7 @@ def build_canvas_cache(
   image_scale: float | None = None,
   box_scale: float | None = None,
   use_draft: bool = True,
+  flic_protocol: str = "",
   num_threads: int = 4,
 ) -> CanvasCacheSource:
   """Crops a whole split once and stores the canvases; reuses a matching cache.
@@ -590,7 +618,9 @@ def build_canvas_cache(
   Returns:
     A `CanvasCacheSource` over the cache.
   """
-  params = _cache_params(skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft)
+  params = _cache_params(
+    skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft, flic_protocol
+  )
   fingerprint = _source_fingerprint(source) if len(source) else ""
   manifest_path = os.path.join(path, "manifest.json")
   if os.path.exists(manifest_path):
@@ -608,6 +638,7 @@ def build_canvas_cache(
     image_scale=image_scale,
     box_scale=box_scale,
     use_draft=use_draft,
+    flic_protocol=flic_protocol,
   )
   n = len(source)
   if not n:

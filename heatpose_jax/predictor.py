@@ -235,6 +235,32 @@ class Predictor:
       for i in range(n)
     ]
 
+  def export(self, *, platforms: Sequence[str] | None = None):
+    """The whole predictor (parameters included) as a `jax.export.Exported`.
+
+    The exported function takes uint8 canvases `(B, H, W, 3)` at the model's
+    input size (B symbolic: any batch) and returns `{"joints": (B, J, 2)
+    float32 (x, y) in canvas pixels, "scores": (B, J) in [0, 1]}`: single scale,
+    no selector. Letterbox photographs into canvases with `inference.letterbox`
+    (it also returns the `canvas_to_image` map back to the photograph).
+    `exported.serialize()` gives bytes that `jax.export.deserialize` reloads
+    without this code (TF Serving-style deployment, or any JAX process).
+
+    Args:
+      platforms: e.g. ('cpu', 'cuda'); default the current backend.
+    """
+    import jax.numpy as jnp
+
+    (batch,) = jax.export.symbolic_shape("b")
+    spec = jax.ShapeDtypeStruct((batch, *self.input_hw, 3), jnp.uint8)
+    model, params = self.model, self.params
+
+    def serve(images):
+      out = inference.predict(model, params, images)
+      return {"joints": out["cascade"].astype(jnp.float32), "scores": out["scores"]}
+
+    return jax.export.export(jax.jit(serve), platforms=platforms)(spec)
+
   def draw(self, image, result: dict[str, Any], *, title: str = "", min_side: int = 384):
     """The overlay of `result` on `image` (path, PIL or array): `(H', W', 3)` uint8."""
     return visualize.draw(

@@ -29,11 +29,17 @@ def _is_left(skeleton: joints_lib.Skeleton, a: int, b: int) -> bool:
 
 
 def enlarge(image: np.ndarray, min_side: int) -> tuple[Image.Image, int]:
-  """The image as RGB PIL, enlarged by the smallest integer factor reaching `min_side`."""
+  """The image as RGB PIL, enlarged by the smallest integer factor reaching `min_side`.
+
+  Small canvases keep their pixels visible (nearest neighbour); photographs
+  enlarged 2× are smoothed (bicubic).
+  """
   im = Image.fromarray(np.asarray(image, np.uint8)).convert("RGB")
   factor = max(1, -(-min_side // max(1, min(im.size))))
   if factor > 1:
-    im = im.resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST)
+    resample = Image.Resampling.NEAREST if factor > 2 else Image.Resampling.BICUBIC
+    # Pixel (i, j) → the block [k·i, k·i + k): centres map as x ↦ k·x + (k − 1)/2 either way.
+    im = im.resize((im.width * factor, im.height * factor), resample)
   return im, factor
 
 

@@ -88,8 +88,8 @@ def test_notebook_runs(tmp_path, monkeypatch, request):
   assert _text(nb.cells[-1]).strip() == sys.prefix, "the kernel is not this venv's interpreter"
   assert "Running locally" in _text(_cells(nb, "setup")[0])
   table = _text(_cells(nb, "pckh-table")[0])
-  assert "PCK @ 0.5" in table and "coarse" in table and "cascade" in table, table
-  for tag in ("train-images", "pckh-curve", "heatmaps", "overlays"):
+  assert "PCKh@0.5" in table and "coarse" in table and "cascade" in table, table
+  for tag in ("train-images", "pckh-curve", "heatmaps", "overlays", "predictor"):
     assert _has_image(_cells(nb, tag)[0]), f"cell {tag!r} shows no image"
   assert "joint error" in _text(_cells(nb, "overlays")[0])
   assert (tmp_path / "workdir" / "checkpoints" / "4").is_dir()

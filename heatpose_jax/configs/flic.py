@@ -4,7 +4,12 @@
   python -m experiments.train --config=heatpose_jax/configs/flic.py --workdir=...
 
 Arguments: coarse_only (the coarse model alone), pool=4|8|16, standard,
-dropout=..., steps=N, bf16, tiny.
+dropout=..., steps=N, bf16, tiny, protocol=modec|hourglass|observer_centric.
+
+`flic_protocol` (default `modec`, the FLIC authors' own evaluation: arms of
+backward-facing people flipped, torso ‖lsho − rhip‖) sets the training labels,
+the torso normalizer of in-training and offline evaluation, and the name printed
+beside every FLIC number (docs/protocols.md). Train and score with the same one.
 """
 
 from heatpose_jax.configs import common
@@ -20,9 +25,11 @@ def get_config(arg=None):
     dropout="spatial",
     bf16=False,
     coarse_only=False,
+    protocol="modec",
   )
   c = common.base_config()
   c.dataset = c.tfds_name = "flic"
+  c.flic_protocol = a.protocol
   c.crop_mode = "torso"
   c.input_hw = (240, 320)
   c.model.variant = "flic"
