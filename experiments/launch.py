@@ -116,6 +116,7 @@ def config(workdir: str | None = None):
   if "config" in f and f["config"].present:
     try:
       cfg = f.config
+      cfg.to_dict()  # a config that failed to load raises only when first used
     except (OSError, AttributeError, KeyError, ValueError) as e:
       raise ValueError(f"--config={f['config'].config_filename}: {_last_line(e)}") from None
     if cfg is None:
@@ -143,7 +144,12 @@ def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    sys.exit(f"error: {e}")
+    # A config file that fails to load is wrapped with its traceback: keep what
+    # went wrong and which flag it was.
+    text = str(e)
+    flag = re.match(r"flag (--\S+)", text)
+    head = f"{flag.group(1).split('=')[0]}: " if flag and "\n" in text else ""
+    sys.exit(f"error: {head}{_last_line(e) if head else one_line(e)}")
   except (AttributeError, KeyError) as e:  # an unknown --config.field
     key = str(e).strip("'\" ")
     bad = [a for a in argv if re.match(rf"^--?config\.(.*\.)?{re.escape(key)}=", a)]

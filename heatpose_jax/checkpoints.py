@@ -94,8 +94,10 @@ def _set_aside(mngr, step: int, reason: str) -> None:
 
 
 def _reason(e: Exception) -> str:
+  """The first sentence of an exception's message (orbax/TensorStore append pages of detail)."""
   text = " ".join(str(e).split())
-  return f"{type(e).__name__}: {text[:300]}"
+  first = text.split(". ")[0][:200]
+  return f"{type(e).__name__}: {first}"
 
 
 def restore_latest(mngr, target):

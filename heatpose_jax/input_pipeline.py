@@ -137,6 +137,21 @@ def _resize_onto_canvas(im: Image.Image, m: np.ndarray, canvas_hw: tuple[int, in
   return canvas
 
 
+def to_rgb8(im: Image.Image) -> Image.Image:
+  """An 8-bit RGB version of any PIL image: 16- and 32-bit grey images are scaled
+  to 0–255 (PIL's `convert('RGB')` clips them to white), alpha is dropped."""
+  if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+    a = np.asarray(im).astype(np.float64)
+    peak = 255.0 if im.mode == "I" and a.max() <= 255 else 65535.0
+    im = Image.fromarray(np.clip(np.round(a * (255.0 / peak)), 0, 255).astype(np.uint8))
+  elif im.mode == "F":
+    a = np.asarray(im, np.float64)
+    im = Image.fromarray(
+      np.clip(np.round(a * (255.0 if a.max() <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
+    )
+  return im if im.mode == "RGB" else im.convert("RGB")
+
+
 def decode_and_warp(
   data: bytes, canvas_to_image: np.ndarray, canvas_hw: tuple[int, int], *, use_draft: bool = True
 ) -> np.ndarray:
@@ -170,8 +185,7 @@ def decode_and_warp(
         d = width / drafted[1][2]
         # Original (x, y) → draft: u = (x − (d − 1)/2) / d.
         m = np.concatenate([m[:, :2] / d, ((m[:, 2] - (d - 1) / 2) / d)[:, None]], axis=1)
-    if im.mode != "RGB":
-      im = im.convert("RGB")
+    im = to_rgb8(im)
     if m[0, 1] == 0 and m[1, 0] == 0 and m[0, 0] > 0 and m[1, 1] > 0:
       return _resize_onto_canvas(im, m, canvas_hw)
     # PIL's transform maps output pixel edges (x + 0.5) to input edges.

@@ -24,7 +24,14 @@ import jax
 import numpy as np
 from PIL import Image, ImageOps
 
-from heatpose_jax import checkpoints, from_config, inference, spatial_training, visualize
+from heatpose_jax import (
+  checkpoints,
+  from_config,
+  inference,
+  input_pipeline,
+  spatial_training,
+  visualize,
+)
 from heatpose_jax import joints as joints_lib
 
 
@@ -66,14 +73,9 @@ def load_image(x, *, name: str = "") -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as e:
       raise ImageError(f"{label}: not a readable image ({e})") from None
   if isinstance(x, Image.Image):
-    im = ImageOps.exif_transpose(x)
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-      a = np.asarray(im, np.uint32) if im.mode == "I" else np.asarray(im).astype(np.uint32)
-      peak = 65535 if im.mode != "I" or a.max() > 255 else 255
-      return load_image(np.round(a * (255 / peak)).astype(np.uint8), name=label)
-    if min(im.size) < 1:
-      raise ImageError(f"{label}: empty image {im.size}")
-    return np.asarray(im.convert("RGB"))
+    if min(x.size) < 1:
+      raise ImageError(f"{label}: empty image {x.size}")
+    return np.asarray(input_pipeline.to_rgb8(ImageOps.exif_transpose(x)))
   raise ImageError(f"{label}: expected a path, a PIL image or an (H, W, 3) uint8 array")
 
 

@@ -281,6 +281,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
   hw = tuple(config.input_hw)
   mngr = checkpoints.manager(workdir, config.keep_checkpoints)
   state, latest = checkpoints.restore_latest(mngr, abstract_state(model, tx, hw, mesh))
+  # The data first: an unbuilt dataset fails before anything is compiled or written.
+  source = None
+  if (latest or 0) < total:
+    split = config.train_split
+    source = from_config.cached(config, from_config.dataset_source(config, split), split, workdir)
   if state is not None:
     if jax.process_index() == 0:
       print(f"resumed from {workdir} step {latest}", flush=True)
@@ -312,7 +317,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
 
   try:
     if start < total:
-      state = _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate)
+      state = _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source)
       if state is None:  # stopped by SIGTERM
         return {"stopped_at": int(checkpoints.last_step(mngr))}
     mrf = None
@@ -330,7 +335,7 @@ def _workdir_of(path: str) -> str:
   return os.path.dirname(path) if os.path.basename(path) == checkpoints.SUBDIR else path
 
 
-def _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate):
+def _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source):
   """The loop from `state.step` to the end; the final state, or None after SIGTERM."""
   total = bounds[-1][2]
   start = int(jax.device_get(state.step))
@@ -339,7 +344,7 @@ def _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate):
   key = jax.random.key(config.seed)
   # The data stream is a pure function of (seed, step): a resumed run sees
   # exactly the batches the interrupted one would have.
-  batches = from_config.train_batches(config, workdir, start_batch=start)
+  batches = from_config.train_batches(config, workdir, start_batch=start, source=source)
   batch_iter = iter(batches)
   stop = {"term": False}
   previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(term=True))
