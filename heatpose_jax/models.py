@@ -49,6 +49,21 @@ def bank_layout(
   return tuple((k, max(1, round(f * width))) for k, f in convs), pools
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2×2 max-pool, stride 2, 'SAME' padding, of NHWC `x`: `nn.max_pool`'s output.
+
+  Written as a reshape and a max: its gradient is a broadcast compare, not XLA's
+  select-and-scatter (`nn.max_pool`'s backward), which dominated the backward
+  pass on GPUs. Ties share the gradient instead of the first maximum taking it;
+  after a ReLU, tied windows are almost always all zero, where both give zero.
+  """
+  b, h, w, c = x.shape
+  ph, pw = h % 2, w % 2
+  if ph or pw:  # 'SAME' pads the end of an odd side
+    x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), constant_values=-jnp.inf)
+  return x.reshape(b, (h + ph) // 2, 2, (w + pw) // 2, 2, c).max(axis=(2, 4))
+
+
 def _upscale(x: jax.Array, factor: int, hw: tuple[int, int]) -> jax.Array:
   """Nearest-neighbour upscaling of NHWC `x` by `factor`, cropped to `hw`."""
   if factor > 1:
@@ -127,7 +142,7 @@ class CoarseNet(nn.Module):
         if b < 2 and i < 2:
           crop_features.append(x)
         if i in pools:
-          x = nn.max_pool(x, (2, 2), (2, 2), padding="SAME")
+          x = max_pool_2x2(x)
       x = _upscale(x, 2**b, out_hw)
       merged = x if merged is None else merged + x
     x = merged

@@ -1,6 +1,7 @@
 """Behaviour of the coarse, crop, fine and cascade modules."""
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -260,3 +261,18 @@ def test_bf16_compute_keeps_f32_params():
   out = model.apply(v, x, train=False)
   assert out["heatmaps"].dtype == jnp.float32
   assert out["crop_features"][0].dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (7, 9), (5, 4)])
+def test_max_pool_equals_flax_max_pool_and_its_gradient(hw):
+  x = jax.random.normal(jax.random.key(1), (2, *hw, 3))
+  want = nn.max_pool(x, (2, 2), (2, 2), padding="SAME")
+  np.testing.assert_array_equal(models.max_pool_2x2(x), want)
+  # Continuous random inputs have no ties: the gradients agree exactly too.
+  g = jax.random.normal(jax.random.key(2), want.shape)
+  got = jax.grad(lambda v: jnp.sum(models.max_pool_2x2(v) * g))(x)
+  ref = jax.grad(lambda v: jnp.sum(nn.max_pool(v, (2, 2), (2, 2), padding="SAME") * g))(x)
+  np.testing.assert_array_equal(got, ref)
+  bf = models.max_pool_2x2(x.astype(jnp.bfloat16))
+  assert bf.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(bf.astype(jnp.float32), want.astype(jnp.bfloat16).astype(jnp.float32))
