@@ -56,7 +56,7 @@ def main(argv):
   n = min(FLAGS.num, len(source))
   rng = np.random.default_rng(FLAGS.seed)
   order = np.arange(len(source)) if FLAGS.seed == 0 else rng.permutation(len(source))
-  kw = from_config.pipeline_kwargs(config)
+  kw = from_config.pipeline_kwargs(config, training=True)
   examples = [input_pipeline.crop_example(source[int(i)], **kw) for i in order[:n]]
   batch = {k: np.stack([ex[k] for ex in examples]) for k in examples[0]}
   if FLAGS.augment:

@@ -1,6 +1,5 @@
 """The MRF person-selection study (paper §3.3) on synthetic scenes with a distractor.
 
-  python -m data_prep.build --dataset=synthetic --config=distractor --data_dir=$TFDS
   python -m experiments.mrf_study --workdir=runs/mrf_study \
       --config=heatpose_jax/configs/synthetic.py:tfds=distractor,steps=3000
 
@@ -10,27 +9,29 @@ figure.png and overlays.png: right-person rate and PCKh of coarse, cascade,
 coarse+MRF and cascade+MRF, on the person-centred crop and the whole image.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
-from heatpose_jax import mrf_study
+from studies import mrf_study
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file, with :args.", lock_config=True)
+config_flags.DEFINE_config_file(
+  "config", None, "Config file, with :args (default: WORKDIR/config.json).", lock_config=True
+)
 flags.DEFINE_string("workdir", None, "The training run's workdir (created or reused).")
 flags.DEFINE_string("output_dir", "", "Default: WORKDIR/mrf_study.")
 flags.DEFINE_list("views", list(mrf_study.VIEWS), "Canvases: person (the crop), image (whole).")
 flags.DEFINE_bool("train", True, "Train first (resumes; a finished run only re-evaluates).")
 flags.DEFINE_integer("num_overlays", 6, "Scenes in overlays.png.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
   del argv
   launch.setup()
   mrf_study.run_study(
-    FLAGS.config,
+    launch.config(FLAGS.workdir),
     FLAGS.workdir,
     out_dir=FLAGS.output_dir,
     views=FLAGS.views,
@@ -41,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  launch.run(main)

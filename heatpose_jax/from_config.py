@@ -66,6 +66,7 @@ def check(config: ml_collections.ConfigDict) -> None:
     f"known: {input_pipeline.CROP_MODES}",
   )
   need(config.image_scale >= 0, "image_scale", "must be >= 0 (0: the crop mode's default)")
+  need(config.label_noise >= 0, "label_noise", "must be >= 0 (canvas pixels)")
   need(config.box_scale >= 0, "box_scale", "must be >= 0 (0: the crop mode's default)")
   need(config.batch_size > 0, "batch_size", "must be > 0")
   for name in PHASES:
@@ -211,9 +212,14 @@ def abstract_state(config: ml_collections.ConfigDict, mesh):
 # --- data ----------------------------------------------------------------------
 
 
-def pipeline_kwargs(config: ml_collections.ConfigDict) -> dict:
-  """The crop arguments of `input_pipeline.make_dataset` / `crop_example`."""
-  return {
+def pipeline_kwargs(config: ml_collections.ConfigDict, *, training: bool = False) -> dict:
+  """The crop and label arguments of `input_pipeline.make_dataset` / `crop_example`.
+
+  Training labels get `config.label_noise` (fixed per example); evaluation
+  scores against the clean joints where the dataset has them
+  (`config.eval.clean_labels`).
+  """
+  kw = {
     "skeleton": skeleton(config),
     "crop_mode": config.crop_mode,
     "canvas_hw": tuple(config.input_hw),
@@ -221,6 +227,11 @@ def pipeline_kwargs(config: ml_collections.ConfigDict) -> dict:
     "box_scale": config.box_scale or None,
     "flic_protocol": protocol(config),
   }
+  if training:
+    kw.update(label_noise=float(config.label_noise), noise_seed=int(config.seed))
+  else:
+    kw.update(clean_labels=bool(config.eval.clean_labels))
+  return kw
 
 
 def dataset_source(config: ml_collections.ConfigDict, split: str):
@@ -230,12 +241,17 @@ def dataset_source(config: ml_collections.ConfigDict, split: str):
   )
 
 
-def cached(config: ml_collections.ConfigDict, source, split: str, workdir: str):
+def cached(
+  config: ml_collections.ConfigDict, source, split: str, workdir: str, *, training: bool = False
+):
   """`source`, or its canvas cache in `workdir/canvas_cache/split` with `config.canvas_cache`."""
   if not config.canvas_cache:
     return source
+  kind = "train" if training else "eval"
   return input_pipeline.build_canvas_cache(
-    source, path=os.path.join(workdir, "canvas_cache", split), **pipeline_kwargs(config)
+    source,
+    path=os.path.join(workdir, "canvas_cache", f"{split}-{kind}"),
+    **pipeline_kwargs(config, training=training),
   )
 
 
@@ -265,7 +281,7 @@ def train_batches(
   """
   if source is None:
     split = config.train_split
-    source = cached(config, dataset_source(config, split), split, workdir)
+    source = cached(config, dataset_source(config, split), split, workdir, training=True)
   return input_pipeline.make_dataset(
     source,
     global_batch_size=config.batch_size,
@@ -274,7 +290,7 @@ def train_batches(
     num_epochs=None,
     worker_count=config.worker_count,
     start_batch=start_batch,
-    **pipeline_kwargs(config),
+    **pipeline_kwargs(config, training=True),
   )
 
 
@@ -308,8 +324,20 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
       data = json.load(f)
     except json.JSONDecodeError as e:
       raise ValueError(f"{path}: not valid JSON ({e})") from None
-  config = ml_collections.ConfigDict(_tuples(data))
-  return config
+  # Fields added since the run was trained take their defaults.
+  from heatpose_jax.configs import common
+
+  return _merge(common.base_config(), _tuples(data))
+
+
+def _merge(base: ml_collections.ConfigDict, data: dict) -> ml_collections.ConfigDict:
+  out = ml_collections.ConfigDict(base.to_dict())
+  for k, v in data.items():
+    if isinstance(v, dict) and isinstance(out.get(k), ml_collections.ConfigDict):
+      out[k] = _merge(out[k], v)
+    else:
+      out[k] = v
+  return out
 
 
 def _tuples(x):

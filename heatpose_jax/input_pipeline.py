@@ -205,6 +205,9 @@ def crop_example(
   box_scale: float | None = None,
   use_draft: bool = True,
   flic_protocol: str = "",
+  clean_labels: bool = False,
+  label_noise: float = 0.0,
+  noise_seed: int = 0,
 ) -> dict[str, np.ndarray]:
   """One dataset example → one example of the batch layout (design.md).
 
@@ -218,6 +221,12 @@ def crop_example(
       of backward-facing people, as MODEC trained and scored), so that training
       labels and in-training evaluation follow the protocol; '' keeps the stored
       labels.
+    clean_labels: use `joints_clean` where the dataset has it (synthetic people:
+      the true joints, before any annotation noise): evaluation scores against them.
+    label_noise: σ in canvas pixels of Gaussian annotation noise added to the
+      valid joints, fixed per example (drawn from `(noise_seed, index)`, so every
+      epoch sees the same noisy label, as with a human annotator).
+    noise_seed: see `label_noise`.
 
   Returns:
     image (H, W, 3) uint8; joints (J, 2) float32 canvas (x, y); joints_valid and
@@ -233,7 +242,8 @@ def crop_example(
   i2c = _invert(c2i)
   k = float(i2c[0, 0])  # canvas px per image px
   model = skeleton.model_indices
-  annotated = np.asarray(features["joints"], np.float64)
+  key = "joints_clean" if clean_labels and "joints_clean" in features else "joints"
+  annotated = np.asarray(features[key], np.float64)
   valid_ann = np.asarray(features["joints_valid"], bool)
   visible_ann = np.asarray(features["joints_visible"], bool)
   torso_px = float(features["torso_size"])
@@ -253,6 +263,9 @@ def crop_example(
   )
   valid = valid_ann[model] & inside
   visible = visible_ann[model] & valid
+  if label_noise > 0:
+    rng = np.random.default_rng((int(noise_seed), int(features["index"])))
+    joints = joints + rng.normal(0.0, label_noise, joints.shape)
   x1, y1, x2, y2 = np.asarray(features["torso_box"], np.float64)
   box = _map_points(i2c, np.array([[x1, y1], [x2, y2]]))
   out = {
@@ -376,6 +389,9 @@ def make_dataset(
   box_scale: float | None = None,
   use_draft: bool = True,
   flic_protocol: str = "",
+  clean_labels: bool = False,
+  label_noise: float = 0.0,
+  noise_seed: int = 0,
   start_batch: int = 0,
 ) -> grain.IterDataset:
   """The host's stream of batches in design.md's batch layout.
@@ -397,7 +413,8 @@ def make_dataset(
     source: random-access dataset features (TFDS data source, list, ...) or a
       `CanvasCacheSource` (already cropped: only batching runs on the host).
     skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft,
-      flic_protocol: see `crop_example` (checked against a cache's manifest).
+      flic_protocol, clean_labels, label_noise, noise_seed: see `crop_example`
+      (checked against a cache's manifest).
     global_batch_size: examples per step over all hosts.
     shuffle: shuffle the examples (training).
     seed: shuffle seed.
@@ -424,7 +441,18 @@ def make_dataset(
 
   if isinstance(source, CanvasCacheSource):
     source.check(
-      crop_mode=crop_mode, canvas_hw=canvas_hw, skeleton=skeleton, flic_protocol=flic_protocol
+      _cache_params(
+        skeleton,
+        crop_mode,
+        canvas_hw,
+        image_scale,
+        box_scale,
+        use_draft,
+        flic_protocol,
+        clean_labels,
+        label_noise,
+        noise_seed,
+      )
     )
     crop = None
   else:
@@ -436,6 +464,9 @@ def make_dataset(
       box_scale=box_scale,
       use_draft=use_draft,
       flic_protocol=flic_protocol,
+      clean_labels=clean_labels,
+      label_noise=label_noise,
+      noise_seed=noise_seed,
     )
   if not len(source):
     raise ValueError("empty source")
@@ -513,10 +544,22 @@ def _source_fingerprint(source: Sequence[dict[str, Any]]) -> str:
 
 
 def _cache_params(
-  skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft, flic_protocol
+  skeleton,
+  crop_mode,
+  canvas_hw,
+  image_scale,
+  box_scale,
+  use_draft,
+  flic_protocol,
+  clean_labels,
+  label_noise,
+  noise_seed,
 ) -> dict:
   return {
     "flic_protocol": flic_protocol,
+    "clean_labels": bool(clean_labels),
+    "label_noise": float(label_noise),
+    "noise_seed": int(noise_seed) if label_noise else 0,
     "version": _CACHE_VERSION,
     "skeleton": skeleton.name,
     "model_joints": list(skeleton.model_joints),
@@ -584,20 +627,14 @@ class CanvasCacheSource:
       out["image"][j] = image[i]
     return out
 
-  def check(
-    self,
-    *,
-    crop_mode: str,
-    canvas_hw: tuple[int, int],
-    skeleton: joints_lib.Skeleton,
-    flic_protocol: str = "",
-  ):
-    """Raises ValueError if the cache was built for other crop parameters."""
-    p = self.manifest["params"]
-    have = (p["skeleton"], p["crop_mode"], list(p["canvas_hw"]), p.get("flic_protocol", ""))
-    want = (skeleton.name, crop_mode, list(canvas_hw), flic_protocol)
+  def check(self, params: dict) -> None:
+    """Raises ValueError if the cache was built with other crop parameters."""
+    have = {k: v for k, v in self.manifest["params"].items() if k != "version"}
+    want = {k: v for k, v in params.items() if k != "version"}
+    want["canvas_hw"] = list(want["canvas_hw"])
     if have != want:
-      raise ValueError(f"canvas cache {self.path} holds {have}, asked for {want}")
+      diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+      raise ValueError(f"canvas cache {self.path} was built with other {diff}: rebuild it")
 
 
 def build_canvas_cache(
@@ -611,6 +648,9 @@ def build_canvas_cache(
   box_scale: float | None = None,
   use_draft: bool = True,
   flic_protocol: str = "",
+  clean_labels: bool = False,
+  label_noise: float = 0.0,
+  noise_seed: int = 0,
   num_threads: int = 4,
 ) -> CanvasCacheSource:
   """Crops a whole split once and stores the canvases; reuses a matching cache.
@@ -633,7 +673,16 @@ def build_canvas_cache(
     A `CanvasCacheSource` over the cache.
   """
   params = _cache_params(
-    skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft, flic_protocol
+    skeleton,
+    crop_mode,
+    canvas_hw,
+    image_scale,
+    box_scale,
+    use_draft,
+    flic_protocol,
+    clean_labels,
+    label_noise,
+    noise_seed,
   )
   fingerprint = _source_fingerprint(source) if len(source) else ""
   manifest_path = os.path.join(path, "manifest.json")
@@ -653,6 +702,9 @@ def build_canvas_cache(
     box_scale=box_scale,
     use_draft=use_draft,
     flic_protocol=flic_protocol,
+    clean_labels=clean_labels,
+    label_noise=label_noise,
+    noise_seed=noise_seed,
   )
   n = len(source)
   if not n:

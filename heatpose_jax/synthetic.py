@@ -18,21 +18,19 @@ Determinism: `render_example` draws everything from the generator it is given;
 depend on which others were rendered. Label noise is drawn last, so the image and
 the clean joints do not depend on `label_noise`.
 
-Run `python -m heatpose_jax.synthetic --preview=sheet.png` for a contact sheet with
-the joints drawn, `--benchmark` for the rendering speed.
+`python -m experiments.render_synthetic --preview=sheet.png` writes a contact
+sheet with the labels drawn, `--benchmark` times the renderer.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import io
 import math
-import time
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageFilter
 
 from heatpose_jax import joints as joints_lib
 
@@ -446,9 +444,38 @@ def _sample_figure(rng, h: int, w: int, person_height, centre=None, px=None) -> 
   return _place(*pose, px=px, rot=rot, offset=centre - bbox_centre)
 
 
-def _draw_figure(cv: _Canvas, rng: np.random.Generator, fig: _Figure) -> None:
-  """Draws the figure with random clothes, skin and hair."""
+def _draw_figure(
+  cv: _Canvas, rng: np.random.Generator, fig: _Figure, self_occluded: np.ndarray | None = None
+) -> None:
+  """Draws the figure with random clothes, skin and hair.
+
+  With `self_occluded` ((14,) bool, written), records which joints the figure's
+  own parts hide: a joint is self-occluded when a part drawn after the joint's
+  own parts covers its pixel (half or more), e.g. the elbow of an arm behind the
+  torso; drawing one of its own parts later shows it again. Recording reads the
+  coverage only: the image and the random stream are the same either way.
+  """
   px, j, pts = fig.px, fig.joints, fig.points
+  h, w = cv.hw
+  pix = np.clip(np.rint(j).astype(int), 0, [w - 1, h - 1])
+  inside = _inside(j, h, w)
+  drawn: set[int] = set()
+
+  def part(names, draw):
+    if self_occluded is None:
+      draw()
+      return
+    cv.over = np.zeros((h, w), np.float32)
+    draw()
+    own = {_J[n] for n in names}
+    for k in drawn - own:
+      if inside[k] and cv.over[pix[k, 1], pix[k, 0]] >= 0.5:
+        self_occluded[k] = True
+    for k in own:
+      self_occluded[k] = False
+    drawn.update(own)
+    cv.over = None
+
   skin = _Paint(_skin(rng))
   shirt = _random_paint(rng)
   pants = _random_paint(rng, rng.random(3) * rng.uniform(0.3, 1.0))
@@ -470,26 +497,38 @@ def _draw_figure(cv: _Canvas, rng: np.random.Generator, fig: _Figure) -> None:
     _capsule(cv, k, a, _R_SHIN * px, pants if long_pants else skin, shading)
     _capsule(cv, a, pts[f"{side}_toe"], _R_FOOT * px, shoes, shading)
 
+  def head():
+    centre, a, b, ang = fig.head
+    _ellipse(cv, centre, a, b, ang, hair)
+    if fig.front:
+      axis = np.array([np.cos(ang), np.sin(ang)])  # points from the chin to the head top
+      side = np.array([-axis[1], axis[0]])
+      _ellipse(cv, centre - 0.15 * a * axis, 0.82 * a, 0.9 * b, ang, skin)
+      eye = _Paint((skin.rgb * 0.25).astype(np.float32))
+      for k in (-1, 1):
+        _ellipse(cv, centre + 0.1 * a * axis + k * 0.38 * b * side, 0.09 * a, 0.09 * a, ang, eye)
+
+  def arm_part(side):
+    return [f"{side}_{n}" for n in ("shoulder", "elbow", "wrist")], lambda: arm(side)
+
   sides = ["l", "r"] if rng.random() < 0.5 else ["r", "l"]
   arms_behind = [s for s in sides if rng.random() < 0.15]
   for s in arms_behind:
-    arm(s)
+    part(*arm_part(s))
   for s in sides:
-    leg(s)
-  _polygon(cv, fig.torso, 0.02 * px, shirt)
-  _capsule(cv, pts["thorax"], j[_J["upper_neck"]], _R_NECK * px, skin, shading)
-  centre, a, b, ang = fig.head
-  _ellipse(cv, centre, a, b, ang, hair)
-  if fig.front:
-    axis = np.array([np.cos(ang), np.sin(ang)])  # points from the chin to the head top
-    side = np.array([-axis[1], axis[0]])
-    _ellipse(cv, centre - 0.15 * a * axis, 0.82 * a, 0.9 * b, ang, skin)
-    eye = _Paint((skin.rgb * 0.25).astype(np.float32))
-    for k in (-1, 1):
-      _ellipse(cv, centre + 0.1 * a * axis + k * 0.38 * b * side, 0.09 * a, 0.09 * a, ang, eye)
+    part([f"{s}_{n}" for n in ("hip", "knee", "ankle")], lambda s=s: leg(s))
+  part(
+    ["l_shoulder", "r_shoulder", "l_hip", "r_hip"],
+    lambda: _polygon(cv, fig.torso, 0.02 * px, shirt),
+  )
+  part(
+    ["upper_neck"],
+    lambda: _capsule(cv, pts["thorax"], j[_J["upper_neck"]], _R_NECK * px, skin, shading),
+  )
+  part(["upper_neck", "head_top"], head)
   for s in sides:
     if s not in arms_behind:
-      arm(s)
+      part(*arm_part(s))
 
 
 def _head_box(fig: _Figure) -> np.ndarray:
@@ -548,8 +587,9 @@ def render_example(
       joints: (14, 2) float32, joints_clean + N(0, label_noise²); 0 where not valid.
       joints_clean: (14, 2) float32, the true joints; 0 where not valid.
       joints_valid: (14,) bool, the true joint lies inside the image.
-      joints_visible: (14,) bool, valid and not painted over by an occluder or the
-        distractor (self-occlusion is not tracked).
+      joints_visible: (14,) bool, valid and not hidden: not painted over by an
+        occluder, the distractor, or the person's own parts (an arm behind the
+        torso, a hip behind a forearm; see `_draw_figure`).
       joints_full: (14, 2) float32, the true joints including those outside.
       head_box, torso_box: (4,) float32 x1, y1, x2, y2 (not clipped to the image).
       distractor_joints: (14, 2) float32, the distractor's true joints (may lie
@@ -577,7 +617,8 @@ def render_example(
   in_front = other is not None and rng.random() < 0.5
   if other is not None and not in_front:
     _draw_figure(cv, rng, other)
-  _draw_figure(cv, rng, target)
+  self_occluded = np.zeros(NUM_JOINTS, bool)
+  _draw_figure(cv, rng, target, self_occluded)
   cv.over = np.zeros((h, w), np.float32)
   if in_front:
     _draw_figure(cv, rng, other)
@@ -601,7 +642,7 @@ def render_example(
   full = target.joints.astype(np.float32)
   valid = _inside(full, h, w)
   rc = np.clip(np.rint(full).astype(int), 0, [w - 1, h - 1])
-  visible = valid & (cv.over[rc[:, 1], rc[:, 0]] < 0.5)
+  visible = valid & (cv.over[rc[:, 1], rc[:, 0]] < 0.5) & ~self_occluded
   clean = np.where(valid[:, None], full, 0.0).astype(np.float32)
   # Drawn last so that the image and clean labels do not depend on label_noise.
   noise = rng.normal(0.0, label_noise, full.shape) if label_noise > 0 else 0.0
@@ -640,102 +681,3 @@ def decode_image(data: bytes) -> np.ndarray:
   """Encoded bytes -> (H, W, 3) uint8."""
   with Image.open(io.BytesIO(data)) as im:
     return np.asarray(im.convert("RGB"))
-
-
-# ---------------------------------------------------------------------------
-# Preview and benchmark.
-
-
-def draw_skeleton(image: np.ndarray, ex: dict, zoom: int = 1) -> Image.Image:
-  """The image (zoomed) with limbs, joints (left red, right blue, invisible hollow),
-  the head box (yellow), the torso box (green) and the distractor's joints (grey)."""
-  h, w = image.shape[:2]
-  im = Image.fromarray(image).resize((w * zoom, h * zoom), Image.NEAREST)
-  d = ImageDraw.Draw(im)
-
-  def z(p):
-    return tuple(float(c) for c in (np.asarray(p) + 0.5) * zoom - 0.5)
-
-  for box, colour in ((ex["head_box"], (255, 255, 0)), (ex["torso_box"], (0, 255, 0))):
-    d.rectangle(z(box[:2]) + z(box[2:]), outline=colour)
-  if ex["has_distractor"]:
-    for p in ex["distractor_joints"]:
-      x, y = z(p)
-      d.ellipse((x - 2, y - 2, x + 2, y + 2), fill=(160, 160, 160))
-  j, valid = ex["joints_full"], ex["joints_valid"]
-  for a, b in SKELETON.limb_indices:
-    d.line(z(j[a]) + z(j[b]), fill=(255, 255, 255), width=1)
-  for k, name in enumerate(SKELETON.annotated):
-    if not valid[k]:
-      continue
-    colour = (255, 40, 40) if name.startswith("l_") else (40, 80, 255)
-    if name[:2] not in ("l_", "r_"):
-      colour = (255, 0, 255)
-    x, y = z(j[k])
-    r = 3
-    if ex["joints_visible"][k]:
-      d.ellipse((x - r, y - r, x + r, y + r), fill=colour)
-    else:
-      d.ellipse((x - r, y - r, x + r, y + r), outline=colour)
-  return im
-
-
-def contact_sheet(
-  path: str, n: int = 16, size: int = 128, seed: int = 0, distractor_prob: float = 0.25
-) -> None:
-  """Writes a PNG grid of `n` rendered examples with their labels drawn beside the raw image."""
-  cols = 4
-  rows = (n + cols - 1) // cols
-  zoom = max(1, 256 // size)
-  tile = size * zoom
-  sheet = Image.new("RGB", (cols * 2 * tile, rows * tile))
-  for i in range(n):
-    rng = example_rng(seed, "train", i)
-    ex = render_example(rng, size, size, distractor=bool(rng.random() < distractor_prob))
-    r, c = divmod(i, cols)
-    raw = Image.fromarray(ex["image"]).resize((tile, tile), Image.NEAREST)
-    sheet.paste(raw, (c * 2 * tile, r * tile))
-    sheet.paste(draw_skeleton(ex["image"], ex, zoom), (c * 2 * tile + tile, r * tile))
-  sheet.save(path)
-
-
-def benchmark(n: int, size: int, distractor: bool, encode: bool) -> tuple[float, float]:
-  """(examples per wall second, examples per CPU second) rendered, optionally JPEG-encoded.
-
-  CPU time is the fairer figure on a shared machine; the renderer is single-threaded.
-  """
-  render_example(example_rng(0, "train", 0), size, size)  # warm-up (noise table)
-  t0, c0 = time.perf_counter(), time.process_time()
-  for i in range(n):
-    ex = render_example(example_rng(0, "train", i), size, size, distractor=distractor)
-    if encode:
-      encode_jpeg(ex["image"])
-  return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
-
-
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--preview", help="write a contact sheet PNG to this path")
-  parser.add_argument("--benchmark", action="store_true", help="measure rendering speed")
-  parser.add_argument("--n", type=int, default=200, help="examples (benchmark or preview)")
-  parser.add_argument("--size", type=int, default=256, help="image height = width")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--distractor", action="store_true", help="benchmark with distractors")
-  args = parser.parse_args(argv)
-  if args.preview:
-    contact_sheet(args.preview, n=args.n, size=args.size, seed=args.seed)
-    print(f"wrote {args.preview}")
-  if args.benchmark:
-    for encode in (False, True):
-      wall, cpu = benchmark(args.n, args.size, args.distractor, encode)
-      what = "render + JPEG q95" if encode else "render"
-      print(
-        f"{args.size}x{args.size} distractor={args.distractor} {what}: "
-        f"{wall:.0f} examples/s wall, {cpu:.0f} examples/CPU-s"
-      )
-  if not (args.preview or args.benchmark):
-    parser.print_help()
-
-
-if __name__ == "__main__":
-  main()

@@ -22,7 +22,8 @@ true joints, 0 where not valid), `distractor_joints` (14, 2) (the distractor's
 true joints, which may lie outside the image; zeros without one) and
 `has_distractor`. `joints` = `joints_clean` + N(0, σ²) on valid joints, 0
 elsewhere. `joints_valid`: the true joint lies inside the image; `joints_visible`:
-valid and not covered by an occluder or the distractor. `center`/`scale` come from
+valid and not hidden by an occluder, the distractor or the person's own parts
+(self-occlusion, since 1.1.0). `center`/`scale` come from
 the clean joints' extent, `torso_size` from the clean joints, `head_box` and
 `torso_box` from the true geometry (not clipped to the image).
 
@@ -173,8 +174,11 @@ def make_example(cfg: SyntheticConfig, split: str, index: int) -> dict:
 class Synthetic(tfds.core.GeneratorBasedBuilder):
   """Procedurally rendered people with 14 MPII-ordered joints."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+    "1.0.0": "First release.",
+    "1.1.0": "joints_visible also marks self-occlusion (same images and joints).",
+  }
   BUILDER_CONFIGS = BUILDER_CONFIGS
   DEFAULT_BUILDER_CONFIG_NAME = DEFAULT_CONFIG
   # TFDS's own lookup of this file imports `importlib_resources`, absent on 3.11.
@@ -219,7 +223,5 @@ def prepare(config_name: str, data_dir: str, **overrides) -> Synthetic:
   import tensorflow_datasets as tfds
 
   builder = Synthetic(data_dir=data_dir, config=custom_config(config_name, **overrides))
-  builder.download_and_prepare(
-    download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-  )
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   return builder

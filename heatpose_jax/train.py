@@ -285,7 +285,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
   source = None
   if (latest or 0) < total:
     split = config.train_split
-    source = from_config.cached(config, from_config.dataset_source(config, split), split, workdir)
+    source = from_config.dataset_source(config, split)
+    source = from_config.cached(config, source, split, workdir, training=True)
   if state is not None:
     if jax.process_index() == 0:
       print(f"resumed from {workdir} step {latest}", flush=True)

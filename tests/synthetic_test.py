@@ -134,13 +134,21 @@ def test_distractor(examples):
     assert np.all(ex["distractor_joints"] == 0)
 
 
-def test_visibility_tracks_occluders():
-  exs = [_render(i, size=64, occluders=True) for i in range(40)]
-  hidden = sum(int((ex["joints_valid"] & ~ex["joints_visible"]).sum()) for ex in exs)
-  assert hidden > 0
-  for i in range(10):
-    ex = _render(i, size=64, occluders=False)
-    np.testing.assert_array_equal(ex["joints_visible"], ex["joints_valid"])
+def test_visibility_tracks_occluders_and_self_occlusion():
+  def hidden(exs):
+    return sum(int((ex["joints_valid"] & ~ex["joints_visible"]).sum()) for ex in exs)
+
+  def valid(exs):
+    return sum(int(ex["joints_valid"].sum()) for ex in exs)
+
+  occluded = [_render(i, size=64, occluders=True) for i in range(40)]
+  alone = [_render(i, size=64, occluders=False) for i in range(40)]
+  for ex in occluded + alone:
+    assert not np.any(ex["joints_visible"] & ~ex["joints_valid"])
+  # Without occluders, only the person's own parts hide joints (an arm behind
+  # the torso, a hip behind a forearm): a few percent.
+  assert 0 < hidden(alone) < 0.1 * valid(alone)
+  assert hidden(occluded) > hidden(alone)
 
 
 def test_label_noise_statistics():
@@ -181,8 +189,15 @@ def test_encoders_roundtrip():
   assert jpeg.shape == img.shape and np.abs(jpeg.astype(int) - img).mean() < 8
 
 
-def test_contact_sheet(tmp_path):
+def test_contact_sheet_and_render_rate(tmp_path):
+  from studies import render_synthetic
+
   path = tmp_path / "sheet.png"
-  synthetic.main(["--preview", str(path), "--n", "2", "--size", "32"])
+  lines = render_synthetic.run(preview=str(path), benchmark=True, n=2, size=32)
+  assert lines[0] == f"wrote {path}" and len(lines) == 3
+  assert all("examples/CPU-s" in line for line in lines[1:])
   with Image.open(path) as im:
-    assert im.size == (4 * 2 * 256, 256)
+    # 2 examples, each raw + labelled, 32 px zoomed 8x, on contact_sheet's 4 px grid.
+    assert im.size == (4 * (256 + 4) + 4, 256 + 2 * 4)
+  with pytest.raises(ValueError, match="nothing to do"):
+    render_synthetic.run()

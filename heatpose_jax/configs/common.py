@@ -50,6 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.canvas_cache = False  # crop once into .npy canvases beside the workdir
   c.worker_count = 0
   c.max_eval_examples = 0  # 0: the whole split
+  # σ (canvas px) of Gaussian annotation noise added to the training labels, fixed
+  # per example; evaluation scores against the clean labels (eval.clean_labels).
+  c.label_noise = 0.0
 
   c.model = ml_collections.ConfigDict()
   c.model.variant = "mpii"  # coarse bank layout: 'flic' or 'mpii'
@@ -95,6 +98,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.thresholds = (0.05, 0.1, 0.2)
   c.eval.curve_max = 0.2
   c.eval.coarse_refine = False  # the paper's coarse estimate is the argmax
+  c.eval.clean_labels = True  # score against `joints_clean` where a dataset has them
 
   c.spatial_model = ml_collections.ConfigDict()
   c.spatial_model.enabled = False

@@ -2,10 +2,16 @@
 
   python -m experiments.train --config=heatpose_jax/configs/synthetic.py:tiny --workdir=...
 
-Arguments: tiny (CPU-sized), pool=4|8|16, dataset config name (tfds=tiny|default|
-noisy|distractor), steps=N scales the three phases to N steps in total,
-standard (the Fig. 13 comparison cascade), dropout=spatial|standard|none,
-bf16 (mixed precision).
+Arguments: tiny (CPU-sized), paper (the paper's geometry, below), pool=4|8|16,
+dataset config name (tfds=tiny|small|default|noisy|distractor), steps=N scales the
+three phases to N steps in total, standard (the Fig. 13 comparison cascade),
+dropout=spatial|standard|none, bf16 (mixed precision), noise=σ (annotation noise
+in canvas px on the training labels; evaluation scores the clean ones).
+
+The default is a half-size model on 128×128 person crops (torso ≈ 40 px). `paper`
+is FLIC's geometry at the network input: 256×256 crops of the 256×256 renders,
+torso (‖r_shoulder − l_hip‖) ≈ 80 px, the paper's full-width model with its
+36-px crop window, 8× pooling: a GPU configuration.
 """
 
 from heatpose_jax.configs import common
@@ -13,7 +19,16 @@ from heatpose_jax.configs import common
 
 def get_config(arg=None):
   a = common.parse_arg(
-    arg, tiny=False, pool=8, tfds="", steps=0, standard=False, dropout="spatial", bf16=False
+    arg,
+    tiny=False,
+    paper=False,
+    pool=8,
+    tfds="",
+    steps=0,
+    standard=False,
+    dropout="spatial",
+    bf16=False,
+    noise=0.0,
   )
   c = common.base_config()
   c.dataset = c.tfds_name = "synthetic"
@@ -24,6 +39,16 @@ def get_config(arg=None):
   c.eval.normalizer = "head_size"
   c.eval.thresholds = (0.05, 0.1, 0.2, 0.5)
   c.eval.curve_max = 0.5
+  c.label_noise = a.noise
+  if a.paper:
+    c.input_hw = (256, 256)  # 'extent' crops of the 256×256 renders: torso ≈ 80 px
+    c.model.width = 1.0
+    c.model.head_features = (256, 256)
+    c.model.fine_convs = ((7, 64), (5, 128))
+    c.model.fine_merge_features = 128
+    c.model.context = 36
+    c.coarse_steps, c.fine_steps, c.joint_steps = 8000, 3000, 3000
+    c.eval_every = 1000
   if a.tiny:
     common.apply_tiny(c)
     c.tfds_config = a.tfds or "tiny"

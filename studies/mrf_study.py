@@ -1,10 +1,11 @@
 """Person selection with the MRF spatial model (paper §3.3), on synthetic scenes
 with a distractor: `run_study(config, workdir)`.
 
-Every image of the synthetic `distractor` config holds a second, complete person;
-the annotated one is marked by its torso box (the MRF's observed node). The study
-trains the cascade (or resumes / reuses `workdir`), fits the MRF, and reports
-for coarse, cascade, coarse+MRF and cascade+MRF:
+Images of the synthetic people may hold a second, complete person (the
+`distractor_prob` of the dataset config); the annotated one is marked by its
+torso box (the MRF's observed node). The study trains the cascade (or resumes /
+reuses `workdir`), fits the MRF (`train.fit_spatial_model`), and reports for
+coarse, cascade, coarse+MRF and cascade+MRF:
 
   * the right-person rate: the share of valid joints of images with a distractor
     that lie closer to the annotated person than to the distractor
@@ -21,8 +22,10 @@ Two views of the same test images:
     the synthetic people have about the same size in both views); its MRF is
     fitted on 'image' views of the training images.
 
-Outputs in `out_dir` (default `workdir/mrf_study`): table.md, table.json,
-figure.png (bar charts) and overlays.png (scenes without vs with the MRF).
+Predictions come from `inference.make_predict_fn` with the MRF as its selector
+(one compiled function for both views' MRFs). Outputs in `out_dir` (default
+`workdir/mrf_study`): table.md, table.json, figure.png (bar charts) and
+overlays.png (scenes without vs with the MRF).
 """
 
 from __future__ import annotations
@@ -35,11 +38,23 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from PIL import ImageDraw
 
-from heatpose_jax import evaluation, input_pipeline, spatial_training, train
+from heatpose_jax import (
+  checkpoints,
+  evaluation,
+  fileio,
+  from_config,
+  inference,
+  input_pipeline,
+  spatial_training,
+  train,
+  visualize,
+)
 from heatpose_jax import joints as joints_lib
 from heatpose_jax import spatial_model as sm
+from studies import tables
 
 VIEWS = ("person", "image")
 VARIANTS = (
@@ -169,22 +184,18 @@ def format_markdown(summary: dict) -> str:
 def plot_bars(summary: dict, path: str) -> None:
   """figure.png: right-person rate, on-distractor rate and PCK at the largest
   threshold, per view and estimate."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
   views = list(summary["views"])
   metric = "PCKh" if summary["normalizer"] == "head_size" else "PCK"
-  fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+  fig, axes = tables.plt().subplots(1, 3, figsize=(13, 3.2))
   width = 0.8 / len(VARIANTS)
   titles = {
     "right_person": "joints on the right person",
     "on_distractor": f"{metric}@{summary['distractor_alpha']} on the distractor",
   }
   for ax, what in zip(axes, ("right_person", "on_distractor", "pck"), strict=True):
+    t = None
     for i, (key, label) in enumerate(VARIANTS):
-      vals, t = [], None
+      vals = []
       for view in views:
         r = summary["views"][view]["rows"].get(key)
         if r is None:
@@ -201,60 +212,28 @@ def plot_bars(summary: dict, path: str) -> None:
   axes[0].legend(fontsize=7, loc="lower left")
   fig.suptitle(f"{summary['dataset']} {summary['split']}, step {summary['step']}", fontsize=9)
   fig.tight_layout()
-  evaluation._save_fig_atomic(fig, path)
-  plt.close(fig)
+  fileio.save_figure(fig, path, dpi=100)
 
 
-def _draw(canvas, xy, skeleton, torso_box, gt, factor: int) -> np.ndarray:
-  """Magnified canvas with the torso box (yellow), ground truth (green, when
-  complete), estimate (red)."""
-  from PIL import Image, ImageDraw
-
-  im = Image.fromarray(np.asarray(canvas, np.uint8)).convert("RGB")
-  im = im.resize((im.width * factor, im.height * factor), Image.NEAREST)
+def scene_tile(
+  canvas: np.ndarray,
+  xy: np.ndarray,
+  skeleton: joints_lib.Skeleton,
+  torso_box: np.ndarray,
+  gt: np.ndarray | None,
+  title: str,
+  min_side: int = 256,
+) -> np.ndarray:
+  """An enlarged canvas `(H', W', 3)` uint8 with the estimate `xy` (red), the
+  ground truth (green, when given) and the torso box (yellow), all in canvas px."""
+  im, k = visualize.enlarge(canvas, min_side)
+  x1, y1, x2, y2 = (np.asarray(torso_box, np.float64) * k + (k - 1) / 2).ravel()
+  ImageDraw.Draw(im).rectangle([x1, y1, x2, y2], outline=(255, 220, 0), width=max(1, k // 2))
 
   def up(p):
-    return np.asarray(p, np.float64) * factor + (factor - 1) / 2
+    return None if p is None else np.asarray(p, np.float64) * k + (k - 1) / 2
 
-  out = evaluation.draw_skeletons(
-    np.asarray(im), up(xy), skeleton, gt=None if gt is None else up(gt)
-  )
-  im = Image.fromarray(out)
-  x1, y1, x2, y2 = up(np.reshape(torso_box, (2, 2))).ravel()
-  ImageDraw.Draw(im).rectangle([x1, y1, x2, y2], outline=(255, 220, 0), width=max(1, factor // 2))
-  return np.asarray(im)
-
-
-def plot_overlays(
-  scenes: Sequence[tuple[np.ndarray, dict[str, np.ndarray], str]],
-  skeleton: joints_lib.Skeleton,
-  path: str,
-) -> None:
-  """overlays.png: one column per scene; top: the cascade, bottom: cascade+MRF.
-
-  Args:
-    scenes: (canvas uint8, one example's predictions (`cascade`, `cascade_mrf`,
-      `joints`, `joints_valid`, `torso_box`), title) triples.
-    skeleton: the joints.
-    path: the PNG.
-  """
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  n = len(scenes)
-  fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.8), squeeze=False)
-  for col, (canvas, p, title) in zip(axes.T, scenes, strict=True):
-    factor = max(1, 256 // canvas.shape[0])
-    gt = p["joints"] if np.all(p["joints_valid"] > 0) else None
-    for ax, key, label in ((col[0], "cascade", "without MRF"), (col[1], "cascade_mrf", "with MRF")):
-      ax.imshow(_draw(canvas, p[key], skeleton, p["torso_box"], gt, factor))
-      ax.set_title(f"{title}\n{label}", fontsize=7)
-      ax.axis("off")
-  fig.tight_layout()
-  evaluation._save_fig_atomic(fig, path)
-  plt.close(fig)
+  return visualize.draw(np.asarray(im), up(xy), skeleton, gt=up(gt), min_side=1, title=title)
 
 
 def _pick_scenes(preds: dict[str, np.ndarray], n: int) -> list[int]:
@@ -267,15 +246,26 @@ def _pick_scenes(preds: dict[str, np.ndarray], n: int) -> list[int]:
     return ((d_t < d_d) & valid).sum(-1)
 
   gain = right("cascade_mrf") - right("cascade")
-  order = np.argsort(-gain, kind="stable")
-  return [int(i) for i in order[:n]]
+  return [int(i) for i in np.argsort(-gain, kind="stable")[:n]]
 
 
-def _predict_view(config, model, params, mesh, source, predict_fn, mrf) -> dict[str, np.ndarray]:
-  batches = train.eval_batches(config, source)
-  return evaluation.predict_dataset(
-    lambda p, b: predict_fn(p, mrf.params, b), params, batches, mesh
-  )
+def overlays(config, source, preds, view: str, n: int) -> np.ndarray:
+  """overlays.png: one column per scene; top row the cascade, bottom row cascade+MRF."""
+  skeleton = from_config.skeleton(config)
+  kw = from_config.pipeline_kwargs(config)
+  picked = _pick_scenes(preds, n)
+  rows = {"cascade": [], "cascade_mrf": []}
+  for k in picked:
+    ex = source[k]
+    if isinstance(ex["image"], bytes):  # dataset features, not a cached canvas
+      ex = input_pipeline.crop_example(ex, **kw)
+    gt = preds["joints"][k] if np.all(preds["joints_valid"][k] > 0) else None
+    for key, label in (("cascade", "without MRF"), ("cascade_mrf", "with MRF")):
+      title = f"{view} #{int(preds['index'][k])}, {label}"
+      rows[key].append(
+        scene_tile(ex["image"], preds[key][k], skeleton, preds["torso_box"][k], gt, title)
+      )
+  return visualize.contact_sheet(rows["cascade"] + rows["cascade_mrf"], columns=len(picked))
 
 
 def run_study(
@@ -286,17 +276,19 @@ def run_study(
   views: Sequence[str] = VIEWS,
   train_first: bool = True,
   num_overlays: int = 6,
+  mesh: Mesh | None = None,
 ) -> dict:
   """Trains (resumable) or reuses `workdir`, fits the MRF, and writes the study.
 
   Args:
-    config: a synthetic config whose dataset has distractors (`tfds=distractor`).
+    config: a synthetic config whose dataset has distractors.
     workdir: the training run (created, resumed, or reused as it is).
     out_dir: default `workdir/mrf_study`.
     views: of `VIEWS`.
     train_first: run `train.train_and_evaluate` first (it resumes, and only
       evaluates when training is done); False: use the newest checkpoint.
     num_overlays: scenes in overlays.png (0: none).
+    mesh: the data mesh (default: every device).
 
   Returns:
     The summary written to table.json.
@@ -304,15 +296,21 @@ def run_study(
   bad = [v for v in views if v not in VIEWS]
   if bad or not views:
     raise ValueError(f"views must be a non-empty subset of {VIEWS}, got {tuple(views)}")
+  if "image" in views and config.crop_mode not in _DEFAULT_BOX_SCALE:
+    raise ValueError(
+      f"view 'image' needs crop_mode 'extent' or 'scale_normalized', not {config.crop_mode!r}"
+    )
   config = ml_collections.ConfigDict(config.to_dict())
   config.spatial_model.enabled = True
   out_dir = out_dir or os.path.join(workdir, "mrf_study")
+  mesh = input_pipeline.make_mesh() if mesh is None else mesh
   if train_first:
-    train.train_and_evaluate(config, workdir)
-  mesh = Mesh(np.array(jax.devices()), ("data",))
-  skeleton = joints_lib.get_skeleton(config.dataset)
-  model, params, step = train.load_params(config, workdir, mesh)
-  predict_fn = None
+    train.train_and_evaluate(config, workdir, mesh=mesh)
+  skeleton = from_config.skeleton(config)
+  model = from_config.model(config)
+  params, step = checkpoints.restore_params(
+    workdir, from_config.abstract_state(config, mesh).params
+  )
   alpha = float(max(config.eval.thresholds))
   summary = {
     "dataset": f"{config.tfds_name}/{config.tfds_config}",
@@ -324,20 +322,17 @@ def run_study(
     "distractor_alpha": alpha,
     "views": {},
   }
-  overlay_preds = None
+  predict_fns = {}  # one compiled function per MRF graph and size
+  shown = None
   for view in views:
     if view == "person":
-      mrf = train.fit_or_load_spatial_model(config, model, params, mesh, workdir, step)
-      source = train.eval_source(config, workdir)
+      mrf = train.fit_spatial_model(config, model, params, mesh, workdir, step)
+      source = from_config.eval_source(config, workdir)
       description = f"the config's '{config.crop_mode}' person-centred crop"
     else:
-      if config.crop_mode not in _DEFAULT_BOX_SCALE:
-        raise ValueError(
-          f"view 'image' needs crop_mode 'extent' or 'scale_normalized', not {config.crop_mode!r}"
-        )
       box_scale = config.box_scale or _DEFAULT_BOX_SCALE[config.crop_mode]
-      train_src = WholeImageView(train.data_source(config, config.train_split), box_scale)
-      mrf = train.fit_or_load_spatial_model(
+      train_src = WholeImageView(from_config.dataset_source(config, config.train_split), box_scale)
+      mrf = train.fit_spatial_model(
         config,
         model,
         params,
@@ -347,14 +342,24 @@ def run_study(
         source=train_src,
         save_dir=os.path.join(out_dir, "image_view"),
       )
-      raw = train.data_source(config, config.eval_split)
+      raw = from_config.dataset_source(config, config.eval_split)
       source = WholeImageView(raw, box_scale, limit=config.max_eval_examples)
       description = "the whole image, letterboxed (both people complete)"
-    if predict_fn is None:  # one compiled function for every view's MRF
-      predict_fn = spatial_training.make_mrf_predict_fn(
-        model, mesh, mrf.spec, coarse_refine=config.eval.coarse_refine
+    if mrf.spec not in predict_fns:
+      predict_fns[mrf.spec] = inference.make_predict_fn(
+        model,
+        mesh,
+        coarse_refine=config.eval.coarse_refine,
+        selector=spatial_training.mrf_selector(mrf.spec),
       )
-    preds = _predict_view(config, model, params, mesh, source, predict_fn, mrf)
+    preds = evaluation.predict_dataset(
+      predict_fns[mrf.spec],
+      params,
+      from_config.eval_batches(config, source),
+      mesh,
+      selector_params=jax.device_put(mrf.params, NamedSharding(mesh, PartitionSpec())),
+      desc=f"{view} view",
+    )
     scored = evaluation.score(
       preds,
       skeleton,
@@ -371,29 +376,17 @@ def run_study(
       "mrf_loss": mrf.info.get("final_loss"),
       "rows": view_rows(preds, scored, config.eval.normalizer, alpha),
     }
-    logging.info("view %s:\n%s", view, evaluation.format_results(scored))
-    if overlay_preds is None or view == "image":
-      overlay_preds = (view, source, preds)
-
+    logging.info("view %s:\n%s", view, evaluation.format_table(scored, f"{view} view"))
+    if shown is None or view == "image":  # the whole image shows both people
+      shown = (view, source, preds)
   if jax.process_index() == 0:
-    os.makedirs(out_dir, exist_ok=True)
-    evaluation.write_json_atomic(summary, os.path.join(out_dir, "table.json"))
+    fileio.write_json(os.path.join(out_dir, "table.json"), summary)
     text = format_markdown(summary)
-    with open(os.path.join(out_dir, "table.md.tmp"), "w") as f:
-      f.write(text)
-    os.replace(os.path.join(out_dir, "table.md.tmp"), os.path.join(out_dir, "table.md"))
+    fileio.write_text(os.path.join(out_dir, "table.md"), text)
     plot_bars(summary, os.path.join(out_dir, "figure.png"))
-    if num_overlays and overlay_preds is not None:
-      view, source, preds = overlay_preds
-      kw = train._pipeline_kwargs(config)
-      scenes = []
-      for k in _pick_scenes(preds, num_overlays):
-        ex = source[k]
-        if isinstance(ex["image"], bytes):  # dataset features, not a cached canvas
-          ex = input_pipeline.crop_example(ex, **kw)
-        p = {key: preds[key][k] for key in ("cascade", "cascade_mrf", "joints", "joints_valid")}
-        p["torso_box"] = preds["torso_box"][k]
-        scenes.append((ex["image"], p, f"{view} view, #{int(preds['index'][k])}"))
-      plot_overlays(scenes, skeleton, os.path.join(out_dir, "overlays.png"))
-    logging.info("MRF study:\n%s", text)
+    if num_overlays:
+      view, source, preds = shown
+      sheet = overlays(config, source, preds, view, num_overlays)
+      fileio.save_image(os.path.join(out_dir, "overlays.png"), sheet)
+    print(text, flush=True)
   return summary

@@ -1,0 +1,608 @@
+"""Speed of the models on the device: training steps, forward latency and
+throughput, FLOPs, the matrix-product peak and memory (`run_benchmark`).
+
+The cases (`default_cases`, the performance table: MPII 256×256, 8× pooling,
+16 joints, bf16):
+  * forward: `inference.predict` (coarse model, argmax, crops, fine model,
+    decoding; the one prediction path) at batch 1 and 32, and the coarse model
+    alone, timed interleaved call for call, so that fine = the median of the
+    per-pair differences (clipped at 0) is measured under the same conditions;
+  * train: the real jitted, donated step of `from_config.train_step` (device
+    augmentation, targets, forward, backward, AdamW) of the coarse and joint
+    phases at batch 64 on random uint8 batches already on the device: what
+    training gets, minus the input pipeline; the joint step's compile time;
+  * cpu: the batch-1 cascade in float32 on the host's CPU cores (what a laptop
+    user sees).
+
+Every function is compiled once and timed warm, inputs on its device. Parameters
+are random, filled into `from_config.abstract_state` (no init compile); the work
+does not depend on them. FLOPs come from `model_stats.flops` (XLA's cost
+analysis of the lowered module, else the analytic count; the source is
+reported); achieved TFLOP/s are also given as % of a bf16 (f32 on the CPU)
+matrix-product peak measured in the same run. Memory: the compiled executable's
+analysis, and the device's peak bytes in use so far (cases run smallest first).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from heatpose_jax import fileio, from_config, inference, input_pipeline, model_stats
+
+GIB = 2.0**30
+
+
+# --- inputs --------------------------------------------------------------------
+
+
+def model_config(
+  name: str, *, pool: int, dtype: str, batch_size: int = 64, tiny: bool = False
+) -> ml_collections.ConfigDict:
+  """The paper's MPII (256×256, 16 joints) or FLIC (320×240, 7 joints) config;
+  `tiny`: the configs' CPU-sized setting (64×64 or 64×48 input, width 1/8)."""
+  from heatpose_jax.configs import flic, mpii
+
+  modules = {"flic": flic, "mpii": mpii}
+  if name not in modules:
+    raise ValueError(f"model must be one of {sorted(modules)}, got {name!r}")
+  config = modules[name].get_config(",".join((["tiny"] if tiny else []) + [f"pool={pool}"]))
+  config.dtype = dtype
+  config.batch_size = batch_size
+  from_config.check(config)
+  return config
+
+
+def random_params(abstract_params, seed: int = 0):
+  """Arrays shaped and placed as `abstract_params` (`jax.ShapeDtypeStruct`s with
+  shardings): kernels LeCun-normal (std 1/√fan-in, fan-in = all axes but the
+  last), vectors zero, so activations stay in range in any dtype."""
+  rng = np.random.default_rng(seed)
+
+  def one(s):
+    x = np.zeros(s.shape, s.dtype)
+    if len(s.shape) >= 2:
+      x = (rng.standard_normal(s.shape) / math.sqrt(math.prod(s.shape[:-1]))).astype(s.dtype)
+    return jax.device_put(x, s.sharding)
+
+  return jax.tree.map(one, abstract_params)
+
+
+def random_state(abstract_state, seed: int = 0):
+  """A `TrainState` filled into `abstract_state`: `random_params`, and zeros for
+  the step and the optimizer states (a valid state: fresh Adam moments)."""
+  zeros = jax.tree.map(
+    lambda s: jax.device_put(np.zeros(s.shape, s.dtype), s.sharding),
+    (abstract_state.step, abstract_state.opt_state),
+  )
+  return abstract_state.replace(
+    step=zeros[0], params=random_params(abstract_state.params, seed), opt_state=zeros[1]
+  )
+
+
+def synthetic_batch(
+  batch_size: int, input_hw: tuple[int, int], num_joints: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+  """A random host batch in design.md's layout: uint8 noise images, joints inside
+  the central part of the canvas, all annotated and visible."""
+  rng = np.random.default_rng(seed)
+  h, w = input_hw
+  b, j = batch_size, num_joints
+  joints = np.stack(
+    [rng.uniform(0.25 * w, 0.75 * w, (b, j)), rng.uniform(0.2 * h, 0.8 * h, (b, j))], -1
+  )
+  box = np.array([0.35 * w, 0.3 * h, 0.65 * w, 0.7 * h], np.float32)
+  return {
+    "image": rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8),
+    "joints": joints.astype(np.float32),
+    "joints_valid": np.ones((b, j), np.float32),
+    "joints_visible": np.ones((b, j), np.float32),
+    "head_size": np.full((b,), 0.1 * h, np.float32),
+    "torso_size": np.full((b,), 0.3 * h, np.float32),
+    "torso_box": np.tile(box, (b, 1)),
+    "canvas_to_image": np.tile(np.eye(2, 3, dtype=np.float32), (b, 1, 1)),
+    "index": np.arange(b, dtype=np.int32),
+    "_mask": np.ones((b,), bool),
+  }
+
+
+# --- measurements ----------------------------------------------------------------
+
+
+def _abstract(tree):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def compile_fn(fn: Callable, *args) -> dict[str, Any]:
+  """Traces, lowers and compiles `jax.jit(fn)` (or a jitted `fn`) for `args`.
+
+  Returns:
+    dict: compiled, compile_s (trace + lower + compile), flops, flop_source
+    (`model_stats.flops`) and the memory fields of `memory`.
+  """
+  jitted = fn if hasattr(fn, "trace") else jax.jit(fn)
+  t0 = time.perf_counter()
+  traced = jitted.trace(*_abstract(args))
+  lowered = traced.lower()
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - t0
+  flops, source = model_stats.flops(traced, lowered)
+  return {
+    "compiled": compiled,
+    "compile_s": compile_s,
+    "flops": flops,
+    "flop_source": source,
+    **memory(compiled),
+  }
+
+
+def memory(compiled: jax.stages.Compiled) -> dict[str, float]:
+  """GiB of the executable's arguments, outputs and scratch (`memory_analysis`),
+  NaN where the backend does not say."""
+  try:
+    m = compiled.memory_analysis()
+    return {
+      "argument_gib": m.argument_size_in_bytes / GIB,
+      "output_gib": (m.output_size_in_bytes - m.alias_size_in_bytes) / GIB,
+      "temp_gib": m.temp_size_in_bytes / GIB,
+    }
+  except Exception:  # noqa: BLE001 - not every backend implements it.
+    return {"argument_gib": math.nan, "output_gib": math.nan, "temp_gib": math.nan}
+
+
+def device_peak_gib(device: jax.Device) -> float:
+  """The device's peak bytes in use so far (GiB), NaN where it keeps no count (the CPU)."""
+  stats = device.memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
+  return peak / GIB if peak is not None else math.nan
+
+
+def interleaved_times(
+  calls: Sequence[Callable[[int], Any]], *, iters: int, warmup: int
+) -> list[list[float]]:
+  """Seconds of each of `calls` (given the round's number), timed in turn:
+  round r runs call 0, call 1, ... , each timed around `jax.block_until_ready`;
+  `warmup` untimed rounds first. Calls of one round see the same clocks, caches
+  and neighbours."""
+  for r in range(warmup):
+    for c in calls:
+      jax.block_until_ready(c(r))
+  times = [[] for _ in calls]
+  for r in range(max(1, iters)):
+    for c, ts in zip(calls, times, strict=True):
+      t = time.perf_counter()
+      jax.block_until_ready(c(r))
+      ts.append(time.perf_counter() - t)
+  return times
+
+
+def pair_stats(first: Sequence[float], second: Sequence[float]) -> dict[str, float]:
+  """Medians of two interleaved series and of their per-pair difference
+  `second − first`, clipped at 0 (noise never makes a negative time)."""
+  diffs = [max(b - a, 0.0) for a, b in zip(first, second, strict=True)]
+  return {
+    "first_s": statistics.median(first),
+    "second_s": statistics.median(second),
+    "difference_s": statistics.median(diffs),
+  }
+
+
+def matmul_peak(n: int, dtype, device: jax.Device, *, iters: int = 10) -> dict[str, Any]:
+  """TFLOP/s of an `n`×`n` by `n`×`n` product in `dtype` on `device` (median
+  call): the achievable peak that the cases are compared with."""
+  rng = np.random.default_rng(0)
+  a, b = (
+    jax.device_put(rng.standard_normal((n, n), np.float32), device).astype(dtype) for _ in "ab"
+  )
+  f = jax.jit(jnp.dot)
+  (times,) = interleaved_times([lambda r: f(a, b)], iters=iters, warmup=2)
+  t = statistics.median(times)
+  return {
+    "n": n,
+    "dtype": jnp.dtype(dtype).name,
+    "device": device.device_kind,
+    "ms": 1e3 * t,
+    "tflops": 2.0 * n**3 / t / 1e12,
+  }
+
+
+def forward_stats(
+  config: ml_collections.ConfigDict,
+  batch_size: int,
+  mesh,
+  *,
+  parts: Sequence[str] = ("coarse", "cascade"),
+  iters: int = 20,
+  warmup: int = 2,
+  seed: int = 0,
+) -> dict[str, float]:
+  """Compiles and times the forward pass of `config`'s model on a 1-device mesh.
+
+  'cascade' is `inference.predict` (the prediction path); 'coarse' the coarse
+  model's heat-maps. The parts are timed interleaved on 3 rotating random uint8
+  input buffers; with both, `fine_ms_per_image` is the median per-pair
+  difference (clipped at 0).
+
+  Returns:
+    dict: per part `{part}_ms_per_image`, `{part}_ms_per_call`,
+    `{part}_gflop_per_image`, `{part}_tflops`, `{part}_compile_s`,
+    `{part}_flop_source` and the memory fields; `fine_ms_per_image` with both parts.
+  """
+  if mesh.devices.size != 1:
+    raise ValueError(f"forward_stats times one device; the mesh has {mesh.devices.size}")
+  device = mesh.devices.flat[0]
+  model = from_config.model(config)
+  params = random_params(from_config.abstract_state(config, mesh).params, seed)
+  rng = np.random.default_rng(seed)
+  xs = [
+    jax.device_put(rng.integers(0, 256, (batch_size, *config.input_hw, 3), np.uint8), device)
+    for _ in range(3)
+  ]
+  fns = {
+    "coarse": lambda p, x: model.apply({"params": p}, x, train=False, method="coarse_heatmaps"),
+    "cascade": lambda p, x: inference.predict(model, p, x),
+  }
+  out, compiled = {}, []
+  for part in parts:
+    c = compile_fn(fns[part], params, xs[0])
+    compiled.append(c["compiled"])
+    out[f"{part}_compile_s"] = c["compile_s"]
+    out[f"{part}_gflop_per_image"] = c["flops"] / batch_size / 1e9
+    out[f"{part}_flop_source"] = c["flop_source"]
+    for k in ("argument_gib", "output_gib", "temp_gib"):
+      out[f"{part}_{k}"] = c[k]
+  calls = [lambda r, f=f: f(params, xs[r % len(xs)]) for f in compiled]
+  times = interleaved_times(calls, iters=iters, warmup=warmup)
+  for part, ts in zip(parts, times, strict=True):
+    t = statistics.median(ts)
+    out[f"{part}_ms_per_call"] = 1e3 * t
+    out[f"{part}_ms_per_image"] = 1e3 * t / batch_size
+    out[f"{part}_tflops"] = out[f"{part}_gflop_per_image"] * batch_size / t / 1e3
+  if tuple(parts) == ("coarse", "cascade"):
+    out["fine_ms_per_image"] = 1e3 * pair_stats(*times)["difference_s"] / batch_size
+    out["fine_gflop_per_image"] = out["cascade_gflop_per_image"] - out["coarse_gflop_per_image"]
+  out["device_peak_gib"] = device_peak_gib(device)
+  return out
+
+
+def train_stats(
+  config: ml_collections.ConfigDict,
+  phase: str,
+  mesh,
+  *,
+  steps: int = 10,
+  repeats: int = 3,
+  warmup: int = 2,
+  seed: int = 0,
+) -> dict[str, float]:
+  """Compiles (`from_config.train_step`) and times the train step of `phase`.
+
+  The state is `random_state` over the mesh, one random batch
+  (`synthetic_batch`, `config.batch_size` rows) stays on the device. Steps are
+  dispatched back to back, as in training; a window's clock stops when its last
+  state is ready; the median of `repeats` windows of `steps` steps counts.
+
+  Returns:
+    dict: step_ms, images_per_s, gflop_per_image (forward + backward +
+    optimizer), tflops, flop_source, compile_s, the memory fields,
+    device_peak_gib and the last step's loss.
+  """
+  b = config.batch_size
+  step_fn = from_config.train_step(config, phase, mesh)
+  num_joints = from_config.skeleton(config).num_joints
+  batch = input_pipeline.to_global_array(
+    synthetic_batch(b, tuple(config.input_hw), num_joints, seed), mesh
+  )
+  key = jax.device_put(jax.random.key(seed), NamedSharding(mesh, PartitionSpec()))
+  state = random_state(from_config.abstract_state(config, mesh), seed)
+  c = compile_fn(step_fn, state, batch, key)
+  compiled, metrics = c.pop("compiled"), None
+  for _ in range(warmup):
+    state, metrics = compiled(state, batch, key)
+  jax.block_until_ready(state)
+  windows = []
+  for _ in range(max(1, repeats)):
+    t = time.perf_counter()
+    for _ in range(max(1, steps)):
+      state, metrics = compiled(state, batch, key)
+    jax.block_until_ready(state)
+    windows.append((time.perf_counter() - t) / max(1, steps))
+  step_s = statistics.median(windows)
+  gflop = c.pop("flops") / b / 1e9
+  return {
+    "step_ms": 1e3 * step_s,
+    "images_per_s": b / step_s,
+    "gflop_per_image": gflop,
+    "tflops": gflop * b / step_s / 1e3,
+    **c,
+    "device_peak_gib": device_peak_gib(mesh.devices.flat[0]),
+    "loss": float(jax.device_get(metrics["loss"])) if metrics is not None else math.nan,
+  }
+
+
+# --- the benchmark -----------------------------------------------------------------
+
+
+def default_cases(
+  *,
+  forward_batches: Sequence[int] = (1, 32),
+  phases: Sequence[str] = ("coarse", "joint"),
+  cpu: bool = True,
+) -> list[dict[str, Any]]:
+  """The performance table's cases, smallest memory first (so that the device's
+  peak so far is each case's own): forward at each batch, the train steps, then
+  the batch-1 cascade on the CPU."""
+  cases = [{"section": "forward", "device": "default", "batch": b} for b in forward_batches]
+  cases += [{"section": "train", "device": "default", "phase": p} for p in phases]
+  if cpu:
+    cases.append({"section": "forward", "device": "cpu", "batch": 1})
+  return cases
+
+
+def device_info() -> dict[str, Any]:
+  """The devices, host and library versions a result was measured with."""
+  import flax
+
+  d = jax.devices()[0]
+  return {
+    "device_kind": d.device_kind,
+    "platform": d.platform,
+    "num_devices": jax.device_count(),
+    "cpu_cores": os.cpu_count(),
+    "jax": jax.__version__,
+    "flax": flax.__version__,
+    "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+  }
+
+
+def _cpu_device() -> jax.Device | None:
+  try:
+    return jax.local_devices(backend="cpu")[0]
+  except RuntimeError:  # JAX_PLATFORMS without cpu
+    return None
+
+
+def run_benchmark(
+  config: ml_collections.ConfigDict,
+  cases: Sequence[dict[str, Any]],
+  *,
+  mesh=None,
+  output_dir: str = "",
+  command: str = "",
+  max_seconds: float = 540.0,
+  matmul_size: int = 8192,
+  train_steps: int = 10,
+  train_repeats: int = 3,
+  forward_iters: int = 20,
+  warmup: int = 2,
+) -> dict[str, Any]:
+  """Measures the matrix-product peaks, then `cases` in order; prints a line per
+  case and rewrites `output_dir/benchmark.{json,md}` after each.
+
+  Args:
+    config: the model and training config (`model_config`); its dtype and
+      batch_size are the default-device cases'. The CPU case runs it in float32.
+    cases: from `default_cases`.
+    mesh: the training mesh (default: every device); forward cases use its
+      first device, the CPU case the first CPU device.
+    output_dir: where the report goes ('' for none).
+    command: the command line, quoted in the report.
+    max_seconds: a case starts only while the longest case so far still fits.
+    matmul_size: side of the peak's matrices (the CPU's: at most 2048).
+    train_steps, train_repeats, forward_iters, warmup: see `train_stats`,
+      `forward_stats`.
+
+  Returns:
+    The report: `device` (`device_info`), `peaks` ({"default", "cpu"}:
+    `matmul_peak`), `results`, `skipped`, `failed` (each entry its case, its
+    measurements and `status`), and the run's settings.
+  """
+  start = time.perf_counter()
+  mesh = input_pipeline.make_mesh() if mesh is None else mesh
+  first = mesh.devices.flat[0]
+  cpu = _cpu_device()
+  h, w = config.input_hw
+  report = {
+    "device": device_info(),
+    "command": command,
+    "config": f"{config.dataset} {w}x{h}, {config.model.pool_factor}x pooling, "
+    f"{from_config.skeleton(config).num_joints} joints, {config.dtype}, "
+    f"train batch {config.batch_size}",
+    "compilation_cache": jax.config.jax_compilation_cache_dir or "",
+    "max_seconds": max_seconds,
+    "cases": list(cases),
+    "peaks": {},
+    "results": [],
+    "skipped": [],
+    "failed": [],
+  }
+
+  def write():
+    report["elapsed_s"] = time.perf_counter() - start
+    if output_dir and jax.process_index() == 0:
+      fileio.write_json(os.path.join(output_dir, "benchmark.json"), report)
+      fileio.write_text(os.path.join(output_dir, "benchmark.md"), format_markdown(report))
+
+  def emit(entry, status):
+    entry["status"] = status
+    report[status].append(entry)
+    print(f"[{time.perf_counter() - start:6.1f} s] {case_line(entry)}", flush=True)
+    write()
+
+  meshes = {"default": input_pipeline.make_mesh([first])}
+  report["peaks"]["default"] = matmul_peak(matmul_size, jnp.bfloat16, first)
+  if cpu is not None and any(c["device"] == "cpu" for c in cases):
+    meshes["cpu"] = input_pipeline.make_mesh([cpu])
+    report["peaks"]["cpu"] = matmul_peak(min(matmul_size, 2048), jnp.float32, cpu)
+  for name, p in report["peaks"].items():
+    print(f"matrix-product peak ({name}, {p['dtype']} {p['n']}): {p['tflops']:.2f} TFLOP/s")
+  cpu_config = ml_collections.ConfigDict(config.to_dict())
+  cpu_config.dtype = "float32"
+  longest = 0.0
+  for case in cases:
+    used = time.perf_counter() - start
+    if used + longest > max_seconds:
+      emit(dict(case, reason=f"budget: {used:.0f} of {max_seconds:.0f} s used"), "skipped")
+      continue
+    if case["device"] not in meshes:
+      emit(dict(case, reason="no CPU backend (JAX_PLATFORMS)"), "skipped")
+      continue
+    cfg = cpu_config if case["device"] == "cpu" else config
+    entry = dict(case, model=cfg.model.variant, input=f"{w}x{h}", pool=cfg.model.pool_factor)
+    entry.update(joints=from_config.skeleton(cfg).num_joints, dtype=cfg.dtype)
+    entry["device_kind"] = meshes[case["device"]].devices.flat[0].device_kind
+    t = time.perf_counter()
+    try:
+      if case["section"] == "train":
+        entry["batch"] = cfg.batch_size
+        stats = train_stats(
+          cfg, case["phase"], mesh, steps=train_steps, repeats=train_repeats, warmup=warmup
+        )
+        tflops = stats["tflops"]
+      else:
+        parts = ("cascade",) if case["device"] == "cpu" else ("coarse", "cascade")
+        stats = forward_stats(
+          cfg,
+          case["batch"],
+          meshes[case["device"]],
+          parts=parts,
+          iters=forward_iters,
+          warmup=warmup,
+        )
+        tflops = stats["cascade_tflops"]
+    except Exception as e:  # noqa: BLE001 - e.g. out of memory: report the case and go on.
+      emit(dict(entry, error=f"{type(e).__name__}: {e}"[:500]), "failed")
+      continue
+    finally:
+      longest = max(longest, time.perf_counter() - t)
+    entry.update(stats)
+    entry["peak_percent"] = 100 * tflops / report["peaks"][case["device"]]["tflops"]
+    entry["measure_s"] = time.perf_counter() - t
+    emit(entry, "results")
+  write()
+  return report
+
+
+# --- reporting ---------------------------------------------------------------------
+
+
+def _f(x, digits: int) -> str:
+  return "–" if x is None or not math.isfinite(x) else f"{x:,.{digits}f}"
+
+
+def _g(x) -> str:
+  """3 significant digits (TFLOP/s: from 0.00123 on a tiny CPU case to 312 on a GPU)."""
+  return "–" if x is None or not math.isfinite(x) else f"{x:.3g}"
+
+
+def case_line(entry: dict[str, Any]) -> str:
+  """One line describing a finished, skipped or failed case."""
+  what = f"{entry['section']} on {entry['device']}"
+  what += f" {entry['phase']}" if entry["section"] == "train" else f" batch {entry['batch']}"
+  if entry["status"] == "skipped":
+    return f"{what}: skipped ({entry['reason']})"
+  if entry["status"] == "failed":
+    return f"{what}: FAILED {entry['error']}"
+  if entry["section"] == "train":
+    return (
+      f"{what}: {_f(entry['step_ms'], 2)} ms/step, {_f(entry['images_per_s'], 1)} img/s, "
+      f"{_f(entry['gflop_per_image'], 1)} GFLOP/img ({entry['flop_source']}), "
+      f"{_g(entry['tflops'])} TFLOP/s ({_f(entry['peak_percent'], 0)} % of peak), "
+      f"compile {entry['compile_s']:.1f} s"
+    )
+  fine = entry.get("fine_ms_per_image")
+  return (
+    f"{what}: cascade {_f(entry['cascade_ms_per_image'], 3)} ms/img"
+    + (
+      f" (coarse {_f(entry['coarse_ms_per_image'], 3)}, fine {_f(fine, 3)})"
+      if fine is not None
+      else ""
+    )
+    + f", {_g(entry['cascade_tflops'])} TFLOP/s ({_f(entry['peak_percent'], 0)} % of peak), "
+    f"compile {entry['cascade_compile_s']:.1f} s"
+  )
+
+
+def format_markdown(report: dict[str, Any]) -> str:
+  """benchmark.md: the header, the matrix-product peaks, one table per section."""
+  info = report["device"]
+  lines = [
+    "# heatpose_jax benchmark",
+    "",
+    f"- date: {info['date']}",
+    f"- device: {info['device_kind']} × {info['num_devices']} ({info['platform']}); "
+    f"host: {info['cpu_cores']} CPU cores",
+    f"- jax {info['jax']}, flax {info['flax']}",
+    f"- command: `{report['command']}`",
+    f"- config: {report['config']}",
+    f"- persistent compilation cache: {report['compilation_cache'] or 'off'} "
+    "(compile times are cold only when off)",
+    f"- total {report.get('elapsed_s', math.nan):.0f} s of a {report['max_seconds']:.0f} s budget",
+  ]
+  for name, p in report["peaks"].items():
+    lines.append(
+      f"- matrix-product peak ({name}): {p['dtype']} {p['n']}×{p['n']}, {p['device']}: "
+      f"{_g(p['tflops'])} TFLOP/s (the '% of peak' reference)"
+    )
+  lines += [
+    "- FLOPs from: 'xla' = XLA's cost analysis of the lowered module, 'analytic' = "
+    "convolutions and matrix products of the jaxpr (`heatpose_jax.model_stats`).",
+    "",
+  ]
+  results = report["results"]
+  trains = [r for r in results if r["section"] == "train"]
+  if trains:
+    lines += [
+      "## Training step (`from_config.train_step`: augmentation, targets, forward, backward, "
+      "AdamW; no input pipeline)",
+      "",
+      "| model | input (W×H) | J | pool | phase | dtype | batch | ms/step | img/s | GFLOP/img "
+      "| TFLOP/s | % of peak | FLOPs from | args + temp GiB | device peak GiB | compile s | loss |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in trains:
+      lines.append(
+        f"| {r['model']} | {r['input']} | {r['joints']} | {r['pool']}x | {r['phase']} "
+        f"| {r['dtype']} | {r['batch']} | {_f(r['step_ms'], 2)} | {_f(r['images_per_s'], 1)} "
+        f"| {_f(r['gflop_per_image'], 2)} | {_g(r['tflops'])} | {_f(r['peak_percent'], 1)} "
+        f"| {r['flop_source']} | {_g(r['argument_gib'] + r['temp_gib'])} "
+        f"| {_g(r['device_peak_gib'])} | {_f(r['compile_s'], 1)} | {_f(r['loss'], 4)} |"
+      )
+    lines.append("")
+  forwards = [r for r in results if r["section"] == "forward"]
+  if forwards:
+    lines += [
+      "## Forward (`inference.predict`; fine = median per-pair cascade − coarse, clipped at 0)",
+      "",
+      "| device | model | input (W×H) | pool | dtype | batch | coarse ms/img | fine ms/img "
+      "| cascade ms/img | cascade GFLOP/img | cascade TFLOP/s | % of peak | FLOPs from "
+      "| args + temp GiB | device peak GiB | compile s (cascade) |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in forwards:
+      lines.append(
+        f"| {r['device_kind']} | {r['model']} | {r['input']} | {r['pool']}x | {r['dtype']} "
+        f"| {r['batch']} | {_f(r.get('coarse_ms_per_image'), 3)} "
+        f"| {_f(r.get('fine_ms_per_image'), 3)} | {_f(r['cascade_ms_per_image'], 3)} "
+        f"| {_f(r['cascade_gflop_per_image'], 2)} | {_g(r['cascade_tflops'])} "
+        f"| {_f(r['peak_percent'], 1)} | {r['cascade_flop_source']} "
+        f"| {_g(r['cascade_argument_gib'] + r['cascade_temp_gib'])} "
+        f"| {_g(r['device_peak_gib'])} | {_f(r['cascade_compile_s'], 1)} |"
+      )
+    lines.append("")
+  for kind in ("skipped", "failed"):
+    if report.get(kind):
+      lines += [f"## {kind.capitalize()}", ""]
+      lines += [f"- {case_line(e)}" for e in report[kind]]
+      lines.append("")
+  return "\n".join(lines)
