@@ -73,5 +73,7 @@ def tiny_run(tiny_config, tmp_path_factory):
   from heatpose_jax import train
 
   workdir = tmp_path_factory.mktemp("tiny_run")
-  train.train_and_evaluate(tiny_config((2, 1, 1), checkpoint_every=2), str(workdir))
+  # With the canvas cache: the cached path of the pipeline is trained through too.
+  config = tiny_config((2, 1, 1), checkpoint_every=2, canvas_cache=True)
+  train.train_and_evaluate(config, str(workdir))
   return workdir

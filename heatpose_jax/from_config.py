@@ -15,7 +15,7 @@ import os
 import jax.numpy as jnp
 import ml_collections
 
-from heatpose_jax import augment, codec, datasets, input_pipeline, metrics, models
+from heatpose_jax import augment, canvas_cache, codec, datasets, input_pipeline, metrics, models
 from heatpose_jax import joints as joints_lib
 
 PHASES = ("coarse", "fine", "joint")
@@ -248,7 +248,7 @@ def cached(
   if not config.canvas_cache:
     return source
   kind = "train" if training else "eval"
-  return input_pipeline.build_canvas_cache(
+  return canvas_cache.build_canvas_cache(
     source,
     path=os.path.join(workdir, "canvas_cache", f"{split}-{kind}"),
     **pipeline_kwargs(config, training=training),

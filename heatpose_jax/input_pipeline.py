@@ -1,7 +1,7 @@
 """Grain input pipeline: dataset features → person-centred canvases → host batches.
 
 Reads any random-access source of design.md's "Dataset features" dicts (a TFDS
-`as_data_source(split)`, a `CanvasCacheSource`, or a plain list in tests), crops
+`as_data_source(split)`, a `canvas_cache.CanvasCacheSource`, or a plain list in tests), crops
 each example to the model's fixed canvas with ONE affine map, and batches per host.
 Random augmentation is not done here: it runs on the device (`augment.py`).
 
@@ -31,12 +31,8 @@ becomes invalid for the loss and the metrics; invalid joints hold (0, 0).
 
 from __future__ import annotations
 
-import concurrent.futures
-import hashlib
 import io
-import json
 import math
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -53,8 +49,6 @@ from heatpose_jax import metrics
 CROP_MODES = ("torso", "scale_normalized", "unnormalized", "extent")
 _DEFAULT_IMAGE_SCALE = {"torso": 0.5, "unnormalized": 1 / 3}
 _DEFAULT_BOX_SCALE = {"scale_normalized": 1.25, "extent": 1.0}
-
-_CACHE_VERSION = 2  # Bump when crop_example changes its output.
 
 
 def crop_transform(
@@ -286,7 +280,7 @@ def crop_example(
   return out
 
 
-class _CropExample(grain.transforms.Map):
+class CropExample(grain.transforms.Map):
   """Picklable `crop_example` with fixed arguments (for multiprocessing workers)."""
 
   def __init__(self, **kwargs):
@@ -303,7 +297,7 @@ def _stack(examples: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 class _ReadBatch(grain.transforms.Map):
   """(indices (B,), real (B,)) → a batch: read + crop, or a cache's batched read."""
 
-  def __init__(self, source, crop: _CropExample | None):
+  def __init__(self, source, crop: CropExample | None):
     self.source = source
     self.crop = crop
 
@@ -398,7 +392,7 @@ def make_dataset(
 
   Grain pads, shards and batches example *indices* (a seeded permutation per
   epoch when shuffling, see `_EpochOrder`); each batch of indices is then read
-  and cropped in one go (a `CanvasCacheSource` reads its arrays with one copy
+  and cropped in one go (a `canvas_cache.CanvasCacheSource` reads its arrays with one copy
   per batch, which is what makes the cached path fast). Host p of P takes rows
   [p·B/P, (p+1)·B/P) of each global batch of B, so hosts see disjoint parts of the
   same global batch, in the order of a one-host run.
@@ -411,7 +405,7 @@ def make_dataset(
 
   Args:
     source: random-access dataset features (TFDS data source, list, ...) or a
-      `CanvasCacheSource` (already cropped: only batching runs on the host).
+      `canvas_cache.CanvasCacheSource` (already cropped: only batching runs on the host).
     skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft,
       flic_protocol, clean_labels, label_noise, noise_seed: see `crop_example`
       (checked against a cache's manifest).
@@ -439,35 +433,23 @@ def make_dataset(
     raise ValueError(f"global batch {global_batch_size} not divisible by {process_count} hosts")
   local_batch = global_batch_size // process_count
 
-  if isinstance(source, CanvasCacheSource):
-    source.check(
-      _cache_params(
-        skeleton,
-        crop_mode,
-        canvas_hw,
-        image_scale,
-        box_scale,
-        use_draft,
-        flic_protocol,
-        clean_labels,
-        label_noise,
-        noise_seed,
-      )
-    )
+  crop_kw = {
+    "skeleton": skeleton,
+    "crop_mode": crop_mode,
+    "canvas_hw": tuple(canvas_hw),
+    "image_scale": image_scale,
+    "box_scale": box_scale,
+    "use_draft": use_draft,
+    "flic_protocol": flic_protocol,
+    "clean_labels": clean_labels,
+    "label_noise": label_noise,
+    "noise_seed": noise_seed,
+  }
+  if hasattr(source, "read_batch"):  # a `canvas_cache.CanvasCacheSource`: already cropped
+    source.check(**crop_kw)
     crop = None
   else:
-    crop = _CropExample(
-      skeleton=skeleton,
-      crop_mode=crop_mode,
-      canvas_hw=tuple(canvas_hw),
-      image_scale=image_scale,
-      box_scale=box_scale,
-      use_draft=use_draft,
-      flic_protocol=flic_protocol,
-      clean_labels=clean_labels,
-      label_noise=label_noise,
-      noise_seed=noise_seed,
-    )
+    crop = CropExample(**crop_kw)
   if not len(source):
     raise ValueError("empty source")
   ds = grain.MapDataset.source(
@@ -527,213 +509,3 @@ def to_global_array(
   return {
     k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
   }
-
-
-# --- Canvas cache --------------------------------------------------------------
-
-
-def _source_fingerprint(source: Sequence[dict[str, Any]]) -> str:
-  """Cheap identity of a source: its length and the first and last examples' bytes."""
-  digest = hashlib.sha256(str(len(source)).encode())
-  for i in sorted({0, len(source) - 1}):
-    ex = source[i]
-    digest.update(str(int(ex["index"])).encode())
-    digest.update(bytes(ex["image"]))
-    digest.update(np.ascontiguousarray(ex["joints"], np.float32).tobytes())
-  return digest.hexdigest()
-
-
-def _cache_params(
-  skeleton,
-  crop_mode,
-  canvas_hw,
-  image_scale,
-  box_scale,
-  use_draft,
-  flic_protocol,
-  clean_labels,
-  label_noise,
-  noise_seed,
-) -> dict:
-  return {
-    "flic_protocol": flic_protocol,
-    "clean_labels": bool(clean_labels),
-    "label_noise": float(label_noise),
-    "noise_seed": int(noise_seed) if label_noise else 0,
-    "version": _CACHE_VERSION,
-    "skeleton": skeleton.name,
-    "model_joints": list(skeleton.model_joints),
-    "crop_mode": crop_mode,
-    "canvas_hw": list(canvas_hw),
-    "image_scale": image_scale,
-    "box_scale": box_scale,
-    "use_draft": use_draft,
-  }
-
-
-def _write_npy_atomic(path: str, array: np.ndarray) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "wb") as f:
-    np.save(f, array)
-  os.replace(tmp, path)
-
-
-class CanvasCacheSource:
-  """Random access to cropped canvases cached by `build_canvas_cache`.
-
-  Each element is one example of the batch layout (as `crop_example` returns).
-  The canvases stay in a memory-mapped .npy (the page cache holds them); the small
-  per-example arrays are loaded into memory. Picklable (reopens the files
-  lazily), so grain's worker processes can use it.
-  """
-
-  def __init__(self, path: str):
-    self.path = path
-    with open(os.path.join(path, "manifest.json")) as f:
-      self.manifest = json.load(f)
-    self.keys = tuple(self.manifest["keys"])
-    self._arrays: dict[str, np.ndarray] | None = None
-
-  def _open(self) -> dict[str, np.ndarray]:
-    if self._arrays is None:
-      self._arrays = {
-        k: np.load(os.path.join(self.path, f"{k}.npy"), mmap_mode="r" if k == "image" else None)
-        for k in self.keys
-      }
-    return self._arrays
-
-  def __getstate__(self):
-    state = dict(self.__dict__)
-    state["_arrays"] = None
-    return state
-
-  def __len__(self) -> int:
-    return int(self.manifest["length"])
-
-  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-    if not -len(self) <= i < len(self):
-      raise IndexError(i)
-    return {k: np.array(v[i]) for k, v in self._open().items()}
-
-  def read_batch(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
-    """The examples at `indices` stacked: dict of (len(indices), ...) arrays."""
-    arrays = self._open()
-    indices = np.asarray(indices, np.int64)
-    out = {k: v[indices] for k, v in arrays.items() if k != "image"}
-    image = arrays["image"]
-    # One copy per canvas straight from the page cache into the batch.
-    out["image"] = np.empty((len(indices), *image.shape[1:]), image.dtype)
-    for j, i in enumerate(indices):
-      out["image"][j] = image[i]
-    return out
-
-  def check(self, params: dict) -> None:
-    """Raises ValueError if the cache was built with other crop parameters."""
-    have = {k: v for k, v in self.manifest["params"].items() if k != "version"}
-    want = {k: v for k, v in params.items() if k != "version"}
-    want["canvas_hw"] = list(want["canvas_hw"])
-    if have != want:
-      diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-      raise ValueError(f"canvas cache {self.path} was built with other {diff}: rebuild it")
-
-
-def build_canvas_cache(
-  source: Sequence[dict[str, Any]],
-  *,
-  skeleton: joints_lib.Skeleton,
-  crop_mode: str,
-  canvas_hw: tuple[int, int],
-  path: str,
-  image_scale: float | None = None,
-  box_scale: float | None = None,
-  use_draft: bool = True,
-  flic_protocol: str = "",
-  clean_labels: bool = False,
-  label_noise: float = 0.0,
-  noise_seed: int = 0,
-  num_threads: int = 4,
-) -> CanvasCacheSource:
-  """Crops a whole split once and stores the canvases; reuses a matching cache.
-
-  `path` (a directory) gets one `<key>.npy` per batch-layout key (`image` is
-  (N, H, W, 3) uint8) and `manifest.json` with the crop parameters and a
-  fingerprint of the source (its length and first/last examples). A cache whose
-  manifest differs is rebuilt. Files are written to a temporary name and moved
-  into place, the manifest last, so an interrupted build is never mistaken for a
-  finished one.
-
-  Args:
-    source: random-access dataset features.
-    skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft: see
-      `crop_example`.
-    path: cache directory.
-    num_threads: decoding threads.
-
-  Returns:
-    A `CanvasCacheSource` over the cache.
-  """
-  params = _cache_params(
-    skeleton,
-    crop_mode,
-    canvas_hw,
-    image_scale,
-    box_scale,
-    use_draft,
-    flic_protocol,
-    clean_labels,
-    label_noise,
-    noise_seed,
-  )
-  fingerprint = _source_fingerprint(source) if len(source) else ""
-  manifest_path = os.path.join(path, "manifest.json")
-  if os.path.exists(manifest_path):
-    with open(manifest_path) as f:
-      old = json.load(f)
-    if old.get("params") == params and old.get("fingerprint") == fingerprint:
-      return CanvasCacheSource(path)
-    os.remove(manifest_path)  # Stale: invalidate before overwriting the arrays.
-  os.makedirs(path, exist_ok=True)
-
-  crop = _CropExample(
-    skeleton=skeleton,
-    crop_mode=crop_mode,
-    canvas_hw=tuple(canvas_hw),
-    image_scale=image_scale,
-    box_scale=box_scale,
-    use_draft=use_draft,
-    flic_protocol=flic_protocol,
-    clean_labels=clean_labels,
-    label_noise=label_noise,
-    noise_seed=noise_seed,
-  )
-  n = len(source)
-  if not n:
-    raise ValueError("cannot cache an empty source")
-  first = crop.map(source[0])
-  keys = sorted(first)
-  # The canvases go straight into a memory-mapped file; the small arrays in RAM.
-  image_tmp = os.path.join(path, f"image.npy.tmp-{os.getpid()}")
-  images = np.lib.format.open_memmap(image_tmp, "w+", np.uint8, (n, *first["image"].shape))
-  small = {
-    k: np.zeros((n, *np.shape(first[k])), np.asarray(first[k]).dtype) for k in keys if k != "image"
-  }
-
-  def fill(i: int) -> None:
-    ex = first if i == 0 else crop.map(source[i])
-    images[i] = ex["image"]
-    for k in small:
-      small[k][i] = ex[k]
-
-  with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
-    for _ in pool.map(fill, range(n), chunksize=64):
-      pass
-  images.flush()  # The open map is released on return; renaming it is fine on POSIX.
-  os.replace(image_tmp, os.path.join(path, "image.npy"))
-  for k, v in small.items():
-    _write_npy_atomic(os.path.join(path, f"{k}.npy"), v)
-  manifest = {"params": params, "fingerprint": fingerprint, "length": n, "keys": keys}
-  tmp = f"{manifest_path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(manifest, f, indent=1)
-  os.replace(tmp, manifest_path)
-  return CanvasCacheSource(path)

@@ -100,7 +100,8 @@ def bench_host(
     batch_size: host batch size.
     threads, workers: the `num_threads` and `worker_count` values to try.
   """
-  from heatpose_jax import input_pipeline as ip  # grain: host part only
+  from heatpose_jax import canvas_cache  # grain: host part only
+  from heatpose_jax import input_pipeline as ip
 
   rows = []
   configs = {
@@ -135,7 +136,9 @@ def bench_host(
       rows.append((name, f"make_dataset, {w} worker processes", _time_iter(ds, num_images, bs)))
     with tempfile.TemporaryDirectory() as tmp:
       start = time.perf_counter()
-      cache = ip.build_canvas_cache(source, **kw, path=os.path.join(tmp, "c"), num_threads=2)
+      cache = canvas_cache.build_canvas_cache(
+        source, **kw, path=os.path.join(tmp, "c"), num_threads=2
+      )
       rows.append(
         (name, "build_canvas_cache, 2 threads", len(source) / (time.perf_counter() - start))
       )

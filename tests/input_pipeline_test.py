@@ -11,6 +11,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
+from heatpose_jax import canvas_cache
 from heatpose_jax import input_pipeline as ip
 from heatpose_jax import joints as joints_lib
 
@@ -194,7 +195,7 @@ def test_hosts_get_disjoint_halves_of_each_global_batch():
 def test_canvas_cache_round_trip_and_staleness(tmp_path):
   source = _source(6)
   path = str(tmp_path / "cache")
-  cache = ip.build_canvas_cache(source, **KW, path=path)
+  cache = canvas_cache.build_canvas_cache(source, **KW, path=path)
   assert len(cache) == 6
   for i in (0, 5):
     ref = ip.crop_example(source[i], **KW)
@@ -209,10 +210,10 @@ def test_canvas_cache_round_trip_and_staleness(tmp_path):
       np.testing.assert_array_equal(a[k], b[k])
   # Reused when nothing changed (same files), rebuilt when the source or crop changes.
   mtime = os.path.getmtime(os.path.join(path, "image.npy"))
-  assert len(ip.build_canvas_cache(source, **KW, path=path)) == 6
+  assert len(canvas_cache.build_canvas_cache(source, **KW, path=path)) == 6
   assert os.path.getmtime(os.path.join(path, "image.npy")) == mtime
-  assert len(ip.build_canvas_cache(source[:4], **KW, path=path)) == 4
-  cache = ip.build_canvas_cache(source[:4], **{**KW, "canvas_hw": (16, 24)}, path=path)
+  assert len(canvas_cache.build_canvas_cache(source[:4], **KW, path=path)) == 4
+  cache = canvas_cache.build_canvas_cache(source[:4], **{**KW, "canvas_hw": (16, 24)}, path=path)
   assert cache[0]["image"].shape == (16, 24, 3)
   with open(os.path.join(path, "manifest.json")) as f:
     assert json.load(f)["params"]["canvas_hw"] == [16, 24]

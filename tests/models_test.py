@@ -275,4 +275,6 @@ def test_max_pool_equals_flax_max_pool_and_its_gradient(hw):
   np.testing.assert_array_equal(got, ref)
   bf = models.max_pool_2x2(x.astype(jnp.bfloat16))
   assert bf.dtype == jnp.bfloat16
-  np.testing.assert_array_equal(bf.astype(jnp.float32), want.astype(jnp.bfloat16).astype(jnp.float32))
+  np.testing.assert_array_equal(
+    bf.astype(jnp.float32), want.astype(jnp.bfloat16).astype(jnp.float32)
+  )

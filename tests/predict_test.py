@@ -17,6 +17,9 @@ from PIL import Image
 from heatpose_jax import Predictor, from_config, inference, synthetic
 from heatpose_jax.configs import synthetic as synthetic_config
 
+# The tests sharing the session fixture `tiny_run` run on one xdist worker (built once).
+pytestmark = pytest.mark.xdist_group("tiny_run")
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -19,6 +19,9 @@ from PIL import Image
 
 from heatpose_jax import checkpoints, from_config, input_pipeline, synthetic, train
 
+# The tests sharing the session fixture `tiny_run` run on one xdist worker (built once).
+pytestmark = pytest.mark.xdist_group("tiny_run")
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "heatpose_jax" / "configs" / "synthetic.py")
 
