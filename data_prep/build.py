@@ -41,7 +41,7 @@ import tensorflow_datasets as tfds
 from absl import app, flags
 
 from data_prep import common, flic, lsp, mpii
-from heatpose_jax import datasets, synthetic_dataset
+from heatpose_jax import features, synthetic_dataset
 
 # --dataset -> builder class.
 BUILDERS: dict[str, type[tfds.core.DatasetBuilder]] = {
@@ -97,11 +97,11 @@ def make_config(
   if name not in known:
     raise app.UsageError(f"--config={name}: unknown for {dataset}; known: {sorted(known)}")
   base = known[name]
-  fields = datasets.overridable_fields(base)
+  fields = features.overridable_fields(base)
   for key in overrides:
     if key not in fields:
       raise app.UsageError(f"--{key} does not apply to --dataset={dataset} (fields: {fields})")
-  return datasets.derive_config(base, **overrides)
+  return features.derive_config(base, **overrides)
 
 
 def build(

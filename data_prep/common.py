@@ -2,7 +2,7 @@
 the bookkeeping of what a build skipped.
 
 The feature set is the contract of `docs/design.md` ("Dataset features"), defined
-once in `heatpose_jax.datasets` (`common_features`, `dataset_info`,
+once in `heatpose_jax.features` (`common_features`, `dataset_info`,
 `extent_center_scale`) and re-exported here; the PCK normalizers come from
 `heatpose_jax.metrics`, the module that scores with them.
 
@@ -27,7 +27,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from heatpose_jax import joints as joints_lib
 from heatpose_jax import metrics
-from heatpose_jax.datasets import common_features, dataset_info, extent_center_scale  # noqa: F401
+from heatpose_jax.features import common_features, dataset_info, extent_center_scale  # noqa: F401
 
 # The images folder inside every manual dir.
 IMAGES = "images"

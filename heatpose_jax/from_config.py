@@ -15,10 +15,18 @@ import os
 import jax.numpy as jnp
 import ml_collections
 
-from heatpose_jax import augment, canvas_cache, codec, datasets, input_pipeline, metrics, models
+from heatpose_jax import (
+  augment,
+  canvas_cache,
+  codec,
+  datasets,
+  input_pipeline,
+  metrics,
+  models,
+)
 from heatpose_jax import joints as joints_lib
+from heatpose_jax import train_step as step_lib
 
-PHASES = ("coarse", "fine", "joint")
 CONFIG_FILE = "config.json"
 
 
@@ -69,10 +77,10 @@ def check(config: ml_collections.ConfigDict) -> None:
   need(config.label_noise >= 0, "label_noise", "must be >= 0 (canvas pixels)")
   need(config.box_scale >= 0, "box_scale", "must be >= 0 (0: the crop mode's default)")
   need(config.batch_size > 0, "batch_size", "must be > 0")
-  for name in PHASES:
+  for name in step_lib.PHASES:
     need(config[f"{name}_steps"] >= 0, f"{name}_steps", "must be >= 0")
   need(
-    sum(config[f"{n}_steps"] for n in PHASES) > 0,
+    sum(config[f"{n}_steps"] for n in step_lib.PHASES) > 0,
     "coarse_steps",
     "coarse_steps + fine_steps + joint_steps is 0: nothing to train",
   )
@@ -162,7 +170,7 @@ def augmentation(config: ml_collections.ConfigDict) -> augment.Augmentation:
 def phase_bounds(config: ml_collections.ConfigDict) -> list[tuple[str, int, int]]:
   """[(phase, first step, end step)] of the phases with steps, in order."""
   out, start = [], 0
-  for name in PHASES:
+  for name in step_lib.PHASES:
     n = int(config[f"{name}_steps"])
     if n:
       out.append((name, start, start + n))
@@ -171,11 +179,9 @@ def phase_bounds(config: ml_collections.ConfigDict) -> list[tuple[str, int, int]
 
 
 def optimizers(config: ml_collections.ConfigDict) -> dict:
-  """phase -> its AdamW (`train.make_optimizer`) for the phases with steps."""
-  from heatpose_jax import train
-
+  """phase -> its AdamW (`train_step.make_optimizer`) for the phases with steps."""
   return {
-    name: train.make_optimizer(
+    name: step_lib.make_optimizer(
       learning_rate=config.joint_learning_rate if name == "joint" else config.learning_rate,
       steps=end - start,
       warmup_steps=config.warmup_steps,
@@ -187,11 +193,9 @@ def optimizers(config: ml_collections.ConfigDict) -> dict:
 
 
 def train_step(config: ml_collections.ConfigDict, phase: str, mesh, *, donate: bool = True):
-  """`train.make_train_step` of `phase` with the config's augmentation, codecs and λ."""
-  from heatpose_jax import train
-
+  """`train_step.make_train_step` of `phase` with the config's augmentation, codecs and λ."""
   net = model(config)
-  return train.make_train_step(
+  return step_lib.make_train_step(
     phase,
     mesh=mesh,
     augmentation=augmentation(config),
@@ -203,10 +207,8 @@ def train_step(config: ml_collections.ConfigDict, phase: str, mesh, *, donate: b
 
 
 def abstract_state(config: ml_collections.ConfigDict, mesh):
-  """`train.abstract_state` of the config's model and optimizers (nothing compiled)."""
-  from heatpose_jax import train
-
-  return train.abstract_state(model(config), optimizers(config), tuple(config.input_hw), mesh)
+  """`train_step.abstract_state` of the config's model and optimizers (nothing compiled)."""
+  return step_lib.abstract_state(model(config), optimizers(config), tuple(config.input_hw), mesh)
 
 
 # --- data ----------------------------------------------------------------------

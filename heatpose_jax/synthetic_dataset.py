@@ -45,7 +45,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from heatpose_jax import datasets, metrics
+from heatpose_jax import features, metrics
 from heatpose_jax import synthetic as render
 
 SKELETON = render.SKELETON
@@ -115,7 +115,7 @@ def custom_config(base: str, **overrides) -> SyntheticConfig:
   """`derive_config(CONFIGS[base], **overrides)`; ValueError for an unknown base."""
   if base not in CONFIGS:
     raise ValueError(f"unknown synthetic config {base!r}; known: {sorted(CONFIGS)}")
-  return datasets.derive_config(CONFIGS[base], **overrides)
+  return features.derive_config(CONFIGS[base], **overrides)
 
 
 def check_config(cfg: SyntheticConfig) -> None:
@@ -151,7 +151,7 @@ def make_example(cfg: SyntheticConfig, split: str, index: int) -> dict:
     person_height=tuple(cfg.person_height),
   )
   valid, clean = ex["joints_valid"], ex["joints_clean"]
-  center, scale = datasets.extent_center_scale(clean, valid)
+  center, scale = features.extent_center_scale(clean, valid)
   return {
     "image": render.encode_jpeg(ex["image"], JPEG_QUALITY),
     "image_hw": np.array(ex["image"].shape[:2], np.int32),
@@ -189,13 +189,13 @@ class Synthetic(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     t = tfds.features.Tensor
-    return datasets.dataset_info(
+    return features.dataset_info(
       self,
       description=(
         "Synthetic articulated people on cluttered backgrounds, 14 joints in MPII "
         "order without pelvis and thorax, (x, y) 0-based pixels."
       ),
-      features=datasets.common_features(
+      features=features.common_features(
         NUM_JOINTS,
         joints_clean=t(shape=(NUM_JOINTS, 2), dtype=np.float32),
         distractor_joints=t(shape=(NUM_JOINTS, 2), dtype=np.float32),

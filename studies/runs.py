@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from heatpose_jax import checkpoints, from_config, train
+from heatpose_jax import checkpoints, from_config, train, train_step
 
 POOLS = (4, 8, 16)
 # The shared-features and dropout comparisons run at this pooling (the paper used
@@ -105,7 +105,10 @@ def checkpoint_overrides(config: ml_collections.ConfigDict, per_run: int) -> dic
   (phase ends are saved too)."""
   total = total_steps(config)
   every = max(int(config.checkpoint_every), math.ceil(total / max(1, per_run)))
-  return {"checkpoint_every": every, "keep_checkpoints": total // every + len(train.PHASES) + 2}
+  return {
+    "checkpoint_every": every,
+    "keep_checkpoints": total // every + len(train_step.PHASES) + 2,
+  }
 
 
 def unnormalized_image_scale(base: ml_collections.ConfigDict) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from heatpose_jax import from_config, input_pipeline, metric_writer, train
+from heatpose_jax import from_config, input_pipeline, metric_writer, train, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "heatpose_jax" / "configs" / "synthetic.py")
@@ -118,25 +118,27 @@ def test_each_phase_has_its_own_optimizer(tiny_config):
   config = tiny_config(STEPS)
   mesh = input_pipeline.make_mesh()
   model, tx = from_config.model(config), from_config.optimizers(config)
-  state = train.create_state(model, tx, (64, 64), mesh, jax.random.key(0, impl="rbg"))
+  state = train_step.create_state(model, tx, (64, 64), mesh, jax.random.key(0, impl="rbg"))
   batch = next(iter(from_config.train_batches(config, "")))
   batch = input_pipeline.to_global_array(batch, mesh)
   key = jax.random.key(0)
-  step = {p: from_config.train_step(config, p, mesh, donate=False) for p in train.PHASES}
+  step = {p: from_config.train_step(config, p, mesh, donate=False) for p in train_step.PHASES}
   for _ in range(2):
     state, _ = step["coarse"](state, batch, key)
   count = lambda s: int(s[1].count)  # noqa: E731 - InjectHyperparams state's step count
-  assert [count(state.opt_state[p]) for p in train.PHASES] == [2, 0, 0]
+  assert [count(state.opt_state[p]) for p in train_step.PHASES] == [2, 0, 0]
   # The first fine update equals that of a freshly initialized optimizer.
   fresh = state.replace(
-    opt_state=train.create_state(model, tx, (64, 64), mesh, jax.random.key(1, impl="rbg")).opt_state
+    opt_state=train_step.create_state(
+      model, tx, (64, 64), mesh, jax.random.key(1, impl="rbg")
+    ).opt_state
   )
   after, m = step["fine"](state, batch, key)
   after_fresh, m_fresh = step["fine"](fresh, batch, key)
   assert float(m["ok"]) == 1.0 and float(m["learning_rate"]) == float(m_fresh["learning_rate"])
   _assert_same(after.params["fine"], after_fresh.params["fine"])
   _assert_same(after.params["coarse"], state.params["coarse"])  # frozen in phase 2
-  assert [count(after.opt_state[p]) for p in train.PHASES] == [2, 1, 0]
+  assert [count(after.opt_state[p]) for p in train_step.PHASES] == [2, 1, 0]
 
 
 def test_nan_guard_names_the_step_and_the_last_good_checkpoint(tiny_config, tmp_path):
