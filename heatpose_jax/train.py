@@ -1,19 +1,12 @@
-"""Training of the cascade: the train state, the one jitted train step, the loop.
+"""Training of the cascade: `train_and_evaluate(config, workdir)`, the loop.
 
-The paper's three phases (§4.2) run back to back on one global step counter:
-  1. 'coarse': the coarse model on E1;
-  2. 'fine': the fine model on E2, the coarse model frozen;
-  3. 'joint': both on E3 = E1 + λ·E2.
-Each phase optimizes its own parameters with its own optimizer and state
-(`make_optimizers`): the fine phase starts with fresh Adam moments and its own
-step count, so its bias correction and schedule are those of a new optimizer.
-
-`make_train_step` returns the one jitted step of a phase (shardings over a 1-D
-data `Mesh`, the state donated); augmentation and targets run on the device
-inside it. `train_and_evaluate(config, workdir)` is the loop: resume, train,
-checkpoint, evaluate (`evaluation.Evaluator`), write metrics as JSON lines and
-TensorBoard events (`metric_writer`). Only the top-level functions here read the
-config; see `from_config` for what it turns into.
+The paper's three phases run back to back on one global step counter, each with
+its own jitted step (`train_step.make_train_step`, built from the config by
+`from_config.train_step`) and its own optimizer state. The loop resumes, trains,
+checkpoints (`checkpoints`), evaluates (`evaluation.Evaluator`) and writes
+metrics as JSON lines and TensorBoard events (`metric_writer`); after SIGTERM on
+any process, all processes agree on the step to stop at. Only the top-level
+functions here read the config.
 """
 
 from __future__ import annotations
