@@ -45,6 +45,7 @@ def tiny_data(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_config(tiny_data):
   """A factory: the synthetic `:tiny` config on `tiny_data` with a few steps and overrides."""
+  from heatpose_jax import from_config
   from heatpose_jax.configs import synthetic
 
   def make(steps=(2, 2, 2), **overrides):
@@ -55,13 +56,7 @@ def tiny_config(tiny_data):
     c.log_every = 1
     c.checkpoint_every = 2
     c.max_eval_examples = 8
-    for key, value in overrides.items():
-      node = c
-      *parents, leaf = key.split(".")
-      for p in parents:
-        node = node[p]
-      node[leaf] = value
-    return c
+    return from_config.with_overrides(c, overrides)
 
   return make
 
@@ -77,3 +72,21 @@ def tiny_run(tiny_config, tmp_path_factory):
   config = tiny_config((2, 1, 1), checkpoint_every=2, canvas_cache=True)
   train.train_and_evaluate(config, str(workdir))
   return workdir
+
+
+def run_cli(module: str, *args: str, devices: int = 1, timeout: int = 300):
+  """`python -m module args...` on the CPU (as a user runs it); the CompletedProcess."""
+  import subprocess
+  import sys
+
+  flags = f"--xla_force_host_platform_device_count={devices} --xla_cpu_use_fusion_emitters=false"
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags}
+  repo = os.path.dirname(os.path.abspath(__file__))
+  return subprocess.run(
+    [sys.executable, "-m", module, *args],
+    cwd=repo,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )

@@ -27,7 +27,12 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from heatpose_jax import joints as joints_lib
 from heatpose_jax import metrics
-from heatpose_jax.features import common_features, dataset_info, extent_center_scale  # noqa: F401
+from heatpose_jax.features import (  # noqa: F401
+  ArrayRecordBuilder,
+  common_features,
+  dataset_info,
+  extent_center_scale,
+)
 
 # The images folder inside every manual dir.
 IMAGES = "images"
@@ -186,6 +191,29 @@ def new_skip_counter(builder, split: str) -> SkipCounter:
     builder.skip_counters = []
   builder.skip_counters.append(skips)
   return skips
+
+
+def numbered(skips: SkipCounter, candidates):
+  """The examples of a split, numbered in file order: `(index, example)` pairs.
+
+  Args:
+    skips: the split's counter.
+    candidates: yields `(where, example, needs_joints)`; each example gets the
+      last check (`check_example`) and, when it passes, its `index`; a failing
+      one is skipped and counted with `where`.
+
+  Raises:
+    EmptySplitError: nothing passed (`finish_split`).
+  """
+  index = 0
+  for where, ex, needs_joints in candidates:
+    bad = check_example(ex, ex["image_hw"], needs_joints=needs_joints)
+    if bad:
+      skips.skip(bad[0], where, bad[1])
+      continue
+    yield index, {**ex, "index": index}
+    index += 1
+  finish_split(skips, index)
 
 
 def finish_split(skips: SkipCounter, count: int) -> None:

@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import scipy.io as sio
 import tensorflow_datasets as tfds
-from etils import epath
 
 from data_prep import common
 from heatpose_jax import joints as joints_lib
@@ -125,17 +124,12 @@ def split_rows(rows: list[dict], split: str) -> list[dict]:
   return [r for r in rows if r[key]]
 
 
-class Flic(tfds.core.GeneratorBasedBuilder):
+class Flic(common.ArrayRecordBuilder):
   """FLIC: 3987 train / 1016 test frames, 11 annotated upper-body joints."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release: 0-based joints, torso box, file order."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-  # TFDS's own lookup of this file imports `importlib_resources`, absent on 3.11.
-  code_path = epath.Path(__file__)
-
-  def __init__(self, *, file_format="array_record", **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     t = tfds.features.Tensor
@@ -157,44 +151,40 @@ class Flic(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, root: Path, rows: list[dict], split: str):
     skips = common.new_skip_counter(self, split)
-    index = 0
-    for r in rows:
-      where = f"examples({r['row'] + 1}) {r['filepath']!r}"
-      if r["problem"]:
-        skips.skip(r["problem"], where, r["detail"])
-        continue
-      try:
-        data, hw = common.read_image(root / common.IMAGES / r["filepath"])
-      except (FileNotFoundError, ValueError) as e:
-        common.skip_image(skips, e, where)
-        continue
-      joints, valid, problem = common.clean_joints(
-        SKELETON, r["joints"], r["joints_valid"], hw, skips, where
-      )
-      if problem:
-        skips.skip(problem, where)
-        continue
-      box = r["torso_box"]
-      ex = {
-        "image": data,
-        "image_hw": hw,
-        "index": index,
-        "joints": joints,
-        "joints_valid": valid,
-        "joints_visible": valid,
-        "center": ((box[:2] + box[2:]) / 2).astype(np.float32),
-        "scale": np.float32((box[3] - box[1]) / (TORSO_FRACTION_OF_HEIGHT * 200.0)),
-        "head_box": np.zeros(4, np.float32),
-        "torso_box": box,
-        "head_size": np.float32(0.0),
-        "torso_size": common.torso_size(SKELETON, joints, valid),
-        "moviename": r["moviename"].encode(),
-        "currframe": r["currframe"],
-      }
-      bad = common.check_example(ex, hw)
-      if bad:
-        skips.skip(bad[0], where, bad[1])
-        continue
-      yield index, ex
-      index += 1
-    common.finish_split(skips, index)
+
+    def candidates():
+      for r in rows:
+        where = f"examples({r['row'] + 1}) {r['filepath']!r}"
+        if r["problem"]:
+          skips.skip(r["problem"], where, r["detail"])
+          continue
+        try:
+          data, hw = common.read_image(root / common.IMAGES / r["filepath"])
+        except (FileNotFoundError, ValueError) as e:
+          common.skip_image(skips, e, where)
+          continue
+        joints, valid, problem = common.clean_joints(
+          SKELETON, r["joints"], r["joints_valid"], hw, skips, where
+        )
+        if problem:
+          skips.skip(problem, where)
+          continue
+        box = r["torso_box"]
+        ex = {
+          "image": data,
+          "image_hw": hw,
+          "joints": joints,
+          "joints_valid": valid,
+          "joints_visible": valid,
+          "center": ((box[:2] + box[2:]) / 2).astype(np.float32),
+          "scale": np.float32((box[3] - box[1]) / (TORSO_FRACTION_OF_HEIGHT * 200.0)),
+          "head_box": np.zeros(4, np.float32),
+          "torso_box": box,
+          "head_size": np.float32(0.0),
+          "torso_size": common.torso_size(SKELETON, joints, valid),
+          "moviename": r["moviename"].encode(),
+          "currframe": r["currframe"],
+        }
+        yield where, ex, True
+
+    return common.numbered(skips, candidates())

@@ -37,7 +37,6 @@ from pathlib import Path
 import numpy as np
 import scipy.io as sio
 import tensorflow_datasets as tfds
-from etils import epath
 
 from data_prep import common
 from heatpose_jax import joints as joints_lib
@@ -142,18 +141,13 @@ def example(joints: np.ndarray, visible: np.ndarray, valid: np.ndarray) -> dict:
   }
 
 
-class Lsp(tfds.core.GeneratorBasedBuilder):
+class Lsp(common.ArrayRecordBuilder):
   """LSP / LSPet: one person per image, 14 joints."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release: 0-based joints, index split."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [LspConfig(name="default", description="Default split rule.")]
-  # TFDS's own lookup of this file imports `importlib_resources`, absent on 3.11.
-  code_path = epath.Path(__file__)
-
-  def __init__(self, *, file_format="array_record", **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return common.dataset_info(
@@ -185,25 +179,22 @@ class Lsp(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, root, joints, visible, layout, ids, split):
     skips = common.new_skip_counter(self, split)
-    index = 0
-    for n in ids:
-      path = image_path(root / common.IMAGES, int(n), layout)
-      where = f"image {n + 1} ({path.name})"
-      try:
-        data, hw = common.read_image(path)
-      except (FileNotFoundError, ValueError) as e:
-        common.skip_image(skips, e, where)
-        continue
-      valid = valid_mask(joints[n], visible[n], hw)
-      pts, valid, problem = common.clean_joints(SKELETON, joints[n], valid, hw, skips, where)
-      if problem:
-        skips.skip(problem, where)
-        continue
-      ex = {"image": data, "image_hw": hw, "index": index, **example(pts, visible[n], valid)}
-      bad = common.check_example(ex, hw)
-      if bad:
-        skips.skip(bad[0], where, bad[1])
-        continue
-      yield index, ex
-      index += 1
-    common.finish_split(skips, index)
+
+    def candidates():
+      for n in ids:
+        path = image_path(root / common.IMAGES, int(n), layout)
+        where = f"image {n + 1} ({path.name})"
+        try:
+          data, hw = common.read_image(path)
+        except (FileNotFoundError, ValueError) as e:
+          common.skip_image(skips, e, where)
+          continue
+        valid = valid_mask(joints[n], visible[n], hw)
+        pts, valid, problem = common.clean_joints(SKELETON, joints[n], valid, hw, skips, where)
+        if problem:
+          skips.skip(problem, where)
+          continue
+        ex = {"image": data, "image_hw": hw, **example(pts, visible[n], valid)}
+        yield where, ex, True
+
+    return common.numbered(skips, candidates())

@@ -47,7 +47,6 @@ import h5py
 import numpy as np
 import scipy.io as sio
 import tensorflow_datasets as tfds
-from etils import epath
 
 from data_prep import common
 from heatpose_jax import joints as joints_lib
@@ -365,17 +364,12 @@ def torso_box(center: np.ndarray, scale: float) -> np.ndarray:
   return np.concatenate([center - half, center + half]).astype(np.float32)
 
 
-class Mpii(tfds.core.GeneratorBasedBuilder):
+class Mpii(common.ArrayRecordBuilder):
   """MPII Human Pose: persons with 16 joints, head boxes, objpos and scale."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release: 0-based joints, Tompson validation split."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-  # TFDS's own lookup of this file imports `importlib_resources`, absent on 3.11.
-  code_path = epath.Path(__file__)
-
-  def __init__(self, *, file_format="array_record", **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     t = tfds.features.Tensor
@@ -404,58 +398,58 @@ class Mpii(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, root: Path, persons: list[dict], split: str):
     skips = common.new_skip_counter(self, split)
-    index = 0
-    cache = (None, None, None)  # (name, image, error): persons of an image are adjacent.
-    for p in persons:
-      where = (
-        f"annolist({p['image_index'] + 1}).annorect({p['person_index'] + 1}) {p['image_name']!r}"
-      )
-      if p["problem"]:
-        skips.skip(p["problem"], where, p["detail"])
-        continue
-      if cache[0] != p["image_name"]:
-        try:
-          cache = (p["image_name"], common.read_image(root / common.IMAGES / p["image_name"]), None)
-        except (FileNotFoundError, ValueError) as e:
-          cache = (p["image_name"], None, e)
-      if cache[2] is not None:
-        common.skip_image(skips, cache[2], where)
-        continue
-      data, hw = cache[1]
-      if "joints" in p:
-        joints, valid, problem = common.clean_joints(
-          SKELETON, p["joints"], p["joints_valid"], hw, skips, where
+
+    def candidates():
+      cache = (None, None, None)  # (name, image, error): persons of an image are adjacent.
+      for p in persons:
+        where = (
+          f"annolist({p['image_index'] + 1}).annorect({p['person_index'] + 1}) {p['image_name']!r}"
         )
-        if problem:
-          skips.skip(problem, where)
+        if p["problem"]:
+          skips.skip(p["problem"], where, p["detail"])
           continue
-        visible, head_box = p["joints_visible"] & valid, p["head_box"]
-      else:  # test rectangles carry no joints.
-        joints = np.zeros((NUM_JOINTS, 2), np.float32)
-        valid = visible = np.zeros(NUM_JOINTS, bool)
-        head_box = np.zeros(4, np.float32)
-      ex = {
-        "image": data,
-        "image_hw": hw,
-        "index": index,
-        "joints": joints,
-        "joints_valid": valid,
-        "joints_visible": visible,
-        "center": p["center"],
-        "scale": p["scale"],
-        "head_box": head_box,
-        "torso_box": torso_box(p["center"], p["scale"]),
-        "head_size": common.head_size(head_box),
-        "torso_size": common.torso_size(SKELETON, joints, valid),
-        "image_name": p["image_name"].encode(),
-        "image_index": p["image_index"],
-        "person_index": p["person_index"],
-        "activity": p["activity"].encode(),
-      }
-      bad = common.check_example(ex, hw, needs_joints="joints" in p)
-      if bad:
-        skips.skip(bad[0], where, bad[1])
-        continue
-      yield index, ex
-      index += 1
-    common.finish_split(skips, index)
+        if cache[0] != p["image_name"]:
+          try:
+            cache = (
+              p["image_name"],
+              common.read_image(root / common.IMAGES / p["image_name"]),
+              None,
+            )
+          except (FileNotFoundError, ValueError) as e:
+            cache = (p["image_name"], None, e)
+        if cache[2] is not None:
+          common.skip_image(skips, cache[2], where)
+          continue
+        data, hw = cache[1]
+        if "joints" in p:
+          joints, valid, problem = common.clean_joints(
+            SKELETON, p["joints"], p["joints_valid"], hw, skips, where
+          )
+          if problem:
+            skips.skip(problem, where)
+            continue
+          visible, head_box = p["joints_visible"] & valid, p["head_box"]
+        else:  # test rectangles carry no joints.
+          joints = np.zeros((NUM_JOINTS, 2), np.float32)
+          valid = visible = np.zeros(NUM_JOINTS, bool)
+          head_box = np.zeros(4, np.float32)
+        ex = {
+          "image": data,
+          "image_hw": hw,
+          "joints": joints,
+          "joints_valid": valid,
+          "joints_visible": visible,
+          "center": p["center"],
+          "scale": p["scale"],
+          "head_box": head_box,
+          "torso_box": torso_box(p["center"], p["scale"]),
+          "head_size": common.head_size(head_box),
+          "torso_size": common.torso_size(SKELETON, joints, valid),
+          "image_name": p["image_name"].encode(),
+          "image_index": p["image_index"],
+          "person_index": p["person_index"],
+          "activity": p["activity"].encode(),
+        }
+        yield where, ex, "joints" in p
+
+    return common.numbered(skips, candidates())

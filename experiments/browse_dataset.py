@@ -17,7 +17,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
-from heatpose_jax import fileio, from_config, input_pipeline, visualize
+from heatpose_jax import fileio, from_config, visualize
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "A training config, with :args (crop, input size).")
@@ -56,8 +56,8 @@ def main(argv):
   n = min(FLAGS.num, len(source))
   rng = np.random.default_rng(FLAGS.seed)
   order = np.arange(len(source)) if FLAGS.seed == 0 else rng.permutation(len(source))
-  kw = from_config.pipeline_kwargs(config, training=True)
-  examples = [input_pipeline.crop_example(source[int(i)], **kw) for i in order[:n]]
+  crop = from_config.crop(config, training=True)
+  examples = [crop(source[int(i)]) for i in order[:n]]
   batch = {k: np.stack([ex[k] for ex in examples]) for k in examples[0]}
   if FLAGS.augment:
     batch = jax.device_get(

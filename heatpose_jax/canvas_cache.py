@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from heatpose_jax import fileio, input_pipeline
-from heatpose_jax import joints as joints_lib
 
 CACHE_VERSION = 2  # Bump when crop_example changes its output.
 
@@ -35,36 +34,6 @@ def _source_fingerprint(source: Sequence[dict[str, Any]]) -> str:
     digest.update(bytes(ex["image"]))
     digest.update(np.ascontiguousarray(ex["joints"], np.float32).tobytes())
   return digest.hexdigest()
-
-
-def cache_params(
-  *,
-  skeleton: joints_lib.Skeleton,
-  crop_mode: str,
-  canvas_hw: tuple[int, int],
-  image_scale: float | None = None,
-  box_scale: float | None = None,
-  use_draft: bool = True,
-  flic_protocol: str = "",
-  clean_labels: bool = False,
-  label_noise: float = 0.0,
-  noise_seed: int = 0,
-) -> dict:
-  """The manifest's record of `crop_example`'s arguments (a cache fits only these)."""
-  return {
-    "version": CACHE_VERSION,
-    "skeleton": skeleton.name,
-    "model_joints": list(skeleton.model_joints),
-    "crop_mode": crop_mode,
-    "canvas_hw": list(canvas_hw),
-    "image_scale": image_scale,
-    "box_scale": box_scale,
-    "use_draft": use_draft,
-    "flic_protocol": flic_protocol,
-    "clean_labels": bool(clean_labels),
-    "label_noise": float(label_noise),
-    "noise_seed": int(noise_seed) if label_noise else 0,
-  }
 
 
 class CanvasCacheSource:
@@ -116,29 +85,20 @@ class CanvasCacheSource:
       out["image"][j] = image[i]
     return out
 
-  def check(self, **crop_kwargs) -> None:
-    """Raises ValueError if the cache was built with other `crop_example` arguments."""
-    have = self.manifest["params"]
-    want = cache_params(**crop_kwargs)
-    if have != want:
+  def check(self, crop: input_pipeline.Crop) -> None:
+    """Raises ValueError if the cache was built with another `crop`."""
+    have = {k: v for k, v in self.manifest["params"].items() if k != "version"}
+    want = crop.record()
+    if have != want or self.manifest["params"].get("version") != CACHE_VERSION:
       diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-      raise ValueError(f"canvas cache {self.path} was built with other {diff}: rebuild it")
+      raise ValueError(f"canvas cache {self.path} was built with other {diff or ['version']}")
 
 
 def build_canvas_cache(
   source: Sequence[dict[str, Any]],
   *,
-  skeleton: joints_lib.Skeleton,
-  crop_mode: str,
-  canvas_hw: tuple[int, int],
+  crop: input_pipeline.Crop,
   path: str,
-  image_scale: float | None = None,
-  box_scale: float | None = None,
-  use_draft: bool = True,
-  flic_protocol: str = "",
-  clean_labels: bool = False,
-  label_noise: float = 0.0,
-  noise_seed: int = 0,
   num_threads: int = 4,
 ) -> CanvasCacheSource:
   """Crops a whole split once and stores the canvases; reuses a matching cache.
@@ -152,27 +112,14 @@ def build_canvas_cache(
 
   Args:
     source: random-access dataset features.
-    skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft: see
-      `crop_example`.
+    crop: how each example becomes a canvas.
     path: cache directory.
     num_threads: decoding threads.
 
   Returns:
     A `CanvasCacheSource` over the cache.
   """
-  crop_kw = {
-    "skeleton": skeleton,
-    "crop_mode": crop_mode,
-    "canvas_hw": tuple(canvas_hw),
-    "image_scale": image_scale,
-    "box_scale": box_scale,
-    "use_draft": use_draft,
-    "flic_protocol": flic_protocol,
-    "clean_labels": clean_labels,
-    "label_noise": label_noise,
-    "noise_seed": noise_seed,
-  }
-  params = cache_params(**crop_kw)
+  params = {"version": CACHE_VERSION, **crop.record()}
   fingerprint = _source_fingerprint(source) if len(source) else ""
   manifest_path = os.path.join(path, "manifest.json")
   if os.path.exists(manifest_path):
@@ -183,11 +130,10 @@ def build_canvas_cache(
     os.remove(manifest_path)  # Stale: invalidate before overwriting the arrays.
   os.makedirs(path, exist_ok=True)
 
-  crop = input_pipeline.CropExample(**crop_kw)
   n = len(source)
   if not n:
     raise ValueError("cannot cache an empty source")
-  first = crop.map(source[0])
+  first = crop(source[0])
   keys = sorted(first)
   # The canvases go straight into a memory-mapped file; the small arrays in RAM.
   image_tmp = os.path.join(path, f"image.npy.tmp-{os.getpid()}")
@@ -197,7 +143,7 @@ def build_canvas_cache(
   }
 
   def fill(i: int) -> None:
-    ex = first if i == 0 else crop.map(source[i])
+    ex = first if i == 0 else crop(source[i])
     images[i] = ex["image"]
     for k in small:
       small[k][i] = ex[k]

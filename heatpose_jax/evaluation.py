@@ -388,11 +388,11 @@ def evaluate_checkpoint(
           config.dataset, skeleton, xy, os.path.join(out, name)
         )
     source = evaluator.source
-    kw = from_config.pipeline_kwargs(config)
+    crop = from_config.crop(config)
     for k in range(min(num_overlays, len(preds["index"]))):
       ex = source[k]
       if isinstance(ex["image"], bytes):  # dataset features, not a cached canvas
-        ex = input_pipeline.crop_example(ex, **kw)
+        ex = crop(ex)
       over = visualize.draw(
         ex["image"],
         preds["cascade"][k],

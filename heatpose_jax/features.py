@@ -8,8 +8,24 @@ Imports run one way: the builders (`data_prep` for FLIC, MPII, LSP;
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+
+class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """What every builder of the project shares: `array_record` files (readable
+  with `as_data_source`, no TensorFlow) and its own source file as `code_path`."""
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    # TFDS's own lookup of a builder's file imports `importlib_resources`, absent on 3.11.
+    cls.code_path = epath.Path(inspect.getfile(cls))
+
+  def __init__(self, *, file_format="array_record", **kwargs):
+    super().__init__(file_format=file_format, **kwargs)
 
 
 def common_features(num_joints: int, **extra):
@@ -18,8 +34,6 @@ def common_features(num_joints: int, **extra):
   No TensorFlow: images are their encoded bytes (`tfds.features.Image` needs
   TensorFlow to encode) and the input pipeline decodes them with PIL.
   """
-  import tensorflow_datasets as tfds
-
   t = tfds.features.Tensor
   return tfds.features.FeaturesDict(
     {
@@ -47,8 +61,6 @@ def dataset_info(builder, **kwargs):
   class attribute alone leaves the splits shuffled by key hash, and the `index`
   feature and the predictions files rely on file order.
   """
-  import tensorflow_datasets as tfds
-
   return tfds.core.DatasetInfo(builder=builder, disable_shuffling=True, **kwargs)
 
 
@@ -67,8 +79,6 @@ def extent_center_scale(joints, valid) -> tuple[np.ndarray, np.float32]:
 
 def overridable_fields(cfg) -> tuple[str, ...]:
   """The fields a dataclass BuilderConfig adds to `tfds.core.BuilderConfig`."""
-  import tensorflow_datasets as tfds
-
   base = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
   return tuple(f.name for f in dataclasses.fields(cfg) if f.name not in base)
 

@@ -9,6 +9,7 @@ config into one line naming the field.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -118,6 +119,18 @@ def check_devices(config: ml_collections.ConfigDict, mesh) -> None:
     )
 
 
+def with_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+  """An unlocked copy of `config` with dotted-key overrides set ({"model.pool_factor": 4})."""
+  out = ml_collections.ConfigDict(config.to_dict())
+  for key, value in overrides.items():
+    *parents, leaf = key.split(".")
+    node = out
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return out
+
+
 def skeleton(config: ml_collections.ConfigDict) -> joints_lib.Skeleton:
   return joints_lib.get_skeleton(config.dataset)
 
@@ -214,26 +227,26 @@ def abstract_state(config: ml_collections.ConfigDict, mesh):
 # --- data ----------------------------------------------------------------------
 
 
-def pipeline_kwargs(config: ml_collections.ConfigDict, *, training: bool = False) -> dict:
-  """The crop and label arguments of `input_pipeline.make_dataset` / `crop_example`.
+def crop(config: ml_collections.ConfigDict, *, training: bool = False) -> input_pipeline.Crop:
+  """How the config turns an example into a canvas (`input_pipeline.Crop`).
 
   Training labels get `config.label_noise` (fixed per example); evaluation
   scores against the clean joints where the dataset has them
   (`config.eval.clean_labels`).
   """
-  kw = {
-    "skeleton": skeleton(config),
-    "crop_mode": config.crop_mode,
-    "canvas_hw": tuple(config.input_hw),
-    "image_scale": config.image_scale or None,
-    "box_scale": config.box_scale or None,
-    "flic_protocol": protocol(config),
-  }
+  c = input_pipeline.Crop(
+    skeleton=skeleton(config),
+    crop_mode=config.crop_mode,
+    canvas_hw=tuple(config.input_hw),
+    image_scale=config.image_scale or None,
+    box_scale=config.box_scale or None,
+    flic_protocol=protocol(config),
+  )
   if training:
-    kw.update(label_noise=float(config.label_noise), noise_seed=int(config.seed))
-  else:
-    kw.update(clean_labels=bool(config.eval.clean_labels))
-  return kw
+    return dataclasses.replace(
+      c, label_noise=float(config.label_noise), noise_seed=int(config.seed)
+    )
+  return dataclasses.replace(c, clean_labels=bool(config.eval.clean_labels))
 
 
 def dataset_source(config: ml_collections.ConfigDict, split: str):
@@ -253,7 +266,7 @@ def cached(
   return canvas_cache.build_canvas_cache(
     source,
     path=os.path.join(workdir, "canvas_cache", f"{split}-{kind}"),
-    **pipeline_kwargs(config, training=training),
+    crop=crop(config, training=training),
   )
 
 
@@ -292,7 +305,7 @@ def train_batches(
     num_epochs=None,
     worker_count=config.worker_count,
     start_batch=start_batch,
-    **pipeline_kwargs(config, training=True),
+    crop=crop(config, training=True),
   )
 
 
@@ -305,7 +318,7 @@ def eval_batches(config: ml_collections.ConfigDict, source):
     num_epochs=1,
     drop_remainder=False,
     worker_count=config.worker_count,
-    **pipeline_kwargs(config),
+    crop=crop(config),
   )
 
 

@@ -31,6 +31,7 @@ becomes invalid for the loss and the metrics; invalid joints hold (0, 0).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import sys
@@ -280,14 +281,37 @@ def crop_example(
   return out
 
 
-class CropExample(grain.transforms.Map):
-  """Picklable `crop_example` with fixed arguments (for multiprocessing workers)."""
+@dataclasses.dataclass(frozen=True)
+class Crop:
+  """How a dataset example becomes a canvas: `crop_example`'s arguments as one
+  value (hashable, picklable for grain's worker processes, recorded in a canvas
+  cache's manifest). Calling it crops one example."""
 
-  def __init__(self, **kwargs):
-    self.kwargs = kwargs
+  skeleton: joints_lib.Skeleton
+  crop_mode: str
+  canvas_hw: tuple[int, int]
+  image_scale: float | None = None
+  box_scale: float | None = None
+  use_draft: bool = True
+  flic_protocol: str = ""
+  clean_labels: bool = False
+  label_noise: float = 0.0
+  noise_seed: int = 0
 
-  def map(self, element):
-    return crop_example(element, **self.kwargs)
+  def kwargs(self) -> dict[str, Any]:
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+  def __call__(self, features: dict[str, Any]) -> dict[str, np.ndarray]:
+    return crop_example(features, **self.kwargs())
+
+  def record(self) -> dict[str, Any]:
+    """JSON-ready: what a canvas cache must have been built with to be reused."""
+    out = self.kwargs()
+    out["skeleton"] = self.skeleton.name
+    out["model_joints"] = list(self.skeleton.model_joints)
+    out["canvas_hw"] = list(self.canvas_hw)
+    out["noise_seed"] = int(self.noise_seed) if self.label_noise else 0
+    return out
 
 
 def _stack(examples: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -297,7 +321,7 @@ def _stack(examples: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 class _ReadBatch(grain.transforms.Map):
   """(indices (B,), real (B,)) → a batch: read + crop, or a cache's batched read."""
 
-  def __init__(self, source, crop: CropExample | None):
+  def __init__(self, source, crop: Crop | None):
     self.source = source
     self.crop = crop
 
@@ -306,7 +330,7 @@ class _ReadBatch(grain.transforms.Map):
     if self.crop is None:
       batch = self.source.read_batch(indices)
     else:
-      batch = _stack([self.crop.map(self.source[int(i)]) for i in indices])
+      batch = _stack([self.crop(self.source[int(i)]) for i in indices])
     # Padding rows never count in the loss or the metrics.
     batch["joints_valid"] = np.where(real[:, None], batch["joints_valid"], 0).astype(np.float32)
     batch["joints_visible"] = np.where(real[:, None], batch["joints_visible"], 0).astype(np.float32)
@@ -366,9 +390,7 @@ def _padding(i: int) -> tuple[int, bool]:
 def make_dataset(
   source: Sequence[dict[str, Any]],
   *,
-  skeleton: joints_lib.Skeleton,
-  crop_mode: str,
-  canvas_hw: tuple[int, int],
+  crop: Crop,
   global_batch_size: int,
   shuffle: bool,
   seed: int = 0,
@@ -379,13 +401,6 @@ def make_dataset(
   worker_count: int = 0,
   num_threads: int = 2,
   prefetch_batches: int = 4,
-  image_scale: float | None = None,
-  box_scale: float | None = None,
-  use_draft: bool = True,
-  flic_protocol: str = "",
-  clean_labels: bool = False,
-  label_noise: float = 0.0,
-  noise_seed: int = 0,
   start_batch: int = 0,
 ) -> grain.IterDataset:
   """The host's stream of batches in design.md's batch layout.
@@ -406,9 +421,7 @@ def make_dataset(
   Args:
     source: random-access dataset features (TFDS data source, list, ...) or a
       `canvas_cache.CanvasCacheSource` (already cropped: only batching runs on the host).
-    skeleton, crop_mode, canvas_hw, image_scale, box_scale, use_draft,
-      flic_protocol, clean_labels, label_noise, noise_seed: see `crop_example`
-      (checked against a cache's manifest).
+    crop: how each example becomes a canvas (checked against a cache's manifest).
     global_batch_size: examples per step over all hosts.
     shuffle: shuffle the examples (training).
     seed: shuffle seed.
@@ -433,23 +446,11 @@ def make_dataset(
     raise ValueError(f"global batch {global_batch_size} not divisible by {process_count} hosts")
   local_batch = global_batch_size // process_count
 
-  crop_kw = {
-    "skeleton": skeleton,
-    "crop_mode": crop_mode,
-    "canvas_hw": tuple(canvas_hw),
-    "image_scale": image_scale,
-    "box_scale": box_scale,
-    "use_draft": use_draft,
-    "flic_protocol": flic_protocol,
-    "clean_labels": clean_labels,
-    "label_noise": label_noise,
-    "noise_seed": noise_seed,
-  }
   if hasattr(source, "read_batch"):  # a `canvas_cache.CanvasCacheSource`: already cropped
-    source.check(**crop_kw)
-    crop = None
+    source.check(crop)
+    reader = _ReadBatch(source, None)
   else:
-    crop = CropExample(**crop_kw)
+    reader = _ReadBatch(source, crop)
   if not len(source):
     raise ValueError("empty source")
   ds = grain.MapDataset.source(
@@ -471,7 +472,7 @@ def make_dataset(
   ds = ds.map(_HostRows(process_index * local_batch, local_batch))
   if start_batch:
     ds = ds[start_batch:]
-  ds = ds.map(_ReadBatch(source, crop))
+  ds = ds.map(reader)
   read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_batches)
   it = ds.to_iter_dataset(read)
   if worker_count > 0:

@@ -43,7 +43,6 @@ import dataclasses
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 
 from heatpose_jax import features, metrics
 from heatpose_jax import synthetic as render
@@ -171,7 +170,7 @@ def make_example(cfg: SyntheticConfig, split: str, index: int) -> dict:
   }
 
 
-class Synthetic(tfds.core.GeneratorBasedBuilder):
+class Synthetic(features.ArrayRecordBuilder):
   """Procedurally rendered people with 14 MPII-ordered joints."""
 
   VERSION = tfds.core.Version("1.1.0")
@@ -181,11 +180,6 @@ class Synthetic(tfds.core.GeneratorBasedBuilder):
   }
   BUILDER_CONFIGS = BUILDER_CONFIGS
   DEFAULT_BUILDER_CONFIG_NAME = DEFAULT_CONFIG
-  # TFDS's own lookup of this file imports `importlib_resources`, absent on 3.11.
-  code_path = epath.Path(__file__)
-
-  def __init__(self, *, file_format="array_record", **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     t = tfds.features.Tensor

@@ -113,7 +113,7 @@ def bench_host(
     source = make_source(num_examples, src_hw)
     kb = np.mean([len(ex["image"]) for ex in source]) / 1024
     name = f"{name} ({kb:.0f} KB)"
-    kw = dict(skeleton=SKELETON, crop_mode=mode, canvas_hw=canvas_hw)
+    crop = ip.Crop(skeleton=SKELETON, crop_mode=mode, canvas_hw=canvas_hw)
     # Single-thread cost of the pieces.
     n = min(64, len(source))
     start = time.perf_counter()
@@ -124,10 +124,10 @@ def bench_host(
     for draft in (True, False) if mode == "torso" else (True,):
       start = time.perf_counter()
       for ex in source[:n]:
-        ip.crop_example(ex, **kw, use_draft=draft)
+        ip.crop_example(ex, **{**crop.kwargs(), "use_draft": draft})
       label = "crop_example, 1 thread" + ("" if draft else ", no JPEG draft")
       rows.append((name, label, n / (time.perf_counter() - start)))
-    common = dict(**kw, global_batch_size=bs, shuffle=True, seed=0)
+    common = dict(crop=crop, global_batch_size=bs, shuffle=True, seed=0)
     for t in threads:
       ds = ip.make_dataset(source, **common, num_threads=int(t))
       rows.append((name, f"make_dataset, {t} threads", _time_iter(ds, num_images, bs)))
@@ -137,7 +137,7 @@ def bench_host(
     with tempfile.TemporaryDirectory() as tmp:
       start = time.perf_counter()
       cache = canvas_cache.build_canvas_cache(
-        source, **kw, path=os.path.join(tmp, "c"), num_threads=2
+        source, crop=crop, path=os.path.join(tmp, "c"), num_threads=2
       )
       rows.append(
         (name, "build_canvas_cache, 2 threads", len(source) / (time.perf_counter() - start))

@@ -252,13 +252,13 @@ def _pick_scenes(preds: dict[str, np.ndarray], n: int) -> list[int]:
 def overlays(config, source, preds, view: str, n: int) -> np.ndarray:
   """overlays.png: one column per scene; top row the cascade, bottom row cascade+MRF."""
   skeleton = from_config.skeleton(config)
-  kw = from_config.pipeline_kwargs(config)
+  crop = from_config.crop(config)
   picked = _pick_scenes(preds, n)
   rows = {"cascade": [], "cascade_mrf": []}
   for k in picked:
     ex = source[k]
     if isinstance(ex["image"], bytes):  # dataset features, not a cached canvas
-      ex = input_pipeline.crop_example(ex, **kw)
+      ex = crop(ex)
     gt = preds["joints"][k] if np.all(preds["joints_valid"][k] > 0) else None
     for key, label in (("cascade", "without MRF"), ("cascade_mrf", "with MRF")):
       title = f"{view} #{int(preds['index'][k])}, {label}"

@@ -82,18 +82,8 @@ def run_overrides(
   raise ValueError(f"unknown run {name!r}")
 
 
-def apply_overrides(
-  config: ml_collections.ConfigDict, overrides: dict[str, Any]
-) -> ml_collections.ConfigDict:
-  """An unlocked copy of `config` with dotted-key overrides set."""
-  out = ml_collections.ConfigDict(config.to_dict())
-  for key, value in overrides.items():
-    *parents, leaf = key.split(".")
-    node = out
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return out
+# Dotted-key config overrides, as the rest of the project applies them.
+apply_overrides = from_config.with_overrides
 
 
 def total_steps(config: ml_collections.ConfigDict) -> int:

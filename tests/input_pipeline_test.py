@@ -131,6 +131,7 @@ def _source(n, skeleton=LSP, hw=(48, 64)):
 
 
 KW = dict(skeleton=LSP, crop_mode="extent", canvas_hw=(32, 32))
+CROP = ip.Crop(**KW)
 
 
 def test_eval_covers_every_example_once():
@@ -139,7 +140,7 @@ def test_eval_covers_every_example_once():
     seen, pads = [], 0
     for p in range(count):
       ds = ip.make_dataset(
-        source, **KW, global_batch_size=4, shuffle=False, num_epochs=1, drop_remainder=False,
+        source, crop=CROP, global_batch_size=4, shuffle=False, num_epochs=1, drop_remainder=False,
         process_index=p, process_count=count,
       )  # fmt: skip
       batches = list(ds)
@@ -153,7 +154,7 @@ def test_eval_covers_every_example_once():
 
 
 def test_training_batches_follow_contract():
-  ds = ip.make_dataset(_source(5), **KW, global_batch_size=4, shuffle=True, seed=3)
+  ds = ip.make_dataset(_source(5), crop=CROP, global_batch_size=4, shuffle=True, seed=3)
   it = iter(ds)
   batches = [next(it) for _ in range(4)]  # runs past the end of the data: repeats
   j = LSP.num_joints
@@ -179,7 +180,7 @@ def test_training_batches_follow_contract():
 
 def test_hosts_get_disjoint_halves_of_each_global_batch():
   source = _source(10)
-  args = dict(**KW, global_batch_size=4, shuffle=True, seed=1, num_epochs=2)
+  args = dict(crop=CROP, global_batch_size=4, shuffle=True, seed=1, num_epochs=2)
   whole = [
     set(b["index"]) for b in ip.make_dataset(source, **args, process_index=0, process_count=1)
   ]
@@ -195,7 +196,7 @@ def test_hosts_get_disjoint_halves_of_each_global_batch():
 def test_canvas_cache_round_trip_and_staleness(tmp_path):
   source = _source(6)
   path = str(tmp_path / "cache")
-  cache = canvas_cache.build_canvas_cache(source, **KW, path=path)
+  cache = canvas_cache.build_canvas_cache(source, crop=CROP, path=path)
   assert len(cache) == 6
   for i in (0, 5):
     ref = ip.crop_example(source[i], **KW)
@@ -204,16 +205,20 @@ def test_canvas_cache_round_trip_and_staleness(tmp_path):
     for k in ref:
       np.testing.assert_array_equal(got[k], ref[k])
       assert got[k].dtype == np.asarray(ref[k]).dtype
-  args = dict(**KW, global_batch_size=4, shuffle=True, seed=2, num_epochs=1, drop_remainder=False)
+  args = dict(
+    crop=CROP, global_batch_size=4, shuffle=True, seed=2, num_epochs=1, drop_remainder=False
+  )
   for a, b in zip(ip.make_dataset(source, **args), ip.make_dataset(cache, **args), strict=True):
     for k in a:
       np.testing.assert_array_equal(a[k], b[k])
   # Reused when nothing changed (same files), rebuilt when the source or crop changes.
   mtime = os.path.getmtime(os.path.join(path, "image.npy"))
-  assert len(canvas_cache.build_canvas_cache(source, **KW, path=path)) == 6
+  assert len(canvas_cache.build_canvas_cache(source, crop=CROP, path=path)) == 6
   assert os.path.getmtime(os.path.join(path, "image.npy")) == mtime
-  assert len(canvas_cache.build_canvas_cache(source[:4], **KW, path=path)) == 4
-  cache = canvas_cache.build_canvas_cache(source[:4], **{**KW, "canvas_hw": (16, 24)}, path=path)
+  assert len(canvas_cache.build_canvas_cache(source[:4], crop=CROP, path=path)) == 4
+  cache = canvas_cache.build_canvas_cache(
+    source[:4], crop=ip.Crop(**{**KW, "canvas_hw": (16, 24)}), path=path
+  )
   assert cache[0]["image"].shape == (16, 24, 3)
   with open(os.path.join(path, "manifest.json")) as f:
     assert json.load(f)["params"]["canvas_hw"] == [16, 24]
@@ -221,7 +226,7 @@ def test_canvas_cache_round_trip_and_staleness(tmp_path):
   clone = pickle.loads(pickle.dumps(cache))
   np.testing.assert_array_equal(clone[3]["image"], cache[3]["image"])
   with pytest.raises(ValueError, match="canvas cache"):
-    ip.make_dataset(cache, **KW, global_batch_size=2, shuffle=False)
+    ip.make_dataset(cache, crop=CROP, global_batch_size=2, shuffle=False)
 
 
 def test_worker_processes_give_same_batches():
@@ -231,7 +236,7 @@ def test_worker_processes_give_same_batches():
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   source = _source(6)
-  args = dict(**KW, global_batch_size=2, shuffle=True, seed=4, num_epochs=1)
+  args = dict(crop=CROP, global_batch_size=2, shuffle=True, seed=4, num_epochs=1)
   ref = list(ip.make_dataset(source, **args))
   it = iter(ip.make_dataset(source, **args, worker_count=1))
   got = list(it)
@@ -243,7 +248,7 @@ def test_worker_processes_give_same_batches():
 
 
 def test_to_global_array_shards_over_devices():
-  ds = ip.make_dataset(_source(8), **KW, global_batch_size=8, shuffle=False, num_epochs=1)
+  ds = ip.make_dataset(_source(8), crop=CROP, global_batch_size=8, shuffle=False, num_epochs=1)
   batch = next(iter(ds))
   mesh = Mesh(np.array(jax.devices()), ("data",))
   arrays = ip.to_global_array(batch, mesh)
@@ -255,7 +260,7 @@ def test_to_global_array_shards_over_devices():
 
 
 def test_iterator_state_resumes():
-  ds = ip.make_dataset(_source(10), **KW, global_batch_size=4, shuffle=True, seed=1)
+  ds = ip.make_dataset(_source(10), crop=CROP, global_batch_size=4, shuffle=True, seed=1)
   it = iter(ds)
   for _ in range(3):
     next(it)
@@ -276,8 +281,8 @@ def test_training_label_noise_is_fixed_per_example_and_evaluation_scores_clean_l
   config = synthetic_config.get_config("tiny,noise=2.0")
   cfg = synthetic_dataset.custom_config("tiny", label_noise=1.0)
   exs = [synthetic_dataset.make_example(cfg, "train", i) for i in range(40)]
-  train_kw = from_config.pipeline_kwargs(config, training=True)
-  eval_kw = from_config.pipeline_kwargs(config)
+  train_kw = from_config.crop(config, training=True).kwargs()
+  eval_kw = from_config.crop(config).kwargs()
   diffs = []
   for ex in exs:
     a, b = ip.crop_example(ex, **train_kw), ip.crop_example(ex, **train_kw)

@@ -4,9 +4,6 @@ PIL images and lists; `experiments.predict` on a folder and a video;
 
 import functools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -14,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import run_cli
 from heatpose_jax import Predictor, from_config, inference, synthetic
 from heatpose_jax.configs import synthetic as synthetic_config
 
@@ -24,15 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args, timeout=300):
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_cpu_use_fusion_emitters=false"}
-  return subprocess.run(
-    [sys.executable, "-m", *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=timeout,
-  )
+  return run_cli(*args, devices=1, timeout=timeout)
 
 
 def _photo(seed=7, hw=(90, 120)):

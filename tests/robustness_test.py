@@ -5,10 +5,7 @@ and nothing already written is lost. (Builders: data_robustness_test.py;
 ground-truth files: evaluate_predictions_test.py.)"""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -17,6 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
+from conftest import run_cli
 from heatpose_jax import checkpoints, from_config, input_pipeline, synthetic, train
 
 # The tests sharing the session fixture `tiny_run` run on one xdist worker (built once).
@@ -27,16 +25,7 @@ CONFIG = str(REPO / "heatpose_jax" / "configs" / "synthetic.py")
 
 
 def _cli(*args, timeout=300):
-  flags = "--xla_force_host_platform_device_count=8 --xla_cpu_use_fusion_emitters=false"
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags}
-  return subprocess.run(
-    [sys.executable, "-m", *args],
-    cwd=REPO,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=timeout,
-  )
+  return run_cli(*args, devices=8, timeout=timeout)
 
 
 def _one_line_error(r, *needles, code=1):
