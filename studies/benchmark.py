@@ -275,6 +275,82 @@ def forward_stats(
   return out
 
 
+def latency_stats(
+  config: ml_collections.ConfigDict,
+  batch_size: int,
+  mesh,
+  *,
+  iters: int = 50,
+  warmup: int = 3,
+  predictor: bool = False,
+  seed: int = 0,
+) -> dict[str, Any]:
+  """Latency of the cascade from uint8 canvases to joints, as a deployment runs it.
+
+  The function is `inference.predict(...)["cascade"]`, compiled ahead of time
+  (`jax.jit(fn).trace(...).lower().compile()`). The ways of calling it are timed
+  interleaved on 3 rotating random inputs, on the mesh's one device:
+    * aot: the executable on a device-resident canvas (no host round trip);
+    * jit: the jitted function on the same canvas (jit's dispatch added);
+    * host: a numpy canvas in, numpy joints out through the executable;
+    * predictor (with `predictor`): `Predictor(image)` on a canvas-sized uint8
+      photograph: letterbox, the jitted `inference.predict`, joints mapped back
+      to the image (what a user of the predictor sees).
+
+  Returns:
+    dict: `{way}_ms` (median per call), `{way}_p10_ms`, `{way}_p90_ms`,
+    gflop_per_image, tflops (aot), compile_s, flop_source, the memory fields
+    and device_peak_gib.
+  """
+  from heatpose_jax import predictor as predictor_lib
+
+  if mesh.devices.size != 1:
+    raise ValueError(f"latency_stats times one device; the mesh has {mesh.devices.size}")
+  device = mesh.devices.flat[0]
+  model = from_config.model(config)
+  params = random_params(from_config.abstract_state(config, mesh).params, seed)
+  rng = np.random.default_rng(seed)
+  hosts = [rng.integers(0, 256, (batch_size, *config.input_hw, 3), np.uint8) for _ in range(3)]
+  xs = [jax.device_put(h, device) for h in hosts]
+  jitted = jax.jit(lambda p, x: inference.predict(model, p, x)["cascade"])
+  c = compile_fn(jitted, params, xs[0])
+  aot = c["compiled"]
+  calls = {
+    "aot": lambda r: aot(params, xs[r % 3]),
+    "jit": lambda r: jitted(params, xs[r % 3]),
+    "host": lambda r: np.asarray(aot(params, jax.device_put(hosts[r % 3], device))),
+  }
+  if predictor:
+    with jax.default_device(device):
+      pred = predictor_lib.Predictor(
+        model,
+        params,
+        skeleton=from_config.skeleton(config),
+        input_hw=tuple(config.input_hw),
+        batch_size=batch_size,
+      )
+      images = [list(h) for h in hosts]
+      t = time.perf_counter()
+      pred(images[0])
+      first_call_s = time.perf_counter() - t
+    calls["predictor"] = lambda r: pred(images[r % 3])
+  times = interleaved_times(list(calls.values()), iters=iters, warmup=warmup)
+  out: dict[str, Any] = {}
+  for way, ts in zip(calls, times, strict=True):
+    out[f"{way}_ms"] = 1e3 * statistics.median(ts)
+    out[f"{way}_p10_ms"] = 1e3 * float(np.percentile(ts, 10))
+    out[f"{way}_p90_ms"] = 1e3 * float(np.percentile(ts, 90))
+  if predictor:
+    out["predictor_first_call_s"] = first_call_s
+  out["iters"] = max(1, iters)
+  out["gflop_per_image"] = c["flops"] / batch_size / 1e9
+  out["tflops"] = c["flops"] / (out["aot_ms"] / 1e3) / 1e12
+  for k in ("compile_s", "flop_source", "argument_gib", "output_gib", "temp_gib"):
+    out[k] = c[k]
+  out["device_peak_gib"] = device_peak_gib(device)
+  return out
+
+
 def train_stats(
   config: ml_collections.ConfigDict,
   phase: str,
@@ -338,11 +414,13 @@ def default_cases(
   forward_batches: Sequence[int] = (1, 32),
   phases: Sequence[str] = ("coarse", "joint"),
   cpu: bool = True,
+  latency_batches: Sequence[int] = (),
 ) -> list[dict[str, Any]]:
   """The performance table's cases, smallest memory first (so that the device's
-  peak so far is each case's own): forward at each batch, the train steps, then
-  the batch-1 cascade on the CPU."""
+  peak so far is each case's own): forward at each batch, the latency cases
+  (`latency_stats`), the train steps, then the batch-1 cascade on the CPU."""
   cases = [{"section": "forward", "device": "default", "batch": b} for b in forward_batches]
+  cases += [{"section": "latency", "device": "default", "batch": b} for b in latency_batches]
   cases += [{"section": "train", "device": "default", "phase": p} for p in phases]
   if cpu:
     cases.append({"section": "forward", "device": "cpu", "batch": 1})
@@ -384,10 +462,13 @@ def run_benchmark(
   train_steps: int = 10,
   train_repeats: int = 3,
   forward_iters: int = 20,
+  latency_iters: int = 50,
   warmup: int = 2,
+  variant: str = "",
+  output_name: str = "benchmark",
 ) -> dict[str, Any]:
   """Measures the matrix-product peaks, then `cases` in order; prints a line per
-  case and rewrites `output_dir/benchmark.{json,md}` after each.
+  case and rewrites `output_dir/{output_name}.{json,md}` after each.
 
   Args:
     config: the model and training config (`model_config`); its dtype and
@@ -399,8 +480,11 @@ def run_benchmark(
     command: the command line, quoted in the report.
     max_seconds: a case starts only while the longest case so far still fits.
     matmul_size: side of the peak's matrices (the CPU's: at most 2048).
-    train_steps, train_repeats, forward_iters, warmup: see `train_stats`,
-      `forward_stats`.
+    train_steps, train_repeats, forward_iters, latency_iters, warmup: see
+      `train_stats`, `forward_stats`, `latency_stats`.
+    variant: a name for this run's settings (`merge_reports` compares variants);
+      the report also records XLA_FLAGS, which select most of them.
+    output_name: the report's file name, without extension.
 
   Returns:
     The report: `device` (`device_info`), `peaks` ({"default", "cpu"}:
@@ -419,6 +503,8 @@ def run_benchmark(
     f"{from_config.skeleton(config).num_joints} joints, {config.dtype}, "
     f"train batch {config.batch_size}",
     "compilation_cache": jax.config.jax_compilation_cache_dir or "",
+    "variant": variant,
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
     "max_seconds": max_seconds,
     "cases": list(cases),
     "peaks": {},
@@ -430,8 +516,8 @@ def run_benchmark(
   def write():
     report["elapsed_s"] = time.perf_counter() - start
     if output_dir and jax.process_index() == 0:
-      fileio.write_json(os.path.join(output_dir, "benchmark.json"), report)
-      fileio.write_text(os.path.join(output_dir, "benchmark.md"), format_markdown(report))
+      fileio.write_json(os.path.join(output_dir, f"{output_name}.json"), report)
+      fileio.write_text(os.path.join(output_dir, f"{output_name}.md"), format_markdown(report))
 
   def emit(entry, status):
     entry["status"] = status
@@ -467,6 +553,16 @@ def run_benchmark(
         entry["batch"] = cfg.batch_size
         stats = train_stats(
           cfg, case["phase"], mesh, steps=train_steps, repeats=train_repeats, warmup=warmup
+        )
+        tflops = stats["tflops"]
+      elif case["section"] == "latency":
+        stats = latency_stats(
+          cfg,
+          case["batch"],
+          meshes[case["device"]],
+          iters=latency_iters,
+          warmup=warmup,
+          predictor=case["device"] == "cpu",
         )
         tflops = stats["tflops"]
       else:
@@ -513,6 +609,14 @@ def case_line(entry: dict[str, Any]) -> str:
     return f"{what}: skipped ({entry['reason']})"
   if entry["status"] == "failed":
     return f"{what}: FAILED {entry['error']}"
+  if entry["section"] == "latency":
+    pred = entry.get("predictor_ms")
+    return (
+      f"{what}: AOT {_f(entry['aot_ms'], 3)} ms/call (p90 {_f(entry['aot_p90_ms'], 3)}), "
+      f"jit {_f(entry['jit_ms'], 3)}, host canvas {_f(entry['host_ms'], 3)}"
+      + (f", Predictor {_f(pred, 1)}" if pred is not None else "")
+      + f" ms, compile {entry['compile_s']:.1f} s"
+    )
   if entry["section"] == "train":
     return (
       f"{what}: {_f(entry['step_ms'], 2)} ms/step, {_f(entry['images_per_s'], 1)} img/s, "
@@ -545,6 +649,8 @@ def format_markdown(report: dict[str, Any]) -> str:
     f"- jax {info['jax']}, flax {info['flax']}",
     f"- command: `{report['command']}`",
     f"- config: {report['config']}",
+    f"- variant: {report.get('variant') or '(none)'}; XLA_FLAGS: "
+    f"`{report.get('xla_flags') or '(none)'}`",
     f"- persistent compilation cache: {report['compilation_cache'] or 'off'} "
     "(compile times are cold only when off)",
     f"- total {report.get('elapsed_s', math.nan):.0f} s of a {report['max_seconds']:.0f} s budget",
@@ -598,6 +704,29 @@ def format_markdown(report: dict[str, Any]) -> str:
         f"| {_f(r['peak_percent'], 1)} | {r['cascade_flop_source']} "
         f"| {_g(r['cascade_argument_gib'] + r['cascade_temp_gib'])} "
         f"| {_g(r['device_peak_gib'])} | {_f(r['cascade_compile_s'], 1)} |"
+      )
+    lines.append("")
+  latencies = [r for r in results if r["section"] == "latency"]
+  if latencies:
+    lines += [
+      "## Latency (AOT-compiled `inference.predict` from uint8 canvases to joints; "
+      f"median of {latencies[0].get('iters', '?')} calls)",
+      "",
+      "- AOT: the compiled executable on a device-resident canvas; jit: the jitted "
+      "function (its dispatch added); host: a numpy canvas in, numpy joints out; "
+      "Predictor: `Predictor(image)` (letterbox and mapping back added).",
+      "",
+      "| device | model | input (W×H) | pool | dtype | batch | AOT ms | AOT p10–p90 ms "
+      "| jit ms | host ms | Predictor ms | GFLOP/img | TFLOP/s | compile s |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in latencies:
+      lines.append(
+        f"| {r['device_kind']} | {r['model']} | {r['input']} | {r['pool']}x | {r['dtype']} "
+        f"| {r['batch']} | {_f(r['aot_ms'], 3)} "
+        f"| {_f(r['aot_p10_ms'], 3)}–{_f(r['aot_p90_ms'], 3)} | {_f(r['jit_ms'], 3)} "
+        f"| {_f(r['host_ms'], 3)} | {_f(r.get('predictor_ms'), 3)} "
+        f"| {_f(r['gflop_per_image'], 2)} | {_g(r['tflops'])} | {_f(r['compile_s'], 1)} |"
       )
     lines.append("")
   for kind in ("skipped", "failed"):
