@@ -1,15 +1,23 @@
 r"""The performance table: training steps, forward latency and throughput, FLOPs,
 % of the matrix-product peak and memory of the MPII model (256×256, 8×, 16
-joints, bf16), and the batch-1 cascade on the CPU cores (see studies/benchmark.py).
+joints, bf16), the AOT batch-1 latency, and the batch-1 cascade on the CPU cores
+(see studies/benchmark.py).
 
   python -m experiments.benchmark --output_dir=/tmp/bench          # the H100 table
   python -m experiments.benchmark --tiny --output_dir=/tmp/bench   # CPU smoke run
+  XLA_FLAGS=... python -m experiments.benchmark --variant=NAME ... # a candidate speed-up
+  python -m experiments.benchmark --merge=DIR1,DIR2 --output_dir=D # compare variants
+  JAX_PLATFORMS=cpu python -m experiments.benchmark --cpu_latency=mpii,flic --output_dir=D
 
-Writes OUTPUT_DIR/benchmark.json and benchmark.md after every case. Compile
-times are cold: the persistent compilation cache is off unless
---compilation_cache_dir is given.
+Writes OUTPUT_DIR/OUTPUT_NAME.json and .md after every case (default name
+'benchmark'); --merge writes one report comparing the runs' benchmark.json
+(the first is the baseline), --cpu_latency writes cpu_latency.{json,md}.
+Compile times are cold: the persistent compilation cache is off unless
+--compilation_cache_dir is given (the first compile into an empty cache is cold too).
 """
 
+import json
+import os
 import shlex
 import sys
 
@@ -17,6 +25,7 @@ import jax
 from absl import flags
 
 from experiments import launch
+from heatpose_jax import fileio
 from studies import benchmark
 
 _TINY = flags.DEFINE_bool("tiny", False, "CPU-sized model, batches and iterations (tests).")
@@ -35,6 +44,23 @@ _MATMUL = flags.DEFINE_integer("matmul_size", 8192, "Side of the peak's matrices
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 10, "Steps per timed window (tiny: 1).")
 _TRAIN_REPEATS = flags.DEFINE_integer("train_repeats", 3, "Timed windows, median (tiny: 1).")
 _FORWARD_ITERS = flags.DEFINE_integer("forward_iters", 20, "Timed call pairs, median (tiny: 2).")
+_LATENCY_BATCHES = flags.DEFINE_list(
+  "latency_batches", ["1"], "AOT latency cases (uint8 canvas to joints); empty for none."
+)
+_LATENCY_ITERS = flags.DEFINE_integer("latency_iters", 50, "Timed latency rounds (tiny: 2).")
+_VARIANT = flags.DEFINE_string(
+  "variant", "", "Name of this run's settings (XLA_FLAGS, batch), recorded in the report."
+)
+_OUTPUT_NAME = flags.DEFINE_string("output_name", "benchmark", "Report file name, no extension.")
+_MERGE = flags.DEFINE_list(
+  "merge", [], "Measure nothing: merge these runs (directories or .json files), first = baseline."
+)
+_INPUT_TABLE = flags.DEFINE_string(
+  "input_table", "", "With --merge: the input benchmark's Markdown output to compare against."
+)
+_CPU_LATENCY = flags.DEFINE_list(
+  "cpu_latency", [], "Measure only the batch-1 float32 cascade latency of these models on the CPU."
+)
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls first (tiny: 1).")
 # Compile times are part of the table: measure them cold unless asked otherwise.
 flags.FLAGS.set_default("compilation_cache_dir", "")
@@ -45,9 +71,48 @@ def _value(flag, tiny_value):
   return tiny_value if _TINY.value and not flags.FLAGS[flag.name].present else flag.value
 
 
+def _merge() -> None:
+  reports = []
+  for path in _MERGE.value:
+    path = path if path.endswith(".json") else os.path.join(path, "benchmark.json")
+    if not os.path.exists(path):
+      print(f"--merge: {path} not found (that run did not start); left out", flush=True)
+      continue
+    with open(path) as f:
+      reports.append(json.load(f))
+  table = ""
+  if _INPUT_TABLE.value and os.path.exists(_INPUT_TABLE.value):
+    with open(_INPUT_TABLE.value) as f:
+      table = f.read()
+  merged = benchmark.merge_reports(reports, input_table=table, command=_command())
+  text = benchmark.format_merged_markdown(merged)
+  if _OUTPUT_DIR.value:
+    fileio.write_json(os.path.join(_OUTPUT_DIR.value, f"{_OUTPUT_NAME.value}.json"), merged)
+    fileio.write_text(os.path.join(_OUTPUT_DIR.value, f"{_OUTPUT_NAME.value}.md"), text)
+  print(text, flush=True)
+
+
+def _command() -> str:
+  return "python -m experiments.benchmark " + shlex.join(sys.argv[1:])
+
+
 def main(argv):
   del argv
   launch.setup()
+  if _MERGE.value:
+    _merge()
+    return
+  if _CPU_LATENCY.value:
+    benchmark.cpu_latency_report(
+      _CPU_LATENCY.value,
+      pool=_POOL.value,
+      iters=_value(_LATENCY_ITERS, 2),
+      warmup=_value(_WARMUP, 1),
+      tiny=_TINY.value,
+      command=_command(),
+      output_dir=_OUTPUT_DIR.value,
+    )
+    return
   config = benchmark.model_config(
     _MODEL.value,
     pool=_POOL.value,
@@ -59,18 +124,22 @@ def main(argv):
     forward_batches=[int(b) for b in _value(_FORWARD_BATCHES, ["1", "4"])],
     phases=_PHASES.value,
     cpu=_CPU.value,
+    latency_batches=[int(b) for b in _LATENCY_BATCHES.value],
   )
   report = benchmark.run_benchmark(
     config,
     cases,
     output_dir=_OUTPUT_DIR.value,
-    command="python -m experiments.benchmark " + shlex.join(sys.argv[1:]),
+    command=_command(),
     max_seconds=_MAX_SECONDS.value,
     matmul_size=_value(_MATMUL, 256),
     train_steps=_value(_TRAIN_STEPS, 1),
     train_repeats=_value(_TRAIN_REPEATS, 1),
     forward_iters=_value(_FORWARD_ITERS, 2),
+    latency_iters=_value(_LATENCY_ITERS, 2),
     warmup=_value(_WARMUP, 1),
+    variant=_VARIANT.value,
+    output_name=_OUTPUT_NAME.value,
   )
   print("\n" + benchmark.format_markdown(report), flush=True)
   if report["failed"]:

@@ -477,7 +477,7 @@ def make_dataset(
   it = ds.to_iter_dataset(read)
   if worker_count > 0:
     # Grain's worker processes read absl flags: outside an absl app (tests,
-    # notebooks) call `absl.flags.FLAGS.mark_as_parsed()` first.
+    # notebooks) mark absl's flag values parsed first (`FLAGS.mark_as_parsed()`).
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return it
 

@@ -735,3 +735,238 @@ def format_markdown(report: dict[str, Any]) -> str:
       lines += [f"- {case_line(e)}" for e in report[kind]]
       lines.append("")
   return "\n".join(lines)
+
+
+# --- variants, the input side and the CPU latency ------------------------------------
+
+
+def case_key(entry: dict[str, Any]) -> str:
+  """A case's name across variants, e.g. 'train joint b64', 'latency default b1'."""
+  if entry["section"] == "train":
+    return f"train {entry['phase']} b{entry.get('batch', '?')}"
+  return f"{entry['section']} {entry['device']} b{entry['batch']}"
+
+
+# (label, key, digits) of each section's headline numbers in the comparison.
+HEADLINES = {
+  "train": (("img/s", "images_per_s", 1), ("ms/step", "step_ms", 2), ("compile s", "compile_s", 1)),
+  "forward": (
+    ("cascade ms/img", "cascade_ms_per_image", 3),
+    ("coarse ms/img", "coarse_ms_per_image", 3),
+  ),
+  "latency": (("AOT ms", "aot_ms", 3), ("jit ms", "jit_ms", 3), ("compile s", "compile_s", 1)),
+}
+
+
+def input_side(table: str, report: dict[str, Any] | None) -> dict[str, Any]:
+  """The input benchmark's Markdown table (`experiments.benchmark_input`) against
+  the training rates of `report`: the best `make_dataset` rate per data, from
+  JPEGs and from the canvas cache, and whether JPEG decoding keeps up with the
+  cascade (joint phase) training rate."""
+  rows = []
+  for line in table.splitlines():
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if len(cells) == 3 and cells[2].replace(",", "").replace(".", "").isdigit():
+      rows.append({"data": cells[0], "what": cells[1], "img_s": float(cells[2].replace(",", ""))})
+  best_jpeg, best_cache = {}, {}
+  for r in rows:
+    if r["what"].startswith("make_dataset"):
+      best = best_cache if "cache" in r["what"] else best_jpeg
+      best[r["data"]] = max(best.get(r["data"], 0.0), r["img_s"])
+  trains = {
+    e["phase"]: e["images_per_s"]
+    for e in (report or {}).get("results", [])
+    if e["section"] == "train"
+  }
+  need = trains.get("joint")
+  return {
+    "rows": rows,
+    "best_jpeg_img_s": best_jpeg,
+    "best_cache_img_s": best_cache,
+    "train_img_s": trains,
+    "jpeg_keeps_up_with_joint": None
+    if need is None or not best_jpeg
+    else min(best_jpeg.values()) >= need,
+  }
+
+
+def merge_reports(
+  reports: Sequence[dict[str, Any]], *, input_table: str = "", command: str = ""
+) -> dict[str, Any]:
+  """One report of several `run_benchmark` reports (one process per variant:
+  XLA flags are read when the backend starts), compared case by case; the
+  first is the baseline. With `input_table`, also `input_side`."""
+  if not reports:
+    raise ValueError("no benchmark reports to merge")
+  keys = []
+  for rep in reports:
+    for e in rep["results"]:
+      if case_key(e) not in keys:
+        keys.append(case_key(e))
+  comparison = []
+  for key in keys:
+    row = {"case": key, "values": {}}
+    for i, rep in enumerate(reports):
+      name = rep.get("variant") or f"run{i}"
+      e = next((e for e in rep["results"] if case_key(e) == key), None)
+      if e is not None:
+        row["values"][name] = {k: e.get(k) for _, k, _ in HEADLINES[e["section"]]}
+    comparison.append(row)
+  merged = {
+    "device": reports[0]["device"],
+    "command": command,
+    "config": reports[0]["config"],
+    "variants": list(reports),
+    "comparison": comparison,
+  }
+  if input_table:
+    merged["input"] = {"table": input_table, **input_side(input_table, reports[0])}
+  return merged
+
+
+def format_merged_markdown(merged: dict[str, Any]) -> str:
+  """The comparison of the variants, the input side, then each variant's tables."""
+  info = merged["device"]
+  names = [r.get("variant") or f"run{i}" for i, r in enumerate(merged["variants"])]
+  lines = [
+    "# heatpose_jax benchmark: baseline and variants",
+    "",
+    f"- date: {info['date']}",
+    f"- device: {info['device_kind']} × {info['num_devices']} ({info['platform']}); "
+    f"host: {info['cpu_cores']} CPU cores; jax {info['jax']}, flax {info['flax']}",
+    f"- command: `{merged['command']}`",
+    f"- config: {merged['config']}",
+    "- one process per variant (XLA flags are read when the backend starts):",
+  ]
+  for name, r in zip(names, merged["variants"], strict=True):
+    lines.append(
+      f"  - {name}: XLA_FLAGS `{r.get('xla_flags') or '(none)'}`; `{r['command']}`"
+      + (f"; {len(r['skipped'])} skipped" if r["skipped"] else "")
+      + (f"; {len(r['failed'])} failed" if r["failed"] else "")
+    )
+  lines += ["", "## Comparison", "", "| case | number | " + " | ".join(names) + " |"]
+  lines.append("|---|---|" + "---|" * len(names))
+  for row in merged["comparison"]:
+    section = row["case"].split()[0]
+    for label, key, digits in HEADLINES[section]:
+      cells = [_f((row["values"].get(n) or {}).get(key), digits) for n in names]
+      if any(c != "–" for c in cells):
+        lines.append(f"| {row['case']} | {label} | " + " | ".join(cells) + " |")
+  lines.append("")
+  if "input" in merged:
+    inp = merged["input"]
+    ok = inp["jpeg_keeps_up_with_joint"]
+    lines += [
+      "## Input side (host pipeline, this machine's CPU cores)",
+      "",
+      f"- best JPEG `make_dataset` img/s: {inp['best_jpeg_img_s']}; from the canvas cache: "
+      f"{inp['best_cache_img_s']}",
+      f"- training img/s (baseline): {inp['train_img_s']}; JPEG decoding keeps up with the "
+      f"joint phase: {'–' if ok is None else ('yes' if ok else 'NO: train from the canvas cache')}",
+      "",
+      inp["table"].strip(),
+      "",
+    ]
+  for name, r in zip(names, merged["variants"], strict=True):
+    body = format_markdown(r).split("\n", 1)[1].replace("\n## ", "\n### ")
+    lines += [f"## Variant: {name}", body, ""]
+  return "\n".join(lines)
+
+
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return ""
+
+
+def cpu_latency_report(
+  models: Sequence[str] = ("mpii", "flic"),
+  *,
+  pool: int = 8,
+  iters: int = 20,
+  warmup: int = 2,
+  tiny: bool = False,
+  command: str = "",
+  output_dir: str = "",
+) -> dict[str, Any]:
+  """Batch-1 float32 latency of the full cascades on this machine's CPU cores
+  (`latency_stats` with the `Predictor` path) -> `output_dir/cpu_latency.{json,md}`."""
+  cpu = _cpu_device()
+  if cpu is None:
+    raise ValueError("no CPU backend: JAX_PLATFORMS must include cpu")
+  mesh = input_pipeline.make_mesh([cpu])
+  report = {
+    "device": {**device_info(), "device_kind": cpu.device_kind, "platform": "cpu"},
+    "cpu_model": _cpu_model(),
+    "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    "command": command,
+    "loadavg_before": list(os.getloadavg()),
+    "results": [],
+  }
+  for name in models:
+    config = model_config(name, pool=pool, dtype="float32", batch_size=1, tiny=tiny)
+    h, w = config.input_hw
+    t = time.perf_counter()
+    stats = latency_stats(config, 1, mesh, iters=iters, warmup=warmup, predictor=True)
+    entry = {
+      "model": name,
+      "input": f"{w}x{h}",
+      "joints": from_config.skeleton(config).num_joints,
+      "pool": pool,
+      "dtype": "float32",
+      "batch": 1,
+      **stats,
+      "measure_s": time.perf_counter() - t,
+    }
+    report["results"].append(entry)
+    print(
+      f"{name} {w}x{h}: Predictor {entry['predictor_ms']:.1f} ms, AOT {entry['aot_ms']:.1f} ms "
+      f"(p10–p90 {entry['aot_p10_ms']:.1f}–{entry['aot_p90_ms']:.1f}), jit {entry['jit_ms']:.1f}",
+      flush=True,
+    )
+  report["loadavg_after"] = list(os.getloadavg())
+  if output_dir:
+    fileio.write_json(os.path.join(output_dir, "cpu_latency.json"), report)
+    fileio.write_text(os.path.join(output_dir, "cpu_latency.md"), format_cpu_latency(report))
+  return report
+
+
+def format_cpu_latency(report: dict[str, Any]) -> str:
+  """cpu_latency.md: one row per model."""
+  info = report["device"]
+  r0 = report["results"][0] if report["results"] else {}
+  lines = [
+    "# Batch-1 cascade latency on the CPU (float32, uint8 canvas to joints)",
+    "",
+    f"- date: {info['date']}",
+    f"- CPU: {report['cpu_model'] or info['device_kind']}, nproc {report['nproc']}; "
+    f"load average before / after: {', '.join(f'{x:.1f}' for x in report['loadavg_before'])} / "
+    f"{', '.join(f'{x:.1f}' for x in report['loadavg_after'])}",
+    f"- jax {info['jax']}, flax {info['flax']}",
+    f"- command: `{report['command']}`",
+    f"- median of {r0.get('iters', '?')} warm calls each, interleaved; random parameters "
+    "(the work does not depend on them). Predictor: `Predictor(image)` on a canvas-sized "
+    "uint8 image (letterbox, jitted `inference.predict`, joints back in image pixels); "
+    "AOT: the compiled `inference.predict(...)['cascade']` on a device-resident canvas; "
+    "jit: the same through `jax.jit` dispatch; host: numpy canvas in, numpy joints out.",
+    "",
+    "| model | input (W×H) | J | pool | Predictor ms | AOT ms | AOT p10–p90 ms | jit ms "
+    "| host ms | GFLOP | GFLOP/s | compile s | Predictor first call s |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for r in report["results"]:
+    lines.append(
+      f"| {r['model']} | {r['input']} | {r['joints']} | {r['pool']}x "
+      f"| {_f(r['predictor_ms'], 1)} | {_f(r['aot_ms'], 1)} "
+      f"| {_f(r['aot_p10_ms'], 1)}–{_f(r['aot_p90_ms'], 1)} | {_f(r['jit_ms'], 1)} "
+      f"| {_f(r['host_ms'], 1)} | {_f(r['gflop_per_image'], 1)} "
+      f"| {_f(r['tflops'] * 1e3, 1)} | {_f(r['compile_s'], 1)} "
+      f"| {_f(r['predictor_first_call_s'], 1)} |"
+    )
+  lines.append("")
+  return "\n".join(lines)
