@@ -1,0 +1,272 @@
+"""The precision and regularization studies end to end on `tiny_data` (a few steps,
+2 seeds, runs trained in this process): the JSON has every required key with
+finite values, the figures exist, finished runs and records are reused (also by
+the CLI, which trains nothing then), and the label-noise runs differ from the
+clean ones in their training labels only."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from heatpose_jax import from_config, input_pipeline
+from heatpose_jax.configs import synthetic
+from studies import precision, regularization, runs
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / "heatpose_jax" / "configs" / "synthetic.py")
+# Two phases (coarse, fine): what the studies read; every phase costs a compile.
+OVERRIDES = {
+  "coarse_steps": 1,
+  "fine_steps": 1,
+  "joint_steps": 0,
+  "input_hw": (32, 32),
+  "batch_size": 8,
+  "log_every": 1,
+  "checkpoint_every": 2,
+  "max_eval_examples": 8,
+}
+SEEDS = (0, 1)
+GROUPS = ("clean", "noise")
+# Untrained models at 32x32: a wide window keeps errors in every joint's σ.
+WINDOW_PX = 16.0
+
+
+def _config(tiny_data, **extra):
+  c = synthetic.get_config("tiny")
+  c.data_dir, c.tfds_config = tiny_data
+  return runs.apply_overrides(c, {**OVERRIDES, **extra})
+
+
+def _mesh():
+  return input_pipeline.make_mesh(jax.devices()[:1])
+
+
+def _finite(x, where=""):
+  """Every number under `x` is finite (None is not)."""
+  if isinstance(x, dict):
+    for k, v in x.items():
+      _finite(v, f"{where}.{k}")
+  elif isinstance(x, list):
+    for i, v in enumerate(x):
+      _finite(v, f"{where}[{i}]")
+  else:
+    assert isinstance(x, int | float) and math.isfinite(x), (where, x)
+
+
+def _checkpoint_mtimes(workdir):
+  return {str(p): p.stat().st_mtime for p in Path(workdir).glob("**/checkpoints/*")}
+
+
+def test_precision_study(tiny_data, tmp_path, capsys):
+  workdir, out = tmp_path / "work", tmp_path / "out"
+  kw = dict(
+    pools=(8,),
+    window_px=WINDOW_PX,
+    max_parallel=0,
+    evals_per_run=1,
+    checkpoints_per_run=1,
+    command="precision (test)",
+    mesh=_mesh(),
+  )
+  # Piece by piece: clean labels (2 seeds), then label noise (1 seed); the second
+  # invocation's outputs merge both.
+  first = precision.run_study(
+    _config(tiny_data), str(workdir), str(out), groups=("clean",), seeds=SEEDS, **kw
+  )
+  assert "pool8/noise" in first["missing_groups"] and first["runs"] == ["pool8", "pool8_seed1"]
+  res = precision.run_study(
+    _config(tiny_data), str(workdir), str(out), groups=("noise",), seeds=(0,), **kw
+  )
+  assert json.loads((out / "precision.json").read_text()) == res
+  assert res["runs"] == ["pool8", "pool8_seed1", "pool8_noise"]
+  assert res["seeds"] == [0, 1]
+  g = res["geometry"]
+  assert g["input_hw"] == [32, 32] and g["pool"] == [8] and g["window_px"] == WINDOW_PX
+  assert g["torso_px"] > 0 and g["context"] > 0
+  for group in ("clean", "noise"):
+    for key in ("sigma_x", "robust_sigma_x"):
+      per_joint = res[key][group]["8"]
+      assert set(per_joint) == {"coarse", "cascade"}
+      assert len(per_joint["cascade"]) == 14
+      _finite(per_joint, f"{key}.{group}")
+    _finite(res["pck_at_0.05"][group]["8"], f"pck.{group}")
+  for key, n in (
+    ("sigma_x_ratio_cascade_over_coarse", 2),
+    ("sigma_x_ratio_cascade_over_coarse_noise", 1),
+  ):
+    r = res[key]
+    _finite([r["mean"], r["std"], *r["per_seed"]], key)
+    assert r["n"] == n and r["pool"] == 8
+  assert res["command"] == "precision (test)" and res["device"] and res["date"]
+  assert res["missing_groups"] == [f"pool{p}/{k}" for p in (4, 16) for k in ("clean", "noise")]
+  assert res["label_noise_px"]["input_px"] > 0
+  for name in ("x_error_histograms", "pck_curves", "loss_curves"):
+    assert (out / res["figures"][name]).stat().st_size > 1000, name
+  md = (out / "precision.md").read_text()
+  assert "Against the paper" in md and "3.13" in md and "precision (test)" in md
+  rec = json.loads((out / "precision_records" / "pool8_noise.json").read_text())
+  assert rec["seed"] == 0 and rec["label_noise_px"] > 0
+  assert rec["curves"]["eval/val_e1"][0] == [2]  # the final evaluation
+
+  # Another invocation reuses the records: nothing trains, nothing is predicted.
+  before = _checkpoint_mtimes(workdir)
+  capsys.readouterr()
+  precision.run_study(_config(tiny_data), str(workdir), str(out), groups=GROUPS, seeds=(0,), **kw)
+  log = capsys.readouterr().out
+  assert log.count("reusing record") == 2 and "training" not in log, log
+  assert _checkpoint_mtimes(workdir) == before
+
+  # Without its record, a finished run is measured again (from the cached
+  # predictions), not retrained: here through the CLI.
+  (out / "precision_records" / "pool8_seed1.json").unlink()
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=1 --xla_cpu_use_fusion_emitters=false",
+    JAX_PLATFORMS="cpu",
+    PYTHONUNBUFFERED="1",
+  )
+  data_dir, tfds_config = tiny_data
+  cli = {**OVERRIDES, "data_dir": data_dir, "tfds_config": tfds_config}
+  cmd = [
+    sys.executable,
+    "-m",
+    "experiments.precision_study",
+    f"--config={CONFIG}:tiny",
+    f"--workdir={workdir}",
+    f"--out_dir={out}",
+    *(f"--config.{k}={repr(v) if isinstance(v, tuple) else v}" for k, v in cli.items()),
+    "--pools=8",
+    "--groups=clean",
+    "--seeds=1",
+    f"--window_px={WINDOW_PX}",
+    "--evals_per_run=1",
+    "--max_parallel=1",
+    "--compilation_cache_dir=",
+  ]
+  p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+  assert "reusing finished run pool8_seed1" in p.stdout and "recorded pool8_seed1" in p.stdout
+  assert _checkpoint_mtimes(workdir) == before
+  again = json.loads((out / "precision.json").read_text())
+  assert again["runs"] == res["runs"]
+  ratio = again["sigma_x_ratio_cascade_over_coarse"]["per_seed"]
+  assert ratio == pytest.approx(res["sigma_x_ratio_cascade_over_coarse"]["per_seed"])
+
+
+def test_noise_runs_differ_in_training_labels_only(tiny_data, tmp_path):
+  plan = precision.plan_study(
+    _config(tiny_data),
+    str(tmp_path),
+    pools=(8,),
+    noise_px=8.0,
+    window_px=0.0,
+    checkpoints_per_run=4,
+    evals_per_run=8,
+  )
+  clean, noisy = plan.run(8, "clean", 0), plan.run(8, "noise", 0)
+  a, b = clean.config.to_dict(), noisy.config.to_dict()
+  assert {k for k in a if a[k] != b[k]} == {"label_noise"}
+  assert a["label_noise"] == 0 and b["label_noise"] == plan.noise_canvas_px > 0
+  ta = next(iter(from_config.train_batches(clean.config, str(tmp_path / "a"))))
+  tb = next(iter(from_config.train_batches(noisy.config, str(tmp_path / "b"))))
+  np.testing.assert_array_equal(ta["image"], tb["image"])
+  np.testing.assert_array_equal(ta["joints_valid"], tb["joints_valid"])
+  valid = ta["joints_valid"] > 0
+  # |N(0, σ²)| has mean 0.8 σ.
+  assert 0.3 < np.abs(ta["joints"] - tb["joints"])[valid].mean() / plan.noise_canvas_px < 2
+  # Evaluation sees the same (clean) labels.
+  ea, eb = (
+    next(iter(from_config.eval_batches(c, from_config.eval_source(c, str(tmp_path)))))
+    for c in (clean.config, noisy.config)
+  )
+  for k in ("image", "joints", "joints_valid"):
+    np.testing.assert_array_equal(ea[k], eb[k])
+
+
+def test_regularization_study(tiny_data, tmp_path, capsys):
+  workdir, out, figs = tmp_path / "work", tmp_path / "out", tmp_path / "figs"
+  # 2 coarse steps, evaluated after each (>= 10 evaluations would need >= 10 steps).
+  config = _config(tiny_data, coarse_steps=2, fine_steps=0)
+  kw = dict(
+    num_train=16,
+    max_parallel=0,
+    checkpoints_per_run=1,
+    figures_dir=str(figs),
+    command="regularization (test)",
+    mesh=_mesh(),
+  )
+  # Piece by piece: the paper's model with 2 seeds, then the standard cascade (the
+  # other architecture); the outputs merge them. (The dropout variants train the
+  # same way: their configs are checked below, without training.)
+  regularization.run_study(
+    config, str(workdir), str(out), groups=("spatial_dropout",), seeds=SEEDS, **kw
+  )
+  groups = ("spatial_dropout", "standard_cascade")
+  res = regularization.run_study(
+    config, str(workdir), str(out), groups=groups[1:], seeds=(0,), **kw
+  )
+  assert json.loads((out / "regularization.json").read_text()) == res
+  assert res["seeds"] == [0, 1] and res["num_train"] == 16
+  assert res["dataset"].startswith("synthetic/") and "num_train16" in res["dataset"]
+  assert set(res["results"]) == set(groups)
+  assert res["missing_groups"] == ["standard_dropout", "no_dropout"]
+  for g, r in res["results"].items():
+    _finite({k: r["final"][k] for k in ("val_e1", "train_e1", "val_pck_all", "train_pck_all")}, g)
+    _finite({k: r["overfit"][k] for k in ("val_e1_rise_rel", "e1_val_over_train")}, g)
+    assert r["final"]["val_e1"]["n"] == (2 if g == "spatial_dropout" else 1)
+  comps = res["comparisons"]
+  assert set(comps) == {
+    "spatial_dropout_vs_no_dropout",
+    "spatial_dropout_vs_standard_dropout",
+    "spatial_dropout_vs_standard_cascade",
+  }
+  c = comps["spatial_dropout_vs_standard_cascade"]["val_pck_all"]
+  _finite([c["advantage"], c["spread"]], "comparison")
+  assert comps["spatial_dropout_vs_no_dropout"]["val_pck_all"] is None  # not measured
+  v = res["verdict"]
+  assert ("over-fits most" in v or "no variant over-fits" in v) and "paper's ordering" in v
+  assert (figs / "regularization_curves.png").stat().st_size > 1000
+  assert res["figures"]["curves"] == os.path.relpath(figs / "regularization_curves.png", out)
+  rec = json.loads((out / "regularization_records" / "standard8.json").read_text())
+  assert rec["curves"]["val_e1"][0] == rec["curves"]["pck_all"][0] == [1, 2]
+  assert rec["steps"]["fine"] == rec["steps"]["joint"] == 0
+  # The small training set really is small.
+  cfg = runs.apply_overrides(config, {"tfds_config": res["dataset"].split("/")[1].split(",")[0]})
+  assert len(from_config.dataset_source(cfg, "train")) == 16
+
+  before = _checkpoint_mtimes(workdir)
+  capsys.readouterr()
+  again = regularization.run_study(config, str(workdir), str(out), groups=groups, seeds=(0,), **kw)
+  log = capsys.readouterr().out
+  assert log.count("reusing record") == 2 and "training" not in log, log
+  assert _checkpoint_mtimes(workdir) == before
+  assert again["results"] == res["results"]
+
+  # A run of 1000 steps is evaluated >= 10 times; fewer evaluations are refused.
+  long = runs.apply_overrides(config, {"coarse_steps": 700, "fine_steps": 150, "joint_steps": 150})
+  plan = regularization.plan_study(
+    long, str(workdir), num_train=16, evals_per_run=12, checkpoints_per_run=2
+  )
+  configs = {g: plan.run(g, 1).config for g in regularization.GROUPS}
+  for c in configs.values():
+    assert runs.total_steps(c) // c.eval_every >= 10 and c.tfds_config == plan.base.tfds_config
+    assert c.seed == config.seed + 1 and c.model.pool_factor == 8
+  assert [configs[g].model.dropout for g in regularization.GROUPS] == [
+    "spatial",
+    "standard",
+    "none",
+    "spatial",
+  ]
+  std = configs["standard_cascade"]
+  assert std.model.standard_cascade and std.joint_steps == 0 and std.fine_steps == 300
+  with pytest.raises(ValueError, match="evals_per_run"):
+    regularization.plan_study(
+      long, str(workdir), num_train=16, evals_per_run=5, checkpoints_per_run=2
+    )
