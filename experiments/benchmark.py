@@ -44,6 +44,9 @@ _MATMUL = flags.DEFINE_integer("matmul_size", 8192, "Side of the peak's matrices
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 10, "Steps per timed window (tiny: 1).")
 _TRAIN_REPEATS = flags.DEFINE_integer("train_repeats", 3, "Timed windows, median (tiny: 1).")
 _FORWARD_ITERS = flags.DEFINE_integer("forward_iters", 20, "Timed call pairs, median (tiny: 2).")
+_FORWARD_PARTS = flags.DEFINE_list(
+  "forward_parts", ["coarse", "cascade"], "Forward parts timed (interleaved); fine needs both."
+)
 _LATENCY_BATCHES = flags.DEFINE_list(
   "latency_batches", ["1"], "AOT latency cases (uint8 canvas to joints); empty for none."
 )
@@ -138,6 +141,7 @@ def main(argv):
     forward_iters=_value(_FORWARD_ITERS, 2),
     latency_iters=_value(_LATENCY_ITERS, 2),
     warmup=_value(_WARMUP, 1),
+    forward_parts=_FORWARD_PARTS.value,
     variant=_VARIANT.value,
     output_name=_OUTPUT_NAME.value,
   )

@@ -11,8 +11,17 @@ The cases (`default_cases`, the performance table: MPII 256×256, 8× pooling,
     augmentation, targets, forward, backward, AdamW) of the coarse and joint
     phases at batch 64 on random uint8 batches already on the device: what
     training gets, minus the input pipeline; the joint step's compile time;
+  * latency: `predict_joints` (`inference.predict` from uint8 canvases to joints
+    and scores) compiled ahead of time, timed on a device-resident canvas (AOT),
+    through `jax.jit` dispatch, and from a numpy canvas to numpy joints
+    (`latency_stats`);
   * cpu: the batch-1 cascade in float32 on the host's CPU cores (what a laptop
-    user sees).
+    user sees); `cpu_latency_report` adds the `Predictor` path for the full models.
+
+A run may carry a variant name; XLA_FLAGS are recorded with it (XLA reads them when
+the backend starts, so each variant is its own process) and `merge_reports`
+compares runs case by case, with the input benchmark's rates beside the training
+rates (`input_side`). scripts/gpu_benchmark.sh runs it all in one device call.
 
 Every function is compiled once and timed warm, inputs on its device. Parameters
 are random, filled into `from_config.abstract_state` (no init compile); the work
@@ -119,7 +128,8 @@ def synthetic_batch(
 # --- measurements ----------------------------------------------------------------
 
 
-def _abstract(tree):
+def abstract_args(tree):
+  """`jax.ShapeDtypeStruct`s (with shardings) of a tree of arrays: what `trace` takes."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
@@ -132,7 +142,7 @@ def compile_fn(fn: Callable, *args) -> dict[str, Any]:
   """
   jitted = fn if hasattr(fn, "trace") else jax.jit(fn)
   t0 = time.perf_counter()
-  traced = jitted.trace(*_abstract(args))
+  traced = jitted.trace(*abstract_args(args))
   lowered = traced.lower()
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
@@ -275,6 +285,19 @@ def forward_stats(
   return out
 
 
+def predict_joints(model) -> Callable[[Any, jax.Array], dict[str, jax.Array]]:
+  """`(params, uint8 canvases (B, H, W, 3)) -> {"joints": (B, J, 2), "scores": (B, J)}`:
+  `inference.predict` with what `Predictor` and the exported model return (the
+  latency case and the profile's cascade target share it, and so their compiled
+  programs in a persistent cache)."""
+
+  def fn(params, canvases):
+    out = inference.predict(model, params, canvases)
+    return {"joints": out["cascade"], "scores": out["scores"]}
+
+  return fn
+
+
 def latency_stats(
   config: ml_collections.ConfigDict,
   batch_size: int,
@@ -287,7 +310,7 @@ def latency_stats(
 ) -> dict[str, Any]:
   """Latency of the cascade from uint8 canvases to joints, as a deployment runs it.
 
-  The function is `inference.predict(...)["cascade"]`, compiled ahead of time
+  The function is `predict_joints` (`inference.predict`), compiled ahead of time
   (`jax.jit(fn).trace(...).lower().compile()`). The ways of calling it are timed
   interleaved on 3 rotating random inputs, on the mesh's one device:
     * aot: the executable on a device-resident canvas (no host round trip);
@@ -312,13 +335,13 @@ def latency_stats(
   rng = np.random.default_rng(seed)
   hosts = [rng.integers(0, 256, (batch_size, *config.input_hw, 3), np.uint8) for _ in range(3)]
   xs = [jax.device_put(h, device) for h in hosts]
-  jitted = jax.jit(lambda p, x: inference.predict(model, p, x)["cascade"])
+  jitted = jax.jit(predict_joints(model))
   c = compile_fn(jitted, params, xs[0])
   aot = c["compiled"]
   calls = {
     "aot": lambda r: aot(params, xs[r % 3]),
     "jit": lambda r: jitted(params, xs[r % 3]),
-    "host": lambda r: np.asarray(aot(params, jax.device_put(hosts[r % 3], device))),
+    "host": lambda r: jax.device_get(aot(params, jax.device_put(hosts[r % 3], device))),
   }
   if predictor:
     with jax.default_device(device):
@@ -464,6 +487,7 @@ def run_benchmark(
   forward_iters: int = 20,
   latency_iters: int = 50,
   warmup: int = 2,
+  forward_parts: Sequence[str] = ("coarse", "cascade"),
   variant: str = "",
   output_name: str = "benchmark",
 ) -> dict[str, Any]:
@@ -482,6 +506,8 @@ def run_benchmark(
     matmul_size: side of the peak's matrices (the CPU's: at most 2048).
     train_steps, train_repeats, forward_iters, latency_iters, warmup: see
       `train_stats`, `forward_stats`, `latency_stats`.
+    forward_parts: the default device's forward parts (`forward_stats`); the
+      CPU case runs the cascade alone.
     variant: a name for this run's settings (`merge_reports` compares variants);
       the report also records XLA_FLAGS, which select most of them.
     output_name: the report's file name, without extension.
@@ -504,7 +530,7 @@ def run_benchmark(
     f"train batch {config.batch_size}",
     "compilation_cache": jax.config.jax_compilation_cache_dir or "",
     "variant": variant,
-    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "xla_flags": os.environ.get("XLA_FLAGS", "").strip(),
     "max_seconds": max_seconds,
     "cases": list(cases),
     "peaks": {},
@@ -566,7 +592,7 @@ def run_benchmark(
         )
         tflops = stats["tflops"]
       else:
-        parts = ("cascade",) if case["device"] == "cpu" else ("coarse", "cascade")
+        parts = ("cascade",) if case["device"] == "cpu" else tuple(forward_parts)
         stats = forward_stats(
           cfg,
           case["batch"],
@@ -856,13 +882,18 @@ def format_merged_markdown(merged: dict[str, Any]) -> str:
   if "input" in merged:
     inp = merged["input"]
     ok = inp["jpeg_keeps_up_with_joint"]
+
+    def rates(d):
+      return "; ".join(f"{k}: {_f(v, 0)}" for k, v in d.items()) or "–"
+
     lines += [
       "## Input side (host pipeline, this machine's CPU cores)",
       "",
-      f"- best JPEG `make_dataset` img/s: {inp['best_jpeg_img_s']}; from the canvas cache: "
-      f"{inp['best_cache_img_s']}",
-      f"- training img/s (baseline): {inp['train_img_s']}; JPEG decoding keeps up with the "
-      f"joint phase: {'–' if ok is None else ('yes' if ok else 'NO: train from the canvas cache')}",
+      f"- best `make_dataset` img/s from JPEGs: {rates(inp['best_jpeg_img_s'])}",
+      f"- from the canvas cache: {rates(inp['best_cache_img_s'])}",
+      f"- training img/s (baseline): {rates(inp['train_img_s'])}; JPEG decoding keeps up "
+      f"with the joint phase: "
+      f"{'–' if ok is None else ('yes' if ok else 'NO: train from the canvas cache')}",
       "",
       inp["table"].strip(),
       "",
@@ -922,6 +953,8 @@ def cpu_latency_report(
       "batch": 1,
       **stats,
       "measure_s": time.perf_counter() - t,
+      # Another job on one of a few cores shows as a slower, still tight, run.
+      "loadavg_1min_after": os.getloadavg()[0],
     }
     report["results"].append(entry)
     print(
@@ -952,12 +985,13 @@ def format_cpu_latency(report: dict[str, Any]) -> str:
     f"- median of {r0.get('iters', '?')} warm calls each, interleaved; random parameters "
     "(the work does not depend on them). Predictor: `Predictor(image)` on a canvas-sized "
     "uint8 image (letterbox, jitted `inference.predict`, joints back in image pixels); "
-    "AOT: the compiled `inference.predict(...)['cascade']` on a device-resident canvas; "
+    "AOT: the compiled `inference.predict` (joints and scores, `predict_joints`) on a "
+    "device-resident canvas; "
     "jit: the same through `jax.jit` dispatch; host: numpy canvas in, numpy joints out.",
     "",
     "| model | input (W×H) | J | pool | Predictor ms | AOT ms | AOT p10–p90 ms | jit ms "
-    "| host ms | GFLOP | GFLOP/s | compile s | Predictor first call s |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| host ms | GFLOP | GFLOP/s | compile s | Predictor first call s | load (1 min) after |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for r in report["results"]:
     lines.append(
@@ -966,7 +1000,7 @@ def format_cpu_latency(report: dict[str, Any]) -> str:
       f"| {_f(r['aot_p10_ms'], 1)}–{_f(r['aot_p90_ms'], 1)} | {_f(r['jit_ms'], 1)} "
       f"| {_f(r['host_ms'], 1)} | {_f(r['gflop_per_image'], 1)} "
       f"| {_f(r['tflops'] * 1e3, 1)} | {_f(r['compile_s'], 1)} "
-      f"| {_f(r['predictor_first_call_s'], 1)} |"
+      f"| {_f(r['predictor_first_call_s'], 1)} | {_f(r.get('loadavg_1min_after'), 1)} |"
     )
   lines.append("")
   return "\n".join(lines)

@@ -38,26 +38,35 @@ matching record present, and list the runs still missing.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import hashlib
-import json
 import math
 import os
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-from absl import logging
 from jax.sharding import Mesh
 
-from heatpose_jax import fileio, from_config, input_pipeline, metric_writer, metrics
+from heatpose_jax import fileio, from_config, input_pipeline, metrics
 from heatpose_jax import joints as joints_lib
 from studies import predictions as preds_lib
 from studies import runs as runs_lib
 from studies import tables
+from studies.records import (
+  RecordStore,
+  clean_json,
+  config_digest,
+  device_info,
+  fmt,
+  mean_std,
+  read_curves,
+  relative_drop,
+  relpath,
+  split_todo,
+  throughput,
+  today,
+)
 
 STUDY = "precision"
 POOLS = (4, 8, 16)
@@ -73,7 +82,6 @@ PCK_ALPHA = 0.05
 CURVE_ALPHAS = np.linspace(0.0, 0.2, 21)  # Fig. 12's range (FLIC PCK)
 PCK_NORMALIZERS = {"torso_size": "PCK", "head_size": "PCKh"}
 HIST_BINS = 40
-CURVE_POINTS = 200  # loss-curve points kept per record
 FLAT_TOLERANCE = 0.03  # a curve is flat when its last tenth is < 3 % below the tenth before
 # Fig. 11 (FLIC, 8x, input px): the σ of the x error of the coarse model and the cascade.
 PAPER = {
@@ -84,169 +92,6 @@ PAPER = {
   "shoulder_ratio": round(2.43 / 4.25, 3),
 }
 TARGETS = {"sigma_x_ratio_max": 0.5, "pck_gain_min_points": 15.0}
-# Config fields that change neither what a run learns nor what its record holds.
-_DIGEST_IGNORE = (
-  "data_dir",
-  "worker_count",
-  "canvas_cache",
-  "checkpoint_every",
-  "keep_checkpoints",
-)
-
-
-# --- shared with studies/regularization.py --------------------------------------
-
-
-def config_digest(config: ml_collections.ConfigDict, **extra) -> str:
-  """A short hash of what a run learns and how the study measures it."""
-  d = json.loads(config.to_json_best_effort())
-  for k in _DIGEST_IGNORE:
-    d.pop(k, None)
-  text = json.dumps([d, extra], sort_keys=True, default=str)
-  return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
-def clean_json(x: Any) -> Any:
-  """`x` with numpy values as Python ones and non-finite floats as None (valid JSON)."""
-  if isinstance(x, dict):
-    return {str(k): clean_json(v) for k, v in x.items()}
-  if isinstance(x, list | tuple):
-    return [clean_json(v) for v in x]
-  if isinstance(x, np.ndarray):
-    return clean_json(x.tolist())
-  if isinstance(x, np.bool_ | bool):
-    return bool(x)
-  if isinstance(x, np.integer):
-    return int(x)
-  if isinstance(x, float | np.floating):
-    return float(x) if math.isfinite(float(x)) else None
-  return x
-
-
-def mean_std(values: Iterable[float | None]) -> dict[str, float | None]:
-  """{"mean", "std", "n"} over the finite values (population std, as `tables.Table`)."""
-  v = np.array([x for x in values if x is not None and math.isfinite(x)], np.float64)
-  if not v.size:
-    return {"mean": None, "std": None, "n": 0}
-  return {"mean": float(v.mean()), "std": float(v.std()), "n": int(v.size)}
-
-
-def fmt(s: dict | None, spec: str = ".2f") -> str:
-  """'m ± s' of a `mean_std` dict ('n/a' when empty)."""
-  if not s or s.get("mean") is None:
-    return "n/a"
-  if s.get("n", 1) > 1:
-    return f"{s['mean']:{spec}} ± {s['std']:{spec}}"
-  return f"{s['mean']:{spec}}"
-
-
-def read_curves(
-  run_dir: str, names: Sequence[str], max_points: int = CURVE_POINTS
-) -> dict[str, list[list[float]]]:
-  """name -> [steps, values] from the run's metrics.jsonl, thinned to `max_points`
-  (evenly spaced, the last point kept)."""
-  out = {}
-  for name, (steps, values) in metric_writer.read_scalars(run_dir, names).items():
-    if steps.size > max_points:
-      keep = np.unique(np.linspace(0, steps.size - 1, max_points).round().astype(int))
-      steps, values = steps[keep], values[keep]
-    out[name] = [steps.tolist(), values.tolist()]
-  return out
-
-
-def relative_drop(steps, values, start: int, end: int) -> float | None:
-  """How much a curve still falls at the end of [start, end): (mean of the tenth
-  before the last − mean of the last tenth) / the former. None if too short."""
-  s, v = np.asarray(steps, np.float64), np.asarray(values, np.float64)
-  span = max(end - start, 1)
-  last = (s > end - span / 10) & (s <= end) & np.isfinite(v)
-  before = (s > end - span / 5) & (s <= end - span / 10) & np.isfinite(v)
-  if not last.any() or not before.any():
-    return None
-  a, b = float(v[before].mean()), float(v[last].mean())
-  return (a - b) / a if a else None
-
-
-def throughput(run_dir: str) -> float | None:
-  """The last training img/s that `experiments.train` printed in `<run>/train.log`
-  (subprocess runs; None for in-process ones)."""
-  path = os.path.join(run_dir, "train.log")
-  if not os.path.exists(path):
-    return None
-  with open(path, errors="replace") as f:
-    found = re.findall(r"([0-9.]+) img/s", f.read())
-  return float(found[-1]) if found else None
-
-
-def device_info(mesh: Mesh) -> str:
-  d = mesh.devices.flat[0]
-  return f"{d.device_kind} ({d.platform}, {mesh.devices.size} device(s))"
-
-
-def today() -> str:
-  return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def train_args(argv: Sequence[str], config_filename: str, compilation_cache_dir: str) -> list[str]:
-  """`experiments.train` arguments shared by a launcher's runs: the config file
-  (absolute: the children run in the repository), the `--config.*` overrides of
-  `argv`, and the compilation cache (runs that share a train step compile it once)."""
-  overrides = [a for a in argv if re.match(r"^--?config\.", a)]
-  bad = [a for a in overrides if "=" not in a]
-  if bad:
-    raise ValueError(f"write config overrides as --config.key=value: {bad}")
-  head, _, tail = config_filename.partition(":")
-  config_arg = (os.path.abspath(head) if os.path.exists(head) else head) + (
-    f":{tail}" if tail else ""
-  )
-  cache = os.path.abspath(compilation_cache_dir) if compilation_cache_dir else ""
-  return [f"--config={config_arg}", *overrides, f"--compilation_cache_dir={cache}"]
-
-
-class RecordStore:
-  """One JSON record per run in `directory` (`<run name>.json`)."""
-
-  def __init__(self, directory: str):
-    self.directory = directory
-
-  def path(self, name: str) -> str:
-    return os.path.join(self.directory, f"{name}.json")
-
-  def load(self, name: str) -> dict | None:
-    p = self.path(name)
-    if not os.path.exists(p):
-      return None
-    with open(p) as f:
-      return json.load(f)
-
-  def save(self, name: str, record: dict) -> None:
-    if jax.process_index() == 0:
-      fileio.write_json(self.path(name), clean_json(record))
-
-  def names(self) -> list[str]:
-    if not os.path.isdir(self.directory):
-      return []
-    return sorted(n[:-5] for n in os.listdir(self.directory) if n.endswith(".json"))
-
-
-def split_todo(
-  runs: Sequence[runs_lib.Run], store: RecordStore, digests: dict[str, str]
-) -> list[runs_lib.Run]:
-  """The runs without a matching record (the others are reused as they are)."""
-  todo = []
-  for run in runs:
-    rec = store.load(run.name)
-    if rec is not None and rec.get("config_digest") == digests[run.name]:
-      print(f"reusing record of {run.name} ({store.path(run.name)})", flush=True)
-      continue
-    if rec is not None:
-      logging.warning("record of %s is of another config: measured again", run.name)
-    todo.append(run)
-  return todo
-
-
-def relpath(path: str, start: str) -> str:
-  return os.path.relpath(os.path.abspath(path), os.path.abspath(start))
 
 
 # --- geometry ----------------------------------------------------------------------

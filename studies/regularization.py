@@ -56,7 +56,7 @@ from heatpose_jax import synthetic_dataset as synth
 from studies import predictions as preds_lib
 from studies import runs as runs_lib
 from studies import tables
-from studies.precision import (
+from studies.records import (
   RecordStore,
   clean_json,
   config_digest,

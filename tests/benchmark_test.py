@@ -6,7 +6,7 @@ import json
 import math
 import os
 import subprocess
-import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -24,33 +24,55 @@ def _positive(x):
   return isinstance(x, float) and math.isfinite(x) and x > 0
 
 
-def test_cli_tiny_writes_every_column(tmp_path):
+def test_gpu_script_smoke_run_writes_every_output(tmp_path):
+  # scripts/gpu_benchmark.sh with SMOKE=1: every stage of the H100 call on tiny
+  # models on the CPU (baseline, profile, input side, a variant, merge).
+  out = tmp_path / "out"
   env = dict(
     os.environ,
-    JAX_PLATFORMS="cpu",
+    SMOKE="1",
+    OUT=str(out),
+    CACHE_DIR=os.environ.get("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "cache")),
     JAX_DISABLE_MOST_OPTIMIZATIONS="1",
-    PYTHONUNBUFFERED="1",
     XLA_FLAGS="--xla_force_host_platform_device_count=1 --xla_cpu_use_fusion_emitters=false",
   )
-  args = [
-    sys.executable,
-    "-m",
-    "experiments.benchmark",
-    "--tiny",
-    "--phases=joint",
-    "--forward_batches=2",
-    f"--output_dir={tmp_path}",
+  proc = subprocess.run(
+    ["bash", "scripts/gpu_benchmark.sh"],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=400,
+  )
+  assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+  # What the device returns: at most 8 plain files, names of letters, digits, '.', '_', '-'.
+  files = sorted(p.name for p in out.iterdir())
+  assert files == [
+    "benchmark_h100.json",
+    "benchmark_h100.md",
+    "input.md",
+    "log.txt",
+    "profile.json",
+    "profile.md",
+    "traces.tgz",
   ]
-  proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-  report = json.loads((tmp_path / "benchmark.json").read_text())
+  assert all(p.is_file() and p.stat().st_size < 16 * 2**20 for p in out.iterdir())
+  merged = json.loads((out / "benchmark_h100.json").read_text())
+  assert [r["variant"] for r in merged["variants"]] == ["baseline", "graphs"]
+  assert "--xla_gpu_enable_command_buffer=" in merged["variants"][1]["xla_flags"]
+  report = merged["variants"][0]
   assert not report["failed"] and not report["skipped"]
   assert report["device"]["jax"] == jax.__version__ and report["device"]["date"]
-  assert report["command"].startswith("python -m experiments.benchmark --tiny")
+  assert report["command"].startswith("python -m experiments.benchmark --tiny --variant=baseline")
   assert {p["dtype"] for p in report["peaks"].values()} == {"bfloat16", "float32"}
   assert all(_positive(p["tflops"]) for p in report["peaks"].values())
   by = {(r["section"], r["device"]): r for r in report["results"]}
-  assert set(by) == {("forward", "default"), ("train", "default"), ("forward", "cpu")}
+  assert set(by) == {
+    ("forward", "default"),
+    ("latency", "default"),
+    ("train", "default"),
+    ("forward", "cpu"),
+  }
   train = by[("train", "default")]
   assert train["phase"] == "joint" and train["batch"] == 8 and train["dtype"] == "bfloat16"
   for key in ("step_ms", "images_per_s", "gflop_per_image", "tflops", "peak_percent"):
@@ -62,14 +84,50 @@ def test_cli_tiny_writes_every_column(tmp_path):
     for key in ("ms_per_image", "gflop_per_image", "tflops", "compile_s"):
       assert _positive(forward[f"{part}_{key}"]), (part, key)
   assert forward["fine_ms_per_image"] >= 0 and forward["fine_gflop_per_image"] > 0
+  latency = by[("latency", "default")]
+  assert latency["batch"] == 1 and "predictor_ms" not in latency
+  for way in ("aot", "jit", "host"):
+    assert _positive(latency[f"{way}_ms"]), way
+    assert latency[f"{way}_p10_ms"] <= latency[f"{way}_ms"] <= latency[f"{way}_p90_ms"]
   cpu = by[("forward", "cpu")]
   assert cpu["batch"] == 1 and cpu["dtype"] == "float32" and _positive(cpu["cascade_ms_per_call"])
   assert "coarse_ms_per_image" not in cpu
-  md = (tmp_path / "benchmark.md").read_text()
+  # Every variant measured its latency case; the comparison has a row for it.
+  assert all(any(r["section"] == "latency" for r in v["results"]) for v in merged["variants"][1:])
+  rows = {r["case"]: r["values"] for r in merged["comparison"]}
+  assert set(rows["latency default b1"]) == {"baseline", "graphs"}
+  assert merged["input"]["best_jpeg_img_s"] and merged["input"]["train_img_s"]["joint"] > 0
+  md = (out / "benchmark_h100.md").read_text()
+  assert "| latency default b1 | AOT ms |" in md and "## Input side" in md
   assert "| mpii | 64x64 | 16 | 8x | joint | bfloat16 | 8 |" in md
   assert "| cpu | mpii | 64x64 | 8x | float32 | 1 |" in md
   assert "jax " + jax.__version__ in md and "matrix-product peak" in md
-  assert "## Training step" in proc.stdout and "## Forward" in proc.stdout
+  prof = json.loads((out / "profile.json").read_text())
+  assert [t["target"] for t in prof["targets"]] == ["joint", "cascade"]
+  for t in prof["targets"]:
+    shares = [c["time_share"] for c in t["categories"]]
+    assert None not in shares and sum(shares) == pytest.approx(1.0)
+  with tarfile.open(out / "traces.tgz") as tar:
+    names = tar.getnames()
+  assert any(n.endswith(".xplane.pb") for n in names) and "./joint.hlo.txt" in names
+  assert "skipped: none; failed: none" in proc.stdout
+
+
+def test_input_side_compares_decoding_with_training():
+  table = (
+    "| data | what | img/s |\n|---|---|---:|\n"
+    "| 256 JPEG | make_dataset, 16 threads | 1,137 |\n"
+    "| 256 JPEG | make_dataset, 8 worker processes | 2,478 |\n"
+    "| 256 JPEG | make_dataset on the cache, 2 threads | 17,963 |\n"
+    "| 256 JPEG | PIL full decode only, 1 thread | 99,999 |\n"
+  )
+  report = {"results": [{"section": "train", "phase": "joint", "images_per_s": 1073.0}]}
+  side = benchmark.input_side(table, report)
+  assert side["best_jpeg_img_s"] == {"256 JPEG": 2478.0}
+  assert side["best_cache_img_s"] == {"256 JPEG": 17963.0}
+  assert side["jpeg_keeps_up_with_joint"] is True
+  report["results"][0]["images_per_s"] = 3000.0
+  assert benchmark.input_side(table, report)["jpeg_keeps_up_with_joint"] is False
 
 
 class _NoCostAnalysis:
@@ -133,3 +191,18 @@ def test_random_state_fills_the_abstract_state_without_compiling_init():
   )
   with pytest.raises(ValueError, match="model must be"):
     benchmark.model_config("lsp", pool=8, dtype="float32")
+
+
+def test_cpu_latency_report_times_the_predictor(tmp_path):
+  report = benchmark.cpu_latency_report(
+    ["flic"], tiny=True, iters=1, warmup=0, command="test", output_dir=str(tmp_path)
+  )
+  (r,) = report["results"]
+  assert r["model"] == "flic" and r["batch"] == 1 and r["dtype"] == "float32"
+  for way in ("predictor", "aot", "jit", "host"):
+    assert _positive(r[f"{way}_ms"]), way
+  assert _positive(r["predictor_first_call_s"]) and report["nproc"] >= 1
+  saved = json.loads((tmp_path / "cpu_latency.json").read_text())
+  assert saved["results"][0]["aot_ms"] == r["aot_ms"]
+  md = (tmp_path / "cpu_latency.md").read_text()
+  assert "| flic | 64x48 | 7 | 8x |" in md and "nproc" in md
