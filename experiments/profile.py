@@ -1,0 +1,91 @@
+r"""Where THE train step (and the cascade forward) spends its work and time, by
+op category: convolutions forward and backward, pooling, LCN and pyramid,
+upscale-and-add, crop gather and its scatter-add gradient, augmentation,
+targets, optimizer, other (see studies/profile.py).
+
+  python -m experiments.profile --output_dir=/tmp/prof                  # MPII 8x, bf16
+  python -m experiments.profile --config=heatpose_jax/configs/flic.py:pool=8 --output_dir=D
+  python -m experiments.profile --tiny --output_dir=/tmp/prof           # CPU smoke run
+  python -m experiments.profile --targets=joint --notrace --output_dir=D   # FLOPs and bytes only
+  python -m experiments.profile --reanalyze=DIR --output_dir=D  # again, from a run's saved files
+
+Writes OUTPUT_DIR/profile.json and profile.md after every target, the
+optimized HLO as OUTPUT_DIR/<target>.hlo.txt and the profiler's trace in
+OUTPUT_DIR/trace_<target>/ (TensorBoard's profile plugin or Perfetto read it).
+Compare two commits by running the same command at each.
+"""
+
+import shlex
+import sys
+
+import jax
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import launch
+from studies import benchmark, profile
+
+config_flags.DEFINE_config_file(
+  "config", None, "A run's config (default: the paper's --model at --pool).", lock_config=False
+)
+_TINY = flags.DEFINE_bool("tiny", False, "CPU-sized model, batch and steps (tests).")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Writes profile.json, profile.md, traces.")
+_MODEL = flags.DEFINE_enum("model", "mpii", ["mpii", "flic"], "The paper's model.")
+_POOL = flags.DEFINE_integer("pool", 8, "Pooling factor.")
+_DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Compute dtype.")
+_TRAIN_BATCH = flags.DEFINE_integer("train_batch", 64, "Global training batch (tiny: 8).")
+_FORWARD_BATCH = flags.DEFINE_integer("forward_batch", 1, "Batch of the cascade forward.")
+_TARGETS = flags.DEFINE_list(
+  "targets", ["coarse", "joint", "cascade"], f"Of {', '.join(profile.TARGETS)}."
+)
+_STEPS = flags.DEFINE_integer("steps", 5, "Untraced, then traced calls (tiny: 2).")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls first (tiny: 1).")
+_TRACE = flags.DEFINE_bool("trace", True, "Run under jax.profiler (else FLOPs and bytes only).")
+_REANALYZE = flags.DEFINE_string(
+  "reanalyze", "", "Run nothing: attribute a finished run's saved HLO and traces again."
+)
+flags.mark_flag_as_required("output_dir")
+
+
+def _value(flag, tiny_value):
+  """The flag's value, or `tiny_value` under --tiny when the flag was not given."""
+  return tiny_value if _TINY.value and not flags.FLAGS[flag.name].present else flag.value
+
+
+def main(argv):
+  del argv
+  launch.setup()
+  if _REANALYZE.value:
+    print(profile.format_markdown(profile.reanalyze(_REANALYZE.value, _OUTPUT_DIR.value)))
+    return
+  bad = set(_TARGETS.value) - set(profile.TARGETS)
+  if bad or not _TARGETS.value:
+    raise ValueError(f"--targets must be some of {profile.TARGETS}, got {_TARGETS.value}")
+  if flags.FLAGS["config"].present:  # its dtype and batch unless given here
+    config = launch.config()
+    for flag, field in ((_DTYPE, "dtype"), (_TRAIN_BATCH, "batch_size")):
+      if flags.FLAGS[flag.name].present:
+        config[field] = flag.value
+  else:
+    config = benchmark.model_config(
+      _MODEL.value,
+      pool=_POOL.value,
+      dtype=_DTYPE.value,
+      batch_size=_value(_TRAIN_BATCH, max(8, jax.device_count())),
+      tiny=_TINY.value,
+    )
+  report = profile.run_profile(
+    config,
+    _TARGETS.value,
+    forward_batch=_FORWARD_BATCH.value,
+    output_dir=_OUTPUT_DIR.value,
+    command="python -m experiments.profile " + shlex.join(sys.argv[1:]),
+    steps=_value(_STEPS, 2),
+    warmup=_value(_WARMUP, 1),
+    trace=_TRACE.value,
+  )
+  print("\n" + profile.format_markdown(report), flush=True)
+
+
+if __name__ == "__main__":
+  launch.run(main)
