@@ -61,6 +61,16 @@ def tiny_config(tiny_data):
   return make
 
 
+def one_device_mesh():
+  """A mesh of one CPU device: what tests that are not about data parallelism use
+  (8-device SPMD programs take longer to compile)."""
+  import jax
+
+  from heatpose_jax import input_pipeline
+
+  return input_pipeline.make_mesh(jax.devices()[:1])
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tiny_config, tmp_path_factory):
   """A workdir trained in-process through the three phases (2, 1, 1 steps): what
@@ -70,7 +80,7 @@ def tiny_run(tiny_config, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("tiny_run")
   # With the canvas cache: the cached path of the pipeline is trained through too.
   config = tiny_config((2, 1, 1), checkpoint_every=2, canvas_cache=True)
-  train.train_and_evaluate(config, str(workdir))
+  train.train_and_evaluate(config, str(workdir), mesh=one_device_mesh())
   return workdir
 
 
@@ -90,3 +100,33 @@ def run_cli(module: str, *args: str, devices: int = 1, timeout: int = 300):
     text=True,
     timeout=timeout,
   )
+
+
+# xdist: each test file runs on one worker, so module fixtures (a trained run)
+# are built once; files that share the session fixture `tiny_run` form one group.
+# The slowest groups are handed out first, so that no long one starts last.
+_SLOW_FIRST = (
+  "train",
+  "tiny_run",
+  "paper_test",
+  "precision_study_test",
+  "benchmark_test",
+  "spatial_training_test",
+  "mrf_study_test",
+  "notebook_test",
+  "models_test",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+  def group(item):
+    marker = item.get_closest_marker("xdist_group")
+    if marker is None:
+      name = os.path.splitext(os.path.basename(str(item.fspath)))[0]
+      item.add_marker(pytest.mark.xdist_group(name))
+      return name
+    return marker.args[0] if marker.args else marker.kwargs.get("name")
+
+  rank = {name: i for i, name in enumerate(_SLOW_FIRST)}
+  items.sort(key=lambda item: rank.get(group(item), len(rank)))

@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import one_device_mesh, run_cli
 from heatpose_jax import checkpoints, from_config, input_pipeline, synthetic, train
 
 # The tests sharing the session fixture `tiny_run` run on one xdist worker (built once).
@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "heatpose_jax" / "configs" / "synthetic.py")
 
 
-def _cli(*args, timeout=300):
-  return run_cli(*args, devices=8, timeout=timeout)
+def _cli(*args, timeout=300, devices=1):
+  return run_cli(*args, devices=devices, timeout=timeout)
 
 
 def _one_line_error(r, *needles, code=1):
@@ -60,6 +60,7 @@ def test_train_refuses_bad_configs_in_one_line(args, needles, tmp_path):
     f"--workdir={tmp_path / 'w'}",
     f"--config.data_dir={tmp_path / 'empty'}",
     *rest,
+    devices=8,  # config.batch_size=12 must not divide by the devices
   )
   _one_line_error(r, *needles)
   assert not (tmp_path / "w" / "config.json").exists()
@@ -111,7 +112,7 @@ def test_a_truncated_checkpoint_is_skipped_and_kept_aside(run_copy, tiny_config,
   bad = _truncate_newest(run_copy)
   assert bad.name == "4"
   config = tiny_config((2, 1, 1), checkpoint_every=2)
-  result = train.train_and_evaluate(config, str(run_copy))  # resumes from step 3, redoes 4
+  result = train.train_and_evaluate(config, str(run_copy), mesh=one_device_mesh())  # step 3 → 4
   assert result["step"] == 4
   assert "checkpoints/4 skipped (" in caplog.text and "moved to" in caplog.text
   assert f"resumed from {run_copy} step 3" in capfd.readouterr().out

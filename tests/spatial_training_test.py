@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import one_device_mesh
 from heatpose_jax import (
   Predictor,
   checkpoints,
@@ -31,14 +32,14 @@ def trained(tiny_config, tmp_path_factory):
   # The fine stage keeps its initial weights: all the wiring needs.
   config = tiny_config((1, 0, 0), **{"spatial_model.enabled": True, "spatial_model.steps": 2})
   workdir = str(tmp_path_factory.mktemp("work"))
-  result = train.train_and_evaluate(config, workdir)
+  result = train.train_and_evaluate(config, workdir, mesh=one_device_mesh())
   return config, workdir, result
 
 
 @pytest.fixture(scope="module")
 def loaded(trained):
   config, workdir, _ = trained
-  mesh = input_pipeline.make_mesh()
+  mesh = one_device_mesh()
   params, step = checkpoints.restore_params(
     workdir, from_config.abstract_state(config, mesh).params
   )

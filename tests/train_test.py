@@ -17,7 +17,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from conftest import one_device_mesh
 from heatpose_jax import from_config, input_pipeline, metric_writer, train, train_step
+
+# One xdist worker runs this file: the in-process baseline is trained once.
+pytestmark = pytest.mark.xdist_group("train")
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = str(REPO / "heatpose_jax" / "configs" / "synthetic.py")
@@ -116,7 +120,7 @@ def test_three_phases_checkpoint_evaluate_and_metrics(baseline):
 
 def test_each_phase_has_its_own_optimizer(tiny_config):
   config = tiny_config(STEPS)
-  mesh = input_pipeline.make_mesh()
+  mesh = one_device_mesh()
   model, tx = from_config.model(config), from_config.optimizers(config)
   state = train_step.create_state(model, tx, (64, 64), mesh, jax.random.key(0, impl="rbg"))
   batch = next(iter(from_config.train_batches(config, "")))
@@ -145,7 +149,7 @@ def test_nan_guard_names_the_step_and_the_last_good_checkpoint(tiny_config, tmp_
   # Warmup makes step 1's learning rate 0; from step 2 on it is 1e30.
   config = tiny_config((6, 0, 0), learning_rate=1e30, grad_clip=1e30, checkpoint_every=1)
   with pytest.raises(FloatingPointError, match=r"at steps 2\.\.2 .*last good checkpoint: step 1"):
-    train.train_and_evaluate(config, str(tmp_path))
+    train.train_and_evaluate(config, str(tmp_path), mesh=one_device_mesh())
   assert _steps(tmp_path) == [1]
   _, params = _params(tmp_path)
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
@@ -237,18 +241,23 @@ def _two_processes(tiny_data, workdir, steps, extra=()):
   ]
 
 
-def test_two_processes_equal_one(tiny_data, baseline, tmp_path):
+def test_two_processes_equal_one(tiny_config, tiny_data, tmp_path):
+  # The coarse phase only: the data-parallel path is the same in every phase.
+  steps = (3, 0, 0)
+  one = tmp_path / "one"
+  config = tiny_config(steps, checkpoint_every=2, **OVERRIDES)
+  train.train_and_evaluate(config, str(one))
   multi = tmp_path / "multi"
-  procs = _two_processes(tiny_data, multi, STEPS)
+  procs = _two_processes(tiny_data, multi, steps)
   outs = [p.communicate(timeout=600) for p in procs]
   for p, (_, err) in zip(procs, outs, strict=True):
     assert p.returncode == 0, err[-5000:]
   assert "process 1/2" in outs[1][1] and "8 global devices" in outs[1][1]
   # Each process fed only its half of every global batch, yet the parameters
   # equal those of one process with the same global batch.
-  _assert_same(_params(baseline[0])[1], _params(multi)[1])
+  _assert_same(_params(one)[1], _params(multi)[1])
   # Both processes scored the whole split (every host sees every prediction).
-  assert json.loads((multi / "eval" / "6.json").read_text())["num_examples"] == 24
+  assert json.loads((multi / "eval" / "3.json").read_text())["num_examples"] == 24
 
 
 def test_sigterm_on_one_host_stops_both_at_the_same_step(tiny_data, tmp_path):
