@@ -128,6 +128,15 @@ def config(workdir: str | None = None):
   raise app.UsageError("--config is required")
 
 
+def study_train_args() -> list[str]:
+  """`experiments.train` arguments for a study's runs: this command's `--config`
+  (absolute) and `--config.*` overrides, and its compilation cache."""
+  from studies import runs
+
+  f = flags.FLAGS
+  return runs.train_args(sys.argv[1:], f["config"].config_filename, f.compilation_cache_dir)
+
+
 def _last_line(e: BaseException) -> str:
   lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
   # ml_collections wraps the cause: its last line says what went wrong.

@@ -11,11 +11,10 @@ is applied here and passed on to every training run.
 """
 
 import os
-import re
 import shlex
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
@@ -36,22 +35,6 @@ flags.DEFINE_list("timing_batch_sizes", ["1", "32"], "Batch sizes of the timing 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _train_args() -> list[str]:
-  """`experiments.train` arguments shared by every run: the config file (absolute:
-  the children run in the repository), the `--config.*` overrides of this command
-  line, and its compilation cache (runs that share a train step compile it once)."""
-  overrides = [a for a in sys.argv[1:] if re.match(r"^--?config\.", a)]
-  bad = [a for a in overrides if "=" not in a]
-  if bad:
-    raise app.UsageError(f"write config overrides as --config.key=value: {bad}")
-  head, _, tail = FLAGS["config"].config_filename.partition(":")
-  config_arg = (os.path.abspath(head) if os.path.exists(head) else head) + (
-    f":{tail}" if tail else ""
-  )
-  cache = os.path.abspath(FLAGS.compilation_cache_dir) if FLAGS.compilation_cache_dir else ""
-  return [f"--config={config_arg}", *overrides, f"--compilation_cache_dir={cache}"]
-
-
 def main(argv):
   del argv
   launch.setup()
@@ -63,7 +46,7 @@ def main(argv):
     pools=[int(p) for p in FLAGS.pools],
     seeds=FLAGS.seeds,
     max_parallel=FLAGS.max_parallel,
-    train_args=_train_args(),
+    train_args=launch.study_train_args(),
     checkpoints_per_run=FLAGS.checkpoints_per_run,
     timing_iters=FLAGS.timing_iters,
     timing_batch_sizes=[int(b) for b in FLAGS.timing_batch_sizes],

@@ -19,7 +19,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
-from studies import records, regularization
+from studies import regularization
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Base config file, with :args.", lock_config=True)
@@ -58,9 +58,7 @@ def main(argv):
     evals_per_run=FLAGS.evals_per_run,
     train=FLAGS.train,
     max_parallel=FLAGS.max_parallel,
-    train_args=records.train_args(
-      sys.argv[1:], FLAGS["config"].config_filename, FLAGS.compilation_cache_dir
-    ),
+    train_args=launch.study_train_args(),
     checkpoints_per_run=FLAGS.checkpoints_per_run,
     figures_dir=FLAGS.figures_dir,
     command="python -m experiments.regularization_study " + shlex.join(sys.argv[1:]),

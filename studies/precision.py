@@ -61,9 +61,10 @@ from studies.records import (
   fmt,
   mean_std,
   read_curves,
+  record_runs,
   relative_drop,
   relpath,
-  split_todo,
+  steps_of,
   throughput,
   today,
 )
@@ -401,33 +402,28 @@ def run_study(
   store = RecordStore(os.path.join(out_dir, f"{STUDY}_records"))
   runs = [plan.run(p, g, s) for p in pools for g in groups for s in seeds]
   digests = {r.name: plan.digest(r) for r in runs}
-  todo = split_todo(runs, store, digests)
-  if train and todo:
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    runs_lib.train_runs(todo, max_parallel=max_parallel, mesh=mesh, train_args=train_args, cwd=repo)
   cache = preds_lib.PredictionCache(mesh)
   skel = from_config.skeleton(config)
-  for run in todo:
-    if not runs_lib.is_finished(run):
-      print(f"{run.name}: not trained (no record, no finished run): left out", flush=True)
-      continue
-    pool, group = int(run.config.model.pool_factor), run.kind.split(":")[1]
-    rec = {
-      "run": run.name,
-      "pool": pool,
-      "group": group,
-      "seed_index": run.seed_index,
-      "seed": int(run.config.seed),
-      "config_digest": digests[run.name],
+
+  def measure(run):
+    return {
+      "pool": int(run.config.model.pool_factor),
+      "group": run.kind.split(":")[1],
       "label_noise_px": float(run.config.label_noise),
-      "steps": _steps(run.config),
       "window_px": plan.geometry["window_px"],
-      "device": device_info(mesh),
-      "date": today(),
       **measure_run(run, cache, skel, plan.geometry["window_px"]),
     }
-    store.save(run.name, rec)
-    print(f"recorded {run.name}: {store.path(run.name)}", flush=True)
+
+  record_runs(
+    runs,
+    store,
+    digests,
+    measure,
+    train=train,
+    max_parallel=max_parallel,
+    mesh=mesh,
+    train_args=train_args,
+  )
   result = write_report(plan, store, out_dir, figures_dir, command, mesh)
   return result
 
@@ -443,16 +439,6 @@ def _check_selection(pools, groups, seeds, known_pools, known_groups):
   if not seeds or any(s < 0 for s in seeds):
     raise ValueError(f"seeds must be non-negative seed indices, got {seeds}")
   return pools, groups, seeds
-
-
-def _steps(config: ml_collections.ConfigDict) -> dict:
-  return {
-    "coarse": int(config.coarse_steps),
-    "fine": int(config.fine_steps),
-    "joint": int(config.joint_steps),
-    "batch_size": int(config.batch_size),
-    "dtype": str(config.dtype),
-  }
 
 
 def matching_records(plan: Plan, store: RecordStore) -> tuple[list[dict], list[str]]:
@@ -562,7 +548,7 @@ def write_report(
   if records and jax.process_index() == 0:
     figures = write_figures(records, figures_dir)
   geometry = {**plan.geometry, "pool": sorted({int(r["pool"]) for r in records})}
-  steps = records[0]["steps"] if records else _steps(plan.base)
+  steps = records[0]["steps"] if records else steps_of(plan.base)
   result = {
     "study": STUDY,
     "seeds": sorted({int(r["seed"]) for r in records}),

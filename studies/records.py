@@ -123,22 +123,6 @@ def today() -> str:
   return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def train_args(argv: Sequence[str], config_filename: str, compilation_cache_dir: str) -> list[str]:
-  """`experiments.train` arguments shared by a launcher's runs: the config file
-  (absolute: the children run in the repository), the `--config.*` overrides of
-  `argv`, and the compilation cache (runs that share a train step compile it once)."""
-  overrides = [a for a in argv if re.match(r"^--?config\.", a)]
-  bad = [a for a in overrides if "=" not in a]
-  if bad:
-    raise ValueError(f"write config overrides as --config.key=value: {bad}")
-  head, _, tail = config_filename.partition(":")
-  config_arg = (os.path.abspath(head) if os.path.exists(head) else head) + (
-    f":{tail}" if tail else ""
-  )
-  cache = os.path.abspath(compilation_cache_dir) if compilation_cache_dir else ""
-  return [f"--config={config_arg}", *overrides, f"--compilation_cache_dir={cache}"]
-
-
 class RecordStore:
   """One JSON record per run in `directory` (`<run name>.json`)."""
 
@@ -183,3 +167,51 @@ def split_todo(
 
 def relpath(path: str, start: str) -> str:
   return os.path.relpath(os.path.abspath(path), os.path.abspath(start))
+
+
+def steps_of(config: ml_collections.ConfigDict) -> dict:
+  """A run's training schedule, as its record keeps it."""
+  return {
+    "coarse": int(config.coarse_steps),
+    "fine": int(config.fine_steps),
+    "joint": int(config.joint_steps),
+    "batch_size": int(config.batch_size),
+    "eval_every": int(config.eval_every),
+    "dtype": str(config.dtype),
+  }
+
+
+def record_runs(
+  runs: Sequence[runs_lib.Run],
+  store: RecordStore,
+  digests: dict[str, str],
+  measure,
+  *,
+  train: bool,
+  max_parallel: int,
+  mesh: Mesh,
+  train_args: Sequence[str],
+) -> None:
+  """Trains the runs without a matching record (with `train`), then measures each
+  finished one into its record: `measure(run) -> dict` plus the run's name, seed,
+  config digest, schedule, device and date. Unfinished runs are left out, said so."""
+  todo = split_todo(runs, store, digests)
+  if train and todo:
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runs_lib.train_runs(todo, max_parallel=max_parallel, mesh=mesh, train_args=train_args, cwd=repo)
+  for run in todo:
+    if not runs_lib.is_finished(run):
+      print(f"{run.name}: not trained (no record, no finished run): left out", flush=True)
+      continue
+    rec = {
+      "run": run.name,
+      "seed_index": run.seed_index,
+      "seed": int(run.config.seed),
+      "config_digest": digests[run.name],
+      "steps": steps_of(run.config),
+      "device": device_info(mesh),
+      "date": today(),
+      **measure(run),
+    }
+    store.save(run.name, rec)
+    print(f"recorded {run.name}: {store.path(run.name)}", flush=True)

@@ -64,8 +64,8 @@ from studies.records import (
   fmt,
   mean_std,
   read_curves,
+  record_runs,
   relpath,
-  split_todo,
   throughput,
   today,
 )
@@ -334,37 +334,21 @@ def run_study(
   store = RecordStore(os.path.join(out_dir, f"{STUDY}_records"))
   runs = {plan.run(g, s).name: (g, plan.run(g, s)) for g in groups for s in seeds}
   digests = {n: plan.digest(r) for n, (_, r) in runs.items()}
-  todo = split_todo([r for _, r in runs.values()], store, digests)
-  if train and todo:
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    runs_lib.train_runs(todo, max_parallel=max_parallel, mesh=mesh, train_args=train_args, cwd=repo)
   cache = preds_lib.PredictionCache(mesh)
-  for run in todo:
-    if not runs_lib.is_finished(run):
-      print(f"{run.name}: not trained (no record, no finished run): left out", flush=True)
-      continue
-    group = runs[run.name][0]
-    rec = {
-      "run": run.name,
-      "group": group,
-      "seed_index": run.seed_index,
-      "seed": int(run.config.seed),
-      "config_digest": digests[run.name],
-      "num_train": plan.num_train,
-      "steps": {
-        "coarse": int(run.config.coarse_steps),
-        "fine": int(run.config.fine_steps),
-        "joint": int(run.config.joint_steps),
-        "batch_size": int(run.config.batch_size),
-        "eval_every": int(run.config.eval_every),
-        "dtype": str(run.config.dtype),
-      },
-      "device": device_info(mesh),
-      "date": today(),
-      **measure_run(run, cache),
-    }
-    store.save(run.name, rec)
-    print(f"recorded {run.name}: {store.path(run.name)}", flush=True)
+
+  def measure(run):
+    return {"group": runs[run.name][0], "num_train": plan.num_train, **measure_run(run, cache)}
+
+  record_runs(
+    [r for _, r in runs.values()],
+    store,
+    digests,
+    measure,
+    train=train,
+    max_parallel=max_parallel,
+    mesh=mesh,
+    train_args=train_args,
+  )
   return write_report(plan, store, out_dir, figures_dir, command, mesh)
 
 

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -323,3 +324,19 @@ def _train_subprocesses(todo, max_parallel, train_args, env, cwd, poll_s) -> dic
       msgs.append(f"run {run.name} failed (exit {rc}); log {run.directory}/train.log ends:\n{tail}")
     raise RuntimeError("\n\n".join(msgs))
   return status
+
+
+def train_args(argv: Sequence[str], config_filename: str, compilation_cache_dir: str) -> list[str]:
+  """`experiments.train` arguments shared by a launcher's runs: the config file
+  (absolute: the children run in the repository), the `--config.*` overrides of
+  `argv`, and the compilation cache (runs that share a train step compile it once)."""
+  overrides = [a for a in argv if re.match(r"^--?config\.", a)]
+  bad = [a for a in overrides if "=" not in a]
+  if bad:
+    raise ValueError(f"write config overrides as --config.key=value: {bad}")
+  head, _, tail = config_filename.partition(":")
+  config_arg = (os.path.abspath(head) if os.path.exists(head) else head) + (
+    f":{tail}" if tail else ""
+  )
+  cache = os.path.abspath(compilation_cache_dir) if compilation_cache_dir else ""
+  return [f"--config={config_arg}", *overrides, f"--compilation_cache_dir={cache}"]
