@@ -57,16 +57,17 @@ from studies.records import (
   RecordStore,
   clean_json,
   config_digest,
-  device_info,
+  figure_lines,
   fmt,
   mean_std,
+  provenance,
+  provenance_lines,
+  publish,
   read_curves,
   record_runs,
   relative_drop,
-  relpath,
   steps_of,
   throughput,
-  today,
 )
 
 STUDY = "precision"
@@ -575,22 +576,12 @@ def write_report(
     "convergence": agg["convergence"],
     "paper": PAPER,
     "targets": _targets(agg),
-    "runs": [r["run"] for r in records],
     "missing_groups": [f"pool{p}/{g}" for g, p in expected if (g, p) not in present],
     "ignored_records": ignored,
-    "throughput_img_s": {r["run"]: r.get("throughput_img_s") for r in records},
-    "figures": {k: relpath(v, out_dir) for k, v in figures.items()},
-    "command": command,
-    "device": device_info(mesh),
-    "record_devices": sorted({r.get("device", "?") for r in records}),
-    "date": today(),
+    **provenance(records, mesh, command, figures, out_dir),
   }
   result = clean_json(result)
-  if jax.process_index() == 0:
-    fileio.write_json(os.path.join(out_dir, f"{STUDY}.json"), result)
-    fileio.write_text(os.path.join(out_dir, f"{STUDY}.md"), markdown(result))
-    print(f"{STUDY}: {out_dir}/{STUDY}.json, {STUDY}.md", flush=True)
-  return result
+  return publish(result, out_dir, STUDY, markdown(result))
 
 
 def _headline(ratios: dict | None, pool: int, group: str) -> dict:
@@ -726,13 +717,8 @@ def markdown(res: dict) -> str:
     f"- seeds: {res['seeds']} (mean ± std over seeds)",
     f"- label noise of the 'noise' runs: σ = {res['label_noise_px']['input_px']:.3g} input px "
     "on the training labels only; every run is scored against the clean labels",
-    f"- device: {res['device']} (records from: {', '.join(res['record_devices']) or 'none'})",
-    f"- date: {res['date']}",
-    f"- command: `{res['command']}`",
-    "",
   ]
-  if res["missing_groups"]:
-    lines += [f"Not yet measured: {', '.join(res['missing_groups'])}.", ""]
+  lines += provenance_lines(res)
   lines += ["## Against the paper", ""]
   lines += _verdict_lines(res)
   lines += ["", "## σ of the x error (input px), per table column", ""]
@@ -791,9 +777,8 @@ def markdown(res: dict) -> str:
     "the one before. The learning rate decays to 1 % at each phase end, so flat ends are "
     "necessary, not sufficient: compare runs of different length.",
     "",
+    *figure_lines(res),
   ]
-  for name, path in res["figures"].items():
-    lines.append(f"![{name}]({path})")
   return "\n".join(lines) + "\n"
 
 

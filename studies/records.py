@@ -215,3 +215,46 @@ def record_runs(
     }
     store.save(run.name, rec)
     print(f"recorded {run.name}: {store.path(run.name)}", flush=True)
+
+
+def provenance(
+  records: Sequence[dict], mesh: Mesh, command: str, figures: dict[str, str], out_dir: str
+) -> dict:
+  """What a study's result says of where it comes from: the runs, the figures (paths
+  relative to `out_dir`), the command, this device, the records' devices and the date."""
+  return {
+    "runs": [r["run"] for r in records],
+    "throughput_img_s": {r["run"]: r.get("throughput_img_s") for r in records},
+    "figures": {k: relpath(v, out_dir) for k, v in figures.items()},
+    "command": command,
+    "device": device_info(mesh),
+    "record_devices": sorted({r.get("device", "?") for r in records}),
+    "date": today(),
+  }
+
+
+def provenance_lines(res: dict) -> list[str]:
+  """The Markdown lines of `provenance` and of the groups not yet measured."""
+  lines = [
+    f"- device: {res['device']} (records from: {', '.join(res['record_devices']) or 'none'})",
+    f"- date: {res['date']}",
+    f"- command: `{res['command']}`",
+    "",
+  ]
+  if res["missing_groups"]:
+    lines += [f"Not yet measured: {', '.join(res['missing_groups'])}.", ""]
+  return lines
+
+
+def figure_lines(res: dict) -> list[str]:
+  return [f"![{name}]({path})" for name, path in res["figures"].items()]
+
+
+def publish(result: dict, out_dir: str, study: str, markdown: str) -> dict:
+  """Writes `<study>.json` and `<study>.md` (process 0) and returns the cleaned result."""
+  result = clean_json(result)
+  if jax.process_index() == 0:
+    fileio.write_json(os.path.join(out_dir, f"{study}.json"), result)
+    fileio.write_text(os.path.join(out_dir, f"{study}.md"), markdown)
+    print(f"{study}: {out_dir}/{study}.json, {study}.md", flush=True)
+  return result

@@ -60,14 +60,16 @@ from studies.records import (
   RecordStore,
   clean_json,
   config_digest,
-  device_info,
+  figure_lines,
   fmt,
   mean_std,
+  provenance,
+  provenance_lines,
+  publish,
   read_curves,
   record_runs,
-  relpath,
+  steps_of,
   throughput,
-  today,
 )
 
 STUDY = "regularization"
@@ -519,18 +521,7 @@ def write_report(
   records.sort(key=lambda r: (GROUPS.index(r["group"]), int(r["seed_index"])))
   agg = aggregate(records)
   comps = comparisons(agg)
-  steps = (
-    records[0]["steps"]
-    if records
-    else {
-      "coarse": int(plan.base.coarse_steps),
-      "fine": int(plan.base.fine_steps),
-      "joint": int(plan.base.joint_steps),
-      "batch_size": int(plan.base.batch_size),
-      "eval_every": int(plan.base.eval_every),
-      "dtype": str(plan.base.dtype),
-    }
-  )
+  steps = records[0]["steps"] if records else steps_of(plan.base)
   metric = records[0]["pck_metric"] if records else "PCK"
   figures = {}
   if records and jax.process_index() == 0:
@@ -554,22 +545,12 @@ def write_report(
       "results": agg,
       "comparisons": comps,
       "verdict": verdict(agg, comps, plan.num_train, steps, metric),
-      "runs": [r["run"] for r in records],
       "missing_groups": [g for g in GROUPS if g not in agg],
       "ignored_records": ignored,
-      "throughput_img_s": {r["run"]: r.get("throughput_img_s") for r in records},
-      "figures": {k: relpath(v, out_dir) for k, v in figures.items()},
-      "command": command,
-      "device": device_info(mesh),
-      "record_devices": sorted({r.get("device", "?") for r in records}),
-      "date": today(),
+      **provenance(records, mesh, command, figures, out_dir),
     }
   )
-  if jax.process_index() == 0:
-    fileio.write_json(os.path.join(out_dir, f"{STUDY}.json"), result)
-    fileio.write_text(os.path.join(out_dir, f"{STUDY}.md"), markdown(result))
-    print(f"{STUDY}: {out_dir}/{STUDY}.json, {STUDY}.md", flush=True)
-  return result
+  return publish(result, out_dir, STUDY, markdown(result))
 
 
 def write_figure(records: list[dict], figures_dir: str, metric: str) -> str:
@@ -632,13 +613,8 @@ def markdown(res: dict) -> str:
     f"- steps coarse/fine/joint: {st['coarse']}/{st['fine']}/{st['joint']}, batch "
     f"{st['batch_size']}, {st['dtype']}, evaluated every {st['eval_every']} steps",
     f"- seeds: {res['seeds']} (mean ± std over seeds)",
-    f"- device: {res['device']} (records from: {', '.join(res['record_devices']) or 'none'})",
-    f"- date: {res['date']}",
-    f"- command: `{res['command']}`",
-    "",
   ]
-  if res["missing_groups"]:
-    lines += [f"Not yet measured: {', '.join(res['missing_groups'])}.", ""]
+  lines += provenance_lines(res)
   lines += ["## Verdict", "", res["verdict"], ""]
   lines += [
     f"## Final numbers ({res['pck_metric']})",
@@ -661,7 +637,6 @@ def markdown(res: dict) -> str:
     "the final checkpoint. 'rise from its min': final val E1 / its lowest value over the "
     "evaluations − 1.",
     "",
+    *figure_lines(res),
   ]
-  for name, path in res["figures"].items():
-    lines.append(f"![{name}]({path})")
   return "\n".join(lines) + "\n"
