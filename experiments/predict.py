@@ -134,13 +134,12 @@ def predict_images(pred: predictor.Predictor, paths: list[str], out_dir: str, bo
 
 def predict_video(pred: predictor.Predictor, path: str, out_dir: str, box) -> None:
   """Writes D/<name>.mp4 with overlays and D/<name>.json with every frame's joints."""
-  import warnings
-
   import imageio.v2 as imageio
   from tqdm.auto import tqdm
 
-  # imageio starts ffmpeg with fork + exec: nothing of JAX runs in the child.
-  warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+  # Without its preexec_fn (os.setpgrp) imageio starts ffmpeg by posix_spawn, not by a
+  # fork of this multithreaded (JAX) process; ffmpeg then also gets the terminal's ^C.
+  os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")
 
   try:
     reader = imageio.get_reader(path, "ffmpeg")

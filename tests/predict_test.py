@@ -106,9 +106,10 @@ def test_predict_cli_on_a_folder_skips_bad_files(tiny_run, tmp_path):
   assert min(overlay.shape[:2]) >= 256  # readable, not the 90×120 source size
 
 
-def test_predict_cli_on_a_video(tiny_run, tmp_path):
+def test_predict_cli_on_a_video(tiny_run, tmp_path, monkeypatch):
   import imageio.v2 as imageio
 
+  monkeypatch.setenv("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")  # no fork of this JAX process
   clip = tmp_path / "walk.mp4"
   with imageio.get_writer(clip, fps=8, macro_block_size=1) as w:
     for i in range(5):
