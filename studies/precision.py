@@ -55,7 +55,6 @@ from studies import runs as runs_lib
 from studies import tables
 from studies.records import (
   RecordStore,
-  clean_json,
   config_digest,
   figure_lines,
   fmt,
@@ -580,8 +579,7 @@ def write_report(
     "ignored_records": ignored,
     **provenance(records, mesh, command, figures, out_dir),
   }
-  result = clean_json(result)
-  return publish(result, out_dir, STUDY, markdown(result))
+  return publish(result, out_dir, STUDY, markdown)
 
 
 def _headline(ratios: dict | None, pool: int, group: str) -> dict:

@@ -250,11 +250,12 @@ def figure_lines(res: dict) -> list[str]:
   return [f"![{name}]({path})" for name, path in res["figures"].items()]
 
 
-def publish(result: dict, out_dir: str, study: str, markdown: str) -> dict:
-  """Writes `<study>.json` and `<study>.md` (process 0) and returns the cleaned result."""
+def publish(result: dict, out_dir: str, study: str, markdown) -> dict:
+  """Writes `<study>.json` and `<study>.md` (`markdown(result)`, process 0) of the
+  JSON-clean result, and returns it."""
   result = clean_json(result)
   if jax.process_index() == 0:
     fileio.write_json(os.path.join(out_dir, f"{study}.json"), result)
-    fileio.write_text(os.path.join(out_dir, f"{study}.md"), markdown)
+    fileio.write_text(os.path.join(out_dir, f"{study}.md"), markdown(result))
     print(f"{study}: {out_dir}/{study}.json, {study}.md", flush=True)
   return result

@@ -58,7 +58,6 @@ from studies import runs as runs_lib
 from studies import tables
 from studies.records import (
   RecordStore,
-  clean_json,
   config_digest,
   figure_lines,
   fmt,
@@ -526,31 +525,29 @@ def write_report(
   figures = {}
   if records and jax.process_index() == 0:
     figures = {"curves": write_figure(records, figures_dir, metric)}
-  result = clean_json(
-    {
-      "study": STUDY,
-      "seeds": sorted({int(r["seed"]) for r in records}),
-      "dataset": f"{plan.base.tfds_name}/{plan.base.tfds_config}, "
-      f"eval split {plan.base.eval_split!r}",
-      "num_train": plan.num_train,
-      "steps": steps,
-      "geometry": {
-        "input_hw": list(plan.base.input_hw),
-        "context": int(plan.base.model.context),
-        "pool": 8,
-        "width": float(plan.base.model.width),
-      },
-      "pck_metric": metric,
-      "variants": {g: {"run": VARIANTS[g][0], "label": VARIANTS[g][1]} for g in GROUPS},
-      "results": agg,
-      "comparisons": comps,
-      "verdict": verdict(agg, comps, plan.num_train, steps, metric),
-      "missing_groups": [g for g in GROUPS if g not in agg],
-      "ignored_records": ignored,
-      **provenance(records, mesh, command, figures, out_dir),
-    }
-  )
-  return publish(result, out_dir, STUDY, markdown(result))
+  result = {
+    "study": STUDY,
+    "seeds": sorted({int(r["seed"]) for r in records}),
+    "dataset": f"{plan.base.tfds_name}/{plan.base.tfds_config}, "
+    f"eval split {plan.base.eval_split!r}",
+    "num_train": plan.num_train,
+    "steps": steps,
+    "geometry": {
+      "input_hw": list(plan.base.input_hw),
+      "context": int(plan.base.model.context),
+      "pool": 8,
+      "width": float(plan.base.model.width),
+    },
+    "pck_metric": metric,
+    "variants": {g: {"run": VARIANTS[g][0], "label": VARIANTS[g][1]} for g in GROUPS},
+    "results": agg,
+    "comparisons": comps,
+    "verdict": verdict(agg, comps, plan.num_train, steps, metric),
+    "missing_groups": [g for g in GROUPS if g not in agg],
+    "ignored_records": ignored,
+    **provenance(records, mesh, command, figures, out_dir),
+  }
+  return publish(result, out_dir, STUDY, markdown)
 
 
 def write_figure(records: list[dict], figures_dir: str, metric: str) -> str:
