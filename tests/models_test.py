@@ -288,3 +288,35 @@ def test_max_pool_equals_flax_max_pool_and_its_gradient(hw):
   np.testing.assert_array_equal(
     bf.astype(jnp.float32), want.astype(jnp.bfloat16).astype(jnp.float32)
   )
+
+
+@pytest.mark.parametrize("hw,kernel", [((8, 8), 9), ((6, 10), 7), ((3, 2), 5)])
+def test_a_kernel_larger_than_its_input_gives_the_convolution_and_its_gradient(hw, kernel):
+  x = jax.random.normal(jax.random.key(3), (2, *hw, 6))
+  big = models.conv(5, kernel, hw, jnp.float32, "c")
+  plain = nn.Conv(5, (kernel, kernel))
+  params = plain.init(jax.random.key(4), x)
+  np.testing.assert_allclose(big.apply(params, x), plain.apply(params, x), rtol=1e-5, atol=1e-5)
+  g = jax.random.normal(jax.random.key(5), (2, *hw, 5))
+  grads = [
+    jax.grad(lambda p, v, m=m: jnp.sum(m.apply(p, v) * g), argnums=(0, 1))(params, x)
+    for m in (big, plain)
+  ]
+  for a, b in zip(*map(jax.tree.leaves, grads), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant,hw", [("flic", (240, 320)), ("mpii", (256, 256))])
+def test_no_convolution_runs_as_xla_cpus_operand_swapped_loop(variant, hw):
+  # XLA:CPU runs a convolution whose kernel exceeds its input with swapped operands
+  # (`rhs_reversal` in the HLO), 30-75x slower: the 9x9 bank-2 convs at 8x and 16x.
+  coarse = tiny_coarse(variant, pool_factor=16, num_joints=4)
+  x = jax.ShapeDtypeStruct((1, *hw, 3), jnp.uint8)
+  variables = jax.eval_shape(lambda x: coarse.init(jax.random.key(0), x, train=False), x)
+  hlo = (
+    jax.jit(lambda v, x: coarse.apply(v, x, train=False)["heatmaps"])
+    .lower(variables, x)
+    .compile()
+    .as_text()
+  )
+  assert "convolution(" in hlo and "rhs_reversal" not in hlo
