@@ -310,13 +310,10 @@ def spatial_dropout(ctx: Context, out_dir: str) -> Table:
   tables.pck_axes(ax, f"wrist, cascade, {MAIN_POOL}x pooling (Fig. 14b)", ctx.base.eval.normalizer)
   loss_ax.set_xlabel("step")
   loss_ax.set_ylabel("coarse loss E1")
-  lo, hi = loss_ax.get_ylim()
-  if lo > 0 and hi / lo > 20:
-    loss_ax.set_yscale("log")
   loss_ax.grid(alpha=0.3)
   loss_ax.legend(fontsize=6)
-  for _, _, end in from_config.phase_bounds(ctx.run(kinds[0], 0).config)[:-1]:
-    loss_ax.axvline(end, color="gray", lw=0.5)
+  bounds = from_config.phase_bounds(ctx.run(kinds[0], 0).config)[:-1]
+  tables.curve_axes(loss_ax, [end for _, _, end in bounds])
   fig.tight_layout()
   loss_fig.tight_layout()
   tables.save(fig, out_dir, "pck_wrist.png", t)

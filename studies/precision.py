@@ -676,11 +676,7 @@ def _loss_figure(by: dict, keys: list, figures_dir: str) -> str:
         style = "o-" if name.startswith("eval") else "-"
         ax.plot(steps[ok], values[ok], style, ms=3, lw=1, color=f"C{s}", label=f"seed {r['seed']}")
       st = by[(p, g)][0]["steps"]
-      for x in np.cumsum([st["coarse"], st["fine"]]):
-        ax.axvline(x, color="gray", lw=0.5)
-      lo, hi = ax.get_ylim()
-      if lo > 0 and hi / lo > 20:
-        ax.set_yscale("log")
+      tables.curve_axes(ax, np.cumsum([st["coarse"], st["fine"]]))
       ax.grid(alpha=0.3)
       ax.set_title(f"{p}x {g}: {label}", fontsize=8)
       if i == len(names) - 1:

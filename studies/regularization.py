@@ -578,16 +578,11 @@ def write_figure(records: list[dict], figures_dir: str, metric: str) -> str:
       ax.set_title(title, fontsize=8)
       ax.set_xlabel("step", fontsize=8)
       ax.grid(alpha=0.3)
-  for ax, (key, _) in zip(axes, panels, strict=True):
-    if "e1" in key:
-      lo, hi = ax.get_ylim()
-      if lo > 0 and hi / lo > 20:
-        ax.set_yscale("log")
-    ax.legend(fontsize=6)
   st = records[0]["steps"]
-  for ax in axes:
-    for x in np.cumsum([st["coarse"], st["fine"]]):
-      ax.axvline(x, color="gray", lw=0.5)
+  ends = np.cumsum([st["coarse"], st["fine"]])
+  for ax, (key, _) in zip(axes, panels, strict=True):
+    ax.legend(fontsize=6)
+    tables.curve_axes(ax, ends, log="e1" in key)
   fig.suptitle(
     f"{records[0]['num_train']} training images: over-fitting by variant (mean ± std over seeds)",
     fontsize=10,

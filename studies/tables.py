@@ -138,6 +138,16 @@ def plot_mean(ax, x, curves: list[np.ndarray], style: str, label: str, color=Non
     ax.fill_between(x, y - s, y + s, color=line.get_color(), alpha=0.15)
 
 
+def curve_axes(ax, phase_ends=(), *, log: bool = True) -> None:
+  """A training-curve axis: gray lines at the phase ends (steps), and with `log` a
+  log scale when the values span over 20×."""
+  lo, hi = ax.get_ylim()
+  if log and lo > 0 and hi / lo > 20:
+    ax.set_yscale("log")
+  for x in phase_ends:
+    ax.axvline(x, color="gray", lw=0.5)
+
+
 def pck_axes(ax, title: str, normalizer: str) -> None:
   """Title, labels, 0–100 % and a legend of a PCK-curve axis."""
   ax.set_title(title, fontsize=9)
