@@ -89,8 +89,14 @@ def run_cli(module: str, *args: str, devices: int = 1, timeout: int = 300):
   import subprocess
   import sys
 
-  flags = f"--xla_force_host_platform_device_count={devices} --xla_cpu_use_fusion_emitters=false"
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags}
+  flags = f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"
+  env = {
+    **os.environ,
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": flags,
+    "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",  # as in this process
+    "PYTHONUNBUFFERED": "1",
+  }
   repo = os.path.dirname(os.path.abspath(__file__))
   return subprocess.run(
     [sys.executable, "-m", module, *args],
@@ -100,6 +106,13 @@ def run_cli(module: str, *args: str, devices: int = 1, timeout: int = 300):
     text=True,
     timeout=timeout,
   )
+
+
+def config_flags(overrides: dict) -> list[str]:
+  """`--config.<key>=<value>` flags for a CLI (tuples as Python literals)."""
+  return [
+    f"--config.{k}={repr(tuple(v)) if isinstance(v, tuple) else v}" for k, v in overrides.items()
+  ]
 
 
 # xdist: each test file runs on one worker, so module fixtures (a trained run)

@@ -6,14 +6,12 @@ the outputs."""
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
 import pytest
 
+from conftest import config_flags, run_cli
 from heatpose_jax import input_pipeline
 from heatpose_jax.configs import synthetic
 from studies import paper, runs
@@ -126,10 +124,6 @@ def _check_outputs(workdir, results):
   assert "](timing/forward_ms.png)" in summary
 
 
-def _cli_value(v):
-  return repr(tuple(v)) if isinstance(v, tuple) else str(v)
-
-
 def _check_cli_reuse(workdir, tiny_data):
   """The CLI reuses the finished runs and resumes an unfinished one in a training
   subprocess without retraining it, and rewrites the outputs."""
@@ -137,28 +131,18 @@ def _check_cli_reuse(workdir, tiny_data):
   (workdir / "mpii_table" / "table.json").unlink()
   # No final evaluation: unfinished; its checkpoints are complete, so it only evaluates.
   (workdir / "runs" / "nodropout8" / "eval" / "2.json").unlink()
-  env = dict(
-    os.environ,
-    XLA_FLAGS="--xla_force_host_platform_device_count=1 --xla_cpu_use_fusion_emitters=false",
-    JAX_PLATFORMS="cpu",
-    JAX_DISABLE_MOST_OPTIMIZATIONS="1",
-    PYTHONUNBUFFERED="1",
-  )
   data_dir, tfds_config = tiny_data
-  overrides = {**OVERRIDES, "data_dir": data_dir, "tfds_config": tfds_config}
-  cmd = [
-    sys.executable,
-    "-m",
+  p = run_cli(
     "experiments.paper",
     "--experiment=pooling,shared_features,spatial_dropout,mpii_table",
     f"--config={CONFIG}:tiny",
     f"--workdir={workdir}",
-    *(f"--config.{k}={_cli_value(v)}" for k, v in overrides.items()),
+    *config_flags({**OVERRIDES, "data_dir": data_dir, "tfds_config": tfds_config}),
     "--pools=8,16",
     "--max_parallel=1",
     "--compilation_cache_dir=",
-  ]
-  p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    timeout=600,
+  )
   log = p.stdout + p.stderr
   assert p.returncode == 0, log[-6000:]
   assert log.count("reusing finished run") == len(RUNS) - 1, log[-3000:]

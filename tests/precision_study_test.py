@@ -7,14 +7,13 @@ clean ones in their training labels only."""
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+from conftest import config_flags, run_cli
 from heatpose_jax import from_config, input_pipeline
 from heatpose_jax.configs import synthetic
 from studies import precision, regularization, runs
@@ -126,22 +125,13 @@ def test_precision_study(tiny_data, tmp_path, capsys):
   # Without its record, a finished run is measured again (from the cached
   # predictions), not retrained: here through the CLI.
   (out / "precision_records" / "pool8_seed1.json").unlink()
-  env = dict(
-    os.environ,
-    XLA_FLAGS="--xla_force_host_platform_device_count=1 --xla_cpu_use_fusion_emitters=false",
-    JAX_PLATFORMS="cpu",
-    PYTHONUNBUFFERED="1",
-  )
   data_dir, tfds_config = tiny_data
-  cli = {**OVERRIDES, "data_dir": data_dir, "tfds_config": tfds_config}
-  cmd = [
-    sys.executable,
-    "-m",
+  p = run_cli(
     "experiments.precision_study",
     f"--config={CONFIG}:tiny",
     f"--workdir={workdir}",
     f"--out_dir={out}",
-    *(f"--config.{k}={repr(v) if isinstance(v, tuple) else v}" for k, v in cli.items()),
+    *config_flags({**OVERRIDES, "data_dir": data_dir, "tfds_config": tfds_config}),
     "--pools=8",
     "--groups=clean",
     "--seeds=1",
@@ -149,8 +139,7 @@ def test_precision_study(tiny_data, tmp_path, capsys):
     "--evals_per_run=1",
     "--max_parallel=1",
     "--compilation_cache_dir=",
-  ]
-  p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  )
   assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
   assert "reusing finished run pool8_seed1" in p.stdout and "recorded pool8_seed1" in p.stdout
   assert _checkpoint_mtimes(workdir) == before
