@@ -108,6 +108,23 @@ def run_cli(module: str, *args: str, devices: int = 1, timeout: int = 300):
   )
 
 
+SYNTHETIC_CONFIG = os.path.join(
+  os.path.dirname(os.path.abspath(__file__)), "heatpose_jax", "configs", "synthetic.py"
+)
+# A study's run on `tiny_data`: one coarse and one fine step (the two phases the studies
+# read; each costs a compile), 32×32 canvases, every checkpoint kept.
+STUDY_OVERRIDES = {
+  "coarse_steps": 1,
+  "fine_steps": 1,
+  "joint_steps": 0,
+  "input_hw": (32, 32),
+  "batch_size": 8,
+  "log_every": 1,
+  "checkpoint_every": 2,
+  "max_eval_examples": 8,
+}
+
+
 def config_flags(overrides: dict) -> list[str]:
   """`--config.<key>=<value>` flags for a CLI (tuples as Python literals)."""
   return [

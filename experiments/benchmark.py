@@ -69,11 +69,6 @@ _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls first (tiny: 1).")
 flags.FLAGS.set_default("compilation_cache_dir", "")
 
 
-def _value(flag, tiny_value):
-  """The flag's value, or `tiny_value` under --tiny when the flag was not given."""
-  return tiny_value if _TINY.value and not flags.FLAGS[flag.name].present else flag.value
-
-
 def _merge() -> None:
   reports = []
   for path in _MERGE.value:
@@ -109,8 +104,8 @@ def main(argv):
     benchmark.cpu_latency_report(
       _CPU_LATENCY.value,
       pool=_POOL.value,
-      iters=_value(_LATENCY_ITERS, 2),
-      warmup=_value(_WARMUP, 1),
+      iters=launch.tiny_default(_LATENCY_ITERS, 2),
+      warmup=launch.tiny_default(_WARMUP, 1),
       tiny=_TINY.value,
       command=_command(),
       output_dir=_OUTPUT_DIR.value,
@@ -120,11 +115,11 @@ def main(argv):
     _MODEL.value,
     pool=_POOL.value,
     dtype=_DTYPE.value,
-    batch_size=_value(_TRAIN_BATCH, max(8, jax.device_count())),
+    batch_size=launch.tiny_default(_TRAIN_BATCH, max(8, jax.device_count())),
     tiny=_TINY.value,
   )
   cases = benchmark.default_cases(
-    forward_batches=[int(b) for b in _value(_FORWARD_BATCHES, ["1", "4"])],
+    forward_batches=[int(b) for b in launch.tiny_default(_FORWARD_BATCHES, ["1", "4"])],
     phases=_PHASES.value,
     cpu=_CPU.value,
     latency_batches=[int(b) for b in _LATENCY_BATCHES.value],
@@ -135,12 +130,12 @@ def main(argv):
     output_dir=_OUTPUT_DIR.value,
     command=_command(),
     max_seconds=_MAX_SECONDS.value,
-    matmul_size=_value(_MATMUL, 256),
-    train_steps=_value(_TRAIN_STEPS, 1),
-    train_repeats=_value(_TRAIN_REPEATS, 1),
-    forward_iters=_value(_FORWARD_ITERS, 2),
-    latency_iters=_value(_LATENCY_ITERS, 2),
-    warmup=_value(_WARMUP, 1),
+    matmul_size=launch.tiny_default(_MATMUL, 256),
+    train_steps=launch.tiny_default(_TRAIN_STEPS, 1),
+    train_repeats=launch.tiny_default(_TRAIN_REPEATS, 1),
+    forward_iters=launch.tiny_default(_FORWARD_ITERS, 2),
+    latency_iters=launch.tiny_default(_LATENCY_ITERS, 2),
+    warmup=launch.tiny_default(_WARMUP, 1),
     forward_parts=_FORWARD_PARTS.value,
     variant=_VARIANT.value,
     output_name=_OUTPUT_NAME.value,

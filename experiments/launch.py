@@ -137,6 +137,14 @@ def study_train_args() -> list[str]:
   return runs.train_args(sys.argv[1:], f["config"].config_filename, f.compilation_cache_dir)
 
 
+def tiny_default(flag: flags.FlagHolder, tiny_value):
+  """`flag`'s value, or `tiny_value` under the launcher's --tiny when the flag was not
+  given on the command line."""
+  f = flags.FLAGS
+  tiny = "tiny" in f and f.tiny
+  return tiny_value if tiny and not f[flag.name].present else flag.value
+
+
 def _last_line(e: BaseException) -> str:
   lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
   # ml_collections wraps the cause: its last line says what went wrong.

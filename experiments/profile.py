@@ -47,11 +47,6 @@ _REANALYZE = flags.DEFINE_string(
 flags.mark_flag_as_required("output_dir")
 
 
-def _value(flag, tiny_value):
-  """The flag's value, or `tiny_value` under --tiny when the flag was not given."""
-  return tiny_value if _TINY.value and not flags.FLAGS[flag.name].present else flag.value
-
-
 def main(argv):
   del argv
   launch.setup()
@@ -71,7 +66,7 @@ def main(argv):
       _MODEL.value,
       pool=_POOL.value,
       dtype=_DTYPE.value,
-      batch_size=_value(_TRAIN_BATCH, max(8, jax.device_count())),
+      batch_size=launch.tiny_default(_TRAIN_BATCH, max(8, jax.device_count())),
       tiny=_TINY.value,
     )
   report = profile.run_profile(
@@ -80,8 +75,8 @@ def main(argv):
     forward_batch=_FORWARD_BATCH.value,
     output_dir=_OUTPUT_DIR.value,
     command="python -m experiments.profile " + shlex.join(sys.argv[1:]),
-    steps=_value(_STEPS, 2),
-    warmup=_value(_WARMUP, 1),
+    steps=launch.tiny_default(_STEPS, 2),
+    warmup=launch.tiny_default(_WARMUP, 1),
     trace=_TRACE.value,
   )
   print("\n" + profile.format_markdown(report), flush=True)

@@ -6,30 +6,16 @@ the outputs."""
 
 import json
 import math
-from pathlib import Path
 
 import jax
 import pytest
 
-from conftest import config_flags, run_cli
+from conftest import STUDY_OVERRIDES, SYNTHETIC_CONFIG, config_flags, run_cli
 from heatpose_jax import input_pipeline
 from heatpose_jax.configs import synthetic
 from studies import paper, runs
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = str(REPO / "heatpose_jax" / "configs" / "synthetic.py")
 POOLS = (8, 16)
-# One coarse and one fine step (two compiled phases), 32×32 canvases.
-OVERRIDES = {
-  "coarse_steps": 1,
-  "fine_steps": 1,
-  "joint_steps": 0,
-  "input_hw": (32, 32),
-  "batch_size": 8,
-  "log_every": 1,
-  "checkpoint_every": 2,
-  "max_eval_examples": 8,
-}
 RUNS = ["pool8", "pool16", "standard8", "nodropout8", "stddropout8", "unnormalized"]
 
 # Columns every table must fill with finite numbers (rows that are "n/a" by
@@ -63,7 +49,7 @@ EXPECTED = {
 def _config(tiny_data):
   c = synthetic.get_config("tiny")
   c.data_dir, c.tfds_config = tiny_data
-  return runs.apply_overrides(c, OVERRIDES)
+  return runs.apply_overrides(c, STUDY_OVERRIDES)
 
 
 def test_experiments_then_the_cli_reuses_the_runs(tiny_data, tmp_path):
@@ -135,9 +121,9 @@ def _check_cli_reuse(workdir, tiny_data):
   p = run_cli(
     "experiments.paper",
     "--experiment=pooling,shared_features,spatial_dropout,mpii_table",
-    f"--config={CONFIG}:tiny",
+    f"--config={SYNTHETIC_CONFIG}:tiny",
     f"--workdir={workdir}",
-    *config_flags({**OVERRIDES, "data_dir": data_dir, "tfds_config": tfds_config}),
+    *config_flags({**STUDY_OVERRIDES, "data_dir": data_dir, "tfds_config": tfds_config}),
     "--pools=8,16",
     "--max_parallel=1",
     "--compilation_cache_dir=",

@@ -13,24 +13,11 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import config_flags, run_cli
+from conftest import STUDY_OVERRIDES, SYNTHETIC_CONFIG, config_flags, run_cli
 from heatpose_jax import from_config, input_pipeline
 from heatpose_jax.configs import synthetic
 from studies import precision, regularization, runs
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = str(REPO / "heatpose_jax" / "configs" / "synthetic.py")
-# Two phases (coarse, fine): what the studies read; every phase costs a compile.
-OVERRIDES = {
-  "coarse_steps": 1,
-  "fine_steps": 1,
-  "joint_steps": 0,
-  "input_hw": (32, 32),
-  "batch_size": 8,
-  "log_every": 1,
-  "checkpoint_every": 2,
-  "max_eval_examples": 8,
-}
 SEEDS = (0, 1)
 GROUPS = ("clean", "noise")
 # Untrained models at 32x32: a wide window keeps errors in every joint's σ.
@@ -40,7 +27,7 @@ WINDOW_PX = 16.0
 def _config(tiny_data, **extra):
   c = synthetic.get_config("tiny")
   c.data_dir, c.tfds_config = tiny_data
-  return runs.apply_overrides(c, {**OVERRIDES, **extra})
+  return runs.apply_overrides(c, {**STUDY_OVERRIDES, **extra})
 
 
 def _mesh():
@@ -128,10 +115,10 @@ def test_precision_study(tiny_data, tmp_path, capsys):
   data_dir, tfds_config = tiny_data
   p = run_cli(
     "experiments.precision_study",
-    f"--config={CONFIG}:tiny",
+    f"--config={SYNTHETIC_CONFIG}:tiny",
     f"--workdir={workdir}",
     f"--out_dir={out}",
-    *config_flags({**OVERRIDES, "data_dir": data_dir, "tfds_config": tfds_config}),
+    *config_flags({**STUDY_OVERRIDES, "data_dir": data_dir, "tfds_config": tfds_config}),
     "--pools=8",
     "--groups=clean",
     "--seeds=1",

@@ -14,14 +14,11 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from conftest import one_device_mesh, run_cli
+from conftest import SYNTHETIC_CONFIG, one_device_mesh, run_cli
 from heatpose_jax import checkpoints, from_config, input_pipeline, synthetic, train
 
 # The tests sharing the session fixture `tiny_run` run on one xdist worker (built once).
 pytestmark = pytest.mark.xdist_group("tiny_run")
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = str(REPO / "heatpose_jax" / "configs" / "synthetic.py")
 
 
 def _cli(*args, timeout=300, devices=1):
@@ -47,12 +44,15 @@ def _one_line_error(r, *needles, code=1):
     (["--config.dtype=float16"], ["config.dtype"]),
     (["--config.batch_size=12"], ["config.batch_size=12", "devices"]),
     (["--config.augment.scale=(1.5,0.5)"], ["config.augment.scale"]),
-    ([f"--config={CONFIG.replace('synthetic.py', 'flic.py')}:tiny"], ["'flic'", "data_prep.build"]),
+    (
+      [f"--config={SYNTHETIC_CONFIG.replace('synthetic.py', 'flic.py')}:tiny"],
+      ["'flic'", "data_prep.build"],
+    ),
   ],
   ids=["unknown-field", "pool", "dtype", "batch-vs-devices", "scale-range", "unbuilt-dataset"],
 )
 def test_train_refuses_bad_configs_in_one_line(args, needles, tmp_path):
-  config = [a for a in args if a.startswith("--config=")] or [f"--config={CONFIG}:tiny"]
+  config = [a for a in args if a.startswith("--config=")] or [f"--config={SYNTHETIC_CONFIG}:tiny"]
   rest = [a for a in args if not a.startswith("--config=")]
   r = _cli(
     "experiments.train",
@@ -69,7 +69,7 @@ def test_train_refuses_bad_configs_in_one_line(args, needles, tmp_path):
 def test_config_file_errors_are_one_line(tmp_path):
   r = _cli("experiments.train", "--config=nope.py", f"--workdir={tmp_path}")
   _one_line_error(r, "--config=nope.py", "No such file")
-  r = _cli("experiments.train", f"--config={CONFIG}:bogus", f"--workdir={tmp_path}")
+  r = _cli("experiments.train", f"--config={SYNTHETIC_CONFIG}:bogus", f"--workdir={tmp_path}")
   _one_line_error(r, "unknown config argument 'bogus'")
   r = _cli("experiments.evaluate", f"--workdir={tmp_path}")
   _one_line_error(r, "config.json", "not a training run")
@@ -87,7 +87,7 @@ def test_resume_with_a_changed_model_keeps_the_run_config(run_copy, tiny_data):
   data_dir, name = tiny_data
   r = _cli(
     "experiments.train",
-    f"--config={CONFIG}:tiny",
+    f"--config={SYNTHETIC_CONFIG}:tiny",
     f"--workdir={run_copy}",
     f"--config.data_dir={data_dir}",
     f"--config.tfds_config={name}",

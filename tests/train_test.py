@@ -17,14 +17,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import one_device_mesh
+from conftest import SYNTHETIC_CONFIG, one_device_mesh
 from heatpose_jax import from_config, input_pipeline, metric_writer, train, train_step
 
 # One xdist worker runs this file: the in-process baseline is trained once.
 pytestmark = pytest.mark.xdist_group("train")
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = str(REPO / "heatpose_jax" / "configs" / "synthetic.py")
 STEPS = (2, 2, 2)
 # What the in-process baseline and the subprocess runs share.
 OVERRIDES = {"batch_size": 16, "max_eval_examples": 24, "log_every": 2}
@@ -48,7 +47,7 @@ def _args(data, workdir, steps=STEPS, extra=()):
     sys.executable,
     "-m",
     "experiments.train",
-    f"--config={CONFIG}:tiny",
+    f"--config={SYNTHETIC_CONFIG}:tiny",
     f"--workdir={workdir}",
     f"--config.data_dir={data_dir}",
     f"--config.tfds_config={tfds_config}",
