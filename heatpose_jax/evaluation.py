@@ -82,6 +82,8 @@ def predict_dataset(
       parts.setdefault(k, []).append(np.asarray(v)[mask])
     bar.update(int(mask.sum()))
   bar.close()
+  if not parts:
+    raise ValueError(f"{desc or 'predicting'}: the evaluation stream gave no batch (no example)")
   return {k: np.concatenate(v) for k, v in parts.items()}
 
 

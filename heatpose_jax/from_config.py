@@ -78,6 +78,11 @@ def check(config: ml_collections.ConfigDict) -> None:
   need(config.label_noise >= 0, "label_noise", "must be >= 0 (canvas pixels)")
   need(config.box_scale >= 0, "box_scale", "must be >= 0 (0: the crop mode's default)")
   need(config.batch_size > 0, "batch_size", "must be > 0")
+  need(
+    config.get("max_eval_examples", 0) >= 0,
+    "max_eval_examples",
+    "must be >= 0 (0: the whole split)",
+  )
   for name in step_lib.PHASES:
     need(config[f"{name}_steps"] >= 0, f"{name}_steps", "must be >= 0")
   need(
@@ -270,11 +275,31 @@ def cached(
   )
 
 
+def eval_examples(config: ml_collections.ConfigDict, split: str = ""):
+  """The evaluation split's examples that are scored: its first
+  `config.max_eval_examples` (0: all), at least one.
+
+  Cheap (opens the split, reads nothing): training calls it before its first
+  step, so a missing, unbuilt or empty evaluation split stops the run at once.
+
+  Raises:
+    FileNotFoundError: the dataset is not built (the message gives the command).
+    ValueError: no such split, or it has no example to score (one line).
+  """
+  split = split or config.eval_split
+  source = datasets.Limit(dataset_source(config, split), config.max_eval_examples)
+  if not len(source):
+    raise ValueError(
+      f"config.eval_split={split!r}: no example to evaluate ({config.tfds_name} in "
+      f"{datasets.default_data_dir(config.data_dir)})"
+    )
+  return source
+
+
 def eval_source(config: ml_collections.ConfigDict, workdir: str, split: str = ""):
   """The evaluation split (its first `config.max_eval_examples`), cached if configured."""
   split = split or config.eval_split
-  source = datasets.Limit(dataset_source(config, split), config.max_eval_examples)
-  return cached(config, source, split, workdir)
+  return cached(config, eval_examples(config, split), split, workdir)
 
 
 def train_batches(

@@ -46,6 +46,7 @@ from PIL import Image
 
 from heatpose_jax import joints as joints_lib
 from heatpose_jax import metrics
+from heatpose_jax import orientation as orientation_lib
 
 CROP_MODES = ("torso", "scale_normalized", "unnormalized", "extent")
 _DEFAULT_IMAGE_SCALE = {"torso": 0.5, "unnormalized": 1 / 3}
@@ -159,9 +160,12 @@ def decode_and_warp(
   centre d·u + (d − 1)/2. Axis-aligned maps (every crop mode) use Pillow's
   antialiased `resize`, others its generic affine `transform`.
 
+  The image is read as it is shown: its EXIF orientation is applied
+  (`orientation.upright`, the rule of the builders and `Predictor`).
+
   Args:
     data: the encoded file (JPEG, PNG, ...).
-    canvas_to_image: (2, 3) affine, canvas (x, y) → original image (x, y).
+    canvas_to_image: (2, 3) affine, canvas (x, y) → the upright image's (x, y).
     canvas_hw: (H, W).
     use_draft: allow reduced-size JPEG decoding.
 
@@ -171,16 +175,23 @@ def decode_and_warp(
   h, w = canvas_hw
   m = np.asarray(canvas_to_image, np.float64)
   with Image.open(io.BytesIO(data)) as im:
+    orientation = orientation_lib.exif_orientation(im)
+    full = orientation_lib.upright_size(im)
     shrink = math.sqrt(abs(np.linalg.det(m[:, :2])))  # image px per canvas px
+    d = 1.0
     if use_draft and im.format == "JPEG" and shrink >= 2:
-      d = 2 ** min(3, int(math.log2(shrink)))
+      d = 2 ** min(3, int(math.log2(shrink) + 1e-9))  # det() rounds: 4 × 4 gives 15.999…
       width, height = im.size
       drafted = im.draft("RGB", (max(1, width // d), max(1, height // d)))
-      if drafted is not None:
-        d = width / drafted[1][2]
-        # Original (x, y) → draft: u = (x − (d − 1)/2) / d.
-        m = np.concatenate([m[:, :2] / d, ((m[:, 2] - (d - 1) / 2) / d)[:, None]], axis=1)
-    im = to_rgb8(im)
+      d = width / drafted[1][2] if drafted is not None else 1.0
+    im = to_rgb8(orientation_lib.upright(im, orientation))
+    if d != 1:
+      # Upright original (x, y) → draft: u = (x − (d − 1)/2 + s) / d, where s = 0 on
+      # an axis the EXIF transpose keeps, and d·(draft size) − (full size) on one it
+      # reverses (the draft's partial last block then comes first).
+      rev = orientation_lib.TRANSPOSES[orientation][1] if orientation != 1 else (False, False)
+      s = np.array([d * im.size[a] - full[a] if rev[a] else 0.0 for a in (0, 1)])
+      m = np.concatenate([m[:, :2] / d, ((m[:, 2] - (d - 1) / 2 + s) / d)[:, None]], axis=1)
     if m[0, 1] == 0 and m[1, 0] == 0 and m[0, 0] > 0 and m[1, 1] > 0:
       return _resize_onto_canvas(im, m, canvas_hw)
     # PIL's transform maps output pixel edges (x + 0.5) to input edges.
@@ -379,6 +390,25 @@ class _HostRows(grain.transforms.Map):
     return indices[self.start : self.start + self.size], real[self.start : self.start + self.size]
 
 
+class _Fill:
+  """The padding of a last partial batch: the stream's first elements, cyclically.
+
+  Cyclic because a split can be shorter than its padding (3 examples in a batch of
+  8 need 5 copies); slicing the stream itself would stop at its length.
+  """
+
+  def __init__(self, order, total: int, count: int):
+    self.order, self.total, self.count = order, total, count
+
+  def __len__(self) -> int:
+    return self.count
+
+  def __getitem__(self, i: int) -> int:
+    if not 0 <= i < self.count:
+      raise IndexError(i)
+    return self.order[i % self.total]
+
+
 def _real(i: int) -> tuple[int, bool]:
   return i, True
 
@@ -414,9 +444,10 @@ def make_dataset(
 
   With `num_epochs` set and `drop_remainder=False` (evaluation: `shuffle=False,
   num_epochs=1`), the stream is padded to whole global batches with copies of the
-  first examples marked `_mask=False` and `joints_valid = joints_visible = 0`, so
-  every example appears exactly once with `_mask=True`. Otherwise a partial last
-  global batch is dropped (an endless stream has none).
+  first examples (cyclically: any split of ≥ 1 example fills a batch of any size)
+  marked `_mask=False` and `joints_valid = joints_visible = 0`, so every example
+  appears exactly once with `_mask=True`. Otherwise a partial last global batch
+  is dropped (an endless stream has none).
 
   Args:
     source: random-access dataset features (TFDS data source, list, ...) or a
@@ -452,18 +483,19 @@ def make_dataset(
   else:
     reader = _ReadBatch(source, crop)
   if not len(source):
-    raise ValueError("empty source")
-  ds = grain.MapDataset.source(
-    _EpochOrder(len(source), shuffle=shuffle, seed=seed, num_epochs=num_epochs)
-  )
-  real = ds.map(_real)
+    raise ValueError("make_dataset: the source has no examples")
+  if num_epochs is not None and num_epochs < 1:
+    raise ValueError(f"make_dataset: num_epochs={num_epochs}; must be >= 1 (or None: forever)")
+  order = _EpochOrder(len(source), shuffle=shuffle, seed=seed, num_epochs=num_epochs)
+  real = grain.MapDataset.source(order).map(_real)
   if num_epochs is not None:
-    total = len(ds)
+    total = len(order)
     if drop_remainder:
       real = real[: total // global_batch_size * global_batch_size]
     elif total % global_batch_size:
-      fill = ds[: -total % global_batch_size].map(_padding)
-      real = grain.MapDataset.concatenate([real, fill])
+      # Any number of copies, even more than the split has (a split shorter than a batch).
+      fill = grain.MapDataset.source(_Fill(order, total, -total % global_batch_size))
+      real = grain.MapDataset.concatenate([real, fill.map(_padding)])
   # Batch the global order, then keep this host's contiguous block of rows: the
   # global array that `to_global_array` assembles then has the rows in the same
   # order as a one-host run, so per-row randomness (augmentation, dropout) and the

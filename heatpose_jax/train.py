@@ -100,7 +100,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
   hw = tuple(config.input_hw)
   mngr = checkpoints.manager(workdir, config.keep_checkpoints)
   state, latest = checkpoints.restore_latest(mngr, abstract_state(model, tx, hw, mesh))
-  # The data first: an unbuilt dataset fails before anything is compiled or written.
+  # The data first: an unbuilt dataset, or an evaluation split that is missing or
+  # has nothing to score, fails before anything is compiled or written.
+  from_config.eval_examples(config)
   source = None
   if (latest or 0) < total:
     split = config.train_split
