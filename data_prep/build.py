@@ -39,6 +39,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 from absl import app, flags
+from absl import logging as absl_logging
 
 from data_prep import common, flic, lsp, mpii
 from heatpose_jax import features, synthetic_dataset
@@ -300,7 +301,19 @@ def _error(e: Exception) -> int:
   return EXIT_ERROR
 
 
+def _quiet_logs() -> None:
+  """Warnings only (as `experiments.train`), unless `--verbosity` is given: absl's and
+  TFDS's INFO lines are noise to a user; the progress bars stay (stderr)."""
+  if FLAGS["verbosity"].present:
+    return
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logging.getLogger().setLevel(logging.WARNING)
+  for name in ("absl", "tensorflow_datasets", "etils", "array_record"):
+    logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv) -> int:
+  _quiet_logs()
   try:
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")

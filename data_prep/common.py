@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from heatpose_jax import joints as joints_lib
-from heatpose_jax import metrics
+from heatpose_jax import metrics, orientation
 from heatpose_jax.features import (  # noqa: F401
   ArrayRecordBuilder,
   common_features,
@@ -96,10 +96,14 @@ def _strict_pil():
 
 
 def image_hw(data: bytes, path) -> np.ndarray:
-  """(height, width) int32 of an encoded image, after decoding every pixel.
+  """(height, width) int32 of an encoded image as it is shown, after decoding every pixel.
 
-  `Image.verify()` does not decode, so a JPEG cut short would pass it and fail
-  only in training; `load()` costs about 4 ms for a 1280×720 JPEG.
+  The frame is the upright one (`heatpose_jax.orientation`): a photo with an EXIF
+  Orientation of 5-8 (a phone's portrait stored as landscape pixels) has its
+  width and height swapped, as the input pipeline and `Predictor` read it, and
+  its joints are checked against that frame. `Image.verify()` does not decode,
+  so a JPEG cut short would pass it and fail only in training; `load()` costs
+  about 4 ms for a 1280×720 JPEG.
 
   Raises:
     BadImageError: naming `path`, with `reason` `UNREADABLE` (not an image,
@@ -109,7 +113,7 @@ def image_hw(data: bytes, path) -> np.ndarray:
   try:
     with _strict_pil(), Image.open(io.BytesIO(data)) as im:
       im.load()
-      mode, (w, h) = im.mode, im.size
+      mode, (w, h) = im.mode, orientation.upright_size(im)
   except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
     raise BadImageError(path, BOMB, str(e)) from e
   except UnidentifiedImageError as e:  # its message names a BytesIO object

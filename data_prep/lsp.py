@@ -3,7 +3,14 @@
 Manual dir (see `data_prep/manual_dirs.md`): `joints.mat` and `images/im%05d.jpg`
 (LSPet) or `images/im%04d.jpg` (LSP), image `n` (1-based) ↔ column `n` of `joints`.
 
-Layouts, told apart by the array's shape:
+Which dataset it is comes from the image names (`im0001.jpg`: LSP, `im00001.jpg`:
+LSPet), and each has one documented `joints` layout; a file in the other layout
+is refused (one line naming the file and its shape), not read with the other
+dataset's flag convention (an LSPet file saved transposed, 3×14×N, would have
+every visibility flag inverted). Without either kind of image name the shape
+decides (every image is then absent, and the build stops with an empty split).
+
+Layouts:
   * LSPet, 14×3×N (x, y, flag): flag 1 = annotated and visible; flag 0 = not
     annotated, with one placeholder per image outside it. Checked on the real
     `lsp400` file: of its 734 flag-0 joints 430 sit at (0, −k), 303 at (−k, 0)
@@ -32,6 +39,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +75,40 @@ def default_num_train(n: int) -> int:
   return 1000 if n == 2000 else int(round(0.75 * n))
 
 
-def read_joints(mat_path) -> tuple[np.ndarray, np.ndarray, str]:
+# Each dataset's documented `joints` layout and its image names (`dataset_of_images`).
+LAYOUTS = {"lsp": "3×14×N", "lspet": "14×3×N"}
+IMAGE_NAMES = {"lsp": "im0001.jpg", "lspet": "im00001.jpg"}
+_IMAGE_NAME = re.compile(r"^im(\d{4,5})\.jpg$")
+
+
+def dataset_of_images(images: Path) -> str | None:
+  """`"lsp"` (images im0001.jpg …) or `"lspet"` (im00001.jpg …); None if neither.
+
+  Raises:
+    common.DataError: the folder mixes both namings (two datasets in one folder).
+  """
+  digits = set()
+  if images.is_dir():
+    with os.scandir(images) as entries:
+      for e in entries:
+        match = _IMAGE_NAME.match(e.name)
+        if match:
+          digits.add(len(match.group(1)))
+  if len(digits) > 1:
+    raise common.DataError(
+      f"{images}: holds both LSP (im0001.jpg) and LSPet (im00001.jpg) image names; "
+      "one dataset per manual dir"
+    )
+  return {4: "lsp", 5: "lspet"}.get(next(iter(digits), 0))
+
+
+def read_joints(mat_path, dataset: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
   """Reads `joints.mat`.
 
   Args:
     mat_path: path of `joints.mat`.
+    dataset: `"lsp"` or `"lspet"` (`dataset_of_images`): the file must have that
+      dataset's documented layout (`LAYOUTS`); None: the shape decides.
 
   Returns:
     `(joints, visible, layout)`: float64 (N, 14, 2) (x, y) 0-based pixels (NaN
@@ -78,7 +116,8 @@ def read_joints(mat_path) -> tuple[np.ndarray, np.ndarray, str]:
     `"lspet"` (14×3×N) or `"lsp"` (3×14×N).
 
   Raises:
-    FileNotFoundError, common.DataError: a missing file, or no 14×3×N / 3×14×N `joints`.
+    FileNotFoundError, common.DataError: a missing file, no 14×3×N / 3×14×N
+    `joints`, or the layout of the other dataset than `dataset`.
   """
   mat_path = Path(mat_path)
   if not mat_path.is_file():
@@ -102,6 +141,14 @@ def read_joints(mat_path) -> tuple[np.ndarray, np.ndarray, str]:
   else:
     raise common.DataError(
       f"{mat_path}: 'joints' has shape {arr.shape}; expected 14×3×N (LSPet) or 3×14×N (LSP)"
+    )
+  if dataset is not None and layout != dataset:
+    name = {"lsp": "LSP", "lspet": "LSPet"}
+    raise common.DataError(
+      f"{mat_path}: 'joints' has shape {arr.shape} ({LAYOUTS[layout]}, {name[layout]}'s layout), "
+      f"but the images ({IMAGE_NAMES[dataset]} …) are {name[dataset]}'s, whose joints.mat is "
+      f"{LAYOUTS[dataset]}; refusing to guess the visibility flags: store 'joints' as "
+      f"{LAYOUTS[dataset]}"
     )
   return xyf[..., :2] - 1.0, visible, layout
 
@@ -159,7 +206,8 @@ class Lsp(common.ArrayRecordBuilder):
 
   def _split_generators(self, dl_manager):
     root = common.manual_paths(dl_manager, "lsp", ANNOTATIONS, MANUAL_DOWNLOAD_INSTRUCTIONS)
-    joints, visible, layout = read_joints(root / ANNOTATIONS)
+    dataset = dataset_of_images(root / common.IMAGES)
+    joints, visible, layout = read_joints(root / ANNOTATIONS, dataset)
     n = len(joints)
     num_train = self.builder_config.num_train
     num_train = default_num_train(n) if num_train is None else num_train

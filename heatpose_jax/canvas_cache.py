@@ -22,7 +22,7 @@ import numpy as np
 
 from heatpose_jax import fileio, input_pipeline
 
-CACHE_VERSION = 2  # Bump when crop_example changes its output.
+CACHE_VERSION = 3  # Bump when crop_example changes its output (3: EXIF orientation applied).
 
 
 def _source_fingerprint(source: Sequence[dict[str, Any]]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -26,6 +27,16 @@ class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True
 
   def __init__(self, *, file_format="array_record", **kwargs):
     super().__init__(file_format=file_format, **kwargs)
+
+  # TFDS prints two bold lines to stdout around every build ("Downloading and
+  # preparing dataset Unknown size ...", "... Subsequent calls will reuse this
+  # data."): logged at INFO instead, so builds are as quiet as training (warnings
+  # and the progress bar; `--verbosity=0` shows them).
+  def _log_download_bytes(self) -> None:
+    logging.info("preparing dataset %s in %s", self.info.full_name, self.data_dir)
+
+  def _log_download_done(self) -> None:
+    logging.info("dataset %s prepared in %s", self.info.full_name, self.data_dir)
 
 
 def common_features(num_joints: int, **extra):
