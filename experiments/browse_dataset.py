@@ -17,7 +17,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
-from heatpose_jax import fileio, from_config, visualize
+from heatpose_jax import fileio, from_config, outputs, visualize
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "A training config, with :args (crop, input size).")
@@ -39,6 +39,9 @@ flags.mark_flags_as_required(["output"])
 
 def main(argv):
   del argv
+  # A sheet this command wrote before is replaced; any other file is left alone.
+  outputs.prepare_file(FLAGS.output, "--output")
+  outputs.check([(FLAGS.output, outputs.image_is_ours)], way_out="choose another --output")
   launch.setup()
   if "config" in FLAGS and FLAGS["config"].present:
     config = launch.config()

@@ -6,11 +6,13 @@
 The run's own config (WORKDIR/config.json) is used unless --config is given.
 """
 
+import os
+
 from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
-from heatpose_jax import evaluation
+from heatpose_jax import evaluation, outputs, spatial_training
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -35,6 +37,17 @@ def main(argv):
   config = launch.config(FLAGS.workdir)
   if FLAGS.num_overlays < 0:
     raise ValueError(f"--num_overlays={FLAGS.num_overlays}: must be >= 0")
+  # Settled before the model loads: where the results go (inside the run's own
+  # workdir, nowhere else) and whether the spatial model it would score is readable.
+  split = FLAGS.split or config.eval_split
+  eval_dir = os.path.join(FLAGS.workdir, f"eval_{split}")
+  if os.path.lexists(eval_dir) or os.path.isdir(FLAGS.workdir):
+    outputs.prepare_dir(eval_dir if os.path.lexists(eval_dir) else FLAGS.workdir)
+  if FLAGS.spatial_model:
+    try:
+      spatial_training.load(FLAGS.workdir)
+    except ValueError as e:
+      raise ValueError(f"{e}, or pass --nospatial_model") from None
   result = evaluation.evaluate_checkpoint(
     config,
     FLAGS.workdir,

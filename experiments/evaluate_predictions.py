@@ -19,7 +19,12 @@ File formats: `heatpose_jax/prediction_io.py`; protocols: `docs/protocols.md`.
 --output_json writes `{"dataset": ..., "metric": "PCKh" | "PCK", "protocol": ...,
 "num_examples": N, "tables": {"<α>": {"Head": ..., ...}, ...}}`, percentages with
 NaN as null, α keyed by its decimal text (e.g. "0.05"); MPII's protocol is
-"evaluatePCKh".
+"evaluatePCKh". It never replaces the predictions, the ground truth, or a file
+it did not write (refused with one line).
+
+--predictions_layout=NJ2|J2N|2JN names the layout of `preds` ((N, J, 2),
+(J, 2, N), (2, J, N)); without it the layout follows from the shape, and a shape
+two layouts fit, (2, J, 2), is refused rather than guessed.
 
 Errors (unreadable file, wrong shape, count mismatch, non-finite ground truth, no
 example with a normalizer, bad flags) print one line `error: ...` on stderr and
@@ -36,8 +41,8 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
+from heatpose_jax import fileio, metrics, outputs, prediction_io
 from heatpose_jax import joints as joints_lib
-from heatpose_jax import metrics, prediction_io
 
 # What the JSON calls MPII's one protocol (MPII's evaluatePCKh.m).
 MPII_PROTOCOL = "evaluatePCKh"
@@ -51,6 +56,14 @@ _THRESHOLD = flags.DEFINE_float(
   "threshold", None, "Normalized-distance threshold α (MPII default 0.5; FLIC 0.05 and 0.2)."
 )
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write the table as JSON here.")
+_LAYOUT = flags.DEFINE_string(
+  "predictions_layout",
+  None,
+  "Layout of `preds`: NJ2 = (N, J, 2), J2N = (J, 2, N), 2JN = (2, J, N); default: from "
+  "the shape (refused where two layouts fit it).",
+)
+# The keys that make a JSON this command's output (`outputs.json_with`).
+JSON_KEYS = ("dataset", "metric", "protocol", "num_examples", "tables")
 # A string, not an enum, so that a bad value is one `error:` line like every other error.
 _FLIC_PROTOCOL = flags.DEFINE_string(
   "flic_protocol",
@@ -99,6 +112,7 @@ def evaluate(
   ground_truth: str,
   thresholds: Sequence[float] | None = None,
   flic_protocol: str | None = None,
+  layout: str | None = None,
 ) -> Scores:
   """Reads both files and scores them.
 
@@ -108,6 +122,7 @@ def evaluate(
     ground_truth: ground-truth file path.
     thresholds: α values; None = the dataset's table defaults.
     flic_protocol: FLIC only, one of `metrics.FLIC_PROTOCOLS`; None = "modec".
+    layout: the predictions' layout (`prediction_io.LAYOUTS`); None = from the shape.
 
   Returns:
     `Scores`.
@@ -119,7 +134,7 @@ def evaluate(
     if flic_protocol is not None:
       raise ValueError("--flic_protocol applies to --dataset=flic only")
     gt = prediction_io.read_mpii_ground_truth(ground_truth)
-    pred = prediction_io.read_mpii_predictions(predictions, num_examples=len(gt))
+    pred = prediction_io.read_mpii_predictions(predictions, num_examples=len(gt), layout=layout)
     ts = thresholds or (metrics.MPII_TABLE_THRESHOLD,)
     tables = {t: metrics.mpii_pckh_table(pred, gt.joints, gt.valid, gt.normalizer, t) for t in ts}
     return Scores("mpii", "PCKh", MPII_PROTOCOL, len(gt), tables)
@@ -130,7 +145,7 @@ def evaluate(
         f"unknown --flic_protocol {protocol!r}; expected one of {', '.join(metrics.FLIC_PROTOCOLS)}"
       )
     gt = prediction_io.read_flic_ground_truth(ground_truth, "test", protocol)
-    pred = prediction_io.read_flic_predictions(predictions, num_examples=len(gt))
+    pred = prediction_io.read_flic_predictions(predictions, num_examples=len(gt), layout=layout)
     skel = joints_lib.SKELETONS["flic"]
     if protocol == "observer_centric":
       # Person-centric predictions are relabelled like the ground truth they meet
@@ -165,16 +180,34 @@ def main(argv: Sequence[str]) -> None:
     if _THRESHOLD.value is not None and not _THRESHOLD.value >= 0:
       raise ValueError(f"--threshold must be ≥ 0, got {_THRESHOLD.value}")
     ts = None if _THRESHOLD.value is None else (_THRESHOLD.value,)
+    if _LAYOUT.value is not None and _LAYOUT.value not in prediction_io.LAYOUTS:
+      raise ValueError(
+        f"--predictions_layout={_LAYOUT.value}: expected one of {', '.join(prediction_io.LAYOUTS)}"
+      )
+    if _OUTPUT_JSON.value:  # before any work: never over the inputs or a user's file
+      outputs.prepare_file(_OUTPUT_JSON.value, "--output_json")
+      outputs.check(
+        [(_OUTPUT_JSON.value, outputs.json_with(JSON_KEYS))],
+        inputs=[_PREDICTIONS.value, _GROUND_TRUTH.value],
+        way_out="choose another --output_json",
+      )
     scores = evaluate(
-      _DATASET.value, _PREDICTIONS.value, _GROUND_TRUTH.value, ts, _FLIC_PROTOCOL.value
+      _DATASET.value,
+      _PREDICTIONS.value,
+      _GROUND_TRUTH.value,
+      ts,
+      _FLIC_PROTOCOL.value,
+      _LAYOUT.value,
     )
     print(metrics.format_table({scores.row_label(t): c for t, c in scores.tables.items()}))
     if _OUTPUT_JSON.value:
-      with open(_OUTPUT_JSON.value, "w") as f:
-        json.dump(scores.to_json(), f, indent=2)
-        f.write("\n")
-  except (ValueError, OSError) as e:
-    sys.exit(f"error: {e}")
+      text = json.dumps(scores.to_json(), indent=2) + "\n"
+      fileio.write_text(_OUTPUT_JSON.value, text)
+  except OSError as e:
+    where = f"{e.filename}: " if e.filename is not None else ""
+    sys.exit(f"error: {where}{outputs.os_reason(e)}")
+  except ValueError as e:
+    sys.exit(f"error: {' '.join(str(e).split())}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
-from heatpose_jax import fileio, predictor
+from heatpose_jax import fileio, outputs, predictor
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -33,9 +33,34 @@ flags.DEFINE_string(
 flags.DEFINE_list("platforms", None, "Platforms to lower for (cpu, cuda, tpu); default: this one.")
 flags.mark_flags_as_required(["workdir", "output"])
 
+# The keys that make a JSON this command's signature (`outputs.json_with`).
+SIGNATURE_KEYS = ("input", "outputs", "names", "checkpoint_step")
+
+
+def signature_path(output: str) -> str:
+  return os.path.splitext(output)[0] + ".json"
+
+
+def check_outputs(output: str, workdir: str) -> None:
+  """Refuses, before any work, an output that would replace a file export did not write."""
+  outputs.prepare_file(output, "--output")
+  signature = signature_path(output)
+  if outputs.same_file(output, signature) or output == signature:
+    raise outputs.OutputError(
+      f"--output={output}: its signature {signature} would be the same file; "
+      "name the output e.g. predictor.jax"
+    )
+  ours = outputs.json_with(SIGNATURE_KEYS)
+  outputs.check(
+    [(output, outputs.companion(signature, ours)), (signature, ours)],
+    inputs=[os.path.join(workdir, "config.json")],
+    way_out="choose another --output",
+  )
+
 
 def main(argv):
   del argv
+  check_outputs(FLAGS.output, FLAGS.workdir)
   launch.setup()
   config = launch.config(FLAGS.workdir)
   pred = predictor.Predictor.from_workdir(FLAGS.workdir, step=FLAGS.step, config=config)
@@ -51,8 +76,9 @@ def main(argv):
     "names": list(pred.names),
     "checkpoint_step": pred.step,
     "platforms": list(exported.platforms),
+    "exported": os.path.basename(FLAGS.output),
   }
-  fileio.write_json(os.path.splitext(FLAGS.output)[0] + ".json", signature)
+  fileio.write_json(signature_path(FLAGS.output), signature)
   size = os.path.getsize(FLAGS.output) / 2**20
   print(f"{FLAGS.output}: {size:.1f} MiB, platforms {list(exported.platforms)}")
   print(json.dumps(signature["outputs"]))

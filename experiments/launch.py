@@ -10,7 +10,8 @@ quiet logs, the compilation cache, and one-line errors.
   dataset, a config that does not fit a checkpoint) end with one line
   `error: ...` on stderr and exit status 1; a traceback only for real bugs, or
   with `--verbosity=1`. Exit status 3: the command finished but skipped items
-  (each one reported).
+  (each one reported). Any other OSError (a read-only or full disk, a file where
+  a folder should be) is one line `error: PATH: what went wrong`, exit status 1.
 * Compilation cache: JAX's persistent cache in `--compilation_cache_dir`
   (default `~/.cache/heatpose_jax/jax`; empty to disable), so a second run of
   the same model starts without recompiling.
@@ -18,6 +19,7 @@ quiet logs, the compilation cache, and one-line errors.
 
 from __future__ import annotations
 
+import errno
 import logging as py_logging
 import os
 import re
@@ -157,6 +159,25 @@ def one_line(e: BaseException, limit: int = 400) -> str:
   return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _has_path(e: BaseException) -> bool:
+  return isinstance(e, OSError) and e.filename is not None and e.strerror is not None
+
+
+def os_error_line(e: OSError) -> str:
+  """An OSError as `PATH: what went wrong` (both paths of a rename), on one line."""
+  if e.filename is None or e.strerror is None:
+    return one_line(e)
+  path = os.fsdecode(e.filename)
+  what = e.strerror
+  if e.errno == errno.EEXIST and os.path.isfile(path):  # os.makedirs on a file
+    what = "is a file, not a folder"
+  elif e.errno == errno.ENOTDIR:
+    what = "a part of the path is a file, not a folder"
+  if e.filename2 is not None:
+    path += f" -> {os.fsdecode(e.filename2)}"
+  return one_line(f"{path}: {what}")
+
+
 def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
@@ -186,7 +207,14 @@ def run(main) -> None:
     except (*EXPECTED, checkpoints.ShapeMismatch, predictor.ImageError) as e:
       if _verbose():
         traceback.print_exc()
-      print(f"error: {one_line(e)}", file=sys.stderr)
+      print(f"error: {os_error_line(e) if _has_path(e) else one_line(e)}", file=sys.stderr)
+      sys.exit(EXIT_ERROR)
+    except OSError as e:
+      # The file system said no (a read-only or full disk, a file where a folder
+      # should be, a link to nowhere): one line naming the path, what was written stays.
+      if _verbose():
+        traceback.print_exc()
+      print(f"error: {os_error_line(e)}", file=sys.stderr)
       sys.exit(EXIT_ERROR)
 
   app.run(wrapped, flags_parser=_parse_flags)

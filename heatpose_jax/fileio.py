@@ -22,9 +22,15 @@ def atomic_open(path: str, mode: str = "w"):
   os.makedirs(directory, exist_ok=True)
   tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
   try:
-    with open(tmp, mode) as f:
-      yield f
-    os.replace(tmp, path)
+    try:
+      with open(tmp, mode) as f:
+        yield f
+      os.replace(tmp, path)
+    except OSError as e:
+      if e.filename not in (None, tmp) or e.errno is None:
+        raise
+      # Name the file being written, not its temporary name (e.g. a full disk).
+      raise OSError(e.errno, e.strerror or str(e), path) from e
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
@@ -67,12 +73,23 @@ def save_figure(fig, path: str, dpi: int = 100) -> None:
     f.write(buf.getvalue())
 
 
+# The mark `outputs.image_is_ours` reads: this project wrote the image.
+IMAGE_MARK = "heatpose_jax"
+
+
 def save_image(path: str, image: np.ndarray) -> None:
-  """An `(H, W, 3)` uint8 array as PNG/JPEG (format from the suffix)."""
-  from PIL import Image
+  """An `(H, W, 3)` uint8 array as PNG/JPEG (format from the suffix), marked as
+  written by this project (PNG text `Software`, JPEG comment)."""
+  from PIL import Image, PngImagePlugin
 
   buf = io.BytesIO()
   fmt = {"jpg": "JPEG", "jpeg": "JPEG"}.get(os.path.splitext(path)[1][1:].lower(), "PNG")
-  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format=fmt)
+  if fmt == "PNG":
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", IMAGE_MARK)
+    mark = {"pnginfo": info}
+  else:
+    mark = {"comment": IMAGE_MARK.encode()}
+  Image.fromarray(np.asarray(image, np.uint8)).save(buf, format=fmt, **mark)
   with atomic_open(path, "wb") as f:
     f.write(buf.getvalue())

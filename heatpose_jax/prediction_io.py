@@ -11,11 +11,13 @@ Prediction files hold one array under the key `preds`, in a `.mat` file (MATLAB
 v5 via scipy; v7.3 via h5py, whose axes are reversed back to MATLAB's order) or
 an `.h5` file (h5py, as stored). Accepted layouts, J = 16 (MPII) or 11 (FLIC):
 `(N, J, 2)` (hourglass/HRNet Python and Torch), `(J, 2, N)` (MPII's
-`pos_pred_src`), `(2, J, N)` (Torch `.h5` read by MATLAB). The only ambiguous
-shape is `(2, J, 2)` (N = 2 as `(N, J, 2)` or as `(2, J, N)`): it is read as
-`(N, J, 2)`, the layout our writers use. A known example count (from the ground
-truth) first rules out layouts with another N. NaN predictions are allowed and
-never count as correct.
+`pos_pred_src`), `(2, J, N)` (Torch `.h5` read by MATLAB), named `NJ2`, `J2N`,
+`2JN` (`LAYOUTS`). A known example count (from the ground truth) first rules out
+layouts with another N. The only shape that still fits two layouts is
+`(2, J, 2)` (N = 2 as `(N, J, 2)` or as `(2, J, N)`): it is never guessed (the
+wrong guess scores 0 silently) but refused unless the caller names the layout
+(`layout=`, `--predictions_layout`). NaN predictions are allowed and never
+count as correct.
 
 Ground truth:
 * MPII, stacked-hourglass `valid.h5` (Tompson et al.'s 2958-person validation
@@ -160,20 +162,38 @@ def _numeric(path, key: str, arr, shape_text: str) -> np.ndarray:
   return arr.astype(np.float64)
 
 
-def _to_njc(path, arr, num_joints: int, num_examples: int | None) -> np.ndarray:
+# A predictions array's layout → its shape with J joints and N examples, and the
+# transpose that makes it (N, J, 2).
+LAYOUTS = {
+  "NJ2": (lambda j: f"(N, {j}, 2)", (0, 1, 2)),
+  "J2N": (lambda j: f"({j}, 2, N)", (2, 0, 1)),
+  "2JN": (lambda j: f"(2, {j}, N)", (2, 1, 0)),
+}
+
+
+def _fits(shape: tuple[int, ...], layout: str, j: int) -> bool:
+  if len(shape) != 3:
+    return False
+  a, b, c = shape
+  return {"NJ2": (b, c) == (j, 2), "J2N": (a, b) == (j, 2), "2JN": (a, b) == (2, j)}[layout]
+
+
+def _to_njc(
+  path, arr, num_joints: int, num_examples: int | None, layout: str | None = None
+) -> np.ndarray:
   """Resolves a predictions layout to (N, J, 2); see the module docstring."""
   j = num_joints
   expected = f"(N, {j}, 2), ({j}, 2, N) or (2, {j}, N)"
+  if layout is not None and layout not in LAYOUTS:
+    raise ValueError(f"unknown predictions layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
   arr = _numeric(path, PREDICTIONS_KEY, arr, expected)
-  cands = []
-  if arr.ndim == 3:
-    a, b, c = arr.shape
-    if (b, c) == (j, 2):
-      cands.append(arr)
-    if (a, b) == (j, 2):
-      cands.append(arr.transpose(2, 0, 1))
-    if (a, b) == (2, j):
-      cands.append(arr.transpose(2, 1, 0))
+  names = [k for k in LAYOUTS if _fits(arr.shape, k, j)] if layout is None else [layout]
+  if layout is not None and not _fits(arr.shape, layout, j):
+    raise ValueError(
+      f"{path}: {PREDICTIONS_KEY!r} has shape {arr.shape}, not the layout {layout} "
+      f"{LAYOUTS[layout][0](j)}"
+    )
+  cands = [arr.transpose(LAYOUTS[k][1]) for k in names]
   if not cands:
     raise ValueError(f"{path}: {PREDICTIONS_KEY!r} has shape {arr.shape}; expected {expected}")
   if num_examples is not None:
@@ -183,12 +203,24 @@ def _to_njc(path, arr, num_joints: int, num_examples: int | None) -> np.ndarray:
         f"{path}: {cands[0].shape[0]} predictions (shape {arr.shape}) but the ground truth "
         f"has {num_examples} examples"
       )
+    names = [k for k, x in zip(names, cands, strict=True) if x.shape[0] == num_examples]
     cands = fits
+  if len(cands) > 1:
+    readings = " or as ".join(
+      f"{LAYOUTS[k][0](j)} with N = {x.shape[0]}" for k, x in zip(names, cands, strict=True)
+    )
+    raise ValueError(
+      f"{path}: {PREDICTIONS_KEY!r} has shape {arr.shape}, which reads as {readings}; "
+      f"not guessed: name the layout (--predictions_layout={' or '.join(names)})"
+    )
   return cands[0]
 
 
 def read_predictions(
-  path: str | os.PathLike, num_joints: int, num_examples: int | None = None
+  path: str | os.PathLike,
+  num_joints: int,
+  num_examples: int | None = None,
+  layout: str | None = None,
 ) -> np.ndarray:
   """Predictions `preds` as stored (the file's own frame, no shift).
 
@@ -196,24 +228,30 @@ def read_predictions(
     path: a `.mat` or `.h5` file.
     num_joints: J (16 MPII, 11 FLIC).
     num_examples: N expected (the ground truth's count), or None.
+    layout: "NJ2", "J2N" or "2JN" (`LAYOUTS`); None: from the shape, refused
+      when two layouts fit it.
 
   Returns:
     (N, J, 2) float64 (x, y).
   """
   data = _load_arrays(path, (PREDICTIONS_KEY,))
-  return _to_njc(path, data[PREDICTIONS_KEY], num_joints, num_examples)
+  return _to_njc(path, data[PREDICTIONS_KEY], num_joints, num_examples, layout)
 
 
-def read_mpii_predictions(path: str | os.PathLike, num_examples: int | None = None) -> np.ndarray:
+def read_mpii_predictions(
+  path: str | os.PathLike, num_examples: int | None = None, layout: str | None = None
+) -> np.ndarray:
   """MPII predictions, 1-based in the file → (N, 16, 2) 0-based (x, y)."""
-  return read_predictions(path, MPII_NUM_JOINTS, num_examples) - 1.0
+  return read_predictions(path, MPII_NUM_JOINTS, num_examples, layout) - 1.0
 
 
-def read_flic_predictions(path: str | os.PathLike, num_examples: int | None = None) -> np.ndarray:
+def read_flic_predictions(
+  path: str | os.PathLike, num_examples: int | None = None, layout: str | None = None
+) -> np.ndarray:
   """FLIC predictions of the 11 annotated joints (examples.mat column order) in
   examples.mat's pixel frame → (N, 11, 2) 0-based (x, y). N = the test examples
   in examples.mat's file order."""
-  return read_predictions(path, FLIC_NUM_JOINTS, num_examples) - 1.0
+  return read_predictions(path, FLIC_NUM_JOINTS, num_examples, layout) - 1.0
 
 
 def write_predictions(path: str | os.PathLike, preds_file_frame, num_joints: int) -> None:

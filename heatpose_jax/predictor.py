@@ -58,7 +58,17 @@ def load_image(x, *, name: str = "") -> np.ndarray:
     if a.dtype != np.uint8:
       if a.dtype == np.uint16:
         a = (a >> 8).astype(np.uint8)
-      elif np.issubdtype(a.dtype, np.floating) and np.isfinite(a).all() and a.max() <= 1.0:
+      elif np.issubdtype(a.dtype, np.floating):
+        # Floats are [0, 1] intensities; anything else ([-1, 1], 0-255, NaN) would
+        # wrap around or saturate in uint8: refused, with the range found.
+        if not np.isfinite(a).all():
+          raise ImageError(f"{label}: float array with NaN or infinite values")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0.0 or hi > 1.0:
+          raise ImageError(
+            f"{label}: float values in [{lo:.4g}, {hi:.4g}]; expected [0, 1] "
+            "(or a uint8 array 0-255)"
+          )
         a = np.round(a * 255).astype(np.uint8)
       else:
         raise ImageError(f"{label}: array dtype {a.dtype}; expected uint8 (or floats in [0, 1])")
@@ -109,6 +119,8 @@ class Predictor:
     self.input_hw = tuple(int(v) for v in input_hw)
     self.scales = inference.check_scales(scales)
     self.mrf, self.step = mrf, step
+    # Why a workdir's spatial model could not be loaded (said when torso_box asks for it).
+    self.mrf_error: str | None = None
     self.batch_size = max(1, int(batch_size))
     self.names = tuple(skeleton.model_joints)
 
@@ -140,16 +152,25 @@ class Predictor:
     params, step = checkpoints.restore_params(
       workdir, from_config.abstract_state(config, mesh).params, step
     )
-    return cls(
+    mrf, mrf_error = None, None
+    if spatial_model:
+      # A damaged spatial model only matters to a call that asks for it (torso_box).
+      try:
+        mrf = spatial_training.load(workdir)
+      except ValueError as e:
+        mrf_error = str(e)
+    out = cls(
       from_config.model(config),
       params,
       skeleton=from_config.skeleton(config),
       input_hw=tuple(config.input_hw),
       scales=scales,
-      mrf=spatial_training.load(workdir) if spatial_model else None,
+      mrf=mrf,
       batch_size=batch_size,
       step=step,
     )
+    out.mrf_error = mrf_error
+    return out
 
   @functools.cached_property
   def _plain(self):
@@ -193,14 +214,25 @@ class Predictor:
 
     Raises:
       ImageError: an input is not a usable image (the message names it).
-      ValueError: `torso_box` without a spatial model, or a bad box.
+      ValueError: `torso_box` without a spatial model, or a box that is not
+        x1 < x2, y1 < y2 finite, or that does not fit an image
+        (`check_torso_box`).
     """
     single = not isinstance(images, list | tuple)
     items = [images] if single else list(images)
+    box = None if torso_box is None else torso_box_array(torso_box)
     results = [None] * len(items)
     for lo in range(0, len(items), self.batch_size):
       chunk = [load_image(x) for x in items[lo : lo + self.batch_size]]
-      for i, r in enumerate(self._predict(chunk, torso_box)):
+      if box is not None:
+        for x, im in zip(items[lo : lo + self.batch_size], chunk, strict=True):
+          check_torso_box(box, im.shape[:2], _label(x))
+        if self.mrf is None:
+          raise ValueError(
+            self.mrf_error
+            or "torso_box needs a fitted spatial model (config.spatial_model.enabled)"
+          )
+      for i, r in enumerate(self._predict(chunk, box)):
         results[lo + i] = r
     return results[0] if single else results
 
@@ -215,11 +247,7 @@ class Predictor:
       out = self._plain(self.params, canvases)
       xy, scores = out["cascade"], out["scores"]
     else:
-      if self.mrf is None:
-        raise ValueError("torso_box needs a fitted spatial model (config.spatial_model.enabled)")
-      box = np.asarray(torso_box, np.float64).reshape(-1)
-      if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
-        raise ValueError(f"torso_box must be x1, y1, x2, y2 with x2 > x1, y2 > y1; got {torso_box}")
+      box = torso_box_array(torso_box)
       boxes = np.stack([image_box_to_canvas(box, m) for m in c2i])
       boxes = np.concatenate([boxes, np.repeat(boxes[:1], pad - n, 0)])
       out = self._selected(self.params, canvases, selector_params=self.mrf.params, torso_box=boxes)
@@ -272,6 +300,56 @@ class Predictor:
       scores=result.get("scores"),
       title=title,
       min_side=min_side,
+    )
+
+
+def _label(x) -> str:
+  return os.fspath(x) if isinstance(x, str | os.PathLike) else "the image"
+
+
+def torso_box_array(torso_box) -> np.ndarray:
+  """`torso_box` as a float64 `(4,)` x1, y1, x2, y2 with x1 < x2, y1 < y2, all finite.
+
+  Raises:
+    ValueError: anything else (one line, naming the box).
+  """
+  try:
+    box = np.asarray(torso_box, np.float64).reshape(-1)
+  except (TypeError, ValueError):
+    box = np.zeros(0)
+  if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
+    raise ValueError(
+      f"torso_box must be 4 finite numbers x1, y1, x2, y2 with x2 > x1, y2 > y1; got {torso_box}"
+    )
+  return box
+
+
+# A torso box may run past the image's edges (a person cut by the frame), but not
+# be larger than this many times the image, nor miss the image entirely.
+MAX_TORSO_BOX_FACTOR = 2.0
+
+
+def check_torso_box(torso_box, image_hw: Sequence[int], label: str = "the image") -> None:
+  """Refuses a torso box (image pixels) that cannot be a torso in an image of `image_hw`.
+
+  The box must overlap the image (pixels span [-0.5, W - 0.5] × [-0.5, H - 0.5])
+  and be at most `MAX_TORSO_BOX_FACTOR` times its width and height; a box
+  thousands of pixels away or (0, 0, 1e30, 1e30) would make the spatial model
+  pick from nothing.
+
+  Raises:
+    ValueError: one line naming the box, the image and what is wrong.
+  """
+  box = torso_box_array(torso_box)
+  h, w = (int(v) for v in image_hw)
+  x1, y1, x2, y2 = box
+  where = f"torso_box {', '.join(f'{v:g}' for v in box)} for {label} ({w}×{h} px)"
+  if x2 <= -0.5 or y2 <= -0.5 or x1 >= w - 0.5 or y1 >= h - 0.5:
+    raise ValueError(f"{where}: lies outside the image")
+  f = MAX_TORSO_BOX_FACTOR
+  if x2 - x1 > f * w or y2 - y1 > f * h:
+    raise ValueError(
+      f"{where}: is {x2 - x1:g}×{y2 - y1:g} px, more than {f:g}× the image; not a torso box"
     )
 
 

@@ -246,15 +246,26 @@ def save(workdir: str, mrf: FittedMRF) -> str:
 
 
 def load(workdir: str) -> FittedMRF | None:
-  """The spatial model saved in `workdir`, or None when there is none."""
+  """The spatial model saved in `workdir`, or None when there is none.
+
+  Raises:
+    ValueError: the file is there but damaged or unreadable (one line naming it).
+  """
   path = saved_path(workdir)
   if not os.path.exists(path):
     return None
-  with np.load(path, allow_pickle=False) as f:
-    meta = json.loads(str(f["meta"]))
-    flat = {k[len("params/") :]: np.asarray(f[k]) for k in f.files if k.startswith("params/")}
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      meta = json.loads(str(f["meta"]))
+      flat = {k[len("params/") :]: np.asarray(f[k]) for k in f.files if k.startswith("params/")}
+    spec = MRFSpec.from_json(meta["spec"])
+  except Exception as e:  # noqa: BLE001 - zip, npy, JSON and OS errors alike: a damaged file
+    reason = " ".join(str(e).split()) or type(e).__name__
+    raise ValueError(
+      f"{path}: damaged spatial model ({type(e).__name__}: {reason}); refit it or remove it"
+    ) from None
   params = flax.traverse_util.unflatten_dict(flat, sep="/")
-  return FittedMRF(MRFSpec.from_json(meta["spec"]), params, meta.get("info", {}))
+  return FittedMRF(spec, params, meta.get("info", {}))
 
 
 # ------------------------------------------------------------------------------------

@@ -363,11 +363,16 @@ def test_mpii_matlab_v73_predictions(tmp_path):
   assert tables["0.5"]["Total"] == 100.0
 
 
-def test_ambiguous_layout_prefers_n_j_2(tmp_path):
-  # (2, 16, 2) reads as (N, 16, 2) with N = 2, not as (2, 16, N).
+def test_ambiguous_layout_is_named_not_guessed(tmp_path):
+  # (2, 16, 2) reads as (N, 16, 2) or as (2, 16, N), N = 2: refused unless named.
   arr = np.arange(64, dtype=float).reshape(2, 16, 2)
   path = write_preds(tmp_path / "p.h5", arr)
-  np.testing.assert_array_equal(prediction_io.read_predictions(path, 16, 2), arr)
+  with pytest.raises(ValueError, match=r"not guessed.*--predictions_layout=NJ2 or 2JN"):
+    prediction_io.read_predictions(path, 16, 2)
+  np.testing.assert_array_equal(prediction_io.read_predictions(path, 16, 2, "NJ2"), arr)
+  np.testing.assert_array_equal(
+    prediction_io.read_predictions(path, 16, 2, "2JN"), arr.transpose(2, 1, 0)
+  )
   # N = 16 stays unambiguous in every layout.
   p16 = np.random.default_rng(2).normal(size=(16, 16, 2))
   for layout in LAYOUTS:
