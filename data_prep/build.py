@@ -12,6 +12,10 @@ dataset that looks complete (a stale `incomplete.*` directory may stay; delete
 it). `--overwrite` of a prepared dataset builds the new one in a fresh
 `DATA_DIR/incomplete.rebuild-NAME.XXXXXX/` and swaps it in only once complete, so
 a failed or killed rebuild leaves the previous dataset in place and readable.
+One build per data dir at a time: a build holds `DATA_DIR/build.lock`, and a
+second build into the same data dir exits at once (status 1) with one line
+naming the data dir and the first build's PID (training that prepares synthetic
+people on demand waits for it instead).
 Read it back with `tfds.builder(NAME, data_dir=DATA_DIR)` after `import
 data_prep`, or with `tfds.builder_from_directory(DATA_DIR/NAME/CONFIG/VERSION)`
 without importing anything from `data_prep`.
@@ -42,7 +46,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from data_prep import common, flic, lsp, mpii
-from heatpose_jax import features, synthetic_dataset
+from heatpose_jax import features, synthetic_dataset, workdir_lock
 
 # --dataset -> builder class.
 BUILDERS: dict[str, type[tfds.core.DatasetBuilder]] = {
@@ -54,7 +58,13 @@ BUILDERS: dict[str, type[tfds.core.DatasetBuilder]] = {
 # The project-wide exit statuses.
 EXIT_OK, EXIT_ERROR, EXIT_SKIPPED = 0, 1, 3
 # Errors of the input that the CLI reports as one line (anything else is a bug: traceback).
-EXPECTED_ERRORS = (app.UsageError, FileNotFoundError, NotADirectoryError, ValueError)
+EXPECTED_ERRORS = (
+  app.UsageError,
+  FileNotFoundError,
+  NotADirectoryError,
+  ValueError,
+  workdir_lock.InUse,
+)
 # `--overwrite` builds into DATA_DIR/<this>NAME.XXXXXX/ (one level above TFDS's own
 # `incomplete.*` dirs, outside DATA_DIR/NAME where readers look for versions).
 STAGING_PREFIX = "incomplete.rebuild-"
@@ -164,11 +174,13 @@ def build(
     # Nothing is hosted for these datasets; don't let TFDS probe GCS.
     try_download_gcs=False,
   )
-  builder = make(data_dir)
-  if overwrite and builder.is_prepared():
-    builder = rebuild(make, data_dir, download_config, label=dataset)
-  else:
-    builder.download_and_prepare(download_config=download_config)
+  # One build per data dir at a time: a second one stops at once, naming the first one's PID.
+  with workdir_lock.hold(str(data_dir), workdir_lock.BUILD_LOCK, what=f"--data_dir={data_dir}"):
+    builder = make(data_dir)
+    if overwrite and builder.is_prepared():
+      builder = rebuild(make, data_dir, download_config, label=dataset)
+    else:
+      builder.download_and_prepare(download_config=download_config)
   if not hasattr(builder, "skip_counters"):  # reused, or a builder that skips nothing
     builder.skip_counters = []
   stale = sorted(Path(builder.data_dir).parent.glob("incomplete.*"))

@@ -12,6 +12,8 @@ quiet logs, the compilation cache, and one-line errors.
   with `--verbosity=1`. Exit status 3: the command finished but skipped items
   (each one reported). Any other OSError (a read-only or full disk, a file where
   a folder should be) is one line `error: PATH: what went wrong`, exit status 1.
+  Ctrl-C: one line `error: interrupted (Ctrl-C)`, exit status 130 (training
+  saves first, see `experiments.train`).
 * Compilation cache: JAX's persistent cache in `--compilation_cache_dir`
   (default `~/.cache/heatpose_jax/jax`; empty to disable), so a second run of
   the same model starts without recompiling.
@@ -29,10 +31,11 @@ import traceback
 import jax
 from absl import app, flags, logging
 
-from heatpose_jax import checkpoints, from_config, predictor
+from heatpose_jax import checkpoints, from_config, predictor, workdir_lock
 
 EXIT_ERROR = 1
 EXIT_SKIPPED = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 flags.DEFINE_bool(
   "distributed",
@@ -84,11 +87,24 @@ def _quiet_logs() -> None:
     py_logging.getLogger(name).setLevel(py_logging.WARNING)
 
 
+def _usable_cache(path: str) -> bool:
+  """Whether the compilation cache can live in `path`; if not, one warning line (the
+  command runs, compiling without the cache) instead of JAX's warning at every compile."""
+  from heatpose_jax import outputs
+
+  try:
+    outputs.prepare_dir(path, "--compilation_cache_dir")
+  except outputs.OutputError as e:
+    print(f"warning: {e}; compiling without the cache", file=sys.stderr)
+    return False
+  return True
+
+
 def setup() -> None:
   """Quiet logs, the compilation cache, and the distributed runtime when asked."""
   f = flags.FLAGS
   _quiet_logs()
-  if f.compilation_cache_dir:
+  if f.compilation_cache_dir and _usable_cache(f.compilation_cache_dir):
     jax.config.update("jax_compilation_cache_dir", f.compilation_cache_dir)
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
       jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
@@ -204,7 +220,7 @@ def run(main) -> None:
     except Skipped as e:
       print(f"done, with skipped items: {e}", file=sys.stderr)
       sys.exit(EXIT_SKIPPED)
-    except (*EXPECTED, checkpoints.ShapeMismatch, predictor.ImageError) as e:
+    except (*EXPECTED, checkpoints.ShapeMismatch, predictor.ImageError, workdir_lock.InUse) as e:
       if _verbose():
         traceback.print_exc()
       print(f"error: {os_error_line(e) if _has_path(e) else one_line(e)}", file=sys.stderr)
@@ -216,5 +232,10 @@ def run(main) -> None:
         traceback.print_exc()
       print(f"error: {os_error_line(e)}", file=sys.stderr)
       sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop (which saves and stops itself)
+      if _verbose():
+        traceback.print_exc()
+      print("error: interrupted (Ctrl-C)", file=sys.stderr)
+      sys.exit(EXIT_INTERRUPTED)
 
   app.run(wrapped, flags_parser=_parse_flags)

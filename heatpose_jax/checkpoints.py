@@ -11,12 +11,21 @@ What is saved is checked first: a state with a non-finite number is never
 written. Resume walks back from the newest checkpoint to the newest one that
 reads and is finite, and moves each unreadable one aside (to
 `<step>.unreadable-<time>`, nothing is deleted) with a warning saying why.
+
+Every restore runs under `reads_end_before_their_loop`: when one array of a
+checkpoint fails to read, orbax closes its event loop while TensorStore still
+reads the others, whose completions then land on a closed loop ("Event loop is
+closed" tracebacks from TensorStore's threads, "Exception ignored in coroutine"
+when they are collected). Here the loop first lets those reads finish.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -30,6 +39,68 @@ SUBDIR = "checkpoints"
 
 def directory(workdir: str) -> str:
   return os.path.abspath(os.path.join(workdir, SUBDIR))
+
+
+# How long a failed restore's leftover reads may take to end before they are cancelled.
+_DRAIN_TIMEOUT_S = 120.0
+
+
+class _DrainingLoop(asyncio.DefaultEventLoopPolicy._loop_factory):  # the platform's loop
+  """An event loop that, when closed, first runs its unfinished tasks to their end.
+
+  Orbax runs each restore in a fresh loop (`run_until_complete`, then `close`).
+  When one read of an `asyncio.gather` fails, the gather returns at once and
+  the loop is closed with its sibling reads still in flight in TensorStore.
+  This loop waits for them (their results and errors are collected and
+  dropped), so every callback arrives while the loop is open; work still
+  unfinished after `_DRAIN_TIMEOUT_S` is cancelled and awaited.
+  """
+
+  def close(self) -> None:
+    if not self.is_closed() and not self.is_running():
+      try:
+        self._drain()
+      except Exception as e:  # noqa: BLE001 - closing must not fail because a read did
+        logging.debug("pending checkpoint reads: %s", e)
+    super().close()
+
+  def _drain(self) -> None:
+    end, cancelled, seen = time.monotonic() + _DRAIN_TIMEOUT_S, False, set()
+    # A task may start others (nested gathers): until none is left.
+    while pending := {t for t in asyncio.all_tasks(self) if not t.done()}:
+      seen |= pending
+      left = end - time.monotonic()
+      if left <= 0:
+        if cancelled:
+          break
+        for t in pending:
+          t.cancel()
+        cancelled, left = True, 5.0
+        end = time.monotonic() + left
+      self.run_until_complete(asyncio.wait(pending, timeout=left))
+    for t in seen:  # their errors are the failed restore's: retrieved, not reported again
+      if t.done() and not t.cancelled():
+        t.exception()
+    self.run_until_complete(self.shutdown_default_executor())
+
+
+class _DrainingPolicy(asyncio.DefaultEventLoopPolicy):
+  _loop_factory = _DrainingLoop
+
+
+_policy_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def reads_end_before_their_loop():
+  """Within: event loops created (by orbax) wait for their in-flight reads before closing."""
+  with _policy_lock:
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_DrainingPolicy())
+    try:
+      yield
+    finally:
+      asyncio.set_event_loop_policy(previous)
 
 
 def manager(workdir: str, keep: int | None = None, *, create: bool = True):
@@ -117,16 +188,18 @@ def restore_latest(mngr, target):
   """
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
-      check_shapes(mngr, step, target.params)
-      restored = mngr.restore(
-        step,
-        args=ocp.args.Composite(
-          params=ocp.args.StandardRestore(_abstract(target.params)),
-          train=ocp.args.StandardRestore(
-            _abstract({"step": target.step, "opt_state": target.opt_state})
+      with reads_end_before_their_loop():
+        check_shapes(mngr, step, target.params)
+        check_phases(mngr, step, target.opt_state)
+        restored = mngr.restore(
+          step,
+          args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(_abstract(target.params)),
+            train=ocp.args.StandardRestore(
+              _abstract({"step": target.step, "opt_state": target.opt_state})
+            ),
           ),
-        ),
-      )
+        )
     except ShapeMismatch:
       raise
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: try the previous one
@@ -181,6 +254,22 @@ def check_shapes(mngr, step: int, abstract_params) -> None:
     )
 
 
+def check_phases(mngr, step: int, opt_state) -> None:
+  """Raises `ShapeMismatch` when checkpoint `step` holds optimizer states for other phases
+  than `opt_state` (a config that added or dropped a phase): a config problem, not an
+  unreadable checkpoint, so it must not be set aside."""
+  try:
+    meta = mngr.item_metadata(step)["train"]["opt_state"]
+  except Exception:  # noqa: BLE001 - no metadata: the restore itself will say
+    return
+  stored, want = sorted(meta), sorted(opt_state)
+  if stored != want:
+    raise ShapeMismatch(
+      f"checkpoint {step} in {mngr.directory} holds optimizer states for the phases {stored}, "
+      f"the config trains {want} (a phase was added or dropped)"
+    )
+
+
 def restore_params(workdir: str, abstract_params, step: int | None = None) -> tuple[Any, int]:
   """The parameters of checkpoint `step` (default: the newest readable, finite one).
 
@@ -205,11 +294,14 @@ def restore_params(workdir: str, abstract_params, step: int | None = None) -> tu
       raise FileNotFoundError(f"no checkpoint in {directory(workdir)}: train first")
     problems = []
     for s in steps:
-      check_shapes(mngr, s, abstract_params)
       try:
-        params = mngr.restore(
-          s, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params))
-        ).params
+        with reads_end_before_their_loop():
+          check_shapes(mngr, s, abstract_params)
+          params = mngr.restore(
+            s, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params))
+          ).params
+      except ShapeMismatch:
+        raise
       except Exception as e:  # noqa: BLE001 - report and try the previous one
         problems.append(f"step {s}: {_reason(e)}")
         logging.warning(

@@ -72,7 +72,7 @@ def data_source(name: str, split: str, *, config_name: str = "", data_dir: str =
   label = name + (f"/{config_name}" if config_name else "")
   path = find_prepared(name, config_name, data_dir)
   if path is None and prepare and name in GENERATED:
-    from heatpose_jax import synthetic_dataset
+    from heatpose_jax import synthetic_dataset, workdir_lock
 
     cfg = config_name or synthetic_dataset.DEFAULT_CONFIG
     if cfg in synthetic_dataset.CONFIGS:
@@ -82,7 +82,12 @@ def data_source(name: str, split: str, *, config_name: str = "", data_dir: str =
         cfg,
         data_dir,
       )
-      synthetic_dataset.prepare(cfg, data_dir)
+      # One build per data dir: another process preparing it now is waited for.
+      with workdir_lock.hold(
+        data_dir, workdir_lock.BUILD_LOCK, what=f"data dir {data_dir}", wait=True
+      ):
+        if find_prepared(name, cfg, data_dir) is None:
+          synthetic_dataset.prepare(cfg, data_dir)
       path = find_prepared(name, cfg, data_dir)
   if path is None:
     raise FileNotFoundError(

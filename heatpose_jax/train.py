@@ -4,14 +4,15 @@ The paper's three phases run back to back on one global step counter, each with
 its own jitted step (`train_step.make_train_step`, built from the config by
 `from_config.train_step`) and its own optimizer state. The loop resumes, trains,
 checkpoints (`checkpoints`), evaluates (`evaluation.Evaluator`) and writes
-metrics as JSON lines and TensorBoard events (`metric_writer`); after SIGTERM on
-any process, all processes agree on the step to stop at. Only the top-level
-functions here read the config.
+metrics as JSON lines and TensorBoard events (`metric_writer`); after SIGTERM or
+Ctrl-C (SIGINT) on any process, all processes agree on the step to stop at. One
+writer per workdir (`workdir_lock`); a resumed run's config is compared with the
+saved one (`config_changes`). Only the top-level functions here read the config.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import signal
 import time
@@ -24,12 +25,14 @@ from jax.sharding import Mesh
 
 from heatpose_jax import (
   checkpoints,
+  config_changes,
   evaluation,
   fileio,
   from_config,
   input_pipeline,
   metric_writer,
   spatial_training,
+  workdir_lock,
 )
 from heatpose_jax.train_step import abstract_state, create_state, parameter_overview
 
@@ -61,94 +64,134 @@ def _any_process(flag: bool) -> bool:
   return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
 
 
-def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  if jax.process_index() == 0:
-    fileio.write_json(
-      os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort())
-    )
-
-
 def _close(it) -> None:
   close = getattr(it, "close", None)
   if close:
     close()
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  mesh=None,
+  allow_config_change: bool = False,
+) -> dict:
   """Trains the three phases (resumable) and evaluates; returns the final evaluation.
 
   Resume order: the newest usable checkpoint in `workdir` (unreadable or
   non-finite ones are set aside, see `checkpoints.restore_latest`) →
-  `config.init_from` → scratch. The run's `config.json` is written once the
-  config is known to fit the checkpoint. SIGTERM (on any process) saves a
-  checkpoint at a step all processes agree on and returns; a non-finite step
-  raises `FloatingPointError` naming the step range and the last good checkpoint.
+  `config.init_from` → scratch. Process 0 holds `WORKDIR/train.lock` for the
+  whole call (`workdir_lock`): a second writer is refused at once. A config
+  that differs from the saved `config.json` is checked first
+  (`config_changes.check`: changes that alter what the saved steps mean are
+  refused unless `allow_config_change`); the changes are printed and recorded in
+  `config_history.jsonl` and `config.json` is replaced once the config is known
+  to fit the checkpoint. SIGTERM or SIGINT (on any process) saves a checkpoint
+  at a step all processes agree on and returns `{"stopped_at": step, "signal":
+  "SIGTERM" | "SIGINT"}`; a second SIGINT ends the process at once. A
+  non-finite step raises `FloatingPointError` naming the step range and the last
+  good checkpoint.
 
   Args:
     config: see `heatpose_jax/configs`.
-    workdir: checkpoints, metrics.jsonl, tensorboard/, eval/ and config.json.
+    workdir: checkpoints, metrics.jsonl, tensorboard/, eval/, config.json and
+      config_history.jsonl.
     mesh: the data mesh (default: every device, `input_pipeline.make_mesh`).
+    allow_config_change: resume despite config changes that alter what the
+      saved steps mean (`--allow_config_change`).
+
+  Raises:
+    workdir_lock.InUse: another process trains in `workdir`.
+    config_changes.ConfigChangeError: the config changes what the saved steps mean.
   """
   from_config.check(config)
   mesh = input_pipeline.make_mesh() if mesh is None else mesh
   from_config.check_devices(config, mesh)
   os.makedirs(workdir, exist_ok=True)
+  with contextlib.ExitStack() as stack:
+    if jax.process_index() == 0:  # one lock per job: the other processes are process 0's peers
+      stack.enter_context(
+        workdir_lock.hold(workdir, workdir_lock.TRAIN_LOCK, what=f"workdir {workdir}")
+      )
+    return _train_and_evaluate(config, workdir, mesh, allow_config_change)
+
+
+def _train_and_evaluate(config, workdir, mesh, allow_config_change):
   model = from_config.model(config)
   tx = from_config.optimizers(config)
   bounds = from_config.phase_bounds(config)
   total = bounds[-1][2]
   hw = tuple(config.input_hw)
-  mngr = checkpoints.manager(workdir, config.keep_checkpoints)
-  state, latest = checkpoints.restore_latest(mngr, abstract_state(model, tx, hw, mesh))
-  # The data first: an unbuilt dataset, or an evaluation split that is missing or
-  # has nothing to score, fails before anything is compiled or written.
-  from_config.eval_examples(config)
-  source = None
-  if (latest or 0) < total:
-    split = config.train_split
-    source = from_config.dataset_source(config, split)
-    source = from_config.cached(config, source, split, workdir, training=True)
-  if state is not None:
+  with contextlib.ExitStack() as stack:
+    mngr = checkpoints.manager(workdir, config.keep_checkpoints)
+    stack.callback(mngr.close)
+    abstract = abstract_state(model, tx, hw, mesh)
+    changes = _check_config(config, workdir, mngr, abstract, allow_config_change)
+    state, latest = checkpoints.restore_latest(mngr, abstract)
+    # The data first: an unbuilt dataset, or an evaluation split that is missing or
+    # has nothing to score (issue 18 class 3), fails before anything is compiled or written.
+    from_config.eval_examples(config)
+    source = None
+    if (latest or 0) < total:
+      split = config.train_split
+      source = from_config.dataset_source(config, split)
+      source = from_config.cached(config, source, split, workdir, training=True)
+    if state is not None:
+      if jax.process_index() == 0:
+        print(f"resumed from {workdir} step {latest}", flush=True)
+    else:
+      state = create_state(model, tx, hw, mesh, jax.random.key(config.seed, impl="rbg"))
+      if config.init_from:
+        params, step = checkpoints.restore_params(_workdir_of(config.init_from), abstract.params)
+        state = state.replace(params=params)
+        logging.info("initialized parameters from %s step %d", config.init_from, step)
+      logging.info("parameters:\n%s", parameter_overview(state.params))
+    start = int(jax.device_get(state.step))
     if jax.process_index() == 0:
-      print(f"resumed from {workdir} step {latest}", flush=True)
-  else:
-    state = create_state(model, tx, hw, mesh, jax.random.key(config.seed, impl="rbg"))
-    if config.init_from:
-      params, step = checkpoints.restore_params(
-        _workdir_of(config.init_from), abstract_state(model, tx, hw, mesh).params
-      )
-      state = state.replace(params=params)
-      logging.info("initialized parameters from %s step %d", config.init_from, step)
-    logging.info("parameters:\n%s", parameter_overview(state.params))
-  _write_config(config, workdir)
-  start = int(jax.device_get(state.step))
-  writer = metric_writer.MetricWriter(workdir)
-  evaluator = None
+      if changes and changes["changed"]:
+        print(config_changes.describe(changes), flush=True)
+      config_changes.record(workdir, config, start, changes)
+    writer = metric_writer.MetricWriter(workdir)
+    stack.callback(writer.close)
+    evaluator = None
 
-  def evaluate(params, step, mrf=None):
-    nonlocal evaluator
-    if evaluator is None or mrf is not None:
-      evaluator = evaluation.build_evaluator(config, model, mesh, workdir, mrf=mrf)
-    writer.write(step, {f"eval/{k}": v for k, v in evaluator.run(params)})
-    result = {**evaluator.result, "step": step}
-    if jax.process_index() == 0:
-      fileio.write_json(os.path.join(workdir, "eval", f"{step}.json"), result)
-      title = f"{config.dataset} {config.eval_split}, step {step}"
-      print(evaluation.format_table(result, title), flush=True)
-    return result
+    def evaluate(params, step, mrf=None):
+      nonlocal evaluator
+      if evaluator is None or mrf is not None:
+        evaluator = evaluation.build_evaluator(config, model, mesh, workdir, mrf=mrf)
+      writer.write(step, {f"eval/{k}": v for k, v in evaluator.run(params)})
+      result = {**evaluator.result, "step": step}
+      if jax.process_index() == 0:
+        fileio.write_json(os.path.join(workdir, "eval", f"{step}.json"), result)
+        title = f"{config.dataset} {config.eval_split}, step {step}"
+        print(evaluation.format_table(result, title), flush=True)
+      return result
 
-  try:
     if start < total:
       state = _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source)
-      if state is None:  # stopped by SIGTERM
-        return {"stopped_at": int(checkpoints.last_step(mngr))}
+      if isinstance(state, _Stopped):
+        return {"stopped_at": int(checkpoints.last_step(mngr)), "signal": state.signal}
     mrf = None
     if config.spatial_model.enabled:  # after the three phases; reused when already saved
       mrf = fit_spatial_model(config, model, state.params, mesh, workdir, total)
     return evaluate(state.params, total, mrf)
-  finally:
-    writer.close()
-    mngr.close()
+
+
+def _check_config(config, workdir, mngr, abstract, allow: bool) -> dict | None:
+  """`config_changes.check` against the saved config.json, before anything is restored.
+
+  A changed model is reported first as the parameter whose shape differs.
+  """
+  newest = max(mngr.all_steps(), default=None)
+  if newest is not None:
+    checkpoints.check_shapes(mngr, newest, abstract.params)
+  saved = config_changes.load_saved(workdir)
+  if saved is None:
+    if newest is not None:
+      logging.warning("%s has checkpoints but no config.json: the config is not checked", workdir)
+    return None
+  return config_changes.check(saved, config, newest, allow=allow, workdir=workdir)
 
 
 def _workdir_of(path: str) -> str:
@@ -157,8 +200,20 @@ def _workdir_of(path: str) -> str:
   return os.path.dirname(path) if os.path.basename(path) == checkpoints.SUBDIR else path
 
 
+class _Stopped:
+  """What `_train` returns after SIGTERM or SIGINT: the signal that stopped it."""
+
+  def __init__(self, signal_name: str):
+    self.signal = signal_name
+
+
 def _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source):
-  """The loop from `state.step` to the end; the final state, or None after SIGTERM."""
+  """The loop from `state.step` to the end; the final state, or `_Stopped` after a signal.
+
+  SIGTERM and the first SIGINT (Ctrl-C) set a flag: the step under way ends,
+  is saved, and the loop returns. After the first SIGINT, SIGINT has its
+  default action again, so a second one ends the process at once, unsaved.
+  """
   total = bounds[-1][2]
   start = int(jax.device_get(state.step))
   steps = {name: from_config.train_step(config, name, mesh) for name, _, _ in bounds}
@@ -168,8 +223,16 @@ def _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source)
   # exactly the batches the interrupted one would have.
   batches = from_config.train_batches(config, workdir, start_batch=start, source=source)
   batch_iter = iter(batches)
-  stop = {"term": False}
-  previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(term=True))
+  stop = {"SIGTERM": False, "SIGINT": False}
+
+  def on_sigint(*_):
+    stop["SIGINT"] = True
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C: at once, unsaved
+
+  previous = {
+    signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: stop.update(SIGTERM=True)),
+    signal.SIGINT: signal.signal(signal.SIGINT, on_sigint),
+  }
   progress = _Progress(total, start, config.batch_size)
   multi = jax.process_count() > 1
   pending, checked = [], start
@@ -183,7 +246,8 @@ def _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source)
       sync = done % config.log_every == 0 or done in ends or done == total
       # Every process must stop at the same step (the save is collective): with
       # several, they agree at the sync steps, which all of them reach together.
-      stopping = (_any_process(stop["term"]) if sync else False) if multi else stop["term"]
+      signalled = stop["SIGTERM"] or stop["SIGINT"]
+      stopping = (_any_process(signalled) if sync else False) if multi else signalled
       if sync or stopping or done % config.checkpoint_every == 0:
         ms = jax.device_get(pending)
         pending = []
@@ -205,10 +269,13 @@ def _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source)
         evaluate(state.params, done)
       if stopping:
         mngr.wait_until_finished()
+        if stop["SIGINT"]:  # the command says it in one line (exit status 130)
+          return _Stopped("SIGINT")
         logging.warning("SIGTERM: saved step %d in %s and stopped", done, workdir)
-        return None
+        return _Stopped("SIGTERM")
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
     _close(batch_iter)
   mngr.wait_until_finished()
   return state

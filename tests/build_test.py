@@ -3,6 +3,7 @@
 import io
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from PIL import Image
 import data_prep  # noqa: F401  (registers the builders)
 from data_prep import build
 from heatpose_jax import synthetic_dataset as synthetic_builder
+from heatpose_jax import workdir_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = str(synthetic_builder.Synthetic.VERSION)
@@ -179,10 +181,18 @@ def test_killed_build_leaves_no_complete_dataset(tmp_path):
       assert proc.poll() is None, "the build ended before it could be killed"
       assert time.monotonic() < deadline
       time.sleep(0.02)
+    # One build per data dir: a second one (of any dataset) is refused at once.
+    with pytest.raises(
+      workdir_lock.InUse,
+      match=rf"--data_dir={re.escape(str(tmp_path))} is in use .*pid {proc.pid} ",
+    ):
+      build.build("synthetic", tmp_path, config="tiny", num_train=4, num_test=4)
     os.kill(proc.pid, signal.SIGKILL)
   finally:
     proc.wait()
   assert list(tmp_path.glob(f"synthetic/{name}/incomplete.*"))  # killed mid-way
+  # The kernel released the dead build's lock: the next build starts.
+  assert f"pid {proc.pid} " in (tmp_path / workdir_lock.BUILD_LOCK).read_text()
   _assert_not_built(tmp_path, name, num_train=64, num_test=256, height=32, width=32)
   b = build.build(
     "synthetic", tmp_path, config="tiny", num_train=64, num_test=256, height=32, width=32

@@ -108,9 +108,6 @@ def _truncate_newest(workdir: Path) -> Path:
   return newest
 
 
-# orbax leaves the sibling reads of a failed restore unawaited (harmless; nothing shows
-# outside pytest, whose unraisable-exception hook reports them when they are collected).
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_truncated_checkpoint_is_skipped_and_kept_aside(run_copy, tiny_config, caplog, capfd):
   bad = _truncate_newest(run_copy)
   assert bad.name == "4"

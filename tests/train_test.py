@@ -1,7 +1,7 @@
 """Training end to end on 8 fake CPU devices: the three phases, per-phase
-optimizers, checkpoints, evaluation and metrics; SIGKILL and resume, SIGTERM, the
-NaN guard, and a real two-process run (subprocesses only where a signal or a
-second process is the point)."""
+optimizers, checkpoints, evaluation and metrics; SIGKILL and resume with one
+writer per workdir, SIGTERM, Ctrl-C, the NaN guard, and a real two-process run
+(subprocesses only where a signal or a second process is the point)."""
 
 import json
 import os
@@ -18,7 +18,15 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import SYNTHETIC_CONFIG, one_device_mesh
-from heatpose_jax import from_config, input_pipeline, metric_writer, train, train_step
+from heatpose_jax import (
+  checkpoints,
+  from_config,
+  input_pipeline,
+  metric_writer,
+  train,
+  train_step,
+  workdir_lock,
+)
 
 # One xdist worker runs this file: the in-process baseline is trained once.
 pytestmark = pytest.mark.xdist_group("train")
@@ -154,7 +162,15 @@ def test_nan_guard_names_the_step_and_the_last_good_checkpoint(tiny_config, tmp_
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tiny_data, baseline, tmp_path):
+def _lock_holder(workdir) -> str:
+  path = Path(workdir) / workdir_lock.TRAIN_LOCK
+  return path.read_text() if path.exists() else ""
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted_and_one_writer_per_workdir(
+  tiny_data, tiny_config, baseline, tmp_path
+):
   killed = tmp_path / "killed"
   proc = subprocess.Popen(
     _args(tiny_data, killed),
@@ -171,13 +187,43 @@ def test_sigkill_then_resume_equals_uninterrupted(tiny_data, baseline, tmp_path)
   proc.wait()
   stopped = _steps(killed)[-1]
   assert stopped < sum(STEPS)
-  r = _run(_args(tiny_data, killed))
-  assert f"resumed from {killed} step {stopped}" in r.stdout
-  step, resumed = _params(killed)
+  assert f"pid {proc.pid} " in _lock_holder(killed)  # what a SIGKILL leaves: not a stale lock
+  resumed = subprocess.Popen(
+    _args(tiny_data, killed),
+    cwd=REPO,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    # The next run starts; once it holds the lock, hold it still while a second one tries.
+    while time.time() < deadline and f"pid {resumed.pid} " not in _lock_holder(killed):
+      assert resumed.poll() is None, resumed.communicate()[1][-3000:]
+      time.sleep(0.02)
+    resumed.send_signal(signal.SIGSTOP)
+    second = subprocess.run(
+      _args(tiny_data, killed), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120
+    )
+    # Readers need no lock: the parameters of the newest checkpoint read meanwhile.
+    abstract = from_config.abstract_state(tiny_config(STEPS, **OVERRIDES), one_device_mesh())
+    assert checkpoints.restore_params(str(killed), abstract.params)[1] == stopped
+  finally:
+    resumed.send_signal(signal.SIGCONT)
+  out, err = resumed.communicate(timeout=300)
+  assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr[-3000:]
+  lines = second.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(f"error: workdir {killed} is in use"), lines
+  assert f"pid {resumed.pid} " in lines[0]
+  # The first one is unaffected: it resumes and ends as the uninterrupted run.
+  assert resumed.returncode == 0, err[-3000:]
+  assert f"resumed from {killed} step {stopped}" in out
+  step, params = _params(killed)
   assert step == sum(STEPS)
-  _assert_same(_params(baseline[0])[1], resumed)
+  _assert_same(_params(baseline[0])[1], params)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_before_exit(tiny_data, tmp_path):
   work = tmp_path / "term"
   proc = subprocess.Popen(
@@ -205,6 +251,81 @@ def test_sigterm_saves_before_exit(tiny_data, tmp_path):
   assert proc.returncode == 0, seen + out + err
   assert "SIGTERM: saved step" in err and "rerun the same command to resume" in out
   assert 0 < _steps(work)[-1] < 400
+
+
+def _start_long_run(tiny_data, work, env=None, extra=()):
+  """A 400-step run in the background (the same config as the SIGTERM test: compiled once)."""
+  return subprocess.Popen(
+    _args(
+      tiny_data,
+      work,
+      steps=(400, 0, 0),
+      extra=["--config.checkpoint_every=1000", "--config.log_every=1", *extra],
+    ),
+    cwd=REPO,
+    env=env or _env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_at_the_step_boundary_and_exits_130_in_one_line(tiny_data, tmp_path):
+  work = tmp_path / "interrupted"
+  proc = _start_long_run(tiny_data, work)
+  deadline, seen = time.time() + 240, ""
+  while time.time() < deadline:
+    line = proc.stdout.readline()
+    seen += line
+    if "img/s" in line or not line:
+      break
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, seen + out + err[-3000:]
+  assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+  saved = _steps(work)
+  assert len(saved) == 1 and 0 < saved[0] < 400
+  lines = err.strip().splitlines()
+  assert lines == [
+    f"interrupted (Ctrl-C): saved step {saved[0]} in {work}; rerun the same command to resume"
+  ]
+
+
+def _signals_caught(pid: int) -> int:
+  """The mask of signals `pid` has handlers for (Linux)."""
+  for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    if line.startswith("SigCgt:"):
+      return int(line.split()[1], 16)
+  return 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_a_second_ctrl_c_exits_at_once_without_saving(tiny_data, tmp_path):
+  work = tmp_path / "twice"
+  proc = _start_long_run(tiny_data, work)
+  bit = lambda sig: 1 << (sig - 1)  # noqa: E731
+  deadline = time.time() + 240
+  try:
+    # The loop's handlers are in place once SIGTERM is caught (Python leaves it alone):
+    # the first step (its compile) is still ahead.
+    while not _signals_caught(proc.pid) & bit(signal.SIGTERM):
+      assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+      time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    # Handled (SIGINT is back to its default action): the second one ends the process.
+    while _signals_caught(proc.pid) & bit(signal.SIGINT):
+      assert proc.poll() is None and time.time() < deadline
+      time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == -signal.SIGINT, (proc.returncode, out, err[-3000:])
+  assert "Traceback" not in err, err[-3000:]
+  assert _steps(work) == []  # gone before the step ended: nothing saved
 
 
 def _free_port():
@@ -240,6 +361,7 @@ def _two_processes(tiny_data, workdir, steps, extra=()):
   ]
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(tiny_config, tiny_data, tmp_path):
   # The coarse phase only: the data-parallel path is the same in every phase.
   steps = (3, 0, 0)
@@ -259,6 +381,7 @@ def test_two_processes_equal_one(tiny_config, tiny_data, tmp_path):
   assert json.loads((multi / "eval" / "3.json").read_text())["num_examples"] == 24
 
 
+@pytest.mark.slow
 def test_sigterm_on_one_host_stops_both_at_the_same_step(tiny_data, tmp_path):
   work = tmp_path / "preempted"
   procs = _two_processes(tiny_data, work, (400, 0, 0), extra=["--config.checkpoint_every=1000"])
