@@ -145,48 +145,24 @@ def read_image(path: str) -> np.ndarray:
   if not os.access(path, os.R_OK):
     raise predictor.ImageError(f"{path}: no permission to read it")
   try:
-    return predictor.load_image(path)
+    image = predictor.load_image(path)
   except predictor.ImageError as e:
     hint = UNSUPPORTED_IMAGES.get(os.path.splitext(path)[1].lower())
     if not hint:
       raise
     raise predictor.ImageError(f"{path}: {hint} ({str(e).removeprefix(f'{path}: ')})") from None
+  return image
 
 
-def overlay_names(paths: list[str]) -> list[str]:
-  """One overlay name per input, never two alike (case folded, for case-blind disks).
+def frames_in(path: str) -> int:
+  """How many frames or pages an image file holds (an animated GIF, a TIFF stack)."""
+  from PIL import Image
 
-  A unique stem is the name (photos/a.jpg → a); stems that meet get their path from
-  the folder the meeting files share (a/p/x.jpg, b/p/x.jpg → a_p_x, b_p_x), and
-  their suffix where that is still not enough (x.jpg, x.png → x_jpg, x_png); a
-  name still taken gets -2, -3, ...
-  """
-  absolute = [os.path.abspath(p) for p in paths]
-  names = [os.path.splitext(os.path.basename(p))[0] for p in absolute]
-  groups: dict[str, list[int]] = {}
-  for i, n in enumerate(names):
-    groups.setdefault(n.casefold(), []).append(i)
-  for members in groups.values():
-    if len(members) < 2:
-      continue
-    common = os.path.commonpath([os.path.dirname(absolute[i]) for i in members])
-    rel = {i: os.path.relpath(absolute[i], common) for i in members}
-    short = {i: os.path.splitext(rel[i])[0].replace(os.sep, "_") for i in members}
-    folded = [short[i].casefold() for i in members]
-    for i in members:
-      suffix = os.path.splitext(rel[i])[1].lstrip(".").lower()
-      met = folded.count(short[i].casefold()) > 1
-      names[i] = f"{short[i]}_{suffix}" if met and suffix else short[i]
-  taken: set[str] = set()
-  out = []
-  for n in names:
-    name, k = n, 1
-    while name.casefold() in taken:
-      k += 1
-      name = f"{n}-{k}"
-    taken.add(name.casefold())
-    out.append(name)
-  return out
+  try:
+    with Image.open(path) as im:
+      return int(getattr(im, "n_frames", 1))
+  except Exception:  # noqa: BLE001 - it was read once already; a count is only a note
+    return 1
 
 
 # --- outputs ------------------------------------------------------------------------
@@ -282,7 +258,11 @@ def predict_images(
       ):
         overlay = pred.draw(image, result, title=os.path.basename(path))
         fileio.save_image(os.path.join(out_dir, f"{name}.png"), overlay)
-        records.append({"image": path, "overlay": f"{name}.png", **_record(result)})
+        record = {"image": path, "overlay": f"{name}.png", **_record(result)}
+        if (n := frames_in(path)) > 1:
+          record["note"] = f"{n} frames or pages in the file: the first one was read"
+          print(f"note {path}: {record['note']}", flush=True)
+        records.append(record)
       bar.update(len(paths[lo : lo + pred.batch_size]))
     complete = True
   finally:
@@ -528,7 +508,7 @@ def main(argv):
     check_video_outputs(FLAGS.video, out_dir)
   else:
     inputs = Inputs(FLAGS.images)
-    names = overlay_names(inputs.paths)
+    names = outputs.unique_stems(inputs.paths)
     outputs.prepare_dir(out_dir, "--output_dir")
     check_image_outputs(inputs, out_dir, names)
   launch.setup()

@@ -22,13 +22,17 @@ text chunk `Software: heatpose_jax` (JPEG: the comment), written by
 `fileio.save_image`; a JSON result is recognized by the keys its writer always
 puts in it (`json_with`); a file that cannot carry a mark (a video, an
 exported predictor) is ours when its JSON companion is.
+
+`unique_stems` names one output per input, never two alike (class 4).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 
 from heatpose_jax.fileio import IMAGE_MARK as MARK
@@ -165,3 +169,56 @@ def check(
         f"{path} exists and was not written by heatpose_jax; it is left as it is: "
         f"{way_out}, or move that file away"
       )
+
+
+def unique_stems(paths: Sequence[str]) -> list[str]:
+  """One output name (without suffix) per input path, never two alike, not even on a
+  case-blind disk (class 4: `experiments.predict` names its overlays so).
+
+  A unique stem is the name (photos/a.jpg → a); stems that meet get their path from
+  the folder the meeting files share (a/p/x.jpg, b/p/x.jpg → a_p_x, b_p_x), and
+  their suffix where that is still not enough (x.jpg, x.png → x_jpg, x_png); a
+  name still taken gets -2, -3, ...
+  """
+  absolute = [os.path.abspath(p) for p in paths]
+  names = [os.path.splitext(os.path.basename(p))[0] for p in absolute]
+  groups: dict[str, list[int]] = {}
+  for i, n in enumerate(names):
+    groups.setdefault(_key(n), []).append(i)
+  for members in groups.values():
+    if len(members) < 2:
+      continue
+    common = os.path.commonpath([os.path.dirname(absolute[i]) for i in members])
+    rel = {i: os.path.relpath(absolute[i], common) for i in members}
+    short = {i: os.path.splitext(rel[i])[0].replace(os.sep, "_") for i in members}
+    folded = [_key(short[i]) for i in members]
+    for i in members:
+      suffix = os.path.splitext(rel[i])[1].lstrip(".").lower()
+      met = folded.count(_key(short[i])) > 1
+      names[i] = f"{short[i]}_{suffix}" if met and suffix else short[i]
+  taken: set[str] = set()
+  out = []
+  for n in names:
+    n = _fit_name(n)
+    name, k = n, 1
+    while _key(name) in taken:
+      k += 1
+      name = f"{n}-{k}"
+    taken.add(_key(name))
+    out.append(name)
+  return out
+
+
+def _key(name: str) -> str:
+  """Names that one disk may take for the same file: case-blind, Unicode-normalized."""
+  return unicodedata.normalize("NFC", name).casefold()
+
+
+def _fit_name(name: str, limit: int = 200) -> str:
+  """A name that fits a file system's 255-byte limit with its suffix: a long one is
+  cut and keeps a digest of the whole, so cut names stay apart."""
+  if len(name.encode()) <= limit:
+    return name
+  digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+  cut = name.encode()[: limit - 11].decode(errors="ignore")
+  return f"{cut}-{digest}"

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import h5py
@@ -22,7 +23,7 @@ from PIL import Image
 
 from conftest import FAST_COMPILE, SYNTHETIC_CONFIG, run_cli
 from experiments import evaluate_predictions
-from heatpose_jax import Predictor, synthetic
+from heatpose_jax import Predictor, outputs, synthetic
 
 # The tests sharing the session fixture `tiny_run` run on one xdist worker (built once).
 pytestmark = pytest.mark.xdist_group("tiny_run")
@@ -314,6 +315,23 @@ def test_class4_each_input_gets_its_own_overlay(tiny_run, tmp_path):
   assert _tree(root) == before
 
 
+def test_class4_names_never_meet_on_any_disk():
+  nfc, nfd = "caf\u00e9", unicodedata.normalize("NFD", "caf\u00e9")
+  long = "x" * 300
+  names = outputs.unique_stems(
+    [
+      f"a/{nfc}.jpg", f"b/{nfd}.jpg",  # one name to a macOS disk
+      f"c/{long}.jpg", f"c/{long}.png",  # too long for a file name once joined
+      "d/x.jpg", "d/x-2.jpg", "e/x.jpg",  # a generated name meets a real one
+      "f/Q.png", "f/q.png",  # one name to a case-blind disk
+    ]
+  )  # fmt: skip
+  keys = [unicodedata.normalize("NFC", n).casefold() for n in names]
+  assert len(set(keys)) == len(names)
+  assert all(len(f"{n}.png".encode()) <= 255 for n in names)
+  assert keys[:2] == ["a_café", "b_café"] and names[-2:] == ["Q_png", "q_png-2"]
+
+
 # --- class 7: partial input is reported ------------------------------------------------
 
 
@@ -323,12 +341,16 @@ def test_class7_files_that_are_not_read_are_named_with_the_reason(tiny_run, tmp_
   Image.fromarray(_photo(1)).save(photos / "good.jpg")
   Image.fromarray(_photo(2)).save(photos / "phone.jfif", format="JPEG")  # read now
   Image.fromarray(_photo(3)).save(photos / "old.jpe", format="JPEG")  # read now
+  frames = [Image.fromarray(_photo(i)) for i in (5, 6, 7)]
+  frames[0].save(photos / "moving.gif", save_all=True, append_images=frames[1:])  # 1 of 3
+  Image.fromarray(_photo(8)).save(photos / "half.jpg")
+  (photos / "half.jpg").write_bytes((photos / "half.jpg").read_bytes()[:900])  # cut short
   (photos / "iphone.heic").write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 64)
   (photos / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
   os.mkfifo(photos / "pipe.jpg")  # opening it would wait forever
   (photos / "empty.png").write_bytes(b"")
   (photos / "notes.txt").write_text("not a photo\n")
-  unreadable = ["iphone.heic", "gone.jpg", "pipe.jpg", "empty.png"]
+  unreadable = ["iphone.heic", "gone.jpg", "pipe.jpg", "empty.png", "half.jpg"]
   if not ROOT:
     Image.fromarray(_photo(4)).save(photos / "locked.png")
     (photos / "locked.png").chmod(0)
@@ -348,19 +370,20 @@ def test_class7_files_that_are_not_read_are_named_with_the_reason(tiny_run, tmp_
     "gone.jpg": "a broken link",
     "pipe.jpg": "not a regular file",
     "empty.png": "an empty file",
+    "half.jpg": "not a readable image (image file is truncated",
     "locked.png": "no permission",
   }
   for name in unreadable:
     assert f"skipped {photos / name}: {reasons[name]}" in r.stdout, r.stdout
-  n = len(unreadable) + 3
-  assert f"read 3 of {n} image file(s), skipped {len(unreadable)}" in r.stdout
+  n = len(unreadable) + 4
+  assert f"read 4 of {n} image file(s), skipped {len(unreadable)}" in r.stdout
+  note = "3 frames or pages in the file: the first one was read"
+  assert f"note {photos / 'moving.gif'}: {note}" in r.stdout
   assert "ignored 1 other file(s) in the folder (notes.txt)" in r.stdout
   data = json.loads((out / "predictions.json").read_text())
-  assert sorted(Path(p["image"]).name for p in data["predictions"]) == [
-    "good.jpg",
-    "old.jpe",
-    "phone.jfif",
-  ]
+  read = {Path(p["image"]).name: p for p in data["predictions"]}
+  assert sorted(read) == ["good.jpg", "moving.gif", "old.jpe", "phone.jfif"]
+  assert read["moving.gif"]["note"] == note
   assert sorted(Path(s["image"]).name for s in data["skipped"]) == sorted(unreadable)
   assert [Path(i["file"]).name for i in data["ignored"]] == ["notes.txt"]
   assert _tree(photos) == before
@@ -493,7 +516,8 @@ def test_class10_os_failures_are_one_line_and_lose_nothing(tiny_run, tmp_path):
       [f"--output_dir={ro}: cannot write there (Read-only file system)"],
     ),
     "damaged-mrf": (
-      cli("experiments.evaluate", f"--workdir={work}"),
+      # (its compilation cache a file: one warning line, the command goes on)
+      cli("experiments.evaluate", f"--workdir={work}", f"--compilation_cache_dir={a_file}"),
       [f"{mrf}: damaged spatial model (BadZipFile", "--nospatial_model"],
     ),
   }
@@ -501,6 +525,8 @@ def test_class10_os_failures_are_one_line_and_lose_nothing(tiny_run, tmp_path):
   for (name, (_, needles)), r in zip(cases.items(), results, strict=True):
     assert r.returncode == 1, name
     _one_line_error(r, *needles)
+  warning = f"warning: --compilation_cache_dir={a_file}: is a file, not a folder; compiling"
+  assert results[-1].stderr.splitlines()[0].startswith(warning), results[-1].stderr
   assert list(ro.iterdir()) == [] and _tree(work) == run_before
 
   # The disk fills up at the second overlay: one line naming it; the first overlay
