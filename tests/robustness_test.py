@@ -108,16 +108,28 @@ def _truncate_newest(workdir: Path) -> Path:
   return newest
 
 
-def test_a_truncated_checkpoint_is_skipped_and_kept_aside(run_copy, tiny_config, caplog, capfd):
+# A failed restore's leftover reads reported when collected would fail the test (issue 23).
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_a_truncated_checkpoint_is_skipped_and_kept_aside(
+  tiny_run, run_copy, tiny_config, caplog, capfd
+):
   bad = _truncate_newest(run_copy)
   assert bad.name == "4"
   config = tiny_config((2, 1, 1), checkpoint_every=2)
   result = train.train_and_evaluate(config, str(run_copy), mesh=one_device_mesh())  # step 3 → 4
   assert result["step"] == 4
-  assert "checkpoints/4 skipped (" in caplog.text and "moved to" in caplog.text
-  assert f"resumed from {run_copy} step 3" in capfd.readouterr().out
+  skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+  assert len(skipped) == 1 and "checkpoints/4 skipped (" in skipped[0] and "moved to" in skipped[0]
+  out, err = capfd.readouterr()
+  assert f"resumed from {run_copy} step 3" in out
+  assert "Traceback" not in out + err and "Event loop is closed" not in err, err[-3000:]
   kept = [p.name for p in (run_copy / "checkpoints").iterdir()]
   assert "4" in kept and any(n.startswith("4.unreadable-") for n in kept)  # nothing lost
+  # Steps 3 -> 4 again: the parameters of the run that was never interrupted.
+  abstract = from_config.abstract_state(config, one_device_mesh()).params
+  want, _ = checkpoints.restore_params(str(tiny_run), abstract, step=4)
+  got, _ = checkpoints.restore_params(str(run_copy), abstract, step=4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got, want)
 
 
 def _nan_checkpoint(tiny_run, workdir: Path, config):

@@ -1,7 +1,8 @@
 """Reliability of training (docs/reliability_train.md): a failed restore ends its
-reads before its event loop (issue 23); one writer per workdir; resuming with a
-changed config is never silent. (Ctrl-C and the lock with real training
-processes: train_test.py; the data dir's lock: build_test.py.)"""
+reads before its event loop (issue 23; the resume past a truncated checkpoint:
+robustness_test.py); one writer per workdir; resuming with a changed config is
+never silent. (Ctrl-C and the lock with real training processes: train_test.py;
+the data dir's lock: build_test.py.)"""
 
 import gc
 import hashlib
@@ -73,8 +74,8 @@ def test_a_failed_restore_leaves_no_reads_in_flight(
   monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
   abstract = from_config.abstract_state(_tiny_run_config(tiny_config), one_device_mesh())
   step3, _ = checkpoints.restore_params(str(tiny_run), abstract.params, step=3)
-  # Each way once, the racy ones again (without the fix nearly every restore left some).
-  kinds = [*CORRUPTIONS, "truncated params array file"]
+  # Without the fix, nearly every restore of the first three kinds left reads behind.
+  kinds = list(CORRUPTIONS)
   for i, name in enumerate(kinds):
     work = tmp_path / str(i)
     shutil.copytree(tiny_run / "checkpoints", work / "checkpoints")
@@ -94,26 +95,6 @@ def test_a_failed_restore_leaves_no_reads_in_flight(
   out, err = capfd.readouterr()
   assert "Traceback" not in out + err and "Event loop is closed" not in err, err[-3000:]
   assert not unraisable, [str(u.exc_value)[:200] for u in unraisable]
-
-
-def test_resuming_past_a_truncated_checkpoint_is_quiet_and_equals_the_uninterrupted_run(
-  tiny_run, tiny_config, tmp_path
-):
-  work = tmp_path / "run"
-  shutil.copytree(tiny_run, work)
-  CORRUPTIONS["truncated params array file"](work / "checkpoints" / "4")
-  r = run_cli("experiments.train", f"--workdir={work}")  # resumes with its config.json
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert "Traceback" not in r.stdout + r.stderr, r.stderr[-3000:]
-  warnings = [ln for ln in r.stderr.splitlines() if "skipped" in ln]
-  assert len(warnings) == 1 and "checkpoints/4 skipped" in warnings[0], r.stderr
-  assert f"resumed from {work} step 3" in r.stdout
-  # Steps 3 -> 4 again: the parameters of the run that was never interrupted.
-  abstract = from_config.abstract_state(_tiny_run_config(tiny_config), one_device_mesh())
-  want, _ = checkpoints.restore_params(str(tiny_run), abstract.params, step=4)
-  got, step = checkpoints.restore_params(str(work), abstract.params)
-  assert step == 4
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got, want)
 
 
 # --- one writer per workdir ------------------------------------------------------
@@ -167,7 +148,8 @@ def run_copy(tiny_run, tmp_path):
   return work
 
 
-def _train_cli(work, tiny_data, **changes):
+def _train_cli(work, tiny_data, *extra, **changes):
+  """`experiments.train` with tiny_run's config and `changes` (as a user reruns it)."""
   data_dir, name = tiny_data
   flags = {**TINY_RUN, "data_dir": data_dir, "tfds_config": name, **changes}
   return run_cli(
@@ -175,7 +157,18 @@ def _train_cli(work, tiny_data, **changes):
     f"--config={SYNTHETIC_CONFIG}:tiny",
     f"--workdir={work}",
     *config_flags(flags),
+    *extra,
   )
+
+
+def _refused(r, work, *needles) -> None:
+  """Exit 1, one line naming the workdir, the step, each needle and the ways out."""
+  assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-3000:]
+  assert "Traceback" not in r.stderr
+  last = r.stderr.strip().splitlines()[-1]
+  assert last.startswith(f"error: {work}: its checkpoints (to step 4)"), last
+  for needle in [*needles, "new --workdir", "--allow_config_change"]:
+    assert needle in last, (needle, last)
 
 
 @pytest.mark.parametrize(
@@ -184,58 +177,40 @@ def _train_cli(work, tiny_data, **changes):
     # tiny_run trained 2 coarse, 1 fine, 1 joint steps: step 3 was fine.
     ({"coarse_steps": 3}, ["coarse_steps 2 -> 3", "step 3 was trained as fine"]),
     ({"batch_size": 16}, ["batch_size 8 -> 16"]),
-    ({"learning_rate": 0.01}, ["learning_rate 0.001 -> 0.01"]),
     ({"augment.rotation": 5.0, "seed": 1}, ["augment.rotation 20.0 -> 5.0", "seed 0 -> 1"]),
   ],
-  ids=["passed-phase-boundary", "batch-size", "learning-rate-of-a-begun-phase", "data"],
+  ids=["passed-phase-boundary", "batch-size", "data"],
 )
 def test_a_config_change_that_alters_the_saved_steps_is_refused(
   run_copy, tiny_data, change, needles
 ):
   before = _digest(run_copy)
-  r = _train_cli(run_copy, tiny_data, **change)
-  assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-3000:]
-  assert "Traceback" not in r.stderr
-  last = r.stderr.strip().splitlines()[-1]
-  assert last.startswith(f"error: {run_copy}: its checkpoints (to step 4)"), last
-  for needle in [*needles, "new --workdir", "--allow_config_change"]:
-    assert needle in last, (needle, last)
+  _refused(_train_cli(run_copy, tiny_data, **change), run_copy, *needles)
   assert _digest(run_copy) == before  # config.json, history, checkpoints: untouched
 
 
 def test_safe_changes_are_printed_and_recorded_and_the_flag_resumes_anyway(run_copy, tiny_data):
   history = config_changes.history(str(run_copy))
   assert len(history) == 1 and history[0]["start_step"] == 0  # tiny_run's first run
-  r = _train_cli(run_copy, tiny_data, max_eval_examples=4, log_every=2)
+  safe = {"max_eval_examples": 4, "log_every": 2}
+  r = _train_cli(run_copy, tiny_data, **safe)
   assert r.returncode == 0, r.stderr[-3000:]
   assert (
     "config changed since the saved run: log_every 1 -> 2, max_eval_examples 8 -> 4; "
     "recorded in config_history.jsonl"
   ) in r.stdout
-  saved = json.loads((run_copy / "config.json").read_text())
-  assert saved["max_eval_examples"] == 4
+  assert json.loads((run_copy / "config.json").read_text())["max_eval_examples"] == 4
   history = config_changes.history(str(run_copy))
   assert [h["config"]["max_eval_examples"] for h in history] == [8, 4]
   assert history[1]["start_step"] == 4 and history[1]["changed"]["log_every"] == [1, 2]
-  # An unsafe change with the flag: resumed, said and recorded as such.
-  r = _train_cli(run_copy, tiny_data, max_eval_examples=4, log_every=2, learning_rate=0.01)
-  assert r.returncode == 1
-  r = run_cli(
-    "experiments.train",
-    f"--config={SYNTHETIC_CONFIG}:tiny",
-    f"--workdir={run_copy}",
-    *config_flags(
-      {
-        **TINY_RUN,
-        "data_dir": tiny_data[0],
-        "tfds_config": tiny_data[1],
-        "max_eval_examples": 4,
-        "log_every": 2,
-        "learning_rate": 0.01,
-      }
-    ),
-    "--allow_config_change",
+  # The learning rate of a phase already trained: refused, then resumed with the flag,
+  # said and recorded as such.
+  _refused(
+    _train_cli(run_copy, tiny_data, **safe, learning_rate=0.01),
+    run_copy,
+    "learning_rate 0.001 -> 0.01",
   )
+  r = _train_cli(run_copy, tiny_data, "--allow_config_change", **safe, learning_rate=0.01)
   assert r.returncode == 0, r.stderr[-3000:]
   assert "learning_rate 0.001 -> 0.01 (allowed by --allow_config_change: learning_rate)" in r.stdout
   history = config_changes.history(str(run_copy))
