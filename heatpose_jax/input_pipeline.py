@@ -31,9 +31,13 @@ becomes invalid for the loss and the metrics; invalid joints hold (0, 0).
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import io
 import math
+import multiprocessing
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -510,8 +514,32 @@ def make_dataset(
   if worker_count > 0:
     # Grain's worker processes read absl flags: outside an absl app (tests,
     # notebooks) mark absl's flag values parsed first (`FLAGS.mark_as_parsed()`).
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    it = it.mp_prefetch(
+      grain.MultiprocessingOptions(num_workers=worker_count), worker_init_fn=_worker_init
+    )
   return it
+
+
+def _worker_init(worker_index: int, worker_count: int) -> None:
+  """Runs first in each grain worker process.
+
+  A terminal's Ctrl-C reaches every process of the group: the workers ignore it
+  (the main process saves, closes the iterator and so stops them; no
+  KeyboardInterrupt tracebacks from the workers), and on Linux they end with the
+  main process however it ends (a second Ctrl-C, SIGKILL) instead of waiting forever.
+  """
+  del worker_index, worker_count
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  if not sys.platform.startswith("linux"):
+    return
+  try:
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+  except (OSError, AttributeError):
+    return
+  parent = multiprocessing.parent_process()
+  if parent is not None and os.getppid() != parent.pid:  # it ended before prctl
+    os._exit(0)
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None, data_axis: str = "data") -> Mesh:
