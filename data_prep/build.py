@@ -57,6 +57,7 @@ BUILDERS: dict[str, type[tfds.core.DatasetBuilder]] = {
 }
 # The project-wide exit statuses.
 EXIT_OK, EXIT_ERROR, EXIT_SKIPPED = 0, 1, 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 # Errors of the input that the CLI reports as one line (anything else is a bug: traceback).
 EXPECTED_ERRORS = (
   app.UsageError,
@@ -340,6 +341,12 @@ def main(argv) -> int:
     )
   except EXPECTED_ERRORS as e:
     return _error(e)
+  except KeyboardInterrupt:  # TFDS removes its incomplete dir; a prepared dataset stays as it was
+    print(
+      f"error: interrupted (Ctrl-C): nothing was built in {FLAGS.data_dir}; rerun the command",
+      file=sys.stderr,
+    )
+    return EXIT_INTERRUPTED
   print(f"{builder.info.full_name} written to {builder.data_dir}")
   for split, info in sorted(builder.info.splits.items()):
     print(f"  {split}: {info.num_examples} examples")

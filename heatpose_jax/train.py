@@ -229,10 +229,9 @@ def _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source)
     stop["SIGINT"] = True
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C: at once, unsaved
 
-  previous = {
-    signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: stop.update(SIGTERM=True)),
-    signal.SIGINT: signal.signal(signal.SIGINT, on_sigint),
-  }
+  previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: stop.update(SIGTERM=True))}
+  if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # e.g. a shell script's `cmd &`
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_sigint)
   progress = _Progress(total, start, config.batch_size)
   multi = jax.process_count() > 1
   pending, checked = [], start
