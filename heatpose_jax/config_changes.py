@@ -119,7 +119,7 @@ def check(old, new, saved_step: int | None, *, allow: bool = False, workdir: str
 
   Args:
     old, new: `ml_collections.ConfigDict`s (the saved one loaded with the
-      defaults of fields added since, `from_config.load_run_config`).
+      defaults of fields added since, `load_saved`).
     saved_step: the newest checkpoint's step (None or 0: nothing saved, every
       change is allowed).
     allow: resume despite unsafe changes (`--allow_config_change`).
@@ -185,7 +185,14 @@ def describe(result: dict) -> str:
 
 
 def load_saved(workdir: str) -> ml_collections.ConfigDict | None:
-  """The saved config of `workdir` (None without config.json)."""
+  """The config the run last ran with: the history's last entry, else config.json
+  (None without either). So a config.json edited by hand is a change like any other."""
+  entries = history(workdir)
+  if entries and isinstance(entries[-1].get("config"), dict):
+    from heatpose_jax.configs import common
+
+    last = from_config._tuples(entries[-1]["config"])
+    return from_config._merge(common.base_config(), last)
   if not os.path.exists(os.path.join(workdir, from_config.CONFIG_FILE)):
     return None
   return from_config.load_run_config(workdir)

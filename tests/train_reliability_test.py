@@ -189,6 +189,17 @@ def test_a_config_change_that_alters_the_saved_steps_is_refused(
   assert _digest(run_copy) == before  # config.json, history, checkpoints: untouched
 
 
+def test_a_config_json_edited_by_hand_is_a_change_too(run_copy):
+  # `--workdir` alone resumes with config.json: compared with what last ran (the history).
+  path = run_copy / "config.json"
+  config = json.loads(path.read_text())
+  config["batch_size"] = 16
+  path.write_text(json.dumps(config))
+  before = _digest(run_copy)
+  _refused(run_cli("experiments.train", f"--workdir={run_copy}"), run_copy, "batch_size 8 -> 16")
+  assert _digest(run_copy) == before
+
+
 def test_safe_changes_are_printed_and_recorded_and_the_flag_resumes_anyway(run_copy, tiny_data):
   history = config_changes.history(str(run_copy))
   assert len(history) == 1 and history[0]["start_step"] == 0  # tiny_run's first run
