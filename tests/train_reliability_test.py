@@ -4,6 +4,7 @@ robustness_test.py); one writer per workdir; resuming with a changed config is
 never silent. (Ctrl-C and the lock with real training processes: train_test.py;
 the data dir's lock: build_test.py.)"""
 
+import asyncio
 import gc
 import hashlib
 import json
@@ -17,6 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from orbax.checkpoint._src.serialization import serialization
 
 from conftest import SYNTHETIC_CONFIG, config_flags, one_device_mesh, run_cli
 from heatpose_jax import checkpoints, config_changes, from_config, workdir_lock
@@ -53,19 +55,57 @@ def _cut(path: Path, size: int) -> None:
   os.truncate(path, size)
 
 
-# Ways to damage a checkpoint: each leaves step 4 unreadable. The first three are
+# Ways to damage a checkpoint: each leaves step 4 unreadable. The first two are
 # the ones whose failed restores used to leave reads in flight.
 CORRUPTIONS = {
-  "truncated params array file": lambda d: _cut(_files(d, "params")[-1], 1000),
-  "truncated optimizer array file": lambda d: _cut(_files(d, "train")[-1], 1000),
+  "truncated array file": lambda d: _cut(_files(d, "params")[-1], 1000),
   "truncated manifest": lambda d: _cut(d / "train" / "manifest.ocdbt", 10),
   "truncated metadata": lambda d: _cut(d / "params" / "_METADATA", 100),
   "deleted array file": lambda d: _files(d, "params")[-1].unlink(),
 }
 
 
+@pytest.fixture
+def in_flight(monkeypatch):
+  """How many tasks (TensorStore reads) are unfinished each time an event loop closes."""
+  counts, close = [], asyncio.BaseEventLoop.close
+
+  def counting_close(loop):
+    counts.append(sum(not t.done() for t in asyncio.all_tasks(loop)))
+    close(loop)
+
+  monkeypatch.setattr(asyncio.BaseEventLoop, "close", counting_close)
+  return counts
+
+
+def test_a_failed_restore_waits_for_its_other_reads(
+  tiny_run, tiny_config, tmp_path, in_flight, monkeypatch
+):
+  # The race made certain: the first array read fails at once, every other one is
+  # still in flight then. Before the fix, orbax closed the loop over them.
+  real, calls = serialization._read_shard, []
+
+  async def read_shard(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 1:
+      raise OSError("unreadable")
+    await asyncio.sleep(0.05)
+    return await real(*args, **kwargs)
+
+  monkeypatch.setattr(serialization, "_read_shard", read_shard)
+  shutil.copytree(tiny_run / "checkpoints", tmp_path / "checkpoints")
+  abstract = from_config.abstract_state(_tiny_run_config(tiny_config), one_device_mesh())
+  mngr = checkpoints.manager(str(tmp_path), 3)
+  try:
+    _, step = checkpoints.restore_latest(mngr, abstract)  # 4 fails, 3 reads
+  finally:
+    mngr.close()
+  assert step == 3 and len(calls) > 2
+  assert in_flight and not any(in_flight), in_flight
+
+
 def test_a_failed_restore_leaves_no_reads_in_flight(
-  tiny_run, tiny_config, tmp_path, caplog, capfd, monkeypatch
+  tiny_run, tiny_config, tmp_path, caplog, capfd, monkeypatch, in_flight
 ):
   # Without the fix, TensorStore's reads outlived their event loop: "Event loop
   # is closed" tracebacks from its threads, "Exception ignored in <coroutine>"
@@ -74,7 +114,7 @@ def test_a_failed_restore_leaves_no_reads_in_flight(
   monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
   abstract = from_config.abstract_state(_tiny_run_config(tiny_config), one_device_mesh())
   step3, _ = checkpoints.restore_params(str(tiny_run), abstract.params, step=3)
-  # Without the fix, nearly every restore of the first three kinds left reads behind.
+  # Without the fix, nearly every restore of the first two kinds left reads behind.
   kinds = list(CORRUPTIONS)
   for i, name in enumerate(kinds):
     work = tmp_path / str(i)
@@ -90,6 +130,7 @@ def test_a_failed_restore_leaves_no_reads_in_flight(
     skipped = [r for r in caplog.records if "checkpoints/4 skipped" in r.getMessage()]
     assert len(skipped) == 1, (name, caplog.text)
     jax.tree.map(np.testing.assert_array_equal, state.params, step3)
+  assert in_flight and not any(in_flight), in_flight
   gc.collect()
   time.sleep(0.2)  # a late callback would land now
   out, err = capfd.readouterr()
