@@ -45,7 +45,12 @@ def directory(workdir: str) -> str:
 _DRAIN_TIMEOUT_S = 120.0
 
 
-class _DrainingLoop(asyncio.DefaultEventLoopPolicy._loop_factory):  # the platform's loop
+# asyncio's policies are deprecated from Python 3.14 and go in 3.16: there, restores
+# run as orbax runs them (no draining).
+_DefaultPolicy = getattr(asyncio, "DefaultEventLoopPolicy", None)
+
+
+class _DrainingLoop(_DefaultPolicy._loop_factory if _DefaultPolicy else object):  # platform's
   """An event loop that, when closed, first runs its unfinished tasks to their end.
 
   Orbax runs each restore in a fresh loop (`run_until_complete`, then `close`).
@@ -84,7 +89,7 @@ class _DrainingLoop(asyncio.DefaultEventLoopPolicy._loop_factory):  # the platfo
     self.run_until_complete(self.shutdown_default_executor())
 
 
-class _DrainingPolicy(asyncio.DefaultEventLoopPolicy):
+class _DrainingPolicy(_DefaultPolicy or object):
   _loop_factory = _DrainingLoop
 
 
@@ -94,6 +99,9 @@ _policy_lock = threading.RLock()
 @contextlib.contextmanager
 def reads_end_before_their_loop():
   """Within: event loops created (by orbax) wait for their in-flight reads before closing."""
+  if _DefaultPolicy is None:
+    yield
+    return
   with _policy_lock:
     previous = asyncio.get_event_loop_policy()
     asyncio.set_event_loop_policy(_DrainingPolicy())
