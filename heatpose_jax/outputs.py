@@ -1,6 +1,6 @@
 """Where a command may write: never over its inputs, never over a file this
 project did not write, and a location that can take the files, all checked
-before any work starts (docs/reliability_io.md, classes 1, 4 and 10).
+before any work starts (docs/reliability.md, classes 1, 4 and 10).
 
 A command lists what it will write, then calls `check`:
 

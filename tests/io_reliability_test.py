@@ -1,4 +1,4 @@
-"""The output and input side of docs/reliability_io.md, through the CLIs and `Predictor`:
+"""The output and input side of docs/reliability.md, through the CLIs and `Predictor`:
 class 1 (a run never writes over a file it did not create), 4 (one output per
 input), 7 (partial input is reported), 8 (values outside their domain are
 refused), 10 (every OS-level failure is one line). Each test tries several

@@ -1,4 +1,4 @@
-"""Reliability of training (docs/reliability_train.md): a failed restore ends its
+"""Reliability of training (docs/reliability.md): a failed restore ends its
 reads before its event loop (issue 23; the resume past a truncated checkpoint:
 robustness_test.py); one writer per workdir; resuming with a changed config is
 never silent. (Ctrl-C and the lock with real training processes: train_test.py;
