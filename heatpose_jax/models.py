@@ -92,15 +92,25 @@ def _patches_conv(lhs, rhs, window_strides, padding, **kwargs) -> jax.Array:
   return jax.lax.platform_dependent(lhs, rhs, cpu=as_matmul, default=conv)
 
 
+# He (Kaiming) normal for every conv followed by a ReLU: it keeps the activations'
+# second moment constant with depth. Flax's default LeCun-normal halves it at every
+# ReLU layer: the tiny MPII bank's output was 25× smaller than its first conv's and
+# the head's 1/50, and training stalled at the mean heat-map (docs/training.md).
+RELU_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+OUTPUT_INIT = nn.initializers.normal(1e-3)
+
+
 def conv(features: int, kernel: int, hw: tuple[int, int], dtype, name: str) -> nn.Conv:
-  """A k×k 'SAME' `nn.Conv` for an NHWC input of spatial size `hw`; a kernel larger
-  than the input is computed by `_patches_conv` (same parameters, same outputs)."""
+  """A k×k 'SAME' `nn.Conv` (He init, a ReLU follows) for an NHWC input of spatial
+  size `hw`; a kernel larger than the input is computed by `_patches_conv` (same
+  parameters, same outputs)."""
   big = kernel > min(hw)
   return nn.Conv(
     features,
     (kernel, kernel),
     dtype=dtype,
     name=name,
+    kernel_init=RELU_INIT,
     conv_general_dilated=_patches_conv if big else None,
   )
 
@@ -194,8 +204,10 @@ class CoarseNet(nn.Module):
     elif self.dropout != "none":
       raise ValueError(f"dropout must be 'spatial', 'standard' or 'none', got {self.dropout!r}")
     for i, f in enumerate(self.head_features):
-      x = nn.relu(nn.Conv(f, (1, 1), dtype=self.dtype, name=f"head{i}")(x))
-    heatmaps = nn.Conv(self.num_joints, (1, 1), dtype=self.dtype, name="out")(x)
+      x = nn.relu(nn.Conv(f, (1, 1), dtype=self.dtype, kernel_init=RELU_INIT, name=f"head{i}")(x))
+    heatmaps = nn.Conv(
+      self.num_joints, (1, 1), dtype=self.dtype, kernel_init=OUTPUT_INIT, name="out"
+    )(x)
     # Crop features in bank order: bank0 conv0, bank0 conv1, bank1 conv0, bank1 conv1.
     return {
       "heatmaps": heatmaps.astype(jnp.float32),
@@ -285,12 +297,13 @@ class FineNet(nn.Module):
         x = nn.relu(conv(f, ks, x.shape[1:3], self.dtype, f"bank{i}_conv{k}")(x))
       x = _upscale(x, size // crop.shape[2], (size, size))
       merged = x if merged is None else merged + x
-    x = nn.relu(nn.Conv(self.merge_features, (1, 1), dtype=self.dtype, name="merge")(merged))
+    merge = nn.Conv(
+      self.merge_features, (1, 1), dtype=self.dtype, kernel_init=RELU_INIT, name="merge"
+    )
+    x = nn.relu(merge(merged))
     x = x.reshape(b, j, size, size, self.merge_features)
     # The last layer is per joint: its own 1x1 conv (weights (J, F), bias (J,)).
-    w = self.param(
-      "joint_kernel", nn.initializers.lecun_normal(), (j, self.merge_features), jnp.float32
-    )
+    w = self.param("joint_kernel", OUTPUT_INIT, (j, self.merge_features), jnp.float32)
     bias = self.param("joint_bias", nn.initializers.zeros, (j,), jnp.float32)
     out = (
       jnp.einsum("bjhwf,jf->bjhw", x, w.astype(self.dtype)) + bias.astype(self.dtype)[:, None, None]

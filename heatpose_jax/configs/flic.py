@@ -19,10 +19,10 @@ def get_config(arg=None):
   a = common.parse_arg(
     arg,
     tiny=False,
-    pool=8,
+    pool=0,
     steps=0,
     standard=False,
-    dropout="spatial",
+    dropout="",
     bf16=False,
     coarse_only=False,
     protocol="modec",
