@@ -62,11 +62,14 @@ def run_overrides(
   """
   m = MAIN_POOL
   if name in {f"pool{p}" for p in pools}:
-    return {"model.pool_factor": int(name[4:])}
+    # The paper's models have SpatialDropout whatever the base config chose (the
+    # CPU-sized `:tiny` configs switch it off); so has the standard cascade below.
+    return {"model.pool_factor": int(name[4:]), "model.dropout": "spatial"}
   if name == f"standard{m}":
     # Fig. 13's comparison, greedy as `configs.common.finish(standard=True)`.
     return {
       "model.pool_factor": m,
+      "model.dropout": "spatial",
       "model.standard_cascade": True,
       "fine_steps": int(base.fine_steps) + int(base.joint_steps),
       "joint_steps": 0,

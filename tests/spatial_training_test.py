@@ -30,7 +30,11 @@ from heatpose_jax import (
 def trained(tiny_config, tmp_path_factory):
   """A workdir trained (one coarse step) with the spatial model switched on."""
   # The fine stage keeps its initial weights: all the wiring needs.
-  config = tiny_config((1, 0, 0), **{"spatial_model.enabled": True, "spatial_model.steps": 2})
+  # 8x pooling: the 8x8 maps the shapes below are written for.
+  config = tiny_config(
+    (1, 0, 0),
+    **{"spatial_model.enabled": True, "spatial_model.steps": 2, "model.pool_factor": 8},
+  )
   workdir = str(tmp_path_factory.mktemp("work"))
   result = train.train_and_evaluate(config, workdir, mesh=one_device_mesh())
   return config, workdir, result

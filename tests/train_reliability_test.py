@@ -28,6 +28,9 @@ from heatpose_jax.configs import synthetic
 pytestmark = pytest.mark.xdist_group("tiny_run")
 
 REPO = Path(__file__).resolve().parents[1]
+# The `:tiny` values the change messages print (`old -> new`).
+TINY_ROTATION = synthetic.get_config("tiny").augment.rotation
+TINY_LR = synthetic.get_config("tiny").learning_rate
 # tiny_run's config, as `--config.*` flags on top of `synthetic.py:tiny` (see conftest).
 TINY_RUN = {
   "coarse_steps": 2,
@@ -218,7 +221,10 @@ def _refused(r, work, *needles) -> None:
     # tiny_run trained 2 coarse, 1 fine, 1 joint steps: step 3 was fine.
     ({"coarse_steps": 3}, ["coarse_steps 2 -> 3", "step 3 was trained as fine"]),
     ({"batch_size": 16}, ["batch_size 8 -> 16"]),
-    ({"augment.rotation": 5.0, "seed": 1}, ["augment.rotation 20.0 -> 5.0", "seed 0 -> 1"]),
+    (
+      {"augment.rotation": 5.0, "seed": 1},
+      [f"augment.rotation {TINY_ROTATION} -> 5.0", "seed 0 -> 1"],
+    ),
   ],
   ids=["passed-phase-boundary", "batch-size", "data"],
 )
@@ -260,14 +266,16 @@ def test_safe_changes_are_printed_and_recorded_and_the_flag_resumes_anyway(run_c
   _refused(
     _train_cli(run_copy, tiny_data, **safe, learning_rate=0.01),
     run_copy,
-    "learning_rate 0.001 -> 0.01",
+    f"learning_rate {TINY_LR} -> 0.01",
   )
   r = _train_cli(run_copy, tiny_data, "--allow_config_change", **safe, learning_rate=0.01)
   assert r.returncode == 0, r.stderr[-3000:]
-  assert "learning_rate 0.001 -> 0.01 (allowed by --allow_config_change: learning_rate)" in r.stdout
+  assert (
+    f"learning_rate {TINY_LR} -> 0.01 (allowed by --allow_config_change: learning_rate)" in r.stdout
+  )
   history = config_changes.history(str(run_copy))
   assert len(history) == 3 and history[2]["allowed_by_flag"] is True
-  assert [h["config"]["learning_rate"] for h in history] == [1e-3, 1e-3, 0.01]
+  assert [h["config"]["learning_rate"] for h in history] == [TINY_LR, TINY_LR, 0.01]
 
 
 def _config(steps, **overrides):

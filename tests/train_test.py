@@ -267,6 +267,9 @@ def _start_long_run(tiny_data, work, env=None, extra=()):
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,
+    # SIGINT's default action, as under a terminal, even where the suite itself was
+    # started with SIGINT ignored (`cmd &` in a script: training keeps ignoring it).
+    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
   )
 
 
