@@ -139,6 +139,7 @@ _SLOW_FIRST = (
   "train",
   "tiny_run",
   "paper_test",
+  "learning_test",
   "precision_study_test",
   "benchmark_test",
   "spatial_training_test",

@@ -254,22 +254,27 @@ def test_sigterm_saves_before_exit(tiny_data, tmp_path):
 
 
 def _start_long_run(tiny_data, work, env=None, extra=()):
-  """A 400-step run in the background (the same config as the SIGTERM test: compiled once)."""
+  """A 400-step run in the background (the same config as the SIGTERM test: compiled once).
+
+  It starts with SIGINT's default action, as under a terminal, even where the suite
+  itself was started with SIGINT ignored (`cmd &` in a script, where training keeps
+  ignoring it): a small Python resets it and execs the run (no fork of this process).
+  """
+  args = _args(
+    tiny_data,
+    work,
+    steps=(400, 0, 0),
+    extra=["--config.checkpoint_every=1000", "--config.log_every=1", *extra],
+  )
+  reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+  reset += "os.execv(sys.argv[1], sys.argv[1:])"
   return subprocess.Popen(
-    _args(
-      tiny_data,
-      work,
-      steps=(400, 0, 0),
-      extra=["--config.checkpoint_every=1000", "--config.log_every=1", *extra],
-    ),
+    [sys.executable, "-c", reset, *args],
     cwd=REPO,
     env=env or _env(),
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,
-    # SIGINT's default action, as under a terminal, even where the suite itself was
-    # started with SIGINT ignored (`cmd &` in a script: training keeps ignoring it).
-    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
   )
 
 
