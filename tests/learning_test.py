@@ -26,7 +26,7 @@ def _overfit_config(data, **overrides):
   c = synthetic.get_config("tiny")
   c.data_dir, c.tfds_config = data
   c.eval_split = "train"  # score the very images it trained on
-  c.batch_size = 16
+  c.batch_size = 8  # two steps an epoch
   c.coarse_steps, c.fine_steps, c.joint_steps = 100, 60, 0
   c.augment.rotation, c.augment.scale, c.augment.flip = 0.0, (1.0, 1.0), 0.0
   c.model.dropout = "none"
@@ -35,16 +35,7 @@ def _overfit_config(data, **overrides):
   return from_config.with_overrides(c, overrides)
 
 
-@pytest.fixture
-def optimized_xla():
-  """XLA's optimizations on (conftest turns them off: compile time dominates the other
-  tests, here 160 steps run)."""
-  jax.config.update("jax_disable_most_optimizations", False)
-  yield
-  jax.config.update("jax_disable_most_optimizations", True)
-
-
-def test_the_tiny_cascade_memorizes_sixteen_images(sixteen_images, tmp_path, optimized_xla):
+def test_the_tiny_cascade_memorizes_sixteen_images(sixteen_images, tmp_path):
   result = train.train_and_evaluate(
     _overfit_config(sixteen_images), str(tmp_path), mesh=one_device_mesh()
   )
