@@ -108,6 +108,17 @@ def run_cli(module: str, *args: str, devices: int = 1, timeout: int = 300):
   )
 
 
+def one_line_error(r, *needles, code=1):
+  """Exit `code`, stderr's last line is `error: ...` naming every needle, no traceback."""
+  assert r.returncode == code, (r.returncode, r.stdout[-2000:], r.stderr[-3000:])
+  last = r.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: "), r.stderr[-3000:]
+  assert "Traceback" not in r.stderr, r.stderr[-3000:]
+  for n in needles:
+    assert str(n) in last, (n, last)
+  return last
+
+
 SYNTHETIC_CONFIG = os.path.join(
   os.path.dirname(os.path.abspath(__file__)), "heatpose_jax", "configs", "synthetic.py"
 )

@@ -21,7 +21,7 @@ from absl import flags
 from absl.testing import flagsaver
 from PIL import Image
 
-from conftest import FAST_COMPILE, SYNTHETIC_CONFIG, run_cli
+from conftest import FAST_COMPILE, SYNTHETIC_CONFIG, one_line_error, run_cli
 from experiments import evaluate_predictions
 from heatpose_jax import Predictor, outputs, synthetic
 
@@ -106,15 +106,7 @@ def run_all(*commands: list[str], timeout: int = 300) -> list[subprocess.Complet
   return out
 
 
-def _one_line_error(r, *needles, code=1):
-  """Exit `code`, stderr's last line is `error: ...` naming every needle, no traceback."""
-  assert r.returncode == code, (r.returncode, r.stdout[-2000:], r.stderr[-3000:])
-  last = r.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: "), r.stderr[-3000:]
-  assert "Traceback" not in r.stderr, r.stderr[-3000:]
-  for n in needles:
-    assert str(n) in last, (n, last)
-  return last
+_one_line_error = one_line_error
 
 
 def _tree(*roots) -> dict[str, str]:

@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from conftest import SYNTHETIC_CONFIG, one_device_mesh, run_cli
+from conftest import SYNTHETIC_CONFIG, one_device_mesh, one_line_error, run_cli
 from heatpose_jax import checkpoints, from_config, input_pipeline, synthetic, train
 
 # The tests sharing the session fixture `tiny_run` run on one xdist worker (built once).
@@ -25,15 +25,7 @@ def _cli(*args, timeout=300, devices=1):
   return run_cli(*args, devices=devices, timeout=timeout)
 
 
-def _one_line_error(r, *needles, code=1):
-  """Exit `code`, stderr's last line is `error: ...` naming every needle, no traceback."""
-  assert r.returncode == code, (r.returncode, r.stdout[-2000:], r.stderr[-3000:])
-  last = r.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: "), r.stderr[-3000:]
-  assert "Traceback" not in r.stderr, r.stderr[-3000:]
-  for n in needles:
-    assert n in last, (n, last)
-  return last
+_one_line_error = one_line_error
 
 
 @pytest.mark.parametrize(

@@ -240,17 +240,23 @@ def test_sigterm_saves_before_exit(tiny_data, tmp_path):
     text=True,
   )
   # Wait for training to run (the first progress line), then ask it to stop.
+  seen = _wait_for_training(proc)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, seen + out + err
+  assert "SIGTERM: saved step" in err and "rerun the same command to resume" in out
+  assert 0 < _steps(work)[-1] < 400
+
+
+def _wait_for_training(proc) -> str:
+  """Reads `proc`'s stdout up to its first progress line (or its end); what it read."""
   deadline, seen = time.time() + 240, ""
   while time.time() < deadline:
     line = proc.stdout.readline()
     seen += line
     if "img/s" in line or not line:
       break
-  proc.send_signal(signal.SIGTERM)
-  out, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, seen + out + err
-  assert "SIGTERM: saved step" in err and "rerun the same command to resume" in out
-  assert 0 < _steps(work)[-1] < 400
+  return seen
 
 
 def _start_long_run(tiny_data, work, env=None, extra=()):
@@ -282,12 +288,7 @@ def _start_long_run(tiny_data, work, env=None, extra=()):
 def test_ctrl_c_saves_at_the_step_boundary_and_exits_130_in_one_line(tiny_data, tmp_path):
   work = tmp_path / "interrupted"
   proc = _start_long_run(tiny_data, work)
-  deadline, seen = time.time() + 240, ""
-  while time.time() < deadline:
-    line = proc.stdout.readline()
-    seen += line
-    if "img/s" in line or not line:
-      break
+  seen = _wait_for_training(proc)
   proc.send_signal(signal.SIGINT)
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 130, seen + out + err[-3000:]
