@@ -22,13 +22,14 @@ from typing import Any
 
 import jax
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from heatpose_jax import (
   checkpoints,
   from_config,
   inference,
   input_pipeline,
+  orientation,
   spatial_training,
   visualize,
 )
@@ -85,7 +86,7 @@ def load_image(x, *, name: str = "") -> np.ndarray:
   if isinstance(x, Image.Image):
     if min(x.size) < 1:
       raise ImageError(f"{label}: empty image {x.size}")
-    return np.asarray(input_pipeline.to_rgb8(ImageOps.exif_transpose(x)))
+    return np.asarray(input_pipeline.to_rgb8(orientation.upright(x)))
   raise ImageError(f"{label}: expected a path, a PIL image or an (H, W, 3) uint8 array")
 
 

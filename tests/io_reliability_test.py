@@ -17,12 +17,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from absl import flags
-from absl.testing import flagsaver
+from evaluate_predictions_test import expect_error, run_main
 from PIL import Image
 
 from conftest import FAST_COMPILE, SYNTHETIC_CONFIG, one_line_error, run_cli
-from experiments import evaluate_predictions
 from heatpose_jax import Predictor, outputs, synthetic
 
 # The tests sharing the session fixture `tiny_run` run on one xdist worker (built once).
@@ -236,17 +234,8 @@ def _mpii_files(tmp_path: Path, n: int, layout: str = "NJ2") -> tuple[Path, Path
   return gt, preds
 
 
-def _scores(*args: str) -> None:
-  with flagsaver.flagsaver():
-    evaluate_predictions.main(flags.FLAGS(["evaluate_predictions", *args]))
-
-
-def _scores_error(*args: str) -> str:
-  with pytest.raises(SystemExit) as e:
-    _scores(*args)
-  msg = e.value.code
-  assert isinstance(msg, str) and msg.startswith("error: ") and "\n" not in msg, msg
-  return msg
+# The same in-process call of `evaluate_predictions.main` as its own tests.
+_scores, _scores_error = run_main, expect_error
 
 
 # --- class 4: one output per input -----------------------------------------------------
