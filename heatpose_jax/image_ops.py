@@ -34,10 +34,50 @@ def _separable_depthwise(x: jax.Array, taps: np.ndarray) -> jax.Array:
   )
 
 
-def gaussian_blur(x: jax.Array, taps: np.ndarray) -> jax.Array:
-  """Blur with border renormalization, so edges are not darkened by the zero pad."""
+def _blur_matrix(n: int, taps: np.ndarray, step: int = 1) -> np.ndarray:
+  """`(ceil(n / step), n)` rows of the zero-padded 'same' 1-D blur with `taps`,
+  each renormalized to sum 1, keeping every `step`-th output."""
+  half = taps.shape[0] // 2
+  m = np.zeros((n, n), np.float64)
+  for i in range(n):
+    for t, w in enumerate(taps):
+      j = i + t - half
+      if 0 <= j < n:
+        m[i, j] = w
+  m /= m.sum(axis=1, keepdims=True)
+  return m[::step].astype(np.float32)
+
+
+def _blur_as_conv(x: jax.Array, taps: np.ndarray, step: int) -> jax.Array:
   ones = jnp.ones((1, *x.shape[1:3], 1), x.dtype)
-  return _separable_depthwise(x, taps) / _separable_depthwise(ones, taps)
+  y = _separable_depthwise(x, taps) / _separable_depthwise(ones, taps)
+  return y[:, ::step, ::step, :]
+
+
+def _blur_as_matmul(x: jax.Array, taps: np.ndarray, step: int) -> jax.Array:
+  mh = jnp.asarray(_blur_matrix(x.shape[1], taps, step), x.dtype)
+  mw = jnp.asarray(_blur_matrix(x.shape[2], taps, step), x.dtype)
+  hi = jax.lax.Precision.HIGHEST
+  y = jnp.einsum("ih,bhwc->biwc", mh, x, precision=hi)
+  return jnp.einsum("jw,biwc->bijc", mw, y, precision=hi)
+
+
+def gaussian_blur(x: jax.Array, taps: np.ndarray, step: int = 1) -> jax.Array:
+  """Blur with border renormalization, so edges are not darkened by the zero pad;
+  with `step` > 1, only every `step`-th row and column of the result.
+
+  The blur is separable and its border weights too, so on the CPU it runs as two
+  small matrix products by banded row-normalized matrices: XLA:CPU computes the
+  grouped (depthwise) convolution as a generic loop, which made the pyramid and LCN
+  73 % of the tiny coarse model's forward pass (docs/performance.md). Other
+  backends keep the convolutions. Both give the same values to float rounding.
+  """
+
+  return jax.lax.platform_dependent(
+    x,
+    cpu=lambda x: _blur_as_matmul(x, taps, step),
+    default=lambda x: _blur_as_conv(x, taps, step),
+  )
 
 
 def gaussian_pyramid(images: jax.Array, levels: int = 3, sigma: float = 1.0) -> list[jax.Array]:
@@ -56,7 +96,7 @@ def gaussian_pyramid(images: jax.Array, levels: int = 3, sigma: float = 1.0) -> 
   taps = gaussian_kernel_1d(5, sigma)
   out = [images]
   for _ in range(levels - 1):
-    out.append(gaussian_blur(out[-1], taps)[:, ::2, ::2, :])
+    out.append(gaussian_blur(out[-1], taps, step=2))
   return out
 
 
