@@ -72,7 +72,7 @@ from studies.records import (
 STUDY = "precision"
 POOLS = (4, 8, 16)
 GROUPS = ("clean", "noise")
-MAIN_POOL = 8
+MAIN_POOL = 8  # the headline's pooling when the base config's is not one of POOLS
 PAPER_TORSO_PX = 80.0  # FLIC at the network input (the `paper` synthetic geometry)
 PAPER_WINDOW_PX = 20.0  # the paper's outlier bound, |e| <= 20 px (Fig. 11's footnote)
 # Annotation noise of the 'noise' group, px at the paper's geometry (scaled like the
@@ -540,8 +540,11 @@ def write_report(
   records, ignored = matching_records(plan, store)
   records.sort(key=lambda r: (int(r["pool"]), GROUPS.index(r["group"]), int(r["seed_index"])))
   agg = aggregate(records)
-  main = agg["ratios"].get("clean", {}).get(str(MAIN_POOL))
-  main_noise = agg["ratios"].get("noise", {}).get(str(MAIN_POOL))
+  pool = main_pool(plan.base)
+  main = agg["ratios"].get("clean", {}).get(str(pool))
+  main_noise = agg["ratios"].get("noise", {}).get(str(pool))
+  headline = _headline(main, pool, "clean")
+  main_records = [r for r in records if r["group"] == "clean" and int(r["pool"]) == pool]
   present = {(r["group"], int(r["pool"])) for r in records}
   expected = [(g, p) for p in POOLS for g in GROUPS]
   figures = {}
@@ -566,15 +569,24 @@ def write_report(
     "robust_sigma_x": agg["robust_sigma_x"],
     "column_sigma_x": agg["column_sigma_x"],
     "column_robust_sigma_x": agg["column_robust_sigma_x"],
-    "sigma_x_ratio_cascade_over_coarse": _headline(main, MAIN_POOL, "clean"),
-    "sigma_x_ratio_cascade_over_coarse_noise": _headline(main_noise, MAIN_POOL, "noise"),
+    "main_pool": pool,
+    # The headline at the main pooling, clean labels: mean and std over seeds.
+    "sigma_x_ratio_cascade_over_coarse": headline["mean"],
+    "sigma_x_ratio_cascade_over_coarse_std": headline["std"],
+    # PCK@0.05 (torso), all joints, % per seed (the seeds of `seeds`, in order).
+    "pck_at_0.05": {
+      m: [r["pck_at_0.05"][m]["torso_size"]["All"] for r in main_records]
+      for m in ("coarse", "cascade")
+    },
+    "sigma_x_ratio_headline": headline,
+    "sigma_x_ratio_headline_noise": _headline(main_noise, pool, "noise"),
     "sigma_x_ratios": agg["ratios"],
-    "pck_at_0.05": agg["pck_at_0.05"],
+    "pck_at_0.05_by_run": agg["pck_at_0.05"],
     "pck_gain_at_0.05": agg["pck_gain_at_0.05"],
     "pck_normalizers": PCK_NORMALIZERS,
     "convergence": agg["convergence"],
     "paper": PAPER,
-    "targets": _targets(agg),
+    "targets": _targets(agg, pool),
     "missing_groups": [f"pool{p}/{g}" for g, p in expected if (g, p) not in present],
     "ignored_records": ignored,
     **provenance(records, mesh, command, figures, out_dir),
@@ -596,9 +608,16 @@ def _headline(ratios: dict | None, pool: int, group: str) -> dict:
   }
 
 
-def _targets(agg: dict) -> dict:
-  ratio = agg["ratios"].get("clean", {}).get(str(MAIN_POOL), {}).get("mean_over_joints", {})
-  gain = agg["pck_gain_at_0.05"].get("clean", {}).get(str(MAIN_POOL), {})
+def main_pool(base: ml_collections.ConfigDict) -> int:
+  """The pooling of the headline numbers: the base config's, if one of `POOLS`
+  (the CPU geometry's 4× has the paper's 8× cell / torso), else `MAIN_POOL`."""
+  p = int(base.model.pool_factor)
+  return p if p in POOLS else MAIN_POOL
+
+
+def _targets(agg: dict, pool: int) -> dict:
+  ratio = agg["ratios"].get("clean", {}).get(str(pool), {}).get("mean_over_joints", {})
+  gain = agg["pck_gain_at_0.05"].get("clean", {}).get(str(pool), {})
   g = gain.get("torso_size", {}).get("All", {}) if gain else {}
   r_mean, g_mean = ratio.get("mean"), g.get("mean")
   return {
@@ -608,7 +627,7 @@ def _targets(agg: dict) -> dict:
     "pck_gain_min_points": TARGETS["pck_gain_min_points"],
     "pck_gain_measured": g_mean,
     "pck_gain_met": None if g_mean is None else g_mean >= TARGETS["pck_gain_min_points"],
-    "where": f"{MAIN_POOL}x pooling, clean labels; PCK@0.05 All joints, torso normalizer",
+    "where": f"{pool}x pooling, clean labels; PCK@0.05 All joints, torso normalizer",
   }
 
 
@@ -738,7 +757,7 @@ def markdown(res: dict) -> str:
     "",
   ]
   first = True
-  for grp, pools in res["pck_at_0.05"].items():
+  for grp, pools in res["pck_at_0.05_by_run"].items():
     for p, models in pools.items():
       cols = list(models["coarse"]["torso_size"])
       if first:
@@ -782,27 +801,28 @@ def _pct(x) -> str:
 
 def _verdict_lines(res: dict) -> list[str]:
   out = []
-  h = res["sigma_x_ratio_cascade_over_coarse"]
+  pool = res["main_pool"]
+  h = res["sigma_x_ratio_headline"]
   t = res["targets"]
   if h.get("mean") is None:
-    out.append(f"σ ratio at {MAIN_POOL}x (clean labels): not measured yet.")
+    out.append(f"σ ratio at {pool}x (clean labels): not measured yet.")
   else:
     met = "reached" if t["sigma_x_ratio_met"] else "NOT reached"
     out.append(
-      f"σx cascade / coarse at {MAIN_POOL}x, clean labels, mean over joints: {fmt(h)} "
+      f"σx cascade / coarse at {pool}x, clean labels, mean over joints: {fmt(h)} "
       f"(robust σ: {fmt(h['robust'])}); head {fmt(h['head'])}, shoulders {fmt(h['shoulder'])}. "
       f"Paper (Fig. 11): head {PAPER['head_ratio']:.2f} (3.13 → 1.09 px), shoulders "
       f"{PAPER['shoulder_ratio']:.2f} (4.25 → 2.43 px). Target ratio ≤ "
       f"{TARGETS['sigma_x_ratio_max']}: {met}."
     )
-    sig = res["column_sigma_x"]["clean"][str(MAIN_POOL)]
+    sig = res["column_sigma_x"]["clean"][str(pool)]
     out.append(
       f"  Head σx: coarse {fmt(sig['coarse'].get('Head'))} → cascade "
       f"{fmt(sig['cascade'].get('Head'))} px (paper 3.13 → 1.09 at FLIC's geometry); shoulders "
       f"{fmt(sig['coarse'].get('Shoulder'))} → {fmt(sig['cascade'].get('Shoulder'))} px "
       "(paper 4.25 → 2.43)."
     )
-  hn = res["sigma_x_ratio_cascade_over_coarse_noise"]
+  hn = res["sigma_x_ratio_headline_noise"]
   if hn.get("mean") is not None:
     noise = res["label_noise_px"]["input_px"]
     effect = ""
@@ -815,7 +835,7 @@ def _verdict_lines(res: dict) -> list[str]:
         if d < -spread
         else ": no difference beyond the seeds' spread"
       )
-    head = res["column_sigma_x"]["noise"][str(MAIN_POOL)]["cascade"].get("Head")
+    head = res["column_sigma_x"]["noise"][str(pool)]["cascade"].get("Head")
     out.append(
       f"With label noise (σ = {noise:.3g} px on the training labels): σ ratio {fmt(hn)} against "
       f"{fmt(h)} with clean labels{effect}. The cascade's head σx is {fmt(head)} px for an "
@@ -824,12 +844,12 @@ def _verdict_lines(res: dict) -> list[str]:
     )
   else:
     out.append("With label noise: not measured yet.")
-  gain = res["pck_gain_at_0.05"].get("clean", {}).get(str(MAIN_POOL))
+  gain = res["pck_gain_at_0.05"].get("clean", {}).get(str(pool))
   if gain:
     met = "reached" if t["pck_gain_met"] else "NOT reached"
-    pck = res["pck_at_0.05"]["clean"][str(MAIN_POOL)]
+    pck = res["pck_at_0.05_by_run"]["clean"][str(pool)]
     out.append(
-      f"PCK@0.05 at {MAIN_POOL}x, all joints: coarse "
+      f"PCK@0.05 at {pool}x, all joints: coarse "
       f"{fmt(pck['coarse']['torso_size']['All'], '.1f')}"
       f" → cascade {fmt(pck['cascade']['torso_size']['All'], '.1f')}, gain "
       f"{fmt(gain['torso_size']['All'], '.1f')} points (head "
@@ -838,7 +858,7 @@ def _verdict_lines(res: dict) -> list[str]:
       f" points: {met}."
     )
   else:
-    out.append(f"PCK@0.05 gain at {MAIN_POOL}x: not measured yet.")
+    out.append(f"PCK@0.05 gain at {pool}x: not measured yet.")
   rat = res["sigma_x_ratios"].get("clean", {})
   if len(rat) > 1:
     parts = [

@@ -22,6 +22,7 @@ SEEDS = (0, 1)
 GROUPS = ("clean", "noise")
 # Untrained models at 32x32: a wide window keeps errors in every joint's σ.
 WINDOW_PX = 16.0
+POOL8 = {"model.pool_factor": 8}
 
 
 def _config(tiny_data, **extra):
@@ -63,12 +64,13 @@ def test_precision_study(tiny_data, tmp_path, capsys):
   )
   # Piece by piece: clean labels (2 seeds), then label noise (1 seed); the second
   # invocation's outputs merge both.
+  # The headline is at the base config's pooling (tiny's 4x): run the study at 8x.
   first = precision.run_study(
-    _config(tiny_data), str(workdir), str(out), groups=("clean",), seeds=SEEDS, **kw
+    _config(tiny_data, **POOL8), str(workdir), str(out), groups=("clean",), seeds=SEEDS, **kw
   )
   assert "pool8/noise" in first["missing_groups"] and first["runs"] == ["pool8", "pool8_seed1"]
   res = precision.run_study(
-    _config(tiny_data), str(workdir), str(out), groups=("noise",), seeds=(0,), **kw
+    _config(tiny_data, **POOL8), str(workdir), str(out), groups=("noise",), seeds=(0,), **kw
   )
   assert json.loads((out / "precision.json").read_text()) == res
   assert res["runs"] == ["pool8", "pool8_seed1", "pool8_noise"]
@@ -82,14 +84,18 @@ def test_precision_study(tiny_data, tmp_path, capsys):
       assert set(per_joint) == {"coarse", "cascade"}
       assert len(per_joint["cascade"]) == 14
       _finite(per_joint, f"{key}.{group}")
-    _finite(res["pck_at_0.05"][group]["8"], f"pck.{group}")
-  for key, n in (
-    ("sigma_x_ratio_cascade_over_coarse", 2),
-    ("sigma_x_ratio_cascade_over_coarse_noise", 1),
-  ):
+    _finite(res["pck_at_0.05_by_run"][group]["8"], f"pck.{group}")
+  for key, n in (("sigma_x_ratio_headline", 2), ("sigma_x_ratio_headline_noise", 1)):
     r = res[key]
     _finite([r["mean"], r["std"], *r["per_seed"]], key)
     assert r["n"] == n and r["pool"] == 8
+  # The headline keys: the ratio's mean and std, PCK@0.05 per seed (%).
+  assert res["main_pool"] == 8
+  assert res["sigma_x_ratio_cascade_over_coarse"] == res["sigma_x_ratio_headline"]["mean"]
+  assert res["sigma_x_ratio_cascade_over_coarse_std"] == res["sigma_x_ratio_headline"]["std"]
+  assert set(res["pck_at_0.05"]) == {"coarse", "cascade"}
+  for m in ("coarse", "cascade"):
+    assert len(res["pck_at_0.05"][m]) == 2 and all(0 <= v <= 100 for v in res["pck_at_0.05"][m])
   assert res["command"] == "precision (test)" and res["device"] and res["date"]
   assert res["missing_groups"] == [f"pool{p}/{k}" for p in (4, 16) for k in ("clean", "noise")]
   assert res["label_noise_px"]["input_px"] > 0
@@ -104,7 +110,9 @@ def test_precision_study(tiny_data, tmp_path, capsys):
   # Another invocation reuses the records: nothing trains, nothing is predicted.
   before = _checkpoint_mtimes(workdir)
   capsys.readouterr()
-  precision.run_study(_config(tiny_data), str(workdir), str(out), groups=GROUPS, seeds=(0,), **kw)
+  precision.run_study(
+    _config(tiny_data, **POOL8), str(workdir), str(out), groups=GROUPS, seeds=(0,), **kw
+  )
   log = capsys.readouterr().out
   assert log.count("reusing record") == 2 and "training" not in log, log
   assert _checkpoint_mtimes(workdir) == before
@@ -118,7 +126,7 @@ def test_precision_study(tiny_data, tmp_path, capsys):
     f"--config={SYNTHETIC_CONFIG}:tiny",
     f"--workdir={workdir}",
     f"--out_dir={out}",
-    *config_flags({**STUDY_OVERRIDES, "data_dir": data_dir, "tfds_config": tfds_config}),
+    *config_flags({**STUDY_OVERRIDES, **POOL8, "data_dir": data_dir, "tfds_config": tfds_config}),
     "--pools=8",
     "--groups=clean",
     "--seeds=1",
@@ -132,8 +140,8 @@ def test_precision_study(tiny_data, tmp_path, capsys):
   assert _checkpoint_mtimes(workdir) == before
   again = json.loads((out / "precision.json").read_text())
   assert again["runs"] == res["runs"]
-  ratio = again["sigma_x_ratio_cascade_over_coarse"]["per_seed"]
-  assert ratio == pytest.approx(res["sigma_x_ratio_cascade_over_coarse"]["per_seed"])
+  ratio = again["sigma_x_ratio_headline"]["per_seed"]
+  assert ratio == pytest.approx(res["sigma_x_ratio_headline"]["per_seed"])
 
 
 def test_noise_runs_differ_in_training_labels_only(tiny_data, tmp_path):

@@ -2,7 +2,8 @@
 
   python -m experiments.train --config=heatpose_jax/configs/synthetic.py:tiny --workdir=...
 
-Arguments: tiny (CPU-sized), paper (the paper's geometry, below), pool=4|8|16,
+Arguments: tiny (CPU-sized), cpu (the CPU study geometry, below), paper (the
+paper's geometry, below), pool=4|8|16,
 dataset config name (tfds=tiny|small|default|noisy|distractor), steps=N scales the
 three phases to N steps in total, standard (the Fig. 13 comparison cascade),
 dropout=spatial|standard|none, bf16 (mixed precision), noise=σ (annotation noise
@@ -12,6 +13,12 @@ The default is a half-size model on 128×128 person crops (torso ≈ 40 px). `pa
 is FLIC's geometry at the network input: 256×256 crops of the 256×256 renders,
 torso (‖r_shoulder − l_hip‖) ≈ 80 px, the paper's full-width model with its
 36-px crop window, 8× pooling: a GPU configuration.
+
+`cpu` is the paper's proportions at a size two CPU cores train in minutes (the
+studies' CPU geometry, docs/studies.md): 128×128 'extent' crops of the 256×256
+renders zoomed to torso ≈ 43 px, 4× pooling (a 4-px cell ≈ 0.09 torso; the
+paper's 8 px / 80), a 20-px fine window (≈ 0.47 torso; the paper's 36 / 80), the
+paper's σ (1.5 heat-map px coarse, 1.5 input px fine), the tiny model's widths.
 """
 
 from heatpose_jax.configs import common
@@ -21,6 +28,7 @@ def get_config(arg=None):
   a = common.parse_arg(
     arg,
     tiny=False,
+    cpu=False,
     paper=False,
     pool=0,
     tfds="",
@@ -58,6 +66,20 @@ def get_config(arg=None):
     c.coarse_steps, c.fine_steps, c.joint_steps = 400, 100, 100
     c.eval_every = 1_000_000
     c.checkpoint_every = 200
+    c.max_eval_examples = 0
+  if a.cpu:
+    common.apply_tiny(c)
+    c.tfds_config = a.tfds  # the 256×256 renders
+    c.input_hw = (128, 128)
+    c.box_scale = 0.9  # 'extent' boxes of 0.9 × 1.25 × the joint extent: torso ≈ 43 px
+    c.model.variant = "flic"
+    c.model.pool_factor = 4
+    c.model.context = 20
+    c.model.sigma_coarse = 1.5
+    c.model.sigma_fine = 1.5
+    c.coarse_steps, c.fine_steps, c.joint_steps = 1500, 500, 500
+    c.eval_every = 500
+    c.checkpoint_every = 500
     c.max_eval_examples = 0
   common.finish(c, a)
   return c
