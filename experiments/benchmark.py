@@ -8,6 +8,8 @@ joints, bf16), the AOT batch-1 latency, and the batch-1 cascade on the CPU cores
   XLA_FLAGS=... python -m experiments.benchmark --variant=NAME ... # a candidate speed-up
   python -m experiments.benchmark --merge=DIR1,DIR2 --output_dir=D # compare variants
   JAX_PLATFORMS=cpu python -m experiments.benchmark --cpu_latency=mpii,flic --output_dir=D
+  JAX_PLATFORMS=cpu python -m experiments.benchmark --cpu_latency=mpii --cpu_batches=1,8 \
+      --torch_python=../torch-venv/bin/python --output_dir=D   # beside the PyTorch peer
 
 Writes OUTPUT_DIR/OUTPUT_NAME.json and .md after every case (default name
 'benchmark'); --merge writes one report comparing the runs' benchmark.json
@@ -65,6 +67,19 @@ _CPU_LATENCY = flags.DEFINE_list(
   "cpu_latency", [], "Measure only the batch-1 float32 cascade latency of these models on the CPU."
 )
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls first (tiny: 1).")
+_CPU_BATCHES = flags.DEFINE_list("cpu_batches", ["1"], "With --cpu_latency: the batch sizes.")
+_TORCH_PYTHON = flags.DEFINE_string(
+  "torch_python",
+  "",
+  "With --cpu_latency: the Python of a virtual environment with PyTorch; runs the "
+  "PyTorch peer of the same network right after each model (never a dependency).",
+)
+_TORCH_PEER = flags.DEFINE_string(
+  "torch_peer", os.path.normpath(benchmark.TORCH_PEER), "The peer's latency script."
+)
+_TORCH_MODES = flags.DEFINE_list(
+  "torch_modes", list(benchmark.TORCH_MODES), "The peer's modes (eager, compile, *_cl)."
+)
 # Compile times are part of the table: measure them cold unless asked otherwise.
 flags.FLAGS.set_default("compilation_cache_dir", "")
 
@@ -106,9 +121,14 @@ def main(argv):
       pool=_POOL.value,
       iters=launch.tiny_default(_LATENCY_ITERS, 2),
       warmup=launch.tiny_default(_WARMUP, 1),
+      batches=[int(b) for b in _CPU_BATCHES.value],
       tiny=_TINY.value,
       command=_command(),
       output_dir=_OUTPUT_DIR.value,
+      torch_python=_TORCH_PYTHON.value,
+      torch_peer=_TORCH_PEER.value,
+      torch_modes=_TORCH_MODES.value,
+      output_name=_OUTPUT_NAME.value if flags.FLAGS["output_name"].present else "cpu_latency",
     )
     return
   config = benchmark.model_config(

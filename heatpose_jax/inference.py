@@ -33,6 +33,27 @@ from heatpose_jax import codec
 Selector = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
 
+# XLA:CPU (jaxlib 0.10) hands every convolution to YNNPACK by default; its kernels
+# are 1.0-1.9x slower than XLA's Eigen convolutions on this model's shapes (the fine
+# net's 7x7 128 -> 64 on 36x36 windows: 168 vs 90 ms at batch 16; MPII 8x cascade at
+# batch 1: 0.64 -> 0.47 s on 2 cores, docs/performance.md). Prediction compiles with
+# convolutions left to XLA and matrix products to YNNPACK. Other backends: unchanged.
+YNN_FUSION_FLAG = "xla_cpu_experimental_ynn_fusion_type"
+CPU_COMPILER_OPTIONS = {YNN_FUSION_FLAG: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+def compiler_options(backend: str | None = None) -> dict[str, str] | None:
+  """Compile options of the prediction path on `backend` (default: JAX's default
+  backend): `CPU_COMPILER_OPTIONS` on the CPU unless XLA_FLAGS already chooses the
+  YNNPACK fusions, else None (the backend's defaults)."""
+  import os
+
+  backend = backend or jax.default_backend()
+  if backend != "cpu" or YNN_FUSION_FLAG in os.environ.get("XLA_FLAGS", ""):
+    return None
+  return dict(CPU_COMPILER_OPTIONS)
+
+
 def letterbox(image: np.ndarray, canvas_hw: tuple[int, int], zoom: float = 1.0):
   """Fits a photograph into the canvas (aspect kept, centred, black borders).
 
@@ -229,4 +250,8 @@ def make_predict_fn(
       result["e1_count"] = jnp.sum(valid, axis=-1)
     return result
 
-  return jax.jit(fn, out_shardings=NamedSharding(mesh, PartitionSpec()))
+  return jax.jit(
+    fn,
+    out_shardings=NamedSharding(mesh, PartitionSpec()),
+    compiler_options=compiler_options(mesh.devices.flat[0].platform),
+  )

@@ -175,7 +175,10 @@ class Predictor:
 
   @functools.cached_property
   def _plain(self):
-    return jax.jit(functools.partial(inference.predict, self.model, scales=self.scales))
+    return jax.jit(
+      functools.partial(inference.predict, self.model, scales=self.scales),
+      compiler_options=inference.compiler_options(),
+    )
 
   @functools.cached_property
   def _selected(self):
@@ -186,7 +189,8 @@ class Predictor:
         scales=self.scales,
         selector=spatial_training.mrf_selector(self.mrf.spec),
         plain=False,
-      )
+      ),
+      compiler_options=inference.compiler_options(),
     )
 
   def canvases(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

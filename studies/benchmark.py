@@ -263,8 +263,9 @@ def forward_stats(
     "cascade": lambda p, x: inference.predict(model, p, x),
   }
   out, compiled = {}, []
+  options = inference.compiler_options(device.platform)
   for part in parts:
-    c = compile_fn(fns[part], params, xs[0])
+    c = compile_fn(jax.jit(fns[part], compiler_options=options), params, xs[0])
     compiled.append(c["compiled"])
     out[f"{part}_compile_s"] = c["compile_s"]
     out[f"{part}_gflop_per_image"] = c["flops"] / batch_size / 1e9
@@ -335,7 +336,9 @@ def latency_stats(
   rng = np.random.default_rng(seed)
   hosts = [rng.integers(0, 256, (batch_size, *config.input_hw, 3), np.uint8) for _ in range(3)]
   xs = [jax.device_put(h, device) for h in hosts]
-  jitted = jax.jit(predict_joints(model))
+  jitted = jax.jit(
+    predict_joints(model), compiler_options=inference.compiler_options(device.platform)
+  )
   c = compile_fn(jitted, params, xs[0])
   aot = c["compiled"]
   calls = {
@@ -356,6 +359,20 @@ def latency_stats(
       t = time.perf_counter()
       pred(images[0])
       first_call_s = time.perf_counter() - t
+      cached_first_call_s = math.nan
+      if jax.config.jax_compilation_cache_dir:
+        # A new process's start: in-memory caches cleared, the persistent cache kept.
+        jax.clear_caches()
+        fresh = predictor_lib.Predictor(
+          model,
+          params,
+          skeleton=from_config.skeleton(config),
+          input_hw=tuple(config.input_hw),
+          batch_size=batch_size,
+        )
+        t = time.perf_counter()
+        fresh(images[0])
+        cached_first_call_s = time.perf_counter() - t
     calls["predictor"] = lambda r: pred(images[r % 3])
   times = interleaved_times(list(calls.values()), iters=iters, warmup=warmup)
   out: dict[str, Any] = {}
@@ -365,6 +382,7 @@ def latency_stats(
     out[f"{way}_p90_ms"] = 1e3 * float(np.percentile(ts, 90))
   if predictor:
     out["predictor_first_call_s"] = first_call_s
+    out["predictor_first_call_cached_s"] = cached_first_call_s
   out["iters"] = max(1, iters)
   out["gflop_per_image"] = c["flops"] / batch_size / 1e9
   out["tflops"] = c["flops"] / (out["aot_ms"] / 1e3) / 1e12
@@ -915,18 +933,85 @@ def _cpu_model() -> str:
   return ""
 
 
+TORCH_PEER = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # ../shared/peers of the repo
+  "..",
+  "shared",
+  "peers",
+  "torch_cpu_latency.py",
+)
+TORCH_MODES = ("eager", "eager_cl", "compile", "compile_cl")
+PEER_JOINTS = {"mpii": 16, "flic": 7}
+
+
+def torch_peer_latency(
+  python: str,
+  model: str,
+  *,
+  peer: str = TORCH_PEER,
+  modes: Sequence[str] = TORCH_MODES,
+  iters: int = 20,
+  timeout_s: float = 600,
+) -> list[dict[str, Any]]:
+  """The PyTorch peer's batch-1 CPU latency of the same cascade (`peer`, run by the
+  interpreter `python` of its own virtual environment; never imported here): one
+  dict per mode as the script prints it (`median_s`, `gflop`, `gflops_per_s`, ...),
+  or `{"mode", "error"}`."""
+  import json
+  import subprocess
+
+  env = dict(
+    os.environ,
+    BANK=model,
+    J=str(PEER_JOINTS[model]),
+    ITERS=str(iters),
+    MODES=",".join(modes),
+  )
+  env.pop("XLA_FLAGS", None)
+  try:
+    proc = subprocess.run(
+      [python, os.path.abspath(peer)],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=timeout_s,
+      check=False,
+    )
+  except (OSError, subprocess.TimeoutExpired) as e:
+    return [{"mode": m, "error": f"{type(e).__name__}: {e}"[:300]} for m in modes]
+  rows = []
+  for line in proc.stdout.splitlines():
+    line = line.strip()
+    if line.startswith("{"):
+      try:
+        rows.append(json.loads(line))
+      except ValueError:
+        pass
+  if not rows:
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+    rows = [{"mode": m, "error": f"exit {proc.returncode}: {tail[0]}"[:300]} for m in modes]
+  return rows
+
+
 def cpu_latency_report(
   models: Sequence[str] = ("mpii", "flic"),
   *,
   pool: int = 8,
   iters: int = 20,
   warmup: int = 2,
+  batches: Sequence[int] = (1,),
   tiny: bool = False,
   command: str = "",
   output_dir: str = "",
+  torch_python: str = "",
+  torch_peer: str = TORCH_PEER,
+  torch_modes: Sequence[str] = TORCH_MODES,
+  output_name: str = "cpu_latency",
 ) -> dict[str, Any]:
-  """Batch-1 float32 latency of the full cascades on this machine's CPU cores
-  (`latency_stats` with the `Predictor` path) -> `output_dir/cpu_latency.{json,md}`."""
+  """Float32 latency of the full cascades on this machine's CPU cores at each of
+  `batches` (`latency_stats` with the `Predictor` path), and with `torch_python`
+  the PyTorch peer's batch-1 latency of the same network in the same run, right
+  after each model's (`torch_peer_latency`) -> `output_dir/{output_name}.{json,md}`."""
   cpu = _cpu_device()
   if cpu is None:
     raise ValueError("no CPU backend: JAX_PLATFORMS must include cpu")
@@ -936,71 +1021,127 @@ def cpu_latency_report(
     "cpu_model": _cpu_model(),
     "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
     "command": command,
+    "xla_flags": os.environ.get("XLA_FLAGS", "").strip(),
+    "compiler_options": inference.compiler_options("cpu"),
+    "compilation_cache": jax.config.jax_compilation_cache_dir or "",
     "loadavg_before": list(os.getloadavg()),
     "results": [],
+    "torch": [],
   }
+
+  def write():
+    if output_dir:
+      fileio.write_json(os.path.join(output_dir, f"{output_name}.json"), report)
+      fileio.write_text(os.path.join(output_dir, f"{output_name}.md"), format_cpu_latency(report))
+
   for name in models:
-    config = model_config(name, pool=pool, dtype="float32", batch_size=1, tiny=tiny)
-    h, w = config.input_hw
-    t = time.perf_counter()
-    stats = latency_stats(config, 1, mesh, iters=iters, warmup=warmup, predictor=True)
-    entry = {
-      "model": name,
-      "input": f"{w}x{h}",
-      "joints": from_config.skeleton(config).num_joints,
-      "pool": pool,
-      "dtype": "float32",
-      "batch": 1,
-      **stats,
-      "measure_s": time.perf_counter() - t,
-      # Another job on one of a few cores shows as a slower, still tight, run.
-      "loadavg_1min_after": os.getloadavg()[0],
-    }
-    report["results"].append(entry)
-    print(
-      f"{name} {w}x{h}: Predictor {entry['predictor_ms']:.1f} ms, AOT {entry['aot_ms']:.1f} ms "
-      f"(p10–p90 {entry['aot_p10_ms']:.1f}–{entry['aot_p90_ms']:.1f}), jit {entry['jit_ms']:.1f}",
-      flush=True,
-    )
+    for batch in batches:
+      config = model_config(name, pool=pool, dtype="float32", batch_size=batch, tiny=tiny)
+      h, w = config.input_hw
+      t = time.perf_counter()
+      stats = latency_stats(config, batch, mesh, iters=iters, warmup=warmup, predictor=True)
+      entry = {
+        "model": name,
+        "input": f"{w}x{h}",
+        "joints": from_config.skeleton(config).num_joints,
+        "pool": pool,
+        "dtype": "float32",
+        "batch": batch,
+        **stats,
+        "predictor_ms_per_image": stats["predictor_ms"] / batch,
+        "predictor_gflops": stats["gflop_per_image"] * batch / (stats["predictor_ms"] / 1e3),
+        "measure_s": time.perf_counter() - t,
+        # Another job on one of a few cores shows as a slower, still tight, run.
+        "loadavg_1min_after": os.getloadavg()[0],
+      }
+      report["results"].append(entry)
+      print(
+        f"{name} {w}x{h} batch {batch}: Predictor {entry['predictor_ms']:.1f} ms, "
+        f"AOT {entry['aot_ms']:.1f} ms (p10–p90 {entry['aot_p10_ms']:.1f}–"
+        f"{entry['aot_p90_ms']:.1f}), jit {entry['jit_ms']:.1f}",
+        flush=True,
+      )
+      write()
+    if torch_python:
+      for row in torch_peer_latency(
+        torch_python, name, peer=torch_peer, modes=torch_modes, iters=iters
+      ):
+        row["model"] = name
+        report["torch"].append(row)
+        print(f"torch peer {name}: {row}", flush=True)
+      write()
   report["loadavg_after"] = list(os.getloadavg())
-  if output_dir:
-    fileio.write_json(os.path.join(output_dir, "cpu_latency.json"), report)
-    fileio.write_text(os.path.join(output_dir, "cpu_latency.md"), format_cpu_latency(report))
+  write()
   return report
 
 
 def format_cpu_latency(report: dict[str, Any]) -> str:
-  """cpu_latency.md: one row per model."""
+  """cpu_latency.md: one row per model and batch, then the PyTorch peer's modes
+  with the speed ratio (peer time / ours, ≥ 1: ours is faster) of the batch-1 row."""
   info = report["device"]
   r0 = report["results"][0] if report["results"] else {}
+  after = report.get("loadavg_after", report["loadavg_before"])
   lines = [
-    "# Batch-1 cascade latency on the CPU (float32, uint8 canvas to joints)",
+    "# Cascade latency on the CPU (float32, uint8 canvas to joints)",
     "",
     f"- date: {info['date']}",
     f"- CPU: {report['cpu_model'] or info['device_kind']}, nproc {report['nproc']}; "
     f"load average before / after: {', '.join(f'{x:.1f}' for x in report['loadavg_before'])} / "
-    f"{', '.join(f'{x:.1f}' for x in report['loadavg_after'])}",
-    f"- jax {info['jax']}, flax {info['flax']}",
+    f"{', '.join(f'{x:.1f}' for x in after)}",
+    f"- jax {info['jax']}, flax {info['flax']}; XLA_FLAGS `{report.get('xla_flags') or ''}`; "
+    f"prediction compile options `{report.get('compiler_options')}`; "
+    f"persistent compilation cache `{report.get('compilation_cache') or 'off'}`",
     f"- command: `{report['command']}`",
     f"- median of {r0.get('iters', '?')} warm calls each, interleaved; random parameters "
-    "(the work does not depend on them). Predictor: `Predictor(image)` on a canvas-sized "
-    "uint8 image (letterbox, jitted `inference.predict`, joints back in image pixels); "
+    "(the work does not depend on them). Predictor: `Predictor(images)` on canvas-sized "
+    "uint8 images (letterbox, jitted `inference.predict`, joints back in image pixels); "
     "AOT: the compiled `inference.predict` (joints and scores, `predict_joints`) on a "
     "device-resident canvas; "
-    "jit: the same through `jax.jit` dispatch; host: numpy canvas in, numpy joints out.",
+    "jit: the same through `jax.jit` dispatch; host: numpy canvas in, numpy joints out. "
+    "First call: a new `Predictor`'s first image, compile included (cold: no cache; "
+    "cached: in-memory caches cleared, the persistent cache kept, as a new process).",
     "",
-    "| model | input (W×H) | J | pool | Predictor ms | AOT ms | AOT p10–p90 ms | jit ms "
-    "| host ms | GFLOP | GFLOP/s | compile s | Predictor first call s | load (1 min) after |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| model | input (W×H) | J | pool | batch | Predictor ms | ms / image | AOT ms "
+    "| AOT p10–p90 ms | jit ms | host ms | GFLOP / image | GFLOP/s | compile s "
+    "| first call s (cold / cached) | load (1 min) after |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for r in report["results"]:
+    b = r.get("batch", 1)
     lines.append(
-      f"| {r['model']} | {r['input']} | {r['joints']} | {r['pool']}x "
-      f"| {_f(r['predictor_ms'], 1)} | {_f(r['aot_ms'], 1)} "
+      f"| {r['model']} | {r['input']} | {r['joints']} | {r['pool']}x | {b} "
+      f"| {_f(r['predictor_ms'], 1)} | {_f(r['predictor_ms'] / b, 1)} | {_f(r['aot_ms'], 1)} "
       f"| {_f(r['aot_p10_ms'], 1)}–{_f(r['aot_p90_ms'], 1)} | {_f(r['jit_ms'], 1)} "
       f"| {_f(r['host_ms'], 1)} | {_f(r['gflop_per_image'], 1)} "
-      f"| {_f(r['tflops'] * 1e3, 1)} | {_f(r['compile_s'], 1)} "
-      f"| {_f(r['predictor_first_call_s'], 1)} | {_f(r.get('loadavg_1min_after'), 1)} |"
+      f"| {_f(r['gflop_per_image'] * b / (r['predictor_ms'] / 1e3), 1)} "
+      f"| {_f(r['compile_s'], 1)} "
+      f"| {_f(r['predictor_first_call_s'], 1)} / "
+      f"{_f(r.get('predictor_first_call_cached_s', math.nan), 1)} "
+      f"| {_f(r.get('loadavg_1min_after'), 1)} |"
     )
+  rows = report.get("torch") or []
+  if rows:
+    lines += [
+      "",
+      "## The PyTorch peer, same run (`../shared/peers/torch_cpu_latency.py`, batch 1, "
+      "fp32, its own analytic GFLOP; the peer runs FLIC's bank on a 256×256 input)",
+      "",
+      "| model | mode | torch | threads | median ms | min ms | GFLOP | GFLOP/s | first call s "
+      "| ours (Predictor) / peer speed |",
+      "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ours = {r["model"]: r for r in report["results"] if r.get("batch", 1) == 1}
+    for t in rows:
+      if "error" in t:
+        lines.append(f"| {t.get('model')} | {t['mode']} | error: {t['error']} |||||||| |")
+        continue
+      mine = ours.get(t.get("model"))
+      ratio = t["median_s"] * 1e3 / mine["predictor_ms"] if mine else math.nan
+      lines.append(
+        f"| {t.get('model')} | {t['mode']} | {t.get('torch', '')} | {t.get('threads', '')} "
+        f"| {_f(t['median_s'] * 1e3, 1)} | {_f(t['min_s'] * 1e3, 1)} | {_f(t['gflop'], 1)} "
+        f"| {_f(t['gflops_per_s'], 1)} | {_f(t.get('first_s', math.nan), 1)} "
+        f"| {_f(ratio, 2)}× |"
+      )
   lines.append("")
   return "\n".join(lines)

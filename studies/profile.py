@@ -57,7 +57,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from heatpose_jax import fileio, from_config, input_pipeline
+from heatpose_jax import fileio, from_config, inference, input_pipeline
 from studies import benchmark
 
 # The op categories, in report order.
@@ -932,7 +932,11 @@ def profile_target(
       np.random.default_rng(seed).integers(0, 256, (batch_size, *config.input_hw, 3), np.uint8),
       mesh.devices.flat[0],
     )
-    compiled, compile_s, text = _compile(benchmark.predict_joints(model), params, x)
+    fn = jax.jit(
+      benchmark.predict_joints(model),
+      compiler_options=inference.compiler_options(mesh.devices.flat[0].platform),
+    )
+    compiled, compile_s, text = _compile(fn, params, x)
 
     def call():
       return compiled(params, x)
