@@ -163,6 +163,7 @@ def model(config: ml_collections.ConfigDict) -> models.Cascade:
     context=m.context,
     dropout=m.dropout,
     dropout_rate=m.dropout_rate,
+    norm=m.norm,
     standard_cascade=m.standard_cascade,
     dtype=dtype(config),
   )

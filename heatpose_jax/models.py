@@ -92,9 +92,9 @@ def _patches_conv(lhs, rhs, window_strides, padding, **kwargs) -> jax.Array:
       if isinstance(padding, str)
       else padding
     )
-    (t, b), (l, r) = pads
-    xp = jnp.pad(x, ((0, 0), (t, b), (l, r), (0, 0)))
-    oh, ow = h + t + b - kh + 1, wd + l + r - kw + 1
+    (top, bottom), (left, right) = pads
+    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    oh, ow = h + top + bottom - kh + 1, wd + left + right - kw + 1
     cols = jnp.concatenate(
       [xp[:, i : i + oh, j : j + ow, :] for i in range(kh) for j in range(kw)], axis=-1
     )
@@ -146,6 +146,8 @@ class CoarseNet(nn.Module):
     dropout: 'spatial' (one draw per feature map, the paper's SpatialDropout),
       'standard' (per activation) or 'none'; applied before the first 1x1 conv.
     dropout_rate: the drop probability.
+    norm: 'none' (the paper) or 'group': GroupNorm (groups of 8 channels) after
+      every bank conv, before its ReLU (the tiny configs: docs/training.md).
     lcn: local contrast normalization of each pyramid level.
     dtype: compute dtype; parameters stay float32.
   """
@@ -158,6 +160,7 @@ class CoarseNet(nn.Module):
   num_banks: int = 3
   dropout: str = "spatial"
   dropout_rate: float = 0.2
+  norm: str = "none"
   lcn: bool = True
   dtype: jnp.dtype = jnp.float32
 
@@ -190,6 +193,8 @@ class CoarseNet(nn.Module):
         inputs: the LCN-normalized pyramid levels (the standard cascade crops them).
     """
     pools = self._pools()
+    if self.norm not in ("none", "group"):
+      raise ValueError(f"norm must be 'none' or 'group', got {self.norm!r}")
     levels = image_ops.gaussian_pyramid(images.astype(jnp.float32) / 255.0, self.num_banks)
     if self.lcn:
       levels = [image_ops.local_contrast_normalize(x) for x in levels]
@@ -200,6 +205,10 @@ class CoarseNet(nn.Module):
       x = x.astype(self.dtype)
       for i, (k, f) in enumerate(self.bank_convs):
         x = conv(f, k, x.shape[1:3], self.dtype, f"bank{b}_conv{i}")(x)
+        if self.norm == "group":
+          x = nn.GroupNorm(
+            None, group_size=math.gcd(f, 8), dtype=self.dtype, name=f"bank{b}_norm{i}"
+          )(x)
         x = nn.relu(x)
         if b < 2 and i < 2:
           crop_features.append(x)
@@ -468,6 +477,7 @@ def make_model(
   context: int = 36,
   dropout: str = "spatial",
   dropout_rate: float = 0.2,
+  norm: str = "none",
   standard_cascade: bool = False,
   dtype: jnp.dtype = jnp.float32,
 ) -> Cascade | StandardCascade:
@@ -482,7 +492,7 @@ def make_model(
     fine_convs: (kernel, features) per fine bank conv.
     fine_merge_features: the fine model's shared 1x1 conv.
     context: crop window side in input pixels.
-    dropout, dropout_rate: see `CoarseNet`.
+    dropout, dropout_rate, norm: see `CoarseNet`.
     standard_cascade: build the image-patch comparison model instead, with its
       extra conv sized to match the fine model's parameter count.
     dtype: compute dtype.
@@ -496,6 +506,7 @@ def make_model(
     head_features=tuple(head_features),
     dropout=dropout,
     dropout_rate=dropout_rate,
+    norm=norm,
     dtype=dtype,
   )
   fine_convs = tuple(tuple(c) for c in fine_convs)

@@ -320,3 +320,26 @@ def test_no_convolution_runs_as_xla_cpus_operand_swapped_loop(variant, hw):
     .as_text()
   )
   assert "convolution(" in hlo and "rhs_reversal" not in hlo
+
+
+def test_group_norm_normalizes_every_bank_conv_in_groups_of_8():
+  """norm='group': each bank conv's output is normalized per example over groups
+  of 8 channels (zero mean, unit variance before the ReLU) and has its own scale
+  and bias; an unknown norm is an error naming the field."""
+  model = models.make_model(num_joints=3, variant="flic", width=1 / 8, norm="group")
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), maxval=255.0)
+  variables = model.init(jax.random.key(1), x, train=False)
+  coarse = variables["params"]["coarse"]
+  for b in range(3):
+    for i, (_, f) in enumerate(models.bank_layout("flic", 1 / 8)[0]):
+      assert coarse[f"bank{b}_norm{i}"]["scale"].shape == (f,)
+  _, state = model.apply(
+    variables, x, train=False, capture_intermediates=True, mutable=["intermediates"]
+  )
+  y = state["intermediates"]["coarse"]["bank0_norm0"]["__call__"][0]  # (2, 32, 32, 16)
+  g = np.asarray(y).reshape(2, -1, 2, 8)
+  np.testing.assert_allclose(g.mean(axis=(1, 3)), 0.0, atol=1e-4)
+  np.testing.assert_allclose(g.std(axis=(1, 3)), 1.0, atol=1e-2)
+  bad = models.make_model(num_joints=3, variant="flic", width=1 / 8, norm="batch")
+  with pytest.raises(ValueError, match="norm"):
+    bad.init(jax.random.key(1), x, train=False)
