@@ -77,9 +77,9 @@ def get_config(arg=None):
     c.model.context = 20
     c.model.sigma_coarse = 1.5
     c.model.sigma_fine = 1.5
-    c.coarse_steps, c.fine_steps, c.joint_steps = 1500, 500, 500
-    c.eval_every = 500
-    c.checkpoint_every = 500
+    c.coarse_steps, c.fine_steps, c.joint_steps = 1200, 400, 400
+    c.eval_every = 400
+    c.checkpoint_every = 400
     c.max_eval_examples = 0
   common.finish(c, a)
   return c

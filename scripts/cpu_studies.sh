@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The paper's claims at the CPU study geometry (`synthetic.py:cpu`: 128-px crops,
+# torso ≈ 43 px, 4× pooling = the paper's 0.1-torso cell, a 20-px fine window), on
+# this machine's CPU cores, one piece per call (issue 17; docs/precision.md).
+#
+#   bash scripts/cpu_studies.sh p4      # precision, 4×, clean labels, seeds 0,1,2 (the headline)
+#   bash scripts/cpu_studies.sh p4n     # precision, 4×, label noise, seeds 0,1,2
+#   bash scripts/cpu_studies.sh p8      # precision, 8× (cell ≈ 0.19 torso), clean, seeds 0,1,2
+#   bash scripts/cpu_studies.sh p16     # precision, 16× (cell ≈ 0.38 torso), clean, seeds 0,1,2
+#   bash scripts/cpu_studies.sh report  # rewrite precision.{json,md} and figures from the records
+#
+# Each run (one seed) trains 1,200 / 400 / 400 steps at batch 16 (≈ 11 min on two
+# cores), so a piece of three seeds takes ≈ 35 min. A piece can be stopped (Ctrl-C checkpoints the run) and
+# called again: finished runs are reused from their records in
+# docs/results/precision_records/, an unfinished one resumes from its checkpoint
+# under $WORK. Every call rewrites docs/results/precision.{json,md} and
+# docs/figures/precision_* from all the records present: commit them after each piece.
+#
+# Environment: TFDS_DATA_DIR (default ~/tensorflow_datasets; the 256×256 synthetic
+# renders are built on first use, ≈ 1.5 min), WORK (default workdir/cpu_studies).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PIECE=${1:?usage: cpu_studies.sh p4|p4n|p8|p16|report}
+DATA_DIR=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}
+WORK=${WORK:-workdir/cpu_studies}
+export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
+case $PIECE in
+  p4) SEL=(--pools=4 --groups=clean --seeds=0,1,2) ;;
+  p4n) SEL=(--pools=4 --groups=noise --seeds=0,1,2) ;;
+  p8) SEL=(--pools=8 --groups=clean --seeds=0,1,2) ;;
+  p16) SEL=(--pools=16 --groups=clean --seeds=0,1,2) ;;
+  report) SEL=(--notrain) ;;
+  *)
+    echo "cpu_studies.sh: unknown piece '$PIECE' (p4, p4n, p8, p16, report)" >&2
+    exit 2
+    ;;
+esac
+exec .venv/bin/python -m experiments.precision_study \
+  --config=heatpose_jax/configs/synthetic.py:cpu --config.data_dir="$DATA_DIR" \
+  --workdir="$WORK" --out_dir=docs/results --figures_dir=docs/figures \
+  --max_parallel=1 "${SEL[@]}"
