@@ -63,9 +63,10 @@ def get_config(arg=None):
     # The FLIC bank: one conv at the coarsest level, where the MPII bank's five
     # learn slowly on a 16×16 map (docs/training.md, "Why learning stalled").
     c.model.variant = "flic"
-    c.coarse_steps, c.fine_steps, c.joint_steps = 400, 100, 100
+    c.learning_rate = 3e-3
+    c.coarse_steps, c.fine_steps, c.joint_steps = 1000, 250, 250
     c.eval_every = 1_000_000
-    c.checkpoint_every = 200
+    c.checkpoint_every = 500
     c.max_eval_examples = 0
   if a.cpu:
     common.apply_tiny(c)
