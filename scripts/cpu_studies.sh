@@ -7,7 +7,13 @@
 #   bash scripts/cpu_studies.sh p4n     # precision, 4×, label noise, seeds 0,1,2
 #   bash scripts/cpu_studies.sh p8      # precision, 8× (cell ≈ 0.19 torso), clean, seeds 0,1,2
 #   bash scripts/cpu_studies.sh p16     # precision, 16× (cell ≈ 0.38 torso), clean, seeds 0,1,2
-#   bash scripts/cpu_studies.sh report  # rewrite precision.{json,md} and figures from the records
+#   bash scripts/cpu_studies.sh r1      # regularization, 300 training images: SpatialDropout, none
+#   bash scripts/cpu_studies.sh r2      # regularization: standard dropout, standard cascade (Fig. 13)
+#   bash scripts/cpu_studies.sh report  # rewrite both studies' outputs from the records
+#
+# The regularization runs compare at 8× (`studies.runs.MAIN_POOL`; 0.19 torso here)
+# with the model's dropout set per variant; 2,000 steps over 300 images are ≈ 107
+# epochs, where over-fitting shows. Each piece is 6 runs (≈ 65 min).
 #
 # Each run (one seed) trains 1,200 / 400 / 400 steps at batch 16 (≈ 11 min on two
 # cores), so a piece of three seeds takes ≈ 35 min. A piece can be stopped (Ctrl-C checkpoints the run) and
@@ -20,22 +26,27 @@
 # renders are built on first use, ≈ 1.5 min), WORK (default workdir/cpu_studies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PIECE=${1:?usage: cpu_studies.sh p4|p4n|p8|p16|report}
+PIECE=${1:?usage: cpu_studies.sh p4|p4n|p8|p16|r1|r2|report}
 DATA_DIR=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}
 WORK=${WORK:-workdir/cpu_studies}
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
+STUDY=precision
 case $PIECE in
   p4) SEL=(--pools=4 --groups=clean --seeds=0,1,2) ;;
   p4n) SEL=(--pools=4 --groups=noise --seeds=0,1,2) ;;
   p8) SEL=(--pools=8 --groups=clean --seeds=0,1,2) ;;
   p16) SEL=(--pools=16 --groups=clean --seeds=0,1,2) ;;
-  report) SEL=(--notrain) ;;
+  r1) STUDY=regularization SEL=(--groups=spatial_dropout,no_dropout --seeds=0,1,2) ;;
+  r2) STUDY=regularization SEL=(--groups=standard_dropout,standard_cascade --seeds=0,1,2) ;;
+  report) STUDY="precision regularization" SEL=(--notrain) ;;
   *)
-    echo "cpu_studies.sh: unknown piece '$PIECE' (p4, p4n, p8, p16, report)" >&2
+    echo "cpu_studies.sh: unknown piece '$PIECE' (p4, p4n, p8, p16, r1, r2, report)" >&2
     exit 2
     ;;
 esac
-exec .venv/bin/python -m experiments.precision_study \
-  --config=heatpose_jax/configs/synthetic.py:cpu --config.data_dir="$DATA_DIR" \
-  --workdir="$WORK" --out_dir=docs/results --figures_dir=docs/figures \
-  --max_parallel=1 "${SEL[@]}"
+for study in $STUDY; do
+  .venv/bin/python -m "experiments.${study}_study" \
+    --config=heatpose_jax/configs/synthetic.py:cpu --config.data_dir="$DATA_DIR" \
+    --workdir="$WORK" --out_dir=docs/results --figures_dir=docs/figures \
+    --max_parallel=1 "${SEL[@]}"
+done

@@ -254,3 +254,27 @@ def test_regularization_study(tiny_data, tmp_path, capsys):
     regularization.plan_study(
       long, str(workdir), num_train=16, evals_per_run=5, checkpoints_per_run=2
     )
+
+
+def test_cpu_geometry_keeps_the_papers_proportions():
+  """`synthetic.py:cpu`: cell / torso ≈ 0.1 and window / torso ≈ 0.45 as the paper's
+  8× FLIC model (8 / 80, 36 / 80), torso ≥ 40 px, the paper's σ, measured on the
+  renders its dataset holds (the default config's first test images)."""
+  from heatpose_jax import synthetic_dataset
+
+  c = synthetic.get_config("cpu")
+  from_config.check(c)
+  cfg = synthetic_dataset.CONFIGS[c.tfds_config or synthetic_dataset.DEFAULT_CONFIG]
+  torso = []
+  for i in range(12):
+    ex = synthetic_dataset.make_example(cfg, "test", i)
+    m = input_pipeline.crop_transform(
+      ex, crop_mode=c.crop_mode, canvas_hw=tuple(c.input_hw), box_scale=c.box_scale
+    )
+    torso.append(float(ex["torso_size"]) / float(m[0, 0]))
+  t = float(np.median(torso))
+  assert 40 <= t <= 48, t
+  assert c.model.pool_factor / t == pytest.approx(0.1, abs=0.015)
+  assert c.model.context / t == pytest.approx(0.45, abs=0.05)
+  assert (c.model.sigma_coarse, c.model.sigma_fine) == (1.5, 1.5)
+  assert precision.main_pool(c) == 4
