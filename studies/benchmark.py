@@ -34,6 +34,7 @@ analysis, and the device's peak bytes in use so far (cases run smallest first).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import statistics
@@ -347,14 +348,16 @@ def latency_stats(
     "host": lambda r: jax.device_get(aot(params, jax.device_put(hosts[r % 3], device))),
   }
   if predictor:
+    make_predictor = functools.partial(
+      predictor_lib.Predictor,
+      model,
+      params,
+      skeleton=from_config.skeleton(config),
+      input_hw=tuple(config.input_hw),
+      batch_size=batch_size,
+    )
     with jax.default_device(device):
-      pred = predictor_lib.Predictor(
-        model,
-        params,
-        skeleton=from_config.skeleton(config),
-        input_hw=tuple(config.input_hw),
-        batch_size=batch_size,
-      )
+      pred = make_predictor()
       images = [list(h) for h in hosts]
       t = time.perf_counter()
       pred(images[0])
@@ -363,13 +366,7 @@ def latency_stats(
       if jax.config.jax_compilation_cache_dir:
         # A new process's start: in-memory caches cleared, the persistent cache kept.
         jax.clear_caches()
-        fresh = predictor_lib.Predictor(
-          model,
-          params,
-          skeleton=from_config.skeleton(config),
-          input_hw=tuple(config.input_hw),
-          batch_size=batch_size,
-        )
+        fresh = make_predictor()
         t = time.perf_counter()
         fresh(images[0])
         cached_first_call_s = time.perf_counter() - t
