@@ -127,7 +127,7 @@ def warp_images(images: jax.Array, a: jax.Array) -> jax.Array:
 
   Four gathers per output pixel and channel, vectorized over the batch; on an
   H100 this ran 1.2-1.5x faster than `jax.scipy.ndimage.map_coordinates` and
-  than gathering NHWC pixel rows (BUILD_NOTES.md, input pipeline).
+  than gathering NHWC pixel rows (docs/input_pipeline.md, "Measurements").
 
   Args:
     images: (B, H, W, C) uint8 or float images.
@@ -149,7 +149,7 @@ def warp_images(images: jax.Array, a: jax.Array) -> jax.Array:
   fx, fy = x - x0, y - y0
   x0, y0 = x0.astype(jnp.int32), y0.astype(jnp.int32)
   # Channels-first float32 planes: scalar gathers with shared indices and weights
-  # ran fastest on an H100 (see BUILD_NOTES.md, input pipeline).
+  # ran fastest on an H100 (docs/input_pipeline.md, "Measurements").
   planes = jnp.moveaxis(images, -1, 1).reshape(b, c, h * w).astype(jnp.float32)
   gather = jax.vmap(lambda p, i: p[:, i])  # (C, H·W), (H·W,) -> (C, H·W)
 

@@ -16,7 +16,7 @@ is finite and > 0; an evaluated joint is *correct* at threshold α when
 are excluded from the counts, as if their joints were missing. A NaN prediction is
 never correct (MPII's scripts turn NaN predictions into `inf`).
 
-Protocols (see `/work/shared/SPEC.md` §2 and `docs/protocols.md`):
+Protocols (see `docs/protocols.md`):
 
 * PCKh, MPII's `evaluatePCKh.m` / `computePCK.m` / `genTablePCK.m`: "head size =
   0.6 × ‖(x1, y1) − (x2, y2)‖, the head box's diagonal; correct if distance / head

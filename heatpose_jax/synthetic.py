@@ -1,4 +1,4 @@
-"""Procedural synthetic people: articulated figures with known joints (SPEC §4).
+"""Procedural synthetic people: articulated figures with known joints (docs/synthetic.md).
 
 Each example is a cluttered background with one *target* figure (capsule limbs,
 a convex torso, an elliptic head with a face when seen from the front), optional
