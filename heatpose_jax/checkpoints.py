@@ -282,7 +282,7 @@ def restore_params(workdir: str, abstract_params, step: int | None = None) -> tu
   """The parameters of checkpoint `step` (default: the newest readable, finite one).
 
   Only the `params` item is read. `abstract_params`: `jax.ShapeDtypeStruct`s
-  (with shardings where they matter), e.g. `from_config.abstract_state(config, mesh).params`.
+  (with shardings where they matter), e.g. `from_config.abstract_params(config, mesh)`.
 
   Raises:
     FileNotFoundError: no checkpoint (or not `step`) in `workdir`.

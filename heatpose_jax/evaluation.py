@@ -359,7 +359,7 @@ def evaluate_checkpoint(
   skeleton = from_config.skeleton(config)
   model = from_config.model(config)
   params, step = checkpoints.restore_params(
-    workdir, from_config.abstract_state(config, mesh).params, step
+    workdir, from_config.abstract_params(config, mesh), step
   )
   mrf = spatial_training.load(workdir) if spatial_model else None
   if mrf is not None and mrf.info.get("cascade_step") != step:

@@ -225,6 +225,12 @@ def train_step(config: ml_collections.ConfigDict, phase: str, mesh, *, donate: b
   )
 
 
+def abstract_params(config: ml_collections.ConfigDict, mesh):
+  """`train_step.abstract_params` of the config's model: the tree a checkpoint's
+  parameters restore into for serving and evaluation (no optimizer built)."""
+  return step_lib.abstract_params(model(config), tuple(config.input_hw), mesh)
+
+
 def abstract_state(config: ml_collections.ConfigDict, mesh):
   """`train_step.abstract_state` of the config's model and optimizers (nothing compiled)."""
   return step_lib.abstract_state(model(config), optimizers(config), tuple(config.input_hw), mesh)

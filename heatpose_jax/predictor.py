@@ -151,7 +151,7 @@ class Predictor:
     from_config.check(config)
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
     params, step = checkpoints.restore_params(
-      workdir, from_config.abstract_state(config, mesh).params, step
+      workdir, from_config.abstract_params(config, mesh), step
     )
     mrf, mrf_error = None, None
     if spatial_model:

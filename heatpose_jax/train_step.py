@@ -110,6 +110,20 @@ def abstract_state(model, tx: dict, input_hw: tuple[int, int], mesh: Mesh) -> Tr
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
 
 
+def abstract_params(model, input_hw: tuple[int, int], mesh: Mesh) -> dict:
+  """The parameters' shapes, dtypes and (replicated) shardings alone, by
+  `jax.eval_shape` of the model's init: what serving restores into, with no
+  optimizer built (`abstract_state(...).params` without the optimizers)."""
+  x = jax.ShapeDtypeStruct((1, *input_hw, 3), jnp.uint8)
+  shapes = jax.eval_shape(
+    lambda k, x: model.init({"params": k}, x, train=False)["params"],
+    jax.random.key(0, impl="rbg"),
+    x,
+  )
+  replicated = NamedSharding(mesh, PartitionSpec())
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
+
+
 def make_train_step(
   phase: str,
   *,

@@ -253,7 +253,7 @@ def forward_stats(
     raise ValueError(f"forward_stats times one device; the mesh has {mesh.devices.size}")
   device = mesh.devices.flat[0]
   model = from_config.model(config)
-  params = random_params(from_config.abstract_state(config, mesh).params, seed)
+  params = random_params(from_config.abstract_params(config, mesh), seed)
   rng = np.random.default_rng(seed)
   xs = [
     jax.device_put(rng.integers(0, 256, (batch_size, *config.input_hw, 3), np.uint8), device)
@@ -333,7 +333,7 @@ def latency_stats(
     raise ValueError(f"latency_stats times one device; the mesh has {mesh.devices.size}")
   device = mesh.devices.flat[0]
   model = from_config.model(config)
-  params = random_params(from_config.abstract_state(config, mesh).params, seed)
+  params = random_params(from_config.abstract_params(config, mesh), seed)
   rng = np.random.default_rng(seed)
   hosts = [rng.integers(0, 256, (batch_size, *config.input_hw, 3), np.uint8) for _ in range(3)]
   xs = [jax.device_put(h, device) for h in hosts]

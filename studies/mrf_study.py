@@ -308,9 +308,7 @@ def run_study(
     train.train_and_evaluate(config, workdir, mesh=mesh)
   skeleton = from_config.skeleton(config)
   model = from_config.model(config)
-  params, step = checkpoints.restore_params(
-    workdir, from_config.abstract_state(config, mesh).params
-  )
+  params, step = checkpoints.restore_params(workdir, from_config.abstract_params(config, mesh))
   alpha = float(max(config.eval.thresholds))
   summary = {
     "dataset": f"{config.tfds_name}/{config.tfds_config}",

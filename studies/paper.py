@@ -253,7 +253,7 @@ def shared_features(ctx: Context, out_dir: str) -> Table:
   for kind, label in kinds.items():
     curves = {"cascade": [], "coarse": []}
     for s in range(ctx.seeds):
-      shapes = from_config.abstract_state(ctx.run(kind, s).config, ctx.mesh).params
+      shapes = from_config.abstract_params(ctx.run(kind, s).config, ctx.mesh)
       nc, nf = model_stats.count_params(shapes["coarse"]), model_stats.count_params(shapes["fine"])
       t.add(label, "params coarse", nc)
       t.add(label, "params fine", nf)

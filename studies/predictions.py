@@ -105,7 +105,7 @@ class PredictionCache:
     else:
       if step not in runs_lib.checkpoint_steps(run.directory):
         raise FileNotFoundError(f"run {run.directory} has no checkpoint at step {step}")
-      abstract = from_config.abstract_state(run.config, self.mesh).params
+      abstract = from_config.abstract_params(run.config, self.mesh)
       params, _ = checkpoints.restore_params(run.directory, abstract, step)
       source = from_config.eval_source(cfg, run.directory)
       preds = evaluation.predict_dataset(

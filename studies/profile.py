@@ -927,7 +927,7 @@ def profile_target(
   if target == "cascade":
     batch_size = forward_batch
     model = from_config.model(config)
-    params = benchmark.random_params(from_config.abstract_state(config, mesh).params, seed)
+    params = benchmark.random_params(from_config.abstract_params(config, mesh), seed)
     x = jax.device_put(
       np.random.default_rng(seed).integers(0, 256, (batch_size, *config.input_hw, 3), np.uint8),
       mesh.devices.flat[0],

@@ -19,7 +19,7 @@ def test_prediction_compile_options_are_cpu_only_and_keep_the_outputs(monkeypatc
   config = benchmark.model_config("flic", pool=8, dtype="float32", batch_size=2, tiny=True)
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
   model = from_config.model(config)
-  params = benchmark.random_params(from_config.abstract_state(config, mesh).params)
+  params = benchmark.random_params(from_config.abstract_params(config, mesh))
   x = np.random.default_rng(0).integers(0, 256, (2, *config.input_hw, 3), np.uint8)
   fn = benchmark.predict_joints(model)
   outs = [jax.jit(fn, compiler_options=o)(params, x) for o in (None, options)]

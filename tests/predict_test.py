@@ -157,3 +157,14 @@ def test_browse_dataset_draws_a_contact_sheet(tiny_data, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     sheet = np.asarray(Image.open(out))
     assert sheet.shape[0] >= 192 and sheet.shape[1] >= 6 * 192
+
+
+def test_serving_restores_into_a_parameters_only_tree(tiny_config):
+  """`from_config.abstract_params` (what Predictor and evaluation restore into) is
+  the training state's parameter tree, built without any optimizer."""
+  config, mesh = tiny_config(), jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+  served = from_config.abstract_params(config, mesh)
+  trained = from_config.abstract_state(config, mesh).params
+  assert jax.tree.structure(served) == jax.tree.structure(trained)
+  for a, b in zip(jax.tree.leaves(served), jax.tree.leaves(trained), strict=True):
+    assert (a.shape, a.dtype, a.sharding) == (b.shape, b.dtype, b.sharding)

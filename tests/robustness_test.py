@@ -118,7 +118,7 @@ def test_a_truncated_checkpoint_is_skipped_and_kept_aside(
   kept = [p.name for p in (run_copy / "checkpoints").iterdir()]
   assert "4" in kept and any(n.startswith("4.unreadable-") for n in kept)  # nothing lost
   # Steps 3 -> 4 again: the parameters of the run that was never interrupted.
-  abstract = from_config.abstract_state(config, one_device_mesh()).params
+  abstract = from_config.abstract_params(config, one_device_mesh())
   want, _ = checkpoints.restore_params(str(tiny_run), abstract, step=4)
   got, _ = checkpoints.restore_params(str(run_copy), abstract, step=4)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got, want)
@@ -127,9 +127,7 @@ def test_a_truncated_checkpoint_is_skipped_and_kept_aside(
 def _nan_checkpoint(tiny_run, workdir: Path, config):
   """`workdir` with one checkpoint whose parameters are all NaN (written behind the guard)."""
   mesh = input_pipeline.make_mesh()
-  params, _ = checkpoints.restore_params(
-    str(tiny_run), from_config.abstract_state(config, mesh).params
-  )
+  params, _ = checkpoints.restore_params(str(tiny_run), from_config.abstract_params(config, mesh))
   nan = jax.tree.map(lambda x: np.full(x.shape, np.nan, np.float32), params)
   workdir.mkdir()
   shutil.copy(tiny_run / "config.json", workdir / "config.json")
@@ -149,7 +147,7 @@ def test_nan_checkpoints_are_refused_by_evaluate_and_predict(tiny_run, tiny_conf
   _nan_checkpoint(tiny_run, work, tiny_config())
   with pytest.raises(ValueError, match="non-finite"):
     checkpoints.restore_params(
-      str(work), from_config.abstract_state(tiny_config(), input_pipeline.make_mesh()).params
+      str(work), from_config.abstract_params(tiny_config(), input_pipeline.make_mesh())
     )
   _one_line_error(
     _cli("experiments.evaluate", f"--workdir={work}"), "no usable checkpoint", "non-finite"

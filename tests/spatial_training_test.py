@@ -44,9 +44,7 @@ def trained(tiny_config, tmp_path_factory):
 def loaded(trained):
   config, workdir, _ = trained
   mesh = one_device_mesh()
-  params, step = checkpoints.restore_params(
-    workdir, from_config.abstract_state(config, mesh).params
-  )
+  params, step = checkpoints.restore_params(workdir, from_config.abstract_params(config, mesh))
   return mesh, from_config.model(config), params, step
 
 
