@@ -44,6 +44,10 @@ class _Progress:
     self.total, self.batch = total, batch_size
     self.t0, self.s0 = time.time(), start
 
+  def images_per_s(self, step: int) -> float:
+    """Training images per second since this process started (or resumed)."""
+    return (step - self.s0) * self.batch / max(time.time() - self.t0, 1e-9)
+
   def line(self, step: int, phase: str, m: dict) -> str:
     rate = (step - self.s0) / max(time.time() - self.t0, 1e-9)
     eta = (self.total - step) / rate if rate > 0 else float("nan")
@@ -261,6 +265,7 @@ def _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source)
         mean = {k: float(np.mean([m[k] for m in ms])) for k in ms[0]}
         if sync and jax.process_index() == 0:
           print(progress.line(done, phase, mean), flush=True)
+        mean["img_per_s"] = progress.images_per_s(done)
         writer.write(done, {f"train/{k}": v for k, v in mean.items()})
       if done % config.checkpoint_every == 0 or done in ends or stopping:
         checkpoints.save(mngr, done, state)

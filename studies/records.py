@@ -104,8 +104,12 @@ def relative_drop(steps, values, start: int, end: int) -> float | None:
 
 
 def throughput(run_dir: str) -> float | None:
-  """The last training img/s that `experiments.train` printed in `<run>/train.log`
-  (subprocess runs; None for in-process ones)."""
+  """The run's last training img/s: `train/img_per_s` in its metrics.jsonl (since
+  the process started or resumed), else the last one `experiments.train` printed
+  in `<run>/train.log` (runs from before it was written); None if neither."""
+  rates = metric_writer.read_scalars(run_dir, ["train/img_per_s"]).get("train/img_per_s")
+  if rates is not None and len(rates[1]):
+    return float(rates[1][-1])
   path = os.path.join(run_dir, "train.log")
   if not os.path.exists(path):
     return None

@@ -27,6 +27,7 @@ from heatpose_jax import (
   train_step,
   workdir_lock,
 )
+from studies import records
 
 # One xdist worker runs this file: the in-process baseline is trained once.
 pytestmark = pytest.mark.xdist_group("train")
@@ -123,6 +124,10 @@ def test_three_phases_checkpoint_evaluate_and_metrics(baseline):
   np.testing.assert_array_equal(got["train/e1"][0], [2, 4, 6])
   assert got["train/e2"][1][0] == 0.0 and got["train/e2"][1][1] > 0  # E2 from the fine phase
   assert got["eval/val_e1"][0].tolist() == [6] and np.isfinite(got["eval/val_e1"][1]).all()
+  # The training rate is a metric too; the studies' records read it from there.
+  rate = metric_writer.read_scalars(str(work), ["train/img_per_s"])["train/img_per_s"]
+  assert rate[0].tolist() == [2, 4, 6] and (rate[1] > 0).all()
+  assert records.throughput(str(work)) == rate[1][-1]
 
 
 def test_each_phase_has_its_own_optimizer(tiny_config):
