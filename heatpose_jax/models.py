@@ -53,25 +53,43 @@ def bank_layout(
 def max_pool_2x2(x: jax.Array) -> jax.Array:
   """2×2 max-pool, stride 2, 'SAME' padding, of NHWC `x`: `nn.max_pool`'s output.
 
-  Written as a reshape and pairwise maxima: its gradient is elementwise selects,
-  not XLA's select-and-scatter (`nn.max_pool`'s backward), which dominated the
-  backward pass on GPUs. Ties share the gradient instead of the first maximum
-  taking it; after a ReLU, tied windows are almost always all zero, where both
-  give zero. Not `.max(axis=(2, 4))`: the gradient of a reduce-max divides by the
-  number of elements equal to the maximum, and XLA:CPU, compiling the joint
-  phase's backward pass without optimizations (the tests' setting), recomputed
-  one side of that comparison differently: 0 / 0, NaN gradients (GroupNorm's
-  outputs made it show).
+  Written as a reshape and a max: its gradient is a broadcast compare, not XLA's
+  select-and-scatter (`nn.max_pool`'s backward), which dominated the backward
+  pass on GPUs. Ties share the gradient instead of the first maximum taking it;
+  after a ReLU, tied windows are almost always all zero, where both give zero.
+  The gradient compares with the maximum saved by the forward pass: JAX's own
+  reduce-max gradient divides by the number of elements equal to a recomputed
+  maximum, which XLA:CPU, compiling the joint phase's backward pass without
+  optimizations (the tests' setting), made 0: NaN gradients once GroupNorm was on.
   """
   b, h, w, c = x.shape
   ph, pw = h % 2, w % 2
   if ph or pw:  # 'SAME' pads the end of an odd side
     x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), constant_values=-jnp.inf)
-  x = x.reshape(b, (h + ph) // 2, 2, (w + pw) // 2, 2, c)
-  return jnp.maximum(
-    jnp.maximum(x[:, :, 0, :, 0], x[:, :, 0, :, 1]),
-    jnp.maximum(x[:, :, 1, :, 0], x[:, :, 1, :, 1]),
-  )
+  return _window_max(x.reshape(b, (h + ph) // 2, 2, (w + pw) // 2, 2, c))
+
+
+@jax.custom_vjp
+def _window_max(x: jax.Array) -> jax.Array:
+  """Max over axes 2 and 4 of `(B, h, 2, w, 2, C)`."""
+  return x.max(axis=(2, 4))
+
+
+def _window_max_fwd(x):
+  y = x.max(axis=(2, 4))
+  return y, (x, y)
+
+
+def _window_max_bwd(res, g):
+  # The saved maximum, not a recomputed one: ties split the gradient equally and
+  # the count is never 0.
+  x, y = res
+  hit = (x == y[:, :, None, :, None, :]).astype(g.dtype)
+  count = jnp.maximum(hit.sum(axis=(2, 4), keepdims=True), 1.0)
+  return (g[:, :, None, :, None, :] * hit / count,)
+
+
+_window_max.defvjp(_window_max_fwd, _window_max_bwd)
 
 
 def _patches_conv(lhs, rhs, window_strides, padding, **kwargs) -> jax.Array:
