@@ -138,16 +138,19 @@ RELU_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
 OUTPUT_INIT = nn.initializers.normal(1e-3)
 
 
-def conv(features: int, kernel: int, hw: tuple[int, int], dtype, name: str) -> nn.Conv:
+def conv(
+  features: int, kernel: int, hw: tuple[int, int], dtype, name: str, use_bias: bool = True
+) -> nn.Conv:
   """A k×k 'SAME' `nn.Conv` (He init, a ReLU follows) for an NHWC input of spatial
   size `hw`; a kernel larger than the input is computed by `_patches_conv` (same
-  parameters, same outputs)."""
+  parameters, same outputs). No bias before a normalization, which removes it."""
   big = kernel > min(hw)
   return nn.Conv(
     features,
     (kernel, kernel),
     dtype=dtype,
     name=name,
+    use_bias=use_bias,
     kernel_init=RELU_INIT,
     conv_general_dilated=_patches_conv if big else None,
   )
@@ -231,7 +234,10 @@ class CoarseNet(nn.Module):
     for b, x in enumerate(levels):
       x = x.astype(self.dtype)
       for i, (k, f) in enumerate(self.bank_convs):
-        x = conv(f, k, x.shape[1:3], self.dtype, f"bank{b}_conv{i}")(x)
+        # GroupNorm removes a conv bias: its gradient is rounding noise, which Adam
+        # turns into full-size steps (runs then differ with the device layout).
+        use_bias = self.norm == "none"
+        x = conv(f, k, x.shape[1:3], self.dtype, f"bank{b}_conv{i}", use_bias)(x)
         if self.norm == "group":
           x = nn.GroupNorm(
             None, group_size=math.gcd(f, 8), dtype=self.dtype, name=f"bank{b}_norm{i}"
