@@ -79,7 +79,8 @@ def test_multi_scale_and_bad_inputs(tiny_run):
 
 
 def test_a_config_that_does_not_fit_the_checkpoint_names_both_shapes(tiny_run):
-  other = synthetic_config.get_config()  # the half-size model, not the tiny one
+  other = synthetic_config.get_config("tiny")
+  other.model.width = 0.25  # the same layers as tiny_run's, twice as wide
   with pytest.raises(ValueError, match=r"parameter .* the config's model has shape .* has \("):
     Predictor.from_workdir(str(tiny_run), config=other)
 
