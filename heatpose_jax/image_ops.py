@@ -38,12 +38,7 @@ def _blur_matrix(n: int, taps: np.ndarray, step: int = 1) -> np.ndarray:
   """`(ceil(n / step), n)` rows of the zero-padded 'same' 1-D blur with `taps`,
   each renormalized to sum 1, keeping every `step`-th output."""
   half = taps.shape[0] // 2
-  m = np.zeros((n, n), np.float64)
-  for i in range(n):
-    for t, w in enumerate(taps):
-      j = i + t - half
-      if 0 <= j < n:
-        m[i, j] = w
+  m = sum(float(w) * np.eye(n, k=t - half) for t, w in enumerate(taps))
   m /= m.sum(axis=1, keepdims=True)
   return m[::step].astype(np.float32)
 
@@ -72,7 +67,6 @@ def gaussian_blur(x: jax.Array, taps: np.ndarray, step: int = 1) -> jax.Array:
   73 % of the tiny coarse model's forward pass (docs/performance.md). Other
   backends keep the convolutions. Both give the same values to float rounding.
   """
-
   return jax.lax.platform_dependent(
     x,
     cpu=lambda x: _blur_as_matmul(x, taps, step),
