@@ -49,7 +49,7 @@ class _Progress:
     return (step - self.s0) * self.batch / max(time.time() - self.t0, 1e-9)
 
   def line(self, step: int, phase: str, m: dict) -> str:
-    rate = (step - self.s0) / max(time.time() - self.t0, 1e-9)
+    rate = self.images_per_s(step) / self.batch  # steps/s
     eta = (self.total - step) / rate if rate > 0 else float("nan")
     eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if np.isfinite(eta) else "?"
     bar = "#" * int(20 * step / self.total)
