@@ -46,12 +46,12 @@ def tiny_data(tmp_path_factory):
 def tiny_config(tiny_data):
   """A factory: the synthetic `:tiny` config on `tiny_data` with a few steps and overrides."""
   from heatpose_jax import from_config
-  from heatpose_jax.configs import synthetic
+  from heatpose_jax.configs import common, synthetic
 
   def make(steps=(2, 2, 2), **overrides):
     c = synthetic.get_config("tiny")
     c.data_dir, c.tfds_config = tiny_data
-    c.coarse_steps, c.fine_steps, c.joint_steps = steps
+    common.set_steps(c, *steps)
     c.batch_size = 8
     c.log_every = 1
     c.checkpoint_every = 2
@@ -123,16 +123,18 @@ SYNTHETIC_CONFIG = os.path.join(
   os.path.dirname(os.path.abspath(__file__)), "heatpose_jax", "configs", "synthetic.py"
 )
 # A study's run on `tiny_data`: one coarse and one fine step (the two phases the studies
-# read; each costs a compile), 32×32 canvases, every checkpoint kept.
+# read; each costs a compile), 32×32 canvases, every checkpoint kept, no GroupNorm
+# (fewer ops to compile; the studies' tests are not about learning).
 STUDY_OVERRIDES = {
-  "coarse_steps": 1,
-  "fine_steps": 1,
-  "joint_steps": 0,
+  "phases.coarse.steps": 1,
+  "phases.fine.steps": 1,
+  "phases.joint.steps": 0,
   "input_hw": (32, 32),
   "batch_size": 8,
   "log_every": 1,
   "checkpoint_every": 2,
   "max_eval_examples": 8,
+  "model.norm": "none",
 }
 
 

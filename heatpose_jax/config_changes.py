@@ -49,16 +49,17 @@ SAFE = (
   "canvas_cache",
   "spatial_model.",
 )
-PHASE_STEPS = ("coarse_steps", "fine_steps", "joint_steps")
-# Optimizer fields -> the phases whose optimizer (or loss) they set; refused once one has begun.
-PHASE_FIELDS = {
-  "learning_rate": ("coarse", "fine"),
-  "joint_learning_rate": ("joint",),
-  "lam": ("joint",),
-  "warmup_steps": ("coarse", "fine", "joint"),
-  "weight_decay": ("coarse", "fine", "joint"),
-  "grad_clip": ("coarse", "fine", "joint"),
-}
+
+
+def _boundary_field(k: str) -> bool:
+  """A field that moves the phase boundaries: the order or a phase's steps."""
+  return k == "phase_order" or (k.startswith("phases.") and k.endswith(".steps"))
+
+
+def _phase_of(k: str) -> str | None:
+  """The phase whose optimizer or loss `k` (`phases.NAME.FIELD`) sets, else None."""
+  parts = k.split(".")
+  return parts[1] if len(parts) == 3 and parts[0] == "phases" else None
 
 
 class ConfigChangeError(ValueError):
@@ -136,7 +137,7 @@ def check(old, new, saved_step: int | None, *, allow: bool = False, workdir: str
   refused, why = [], []
   saved = int(saved_step or 0)
   if saved and changed:
-    phase_fields = [k for k in changed if k in PHASE_STEPS]
+    phase_fields = [k for k in changed if _boundary_field(k)]
     if phase_fields:
       problem = _phase_problem(old, new, saved)
       if problem:
@@ -144,11 +145,10 @@ def check(old, new, saved_step: int | None, *, allow: bool = False, workdir: str
         why.append(problem)
     begun = {n for n, a, _ in from_config.phase_bounds(old) if a < saved}
     for k in changed:
-      if k in PHASE_STEPS or any(k == s or (s.endswith(".") and k.startswith(s)) for s in SAFE):
+      if _boundary_field(k) or any(k == s or (s.endswith(".") and k.startswith(s)) for s in SAFE):
         continue
-      phases = PHASE_FIELDS.get(k)
-      if phases is not None and not begun & set(phases):
-        continue  # only phases not begun use it
+      if _phase_of(k) is not None and _phase_of(k) not in begun:
+        continue  # only a phase not begun uses it
       refused.append(k)
   result = {
     "changed": {k: list(v) for k, v in changed.items()},
@@ -189,10 +189,7 @@ def load_saved(workdir: str) -> ml_collections.ConfigDict | None:
   (None without either). So a config.json edited by hand is a change like any other."""
   entries = history(workdir)
   if entries and isinstance(entries[-1].get("config"), dict):
-    from heatpose_jax.configs import common
-
-    last = from_config._tuples(entries[-1]["config"])
-    return from_config._merge(common.base_config(), last)
+    return from_config.saved_config(entries[-1]["config"])
   if not os.path.exists(os.path.join(workdir, from_config.CONFIG_FILE)):
     return None
   return from_config.load_run_config(workdir)

@@ -20,6 +20,7 @@ from heatpose_jax import (
   augment,
   canvas_cache,
   codec,
+  dataset_specs,
   datasets,
   input_pipeline,
   metrics,
@@ -45,7 +46,7 @@ def check(config: ml_collections.ConfigDict) -> None:
         value = value[part] if part in value else "(missing)"
       raise ConfigError(f"config.{field}={value!r}: {why}")
 
-  need(config.dataset in joints_lib.SKELETONS, "dataset", f"known: {sorted(joints_lib.SKELETONS)}")
+  dataset_spec(config)
   need(config.dtype in ("float32", "bfloat16"), "dtype", "must be 'float32' or 'bfloat16'")
   need(config.model.variant in models.BANKS, "model.variant", f"known: {sorted(models.BANKS)}")
   need(config.model.pool_factor in (4, 8, 16), "model.pool_factor", "must be 4, 8 or 16")
@@ -83,17 +84,9 @@ def check(config: ml_collections.ConfigDict) -> None:
     "max_eval_examples",
     "must be >= 0 (0: the whole split)",
   )
-  for name in step_lib.PHASES:
-    need(config[f"{name}_steps"] >= 0, f"{name}_steps", "must be >= 0")
-  need(
-    sum(config[f"{n}_steps"] for n in step_lib.PHASES) > 0,
-    "coarse_steps",
-    "coarse_steps + fine_steps + joint_steps is 0: nothing to train",
-  )
+  _check_phases(config, need)
   for field in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
     need(config[field] > 0, field, "must be > 0")
-  need(config.learning_rate > 0, "learning_rate", "must be > 0")
-  need(config.joint_learning_rate > 0, "joint_learning_rate", "must be > 0")
   need(config.augment.rotation >= 0, "augment.rotation", "must be >= 0 (degrees)")
   lo, hi = config.augment.scale
   need(0 < lo <= hi, "augment.scale", "must be (low, high) with 0 < low <= high")
@@ -113,6 +106,28 @@ def check(config: ml_collections.ConfigDict) -> None:
     len(config.eval.thresholds) > 0 and min(config.eval.thresholds) >= 0,
     "eval.thresholds",
     "must be a non-empty list of values >= 0",
+  )
+
+
+def _check_phases(config: ml_collections.ConfigDict, need) -> None:
+  order = tuple(config.phase_order)
+  need(len(set(order)) == len(order), "phase_order", "names a phase twice")
+  for name in order:
+    need(name in config.phases, "phase_order", f"names {name!r}, which config.phases lacks")
+  for name in sorted(set(config.phases) - set(order)):
+    raise ConfigError(f"config.phases.{name} is not in config.phase_order: list it or remove it")
+  for name in order:
+    p = config.phases[name]
+    need(p.steps >= 0, f"phases.{name}.steps", "must be >= 0")
+    need(p.learning_rate > 0, f"phases.{name}.learning_rate", "must be > 0")
+    try:
+      phase(config, name)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+      raise ConfigError(f"config.phases.{name}: {e}") from None
+  need(
+    sum(config.phases[n].steps for n in order) > 0,
+    "phases",
+    "every phase has 0 steps: nothing to train",
   )
 
 
@@ -136,8 +151,25 @@ def with_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_col
   return out
 
 
+def dataset_spec(config: ml_collections.ConfigDict) -> dataset_specs.DatasetSpec:
+  """`config.dataset`'s spec, after importing `config.dataset_module` (`datasets.find_spec`)."""
+  dataset_specs.import_modules(config.get("dataset_module", ""), "config.dataset_module")
+  spec = datasets.find_spec(
+    config.dataset,
+    tfds_name=config.tfds_name,
+    config_name=config.tfds_config,
+    data_dir=config.data_dir,
+  )
+  if spec is None:
+    known = sorted(dataset_specs.SPECS)
+    raise ConfigError(
+      f"config.dataset={config.dataset!r}: known: {known} (or config.dataset_module)"
+    )
+  return spec
+
+
 def skeleton(config: ml_collections.ConfigDict) -> joints_lib.Skeleton:
-  return joints_lib.get_skeleton(config.dataset)
+  return dataset_spec(config).skeleton
 
 
 def protocol(config: ml_collections.ConfigDict) -> str:
@@ -186,41 +218,55 @@ def augmentation(config: ml_collections.ConfigDict) -> augment.Augmentation:
   )
 
 
+def phase(config: ml_collections.ConfigDict, name: str) -> step_lib.Phase:
+  """`config.phases[name]` as a `train_step.Phase`."""
+  p = config.phases[name]
+  return step_lib.Phase(
+    name=name,
+    steps=int(p.steps),
+    train=tuple(p.train),
+    loss_weights=tuple(float(w) for w in p.loss_weights),
+    learning_rate=float(p.learning_rate),
+    warmup_steps=int(p.warmup_steps),
+    weight_decay=float(p.weight_decay),
+    grad_clip=float(p.grad_clip),
+  )
+
+
+def phases(config: ml_collections.ConfigDict) -> list[step_lib.Phase]:
+  """The phases with steps, in `config.phase_order`."""
+  return [phase(config, n) for n in config.phase_order if config.phases[n].steps]
+
+
 def phase_bounds(config: ml_collections.ConfigDict) -> list[tuple[str, int, int]]:
   """[(phase, first step, end step)] of the phases with steps, in order."""
   out, start = [], 0
-  for name in step_lib.PHASES:
-    n = int(config[f"{name}_steps"])
-    if n:
-      out.append((name, start, start + n))
-      start += n
+  for p in phases(config):
+    out.append((p.name, start, start + p.steps))
+    start += p.steps
   return out
 
 
-def optimizers(config: ml_collections.ConfigDict) -> dict:
-  """phase -> its AdamW (`train_step.make_optimizer`) for the phases with steps."""
-  return {
-    name: step_lib.make_optimizer(
-      learning_rate=config.joint_learning_rate if name == "joint" else config.learning_rate,
-      steps=end - start,
-      warmup_steps=config.warmup_steps,
-      weight_decay=config.weight_decay,
-      grad_clip=config.grad_clip,
-    )
-    for name, start, end in phase_bounds(config)
-  }
+def total_steps(config: ml_collections.ConfigDict) -> int:
+  return sum(p.steps for p in phases(config))
 
 
-def train_step(config: ml_collections.ConfigDict, phase: str, mesh, *, donate: bool = True):
-  """`train_step.make_train_step` of `phase` with the config's augmentation, codecs and λ."""
+def phase_end(config: ml_collections.ConfigDict, name: str) -> int:
+  """The global step at which phase `name` ends (0 when it has no steps): e.g. the
+  checkpoint of the coarse model trained alone (the studies' "phase 1")."""
+  return next((end for n, _, end in phase_bounds(config) if n == name), 0)
+
+
+def train_step(config: ml_collections.ConfigDict, name: str, mesh, *, donate: bool = True):
+  """`train_step.make_train_step` of the phase `name`, with the config's
+  augmentation and codecs."""
   net = model(config)
   return step_lib.make_train_step(
-    phase,
+    phase(config, name),
     mesh=mesh,
     augmentation=augmentation(config),
     coarse_codec=coarse_codec(config, net),
     fine_codec=fine_codec(config),
-    lam=config.lam,
     donate=donate,
   )
 
@@ -233,7 +279,7 @@ def abstract_params(config: ml_collections.ConfigDict, mesh):
 
 def abstract_state(config: ml_collections.ConfigDict, mesh):
   """`train_step.abstract_state` of the config's model and optimizers (nothing compiled)."""
-  return step_lib.abstract_state(model(config), optimizers(config), tuple(config.input_hw), mesh)
+  return step_lib.abstract_state(model(config), phases(config), tuple(config.input_hw), mesh)
 
 
 # --- data ----------------------------------------------------------------------
@@ -371,17 +417,78 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
       data = json.load(f)
     except json.JSONDecodeError as e:
       raise ValueError(f"{path}: not valid JSON ({e})") from None
-  # Fields added since the run was trained take their defaults.
+  return saved_config(data)
+
+
+def saved_config(data: dict) -> ml_collections.ConfigDict:
+  """A config saved as JSON (config.json, a history entry) as a `ConfigDict`.
+
+  Fields added since it was saved take their defaults; its phases are its own
+  (a phase the defaults have and it lacks is not added), each completed with
+  the defaults of `configs.common.phase`. A config saved before phases were
+  data (`coarse_steps`, `learning_rate`, `lam`, ...) is converted
+  (`_upgrade`), so older runs resume, evaluate and serve as they were trained.
+  """
   from heatpose_jax.configs import common
 
-  return _merge(common.base_config(), _tuples(data))
+  data = _upgrade(_tuples(data))
+  base = common.base_config()
+  saved_phases = data.pop("phases", None)
+  out = _merge(base, data)
+  if saved_phases is not None:
+    out.phases = ml_collections.ConfigDict(
+      {n: _merge(common.phase(0, ("coarse",), (1.0, 0.0), 1.0), p) for n, p in saved_phases.items()}
+    )
+  return out
+
+
+# The fields of a config saved before phases were data, and what they became.
+_OLD_PHASE_FIELDS = (
+  "coarse_steps",
+  "fine_steps",
+  "joint_steps",
+  "learning_rate",
+  "joint_learning_rate",
+  "lam",
+  "warmup_steps",
+  "weight_decay",
+  "grad_clip",
+)
+
+
+def _upgrade(data: dict) -> dict:
+  """Converts a config saved with `coarse_steps` ... `lam` to `phase_order` + `phases`."""
+  if "coarse_steps" not in data or "phases" in data:
+    return data
+  from heatpose_jax.configs import common
+
+  old = {k: data[k] for k in _OLD_PHASE_FIELDS if k in data}
+  rest = {k: v for k, v in data.items() if k not in _OLD_PHASE_FIELDS}
+  lr, opt = (
+    old.get("learning_rate", 1e-3),
+    {k: old[k] for k in ("warmup_steps", "weight_decay", "grad_clip") if k in old},
+  )
+  phases = {
+    "coarse": common.phase(old.get("coarse_steps", 0), ("coarse",), (1.0, 0.0), lr, **opt),
+    "fine": common.phase(old.get("fine_steps", 0), ("fine",), (0.0, 1.0), lr, **opt),
+    "joint": common.phase(
+      old.get("joint_steps", 0),
+      ("coarse", "fine"),
+      (1.0, old.get("lam", 0.1)),
+      old.get("joint_learning_rate", 2e-4),
+      **opt,
+    ),
+  }
+  return {**rest, "phase_order": ("coarse", "fine", "joint"), "phases": phases}
 
 
 def _merge(base: ml_collections.ConfigDict, data: dict) -> ml_collections.ConfigDict:
   out = ml_collections.ConfigDict(base.to_dict())
   for k, v in data.items():
-    if isinstance(v, dict) and isinstance(out.get(k), ml_collections.ConfigDict):
-      out[k] = _merge(out[k], v)
+    if isinstance(v, dict | ml_collections.ConfigDict) and isinstance(
+      out.get(k), ml_collections.ConfigDict
+    ):
+      out[k] = _merge(out[k], dict(v))
     else:
       out[k] = v
   return out

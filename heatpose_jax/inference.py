@@ -26,7 +26,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
-from heatpose_jax import codec
+from heatpose_jax import codec, losses
 
 # (selector params, averaged coarse heat-maps (B, h, w, J), torso box (B, 4) canvas
 # px) -> (B, h, w, J) maps whose argmax is each joint's location.
@@ -245,7 +245,7 @@ def make_predict_fn(
     if loss_codec is not None:
       valid = batch["joints_valid"] * batch["_mask"][:, None].astype(jnp.float32)
       target = loss_codec.encode(batch["joints"], valid, heat.shape[1:3])
-      err = jnp.sum(jnp.square(heat - target), axis=(1, 2))  # (B, J), as losses.coarse_loss
+      err = losses.coarse_errors(heat, target)  # (B, J): E1's own per-map error
       result["e1_sum"] = jnp.sum(err * valid, axis=-1)
       result["e1_count"] = jnp.sum(valid, axis=-1)
     return result

@@ -1,6 +1,7 @@
 """Training of the cascade: `train_and_evaluate(config, workdir)`, the loop.
 
-The paper's three phases run back to back on one global step counter, each with
+The config's phases (`config.phase_order`, `config.phases`: by default the
+paper's three) run back to back on one global step counter, each with
 its own jitted step (`train_step.make_train_step`, built from the config by
 `from_config.train_step`) and its own optimizer state. The loop resumes, trains,
 checkpoints (`checkpoints`), evaluates (`evaluation.Evaluator`) and writes
@@ -81,7 +82,7 @@ def train_and_evaluate(
   mesh=None,
   allow_config_change: bool = False,
 ) -> dict:
-  """Trains the three phases (resumable) and evaluates; returns the final evaluation.
+  """Trains the config's phases (resumable) and evaluates; returns the final evaluation.
 
   Resume order: the newest usable checkpoint in `workdir` (unreadable or
   non-finite ones are set aside, see `checkpoints.restore_latest`) →
@@ -123,14 +124,14 @@ def train_and_evaluate(
 
 def _train_and_evaluate(config, workdir, mesh, allow_config_change):
   model = from_config.model(config)
-  tx = from_config.optimizers(config)
+  phases = from_config.phases(config)
   bounds = from_config.phase_bounds(config)
   total = bounds[-1][2]
   hw = tuple(config.input_hw)
   with contextlib.ExitStack() as stack:
     mngr = checkpoints.manager(workdir, config.keep_checkpoints)
     stack.callback(mngr.close)
-    abstract = abstract_state(model, tx, hw, mesh)
+    abstract = abstract_state(model, phases, hw, mesh)
     changes = _check_config(config, workdir, mngr, abstract, allow_config_change)
     state, latest = checkpoints.restore_latest(mngr, abstract)
     # The data first: an unbuilt dataset, or an evaluation split that is missing or
@@ -145,7 +146,7 @@ def _train_and_evaluate(config, workdir, mesh, allow_config_change):
       if jax.process_index() == 0:
         print(f"resumed from {workdir} step {latest}", flush=True)
     else:
-      state = create_state(model, tx, hw, mesh, jax.random.key(config.seed, impl="rbg"))
+      state = create_state(model, phases, hw, mesh, jax.random.key(config.seed, impl="rbg"))
       if config.init_from:
         params, step = checkpoints.restore_params(_workdir_of(config.init_from), abstract.params)
         state = state.replace(params=params)

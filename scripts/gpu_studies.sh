@@ -121,7 +121,7 @@ if [[ "$SMOKE" == 1 ]]; then
   P_CONFIG="heatpose_jax/configs/synthetic.py:tiny"
   R_CONFIG=$P_CONFIG
   COMMON=(--config.input_hw="(32, 32)" --config.batch_size=8 --config.max_eval_examples=8
-    --config.log_every=1 --config.coarse_steps=2 --config.fine_steps=1 --config.joint_steps=1)
+    --config.log_every=1 --config.phases.coarse.steps=2 --config.phases.fine.steps=1 --config.phases.joint.steps=1)
   P_EXTRA=(--window_px=16 --max_parallel=1)
   R_EXTRA=(--num_train=16 --max_parallel=1)
 else

@@ -136,7 +136,7 @@ def pooling(ctx: Context, out_dir: str) -> Table:
     curves = {"phase 1": [], "final": []}
     for s in range(ctx.seeds):
       run = ctx.run(f"pool{p}", s)
-      steps = {"phase 1": int(run.config.coarse_steps), "final": None}
+      steps = {"phase 1": from_config.phase_end(run.config, "coarse"), "final": None}
       for label, step in steps.items():
         row = f"{p}x coarse ({'phase 1, step ' + str(step) if step else 'of the final model'})"
         preds = ctx.preds(f"pool{p}", s, step)
@@ -159,7 +159,7 @@ def pooling(ctx: Context, out_dir: str) -> Table:
     f"errors beyond ±{HIST_RANGE_PX:g} px removed (their total count: 'removed').",
     "label noise: σ of (joints − joints_clean) in x, input px, measured on the eval split "
     "(synthetic people); n/a where the dataset has no clean labels (FLIC, MPII).",
-    "phase 1 = the checkpoint at step coarse_steps (the coarse model trained alone); "
+    "phase 1 = the checkpoint at the end of the coarse phase (the coarse model trained alone); "
     "'of the final model' = the coarse estimate after the joint phase.",
   ]
   return t
@@ -186,7 +186,7 @@ def cascade(ctx: Context, out_dir: str) -> Table:
     for s in range(ctx.seeds):
       run = ctx.run(f"pool{p}", s)
       estimates = {
-        "coarse": ctx.preds(f"pool{p}", s, int(run.config.coarse_steps)),
+        "coarse": ctx.preds(f"pool{p}", s, from_config.phase_end(run.config, "coarse")),
         "cascade": ctx.preds(f"pool{p}", s),
       }
       for m, preds in estimates.items():
@@ -444,7 +444,8 @@ def _header(ctx_runs, kinds, base, seeds: int, command: str, num_eval: int | Non
   runs = []
   for k in kinds:
     r = ctx_runs[(k, 0)].config
-    runs.append(f"{k} (steps {r.coarse_steps}/{r.fine_steps}/{r.joint_steps})")
+    steps = "/".join(str(r.phases[n].steps) for n in r.phase_order)
+    runs.append(f"{k} (steps {steps})")
   d = mesh.devices.flat[0]
   return {
     "dataset": f"{dataset}, eval split {base.eval_split!r}"
@@ -504,8 +505,8 @@ def run_experiments(
   needs_main = {"shared_features", "spatial_dropout"} & set(names)
   if needs_main and MAIN_POOL not in pools:
     raise ValueError(f"{sorted(needs_main)} compare at {MAIN_POOL}x: pools must include it")
-  if {"pooling", "cascade"} & set(names) and not int(config.coarse_steps):
-    raise ValueError("pooling and cascade need the coarse phase: config.coarse_steps is 0")
+  if {"pooling", "cascade"} & set(names) and not from_config.phase_end(config, "coarse"):
+    raise ValueError("pooling and cascade need the coarse phase: config.phases.coarse has no steps")
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   mesh = input_pipeline.make_mesh() if mesh is None else mesh

@@ -241,9 +241,11 @@ def measure_run(
 ) -> dict:
   """The statistics of one run (JSON-ready): coarse = the phase-1 checkpoint's
   coarse estimate, cascade = the final checkpoint's cascade estimate."""
-  phase1 = int(run.config.coarse_steps)
+  phase1 = from_config.phase_end(run.config, "coarse")
   if not phase1:
-    raise ValueError("the precision study needs the coarse phase: config.coarse_steps is 0")
+    raise ValueError(
+      "the precision study needs the coarse phase: config.phases.coarse has no steps"
+    )
   preds = {"coarse": cache.predictions(run, phase1), "cascade": cache.predictions(run)}
   cols = skeleton.table_indices()
   edges = np.linspace(-window_px, window_px, HIST_BINS + 1)
@@ -385,8 +387,10 @@ def run_study(
     The content of `precision.json`.
   """
   pools, groups, seeds = _check_selection(pools, groups, seeds, POOLS, GROUPS)
-  if not int(config.coarse_steps):
-    raise ValueError("the precision study needs the coarse phase: config.coarse_steps is 0")
+  if not from_config.phase_end(config, "coarse"):
+    raise ValueError(
+      "the precision study needs the coarse phase: config.phases.coarse has no steps"
+    )
   out_dir = os.path.abspath(out_dir or workdir)
   figures_dir = os.path.abspath(figures_dir or out_dir)
   mesh = input_pipeline.make_mesh() if mesh is None else mesh

@@ -176,9 +176,7 @@ def relpath(path: str, start: str) -> str:
 def steps_of(config: ml_collections.ConfigDict) -> dict:
   """A run's training schedule, as its record keeps it."""
   return {
-    "coarse": int(config.coarse_steps),
-    "fine": int(config.fine_steps),
-    "joint": int(config.joint_steps),
+    **{name: int(config.phases[name].steps) for name in config.phase_order},
     "batch_size": int(config.batch_size),
     "eval_every": int(config.eval_every),
     "dtype": str(config.dtype),

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from heatpose_jax import checkpoints, from_config, train, train_step
+from heatpose_jax import checkpoints, from_config, train
 
 POOLS = (4, 8, 16)
 # The shared-features and dropout comparisons run at this pooling (the paper used
@@ -71,8 +71,8 @@ def run_overrides(
       "model.pool_factor": m,
       "model.dropout": "spatial",
       "model.standard_cascade": True,
-      "fine_steps": int(base.fine_steps) + int(base.joint_steps),
-      "joint_steps": 0,
+      "phases.fine.steps": int(base.phases.fine.steps) + int(base.phases.joint.steps),
+      "phases.joint.steps": 0,
     }
   if name == f"nodropout{m}":
     return {"model.pool_factor": m, "model.dropout": "none"}
@@ -90,8 +90,7 @@ def run_overrides(
 apply_overrides = from_config.with_overrides
 
 
-def total_steps(config: ml_collections.ConfigDict) -> int:
-  return int(config.coarse_steps) + int(config.fine_steps) + int(config.joint_steps)
+total_steps = from_config.total_steps
 
 
 def checkpoint_overrides(config: ml_collections.ConfigDict, per_run: int) -> dict[str, int]:
@@ -101,7 +100,7 @@ def checkpoint_overrides(config: ml_collections.ConfigDict, per_run: int) -> dic
   every = max(int(config.checkpoint_every), math.ceil(total / max(1, per_run)))
   return {
     "checkpoint_every": every,
-    "keep_checkpoints": total // every + len(train_step.PHASES) + 2,
+    "keep_checkpoints": total // every + len(config.phase_order) + 2,
   }
 
 

@@ -75,12 +75,15 @@ def test_masked_mse_hand_computed():
   pred = jnp.zeros((1, 2, 2, 2)).at[0, 0, 0, 0].set(2.0).at[0, 1].set(5.0)
   target = jnp.zeros((1, 2, 2, 2))
   # Joint 0: one pixel off by 2 -> sum 4. Joint 1 is masked out.
-  e = losses.masked_heatmap_mse(pred, target, jnp.array([[1.0, 0.0]]))
+  e = losses.fine_loss(pred, target, jnp.array([[1.0, 0.0]]))
   assert float(e) == pytest.approx(4.0)
-  both = losses.masked_heatmap_mse(pred, target, jnp.array([[1.0, 1.0]]))
+  both = losses.fine_loss(pred, target, jnp.array([[1.0, 1.0]]))
   assert float(both) == pytest.approx((4.0 + 4 * 25.0) / 2)
-  assert float(losses.masked_heatmap_mse(pred, target, jnp.zeros((1, 2)))) == 0.0
-  assert float(losses.joint_loss(jnp.array(1.0), jnp.array(2.0), 0.1)) == pytest.approx(1.2)
+  assert float(losses.fine_loss(pred, target, jnp.zeros((1, 2)))) == 0.0
+  e3 = losses.phase_loss(jnp.array(1.0), jnp.array(2.0), (1.0, 0.1))
+  assert float(e3) == pytest.approx(1.2)
+  # A zero weight drops its term: a NaN there does not reach the loss.
+  assert float(losses.phase_loss(jnp.array(jnp.nan), jnp.array(2.0), (0.0, 1.0))) == 2.0
 
 
 def test_coarse_loss_takes_nhwc():

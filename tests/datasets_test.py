@@ -8,7 +8,7 @@ import pytest
 
 from conftest import one_device_mesh
 from heatpose_jax import datasets, train
-from heatpose_jax.configs import synthetic
+from heatpose_jax.configs import common, synthetic
 
 
 def test_data_source_prepares_synthetic_people_on_demand(tmp_path, caplog):
@@ -40,7 +40,7 @@ def test_training_on_a_fresh_data_dir_prepares_synthetic_itself(tmp_path, caplog
   caplog.set_level(logging.WARNING)
   config = synthetic.get_config("tiny")
   config.data_dir = str(tmp_path / "data")
-  config.coarse_steps, config.fine_steps, config.joint_steps = 1, 0, 0
+  common.set_steps(config, 1, 0, 0)
   config.batch_size, config.max_eval_examples = 8, 8
   result = train.train_and_evaluate(config, str(tmp_path / "run"), mesh=one_device_mesh())
   assert "dataset synthetic/tiny is not built" in caplog.text and "preparing it now" in caplog.text

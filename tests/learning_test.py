@@ -12,7 +12,7 @@ import pytest
 
 from conftest import one_device_mesh
 from heatpose_jax import from_config, models, synthetic_dataset, train
-from heatpose_jax.configs import synthetic
+from heatpose_jax.configs import common, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def _overfit_config(data, **overrides):
   c.data_dir, c.tfds_config = data
   c.eval_split = "train"  # score the very images it trained on
   c.batch_size = 8  # two steps an epoch
-  c.coarse_steps, c.fine_steps, c.joint_steps = 100, 60, 0
+  common.set_steps(c, 100, 60, 0)
   c.augment.rotation, c.augment.scale, c.augment.flip = 0.0, (1.0, 1.0), 0.0
   c.model.dropout = "none"
   c.log_every = 50

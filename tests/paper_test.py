@@ -145,8 +145,8 @@ def _check_cli_reuse(workdir, tiny_data):
 def test_run_overrides_follow_the_paper():
   base = synthetic.get_config("tiny")
   std = runs.make_run(base, "/w", "standard8", 0, checkpoints_per_run=10).config
-  assert std.model.standard_cascade and std.joint_steps == 0
-  assert std.fine_steps == base.fine_steps + base.joint_steps
+  assert std.model.standard_cascade and std.phases.joint.steps == 0
+  assert std.phases.fine.steps == base.phases.fine.steps + base.phases.joint.steps
   run = runs.make_run(base, "/w", "nodropout8", 2, checkpoints_per_run=10)
   assert run.directory == "/w/runs/nodropout8_seed2" and run.config.seed == base.seed + 2
   assert run.config.model.dropout == "none" and run.config.model.pool_factor == 8

@@ -177,7 +177,7 @@ def test_noise_runs_differ_in_training_labels_only(tiny_data, tmp_path):
 def test_regularization_study(tiny_data, tmp_path, capsys):
   workdir, out, figs = tmp_path / "work", tmp_path / "out", tmp_path / "figs"
   # 2 coarse steps, evaluated after each (>= 10 evaluations would need >= 10 steps).
-  config = _config(tiny_data, coarse_steps=2, fine_steps=0)
+  config = _config(tiny_data, **{"phases.coarse.steps": 2, "phases.fine.steps": 0})
   kw = dict(
     num_train=16,
     max_parallel=0,
@@ -234,7 +234,9 @@ def test_regularization_study(tiny_data, tmp_path, capsys):
   assert again["results"] == res["results"]
 
   # A run of 1000 steps is evaluated >= 10 times; fewer evaluations are refused.
-  long = runs.apply_overrides(config, {"coarse_steps": 700, "fine_steps": 150, "joint_steps": 150})
+  long = runs.apply_overrides(
+    config, {"phases.coarse.steps": 700, "phases.fine.steps": 150, "phases.joint.steps": 150}
+  )
   plan = regularization.plan_study(
     long, str(workdir), num_train=16, evals_per_run=12, checkpoints_per_run=2
   )
@@ -249,7 +251,7 @@ def test_regularization_study(tiny_data, tmp_path, capsys):
     "spatial",
   ]
   std = configs["standard_cascade"]
-  assert std.model.standard_cascade and std.joint_steps == 0 and std.fine_steps == 300
+  assert std.model.standard_cascade and std.phases.joint.steps == 0 and std.phases.fine.steps == 300
   with pytest.raises(ValueError, match="evals_per_run"):
     regularization.plan_study(
       long, str(workdir), num_train=16, evals_per_run=5, checkpoints_per_run=2

@@ -176,7 +176,8 @@ def test_training_stops_before_its_first_step_without_an_eval_example(
   r = run_cli(
     "experiments.train", f"--config={SYNTHETIC_CONFIG}:tiny", f"--workdir={work}",
     f"--config.data_dir={data_dir}", f"--config.tfds_config={name}", "--config.eval_split=nope",
-    "--config.coarse_steps=1", "--config.fine_steps=0", "--config.joint_steps=0", timeout=120,
+    "--config.phases.coarse.steps=1", "--config.phases.fine.steps=0",
+    "--config.phases.joint.steps=0", timeout=120,
   )  # fmt: skip
   _one_line_error(r, "no split 'nope'")
   assert not (work / "config.json").exists() and not list(work.rglob("metrics.jsonl"))

@@ -22,7 +22,7 @@ from orbax.checkpoint._src.serialization import serialization
 
 from conftest import SYNTHETIC_CONFIG, config_flags, one_device_mesh, run_cli
 from heatpose_jax import checkpoints, config_changes, from_config, workdir_lock
-from heatpose_jax.configs import synthetic
+from heatpose_jax.configs import common, synthetic
 
 # The tests sharing the session fixture `tiny_run` run on its xdist worker (built once).
 pytestmark = pytest.mark.xdist_group("tiny_run")
@@ -30,12 +30,12 @@ pytestmark = pytest.mark.xdist_group("tiny_run")
 REPO = Path(__file__).resolve().parents[1]
 # The `:tiny` values the change messages print (`old -> new`).
 TINY_ROTATION = synthetic.get_config("tiny").augment.rotation
-TINY_LR = synthetic.get_config("tiny").learning_rate
+TINY_LR = synthetic.get_config("tiny").phases.coarse.learning_rate
 # tiny_run's config, as `--config.*` flags on top of `synthetic.py:tiny` (see conftest).
 TINY_RUN = {
-  "coarse_steps": 2,
-  "fine_steps": 1,
-  "joint_steps": 1,
+  "phases.coarse.steps": 2,
+  "phases.fine.steps": 1,
+  "phases.joint.steps": 1,
   "batch_size": 8,
   "log_every": 1,
   "checkpoint_every": 2,
@@ -219,7 +219,10 @@ def _refused(r, work, *needles) -> None:
   ("change", "needles"),
   [
     # tiny_run trained 2 coarse, 1 fine, 1 joint steps: step 3 was fine.
-    ({"coarse_steps": 3}, ["coarse_steps 2 -> 3", "step 3 was trained as fine"]),
+    (
+      {"phases.coarse.steps": 3},
+      ["phases.coarse.steps 2 -> 3", "step 3 was trained as fine"],
+    ),
     ({"batch_size": 16}, ["batch_size 8 -> 16"]),
     (
       {"augment.rotation": 5.0, "seed": 1},
@@ -263,24 +266,27 @@ def test_safe_changes_are_printed_and_recorded_and_the_flag_resumes_anyway(run_c
   assert history[1]["start_step"] == 4 and history[1]["changed"]["log_every"] == [1, 2]
   # The learning rate of a phase already trained: refused, then resumed with the flag,
   # said and recorded as such.
+  lr = {"phases.coarse.learning_rate": 0.01}
   _refused(
-    _train_cli(run_copy, tiny_data, **safe, learning_rate=0.01),
+    _train_cli(run_copy, tiny_data, **safe, **lr),
     run_copy,
-    f"learning_rate {TINY_LR} -> 0.01",
+    f"phases.coarse.learning_rate {TINY_LR} -> 0.01",
   )
-  r = _train_cli(run_copy, tiny_data, "--allow_config_change", **safe, learning_rate=0.01)
+  r = _train_cli(run_copy, tiny_data, "--allow_config_change", **safe, **lr)
   assert r.returncode == 0, r.stderr[-3000:]
   assert (
-    f"learning_rate {TINY_LR} -> 0.01 (allowed by --allow_config_change: learning_rate)" in r.stdout
-  )
+    f"phases.coarse.learning_rate {TINY_LR} -> 0.01 "
+    "(allowed by --allow_config_change: phases.coarse.learning_rate)"
+  ) in r.stdout
   history = config_changes.history(str(run_copy))
   assert len(history) == 3 and history[2]["allowed_by_flag"] is True
-  assert [h["config"]["learning_rate"] for h in history] == [TINY_LR, TINY_LR, 0.01]
+  rates = [h["config"]["phases"]["coarse"]["learning_rate"] for h in history]
+  assert rates == [TINY_LR, TINY_LR, 0.01]
 
 
 def _config(steps, **overrides):
   c = synthetic.get_config("tiny")
-  c.coarse_steps, c.fine_steps, c.joint_steps = steps
+  common.set_steps(c, *steps)
   return from_config.with_overrides(c, overrides)
 
 
@@ -288,13 +294,13 @@ def _config(steps, **overrides):
   ("old", "new", "saved", "refused"),
   [
     # The case: a finished 20/10/10 run rerun with 40 coarse steps.
-    ((20, 10, 10), (40, 10, 10), 40, ["coarse_steps"]),
+    ((20, 10, 10), (40, 10, 10), 40, ["phases.coarse.steps"]),
     ((20, 10, 10), (20, 10, 30), 40, []),  # more steps at the end of the last phase
     ((20, 10, 10), (30, 10, 10), 15, []),  # the phase under way ends later
     ((20, 10, 10), (20, 10, 10), 0, []),
-    ((20, 10, 10), (10, 10, 10), 15, ["coarse_steps"]),  # step 10..15 would be fine
-    ((20, 10, 10), (20, 10, 5), 40, ["joint_steps"]),  # ends before the saved step
-    ((20, 0, 0), (20, 10, 0), 20, ["fine_steps"]),  # a phase added
+    ((20, 10, 10), (10, 10, 10), 15, ["phases.coarse.steps"]),  # step 10..15 would be fine
+    ((20, 10, 10), (20, 10, 5), 40, ["phases.joint.steps"]),  # ends before the saved step
+    ((20, 0, 0), (20, 10, 0), 20, ["phases.fine.steps"]),  # a phase added
   ],
 )
 def test_which_phase_changes_are_safe(old, new, saved, refused):
@@ -304,11 +310,37 @@ def test_which_phase_changes_are_safe(old, new, saved, refused):
 
 def test_learning_rates_of_phases_not_begun_may_change():
   old = _config((20, 10, 10))
-  new = _config((20, 10, 10), joint_learning_rate=1e-5, lam=0.5, eval_every=7, data_dir="/x")
+  joint = {"phases.joint.learning_rate": 1e-5, "phases.joint.loss_weights": (1.0, 0.5)}
+  new = _config((20, 10, 10), **joint, eval_every=7, data_dir="/x")
   assert config_changes.check(old, new, 25, allow=False)["refused"] == []
-  assert config_changes.check(old, new, 35, allow=True)["refused"] == ["joint_learning_rate", "lam"]
-  with pytest.raises(config_changes.ConfigChangeError, match="joint_learning_rate"):
+  assert config_changes.check(old, new, 35, allow=True)["refused"] == sorted(joint)
+  with pytest.raises(config_changes.ConfigChangeError, match="phases.joint.learning_rate"):
     config_changes.check(old, new, 35, workdir="w")
   # Nothing saved yet: anything goes (and is still reported).
   changed = config_changes.check(old, _config((20, 10, 10), batch_size=4), None)
   assert changed["changed"] == {"batch_size": [16, 4]} and not changed["refused"]
+
+
+def test_a_config_saved_before_phases_were_data_loads_as_it_trained(tmp_path):
+  # config.json of a run trained with `coarse_steps` ... `lam` (before config.phases).
+  new = _config((20, 10, 10))
+  old = json.loads(new.to_json_best_effort())
+  del old["phases"], old["phase_order"]
+  c, f = new.phases.coarse, new.phases.fine
+  j = new.phases.joint
+  old.update(
+    coarse_steps=20,
+    fine_steps=10,
+    joint_steps=10,
+    learning_rate=c.learning_rate,
+    joint_learning_rate=j.learning_rate,
+    lam=j.loss_weights[1],
+    warmup_steps=c.warmup_steps,
+    weight_decay=0.0,
+    grad_clip=1.0,
+  )
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  loaded = from_config.load_run_config(str(tmp_path))
+  assert config_changes.check(loaded, new, 35)["changed"] == {}
+  assert from_config.phases(loaded) == from_config.phases(new)
+  assert f.learning_rate == c.learning_rate

@@ -27,6 +27,7 @@ from heatpose_jax import (
   train_step,
   workdir_lock,
 )
+from heatpose_jax.configs import common
 from studies import records
 
 # One xdist worker runs this file: the in-process baseline is trained once.
@@ -60,9 +61,9 @@ def _args(data, workdir, steps=STEPS, extra=()):
     f"--workdir={workdir}",
     f"--config.data_dir={data_dir}",
     f"--config.tfds_config={tfds_config}",
-    f"--config.coarse_steps={c}",
-    f"--config.fine_steps={f}",
-    f"--config.joint_steps={j}",
+    f"--config.phases.coarse.steps={c}",
+    f"--config.phases.fine.steps={f}",
+    f"--config.phases.joint.steps={j}",
     "--config.checkpoint_every=2",
     *(f"--config.{k}={v}" for k, v in OVERRIDES.items()),
     *extra,
@@ -117,7 +118,7 @@ def test_three_phases_checkpoint_evaluate_and_metrics(baseline):
       table = r[m]["table"]["0.5"]
       assert set(table) >= {"Head", "Shoulder", "Wrist", "Total"}
       assert all(np.isfinite(v) for v in table.values())
-  assert json.loads((work / "config.json").read_text())["coarse_steps"] == 2
+  assert json.loads((work / "config.json").read_text())["phases"]["coarse"]["steps"] == 2
   assert list((work / "tensorboard").iterdir())
   # Metrics as JSON lines: every phase's losses and the final evaluation.
   got = metric_writer.read_scalars(str(work), ["train/e1", "train/e2", "eval/val_e1"])
@@ -133,20 +134,22 @@ def test_three_phases_checkpoint_evaluate_and_metrics(baseline):
 def test_each_phase_has_its_own_optimizer(tiny_config):
   config = tiny_config(STEPS)
   mesh = one_device_mesh()
-  model, tx = from_config.model(config), from_config.optimizers(config)
-  state = train_step.create_state(model, tx, (64, 64), mesh, jax.random.key(0, impl="rbg"))
+  model, phases = from_config.model(config), from_config.phases(config)
+  names = [p.name for p in phases]
+  assert names == ["coarse", "fine", "joint"]
+  state = train_step.create_state(model, phases, (64, 64), mesh, jax.random.key(0, impl="rbg"))
   batch = next(iter(from_config.train_batches(config, "")))
   batch = input_pipeline.to_global_array(batch, mesh)
   key = jax.random.key(0)
-  step = {p: from_config.train_step(config, p, mesh, donate=False) for p in train_step.PHASES}
+  step = {p: from_config.train_step(config, p, mesh, donate=False) for p in names}
   for _ in range(2):
     state, _ = step["coarse"](state, batch, key)
   count = lambda s: int(s[1].count)  # noqa: E731 - InjectHyperparams state's step count
-  assert [count(state.opt_state[p]) for p in train_step.PHASES] == [2, 0, 0]
+  assert [count(state.opt_state[p]) for p in names] == [2, 0, 0]
   # The first fine update equals that of a freshly initialized optimizer.
   fresh = state.replace(
     opt_state=train_step.create_state(
-      model, tx, (64, 64), mesh, jax.random.key(1, impl="rbg")
+      model, phases, (64, 64), mesh, jax.random.key(1, impl="rbg")
     ).opt_state
   )
   after, m = step["fine"](state, batch, key)
@@ -154,12 +157,35 @@ def test_each_phase_has_its_own_optimizer(tiny_config):
   assert float(m["ok"]) == 1.0 and float(m["learning_rate"]) == float(m_fresh["learning_rate"])
   _assert_same(after.params["fine"], after_fresh.params["fine"])
   _assert_same(after.params["coarse"], state.params["coarse"])  # frozen in phase 2
-  assert [count(after.opt_state[p]) for p in train_step.PHASES] == [2, 1, 0]
+  assert [count(after.opt_state[p]) for p in names] == [2, 1, 0]
+
+
+def test_a_phase_added_in_the_config_alone_trains_with_its_own_optimizer(tiny_config, tmp_path):
+  # A fourth phase, by config only: the coarse model again at a tenth of the
+  # learning rate, after the paper's coarse phase (the fine and joint phases off).
+  config = tiny_config((2, 0, 0), log_every=1)
+  config.phase_order = ("coarse", "fine", "joint", "coarse_polish")
+  rate = config.phases.coarse.learning_rate / 10
+  config.phases.coarse_polish = common.phase(2, ("coarse",), (1.0, 0.0), rate, warmup_steps=1)
+  assert [b[0] for b in from_config.phase_bounds(config)] == ["coarse", "coarse_polish"]
+  train.train_and_evaluate(config, str(tmp_path), mesh=one_device_mesh())
+  state = checkpoints.restore_latest(
+    checkpoints.manager(str(tmp_path), 3), from_config.abstract_state(config, one_device_mesh())
+  )[0]
+  assert set(state.opt_state) == {"coarse", "coarse_polish"}
+  assert int(state.opt_state["coarse_polish"][1].count) == 2
+  lr = metric_writer.read_scalars(str(tmp_path), ["train/learning_rate"])["train/learning_rate"]
+  assert lr[0].tolist() == [1, 2, 3, 4] and 0 < lr[1][3] <= rate * 1.0001  # its own schedule
+  # A phase the order does not list is refused with one line naming it.
+  config.phases.stray = common.phase(1, ("coarse",), (1.0, 0.0), 1e-3)
+  with pytest.raises(from_config.ConfigError, match="config.phases.stray is not in"):
+    from_config.check(config)
 
 
 def test_nan_guard_names_the_step_and_the_last_good_checkpoint(tiny_config, tmp_path):
   # Warmup makes step 1's learning rate 0; from step 2 on it is 1e30.
-  config = tiny_config((6, 0, 0), learning_rate=1e30, grad_clip=1e30, checkpoint_every=1)
+  nan = {"phases.coarse.learning_rate": 1e30, "phases.coarse.grad_clip": 1e30}
+  config = tiny_config((6, 0, 0), **nan, checkpoint_every=1)
   with pytest.raises(FloatingPointError, match=r"at steps 2\.\.2 .*last good checkpoint: step 1"):
     train.train_and_evaluate(config, str(tmp_path), mesh=one_device_mesh())
   assert _steps(tmp_path) == [1]

@@ -32,12 +32,46 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return out
 
 
+def phase(
+  steps: int,
+  train: tuple[str, ...],
+  loss_weights: tuple[float, float],
+  learning_rate: float,
+  *,
+  warmup_steps: int = 200,
+  weight_decay: float = 0.0,
+  grad_clip: float = 1.0,
+) -> ml_collections.ConfigDict:
+  """One entry of `config.phases` (the fields of `train_step.Phase` but its name):
+  the parameter groups it trains, its loss w1·E1 + w2·E2, its AdamW."""
+  return ml_collections.ConfigDict(
+    dict(
+      steps=steps,
+      train=tuple(train),
+      loss_weights=tuple(loss_weights),
+      learning_rate=learning_rate,
+      warmup_steps=warmup_steps,
+      weight_decay=weight_decay,
+      grad_clip=grad_clip,
+    )
+  )
+
+
+def set_steps(c: ml_collections.ConfigDict, *steps: int) -> None:
+  """Sets the steps of `c.phase_order`'s phases, in order."""
+  if len(steps) != len(c.phase_order):
+    raise ValueError(f"{len(steps)} step counts for the phases {tuple(c.phase_order)}")
+  for name, n in zip(c.phase_order, steps, strict=True):
+    c.phases[name].steps = n
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Fields shared by every dataset; dataset configs override them."""
   c = ml_collections.ConfigDict()
   c.seed = 0
   # Data: a TFDS dataset built by `python -m data_prep.build`.
-  c.dataset = "synthetic"  # skeleton name, heatpose_jax.joints.SKELETONS
+  c.dataset = "synthetic"  # a registered dataset (heatpose_jax.dataset_specs.SPECS)
+  c.dataset_module = ""  # module(s) imported first, which `register` c.dataset (not a library one)
   c.tfds_name = "synthetic"
   c.tfds_config = ""  # builder config name, "" for the default
   c.data_dir = ""  # "" -> $TFDS_DATA_DIR or ~/tensorflow_datasets
@@ -76,17 +110,14 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.batch_size = 32  # global
   c.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16'
-  # The paper's three phases: coarse on E1; fine (coarse frozen) on E2; both on
-  # E3 = E1 + lam * E2. A phase with 0 steps is skipped.
-  c.coarse_steps = 20_000
-  c.fine_steps = 5_000
-  c.joint_steps = 5_000
-  c.lam = 0.1
-  c.learning_rate = 1e-3  # coarse and fine phases
-  c.joint_learning_rate = 2e-4
-  c.warmup_steps = 200
-  c.weight_decay = 0.0
-  c.grad_clip = 1.0
+  # Training phases, run in `phase_order` (a phase with 0 steps is skipped). Each
+  # is data (`phase` below; `train_step.Phase`): the paper's three (§4.2) are
+  # coarse on E1; fine (coarse frozen) on E2; both on E3 = E1 + λ·E2, λ = 0.1.
+  c.phase_order = ("coarse", "fine", "joint")
+  c.phases = ml_collections.ConfigDict()
+  c.phases.coarse = phase(20_000, ("coarse",), (1.0, 0.0), 1e-3)
+  c.phases.fine = phase(5_000, ("fine",), (0.0, 1.0), 1e-3)
+  c.phases.joint = phase(5_000, ("coarse", "fine"), (1.0, 0.1), 2e-4)
 
   c.log_every = 50
   c.eval_every = 2_000
@@ -149,9 +180,10 @@ def apply_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.augment.rotation = 15.0
   c.augment.scale = (0.8, 1.25)
   c.batch_size = 16
-  c.learning_rate = 2e-3
-  c.coarse_steps, c.fine_steps, c.joint_steps = 30, 20, 20
-  c.warmup_steps = 5
+  set_steps(c, 30, 20, 20)
+  for p in c.phases.values():
+    p.warmup_steps = 5
+  c.phases.coarse.learning_rate = c.phases.fine.learning_rate = 2e-3
   c.log_every = 10
   c.eval_every = 1_000_000  # evaluate at the end only
   c.checkpoint_every = 20
@@ -164,17 +196,17 @@ def finish(c: ml_collections.ConfigDict, a: ml_collections.ConfigDict) -> None:
   if a.get("pool"):  # 0: the config's own
     c.model.pool_factor = a.pool
   if a.get("steps"):
-    total = c.coarse_steps + c.fine_steps + c.joint_steps
-    for key in ("coarse_steps", "fine_steps", "joint_steps"):
-      c[key] = round(c[key] * a.steps / total)
+    total = sum(p.steps for p in c.phases.values())
+    for p in c.phases.values():
+      p.steps = round(p.steps * a.steps / total)
   if a.get("standard"):
     # Fig. 13's comparison: image-patch fine model, trained greedily (no phase 3).
     c.model.standard_cascade = True
-    c.fine_steps += c.joint_steps
-    c.joint_steps = 0
+    c.phases.fine.steps += c.phases.joint.steps
+    c.phases.joint.steps = 0
   if a.get("dropout"):  # "": the config's own
     c.model.dropout = a.dropout
   if a.get("bf16"):
     c.dtype = "bfloat16"
   if a.get("coarse_only"):
-    c.fine_steps = c.joint_steps = 0
+    c.phases.fine.steps = c.phases.joint.steps = 0

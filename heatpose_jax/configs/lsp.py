@@ -15,7 +15,7 @@ def get_config(arg=None):
   c.dataset = c.tfds_name = "lsp"
   common.apply_half_size(c)
   c.batch_size = 32
-  c.coarse_steps, c.fine_steps, c.joint_steps = 3000, 1000, 1000
+  common.set_steps(c, 3000, 1000, 1000)
   c.eval_every = 1000
   c.eval.normalizer = "torso_size"
   c.eval.thresholds = (0.05, 0.1, 0.2)

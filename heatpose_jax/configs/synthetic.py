@@ -42,7 +42,7 @@ def get_config(arg=None):
   c.dataset = c.tfds_name = "synthetic"
   c.tfds_config = a.tfds
   common.apply_half_size(c)
-  c.coarse_steps, c.fine_steps, c.joint_steps = 6000, 2000, 2000
+  common.set_steps(c, 6000, 2000, 2000)
   c.eval_every = 2000
   c.eval.normalizer = "head_size"
   c.eval.thresholds = (0.05, 0.1, 0.2, 0.5)
@@ -55,7 +55,7 @@ def get_config(arg=None):
     c.model.fine_convs = ((7, 64), (5, 128))
     c.model.fine_merge_features = 128
     c.model.context = 36
-    c.coarse_steps, c.fine_steps, c.joint_steps = 8000, 3000, 3000
+    common.set_steps(c, 8000, 3000, 3000)
     c.eval_every = 1000
   if a.tiny:
     common.apply_tiny(c)
@@ -63,8 +63,8 @@ def get_config(arg=None):
     # The FLIC bank: one conv at the coarsest level, where the MPII bank's five
     # learn slowly on a 16×16 map (docs/training.md, "Why learning stalled").
     c.model.variant = "flic"
-    c.learning_rate = 3e-3
-    c.coarse_steps, c.fine_steps, c.joint_steps = 1000, 250, 250
+    c.phases.coarse.learning_rate = c.phases.fine.learning_rate = 3e-3
+    common.set_steps(c, 1000, 250, 250)
     c.eval_every = 1_000_000
     c.checkpoint_every = 500
     c.max_eval_examples = 0
@@ -78,7 +78,7 @@ def get_config(arg=None):
     c.model.context = 20
     c.model.sigma_coarse = 1.5
     c.model.sigma_fine = 1.5
-    c.coarse_steps, c.fine_steps, c.joint_steps = 1200, 400, 400
+    common.set_steps(c, 1200, 400, 400)
     c.eval_every = 400
     c.checkpoint_every = 400
     c.max_eval_examples = 0
