@@ -6,14 +6,15 @@ joints, bf16), the AOT batch-1 latency, and the batch-1 cascade on the CPU cores
   python -m experiments.benchmark --output_dir=/tmp/bench          # the H100 table
   python -m experiments.benchmark --tiny --output_dir=/tmp/bench   # CPU smoke run
   XLA_FLAGS=... python -m experiments.benchmark --variant=NAME ... # a candidate speed-up
-  python -m experiments.benchmark --merge=DIR1,DIR2 --output_dir=D # compare variants
+  python -m experiments.benchmark --merge=DIR1,DIR2 --input_json=I --output_dir=D  # compare
   JAX_PLATFORMS=cpu python -m experiments.benchmark --cpu_latency=mpii,flic --output_dir=D
   JAX_PLATFORMS=cpu python -m experiments.benchmark --cpu_latency=mpii --cpu_batches=1,8 \
       --torch_python=../torch-venv/bin/python --output_dir=D   # beside the PyTorch peer
 
 Writes OUTPUT_DIR/OUTPUT_NAME.json and .md after every case (default name
 'benchmark'); --merge writes one report comparing the runs' benchmark.json
-(the first is the baseline), --cpu_latency writes cpu_latency.{json,md}.
+(the first is the baseline; with --input_json, the input benchmark's input.json
+beside the training rates), --cpu_latency writes cpu_latency.{json,md}.
 Compile times are cold: the persistent compilation cache is off unless
 --compilation_cache_dir is given (the first compile into an empty cache is cold too).
 """
@@ -60,8 +61,8 @@ _OUTPUT_NAME = flags.DEFINE_string("output_name", "benchmark", "Report file name
 _MERGE = flags.DEFINE_list(
   "merge", [], "Measure nothing: merge these runs (directories or .json files), first = baseline."
 )
-_INPUT_TABLE = flags.DEFINE_string(
-  "input_table", "", "With --merge: the input benchmark's Markdown output to compare against."
+_INPUT_JSON = flags.DEFINE_string(
+  "input_json", "", "With --merge: the input benchmark's input.json to compare against."
 )
 _CPU_LATENCY = flags.DEFINE_list(
   "cpu_latency", [], "Measure only the batch-1 float32 cascade latency of these models on the CPU."
@@ -85,19 +86,12 @@ flags.FLAGS.set_default("compilation_cache_dir", "")
 
 
 def _merge() -> None:
-  reports = []
-  for path in _MERGE.value:
-    path = path if path.endswith(".json") else os.path.join(path, "benchmark.json")
-    if not os.path.exists(path):
-      print(f"--merge: {path} not found (that run did not start); left out", flush=True)
-      continue
-    with open(path) as f:
-      reports.append(json.load(f))
-  table = ""
-  if _INPUT_TABLE.value and os.path.exists(_INPUT_TABLE.value):
-    with open(_INPUT_TABLE.value) as f:
-      table = f.read()
-  merged = benchmark.merge_reports(reports, input_table=table, command=_command())
+  measured = None
+  if _INPUT_JSON.value and os.path.exists(_INPUT_JSON.value):  # absent: the input stage failed
+    with open(_INPUT_JSON.value) as f:
+      measured = json.load(f)
+  reports = benchmark.load_reports(_MERGE.value)
+  merged = benchmark.merge_reports(reports, input_measured=measured, command=_command())
   text = benchmark.format_merged_markdown(merged)
   if _OUTPUT_DIR.value:
     fileio.write_json(os.path.join(_OUTPUT_DIR.value, f"{_OUTPUT_NAME.value}.json"), merged)

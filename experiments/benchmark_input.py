@@ -4,6 +4,7 @@ augmentation (see studies/input_benchmark.py).
 
   python -m experiments.benchmark_input
   python -m experiments.benchmark_input --parts=device   # on a GPU machine
+  python -m experiments.benchmark_input --output_dir=D   # also D/input.json and D/input.md
 """
 
 from absl import flags
@@ -19,23 +20,27 @@ _THREADS = flags.DEFINE_list("threads", ["1", "2", "4"], "num_threads values to 
 _WORKERS = flags.DEFINE_list("workers", ["2"], "worker_count values to try (1 thread each).")
 _DEVICE_BATCHES = flags.DEFINE_list("device_batches", ["32", "64"], "Augmentation batch sizes.")
 _DEVICE_STEPS = flags.DEFINE_integer("device_steps", 20, "Timed augmentation steps.")
+_OUTPUT_DIR = flags.DEFINE_string(
+  "output_dir", "", "Also write input.json (the numbers) and input.md here."
+)
 
 
 def main(argv):
   del argv
   launch.setup()
-  print(
-    input_benchmark.run(
-      _PARTS.value,
-      num_examples=_NUM_EXAMPLES.value,
-      num_images=_NUM_IMAGES.value,
-      batch_size=_BATCH.value,
-      threads=[int(t) for t in _THREADS.value],
-      workers=[int(w) for w in _WORKERS.value],
-      device_batches=[int(b) for b in _DEVICE_BATCHES.value],
-      device_steps=_DEVICE_STEPS.value,
-    )
+  result = input_benchmark.measure(
+    _PARTS.value,
+    num_examples=_NUM_EXAMPLES.value,
+    num_images=_NUM_IMAGES.value,
+    batch_size=_BATCH.value,
+    threads=[int(t) for t in _THREADS.value],
+    workers=[int(w) for w in _WORKERS.value],
+    device_batches=[int(b) for b in _DEVICE_BATCHES.value],
+    device_steps=_DEVICE_STEPS.value,
   )
+  print(input_benchmark.format_markdown(result))
+  if _OUTPUT_DIR.value:
+    input_benchmark.write(result, _OUTPUT_DIR.value)
 
 
 if __name__ == "__main__":

@@ -221,6 +221,7 @@ def transform_boxes(boxes: jax.Array, a: jax.Array) -> jax.Array:
   return jnp.concatenate([mapped.min(1), mapped.max(1)], -1)
 
 
+@jax.named_scope("hp_augmentation")  # the profile's category (studies/profile.py)
 def augment_batch(
   rng: jax.Array,
   batch: dict[str, jax.Array],

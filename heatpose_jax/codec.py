@@ -112,6 +112,7 @@ class HeatmapCodec:
     s = self.stride
     return (-(-int(input_hw[0]) // s), -(-int(input_hw[1]) // s))
 
+  @jax.named_scope("hp_targets")  # the profile's category (studies/profile.py)
   def encode(self, joints: jax.Array, valid: jax.Array, heatmap_hw: tuple[int, int]) -> jax.Array:
     """Target heat-maps, NHWC like the network's output.
 
@@ -154,6 +155,7 @@ class WindowCodec:
   size: int
   sigma: float = 1.5
 
+  @jax.named_scope("hp_targets")
   def encode(self, joints: jax.Array, valid: jax.Array, origin: jax.Array) -> jax.Array:
     """Target maps in each joint's window.
 

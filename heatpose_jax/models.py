@@ -7,6 +7,10 @@ place that does it; coarse heat-maps NHWC
 `(B, H/s, W/s, J)` at stride s = the pooling factor; fine heat-maps
 `(B, J, Wc, Wc)` in each joint's crop window at stride 1 (see `codec` for the
 frames). Every module computes in `dtype` and keeps its parameters in float32.
+
+The regions a profile attributes work to are wrapped in `jax.named_scope("hp_...")`
+(conv layers, pooling, pyramid and LCN, upscale-and-add, crops): metadata in each
+op's name only, read by `studies/profile.py`; nothing computed depends on them.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ def bank_layout(
   return tuple((k, max(1, round(f * width))) for k, f in convs), pools
 
 
+@jax.named_scope("hp_pooling")
 def max_pool_2x2(x: jax.Array) -> jax.Array:
   """2×2 max-pool, stride 2, 'SAME' padding, of NHWC `x`: `nn.max_pool`'s output.
 
@@ -225,9 +230,10 @@ class CoarseNet(nn.Module):
     pools = self._pools()
     if self.norm not in ("none", "group"):
       raise ValueError(f"norm must be 'none' or 'group', got {self.norm!r}")
-    levels = image_ops.gaussian_pyramid(images.astype(jnp.float32) / 255.0, self.num_banks)
-    if self.lcn:
-      levels = [image_ops.local_contrast_normalize(x) for x in levels]
+    with jax.named_scope("hp_lcn_pyramid"):
+      levels = image_ops.gaussian_pyramid(images.astype(jnp.float32) / 255.0, self.num_banks)
+      if self.lcn:
+        levels = [image_ops.local_contrast_normalize(x) for x in levels]
     out_hw = (-(-images.shape[1] // self.stride), -(-images.shape[2] // self.stride))
     merged = None
     crop_features = []
@@ -237,18 +243,20 @@ class CoarseNet(nn.Module):
         # GroupNorm removes a conv bias: its gradient is rounding noise, which Adam
         # turns into full-size steps (runs then differ with the device layout).
         use_bias = self.norm == "none"
-        x = conv(f, k, x.shape[1:3], self.dtype, f"bank{b}_conv{i}", use_bias)(x)
-        if self.norm == "group":
-          x = nn.GroupNorm(
-            None, group_size=math.gcd(f, 8), dtype=self.dtype, name=f"bank{b}_norm{i}"
-          )(x)
-        x = nn.relu(x)
+        with jax.named_scope("hp_conv"):  # the layer: conv, bias or norm, ReLU
+          x = conv(f, k, x.shape[1:3], self.dtype, f"bank{b}_conv{i}", use_bias)(x)
+          if self.norm == "group":
+            x = nn.GroupNorm(
+              None, group_size=math.gcd(f, 8), dtype=self.dtype, name=f"bank{b}_norm{i}"
+            )(x)
+          x = nn.relu(x)
         if b < 2 and i < 2:
           crop_features.append(x)
         if i in pools:
           x = max_pool_2x2(x)
-      x = _upscale(x, 2**b, out_hw)
-      merged = x if merged is None else merged + x
+      with jax.named_scope("hp_upscale_add"):
+        x = _upscale(x, 2**b, out_hw)
+        merged = x if merged is None else merged + x
     x = merged
     if self.dropout == "spatial":
       x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2))(x, deterministic=not train)
@@ -256,11 +264,13 @@ class CoarseNet(nn.Module):
       x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
     elif self.dropout != "none":
       raise ValueError(f"dropout must be 'spatial', 'standard' or 'none', got {self.dropout!r}")
-    for i, f in enumerate(self.head_features):
-      x = nn.relu(nn.Conv(f, (1, 1), dtype=self.dtype, kernel_init=RELU_INIT, name=f"head{i}")(x))
-    heatmaps = nn.Conv(
-      self.num_joints, (1, 1), dtype=self.dtype, kernel_init=OUTPUT_INIT, name="out"
-    )(x)
+    with jax.named_scope("hp_conv"):
+      for i, f in enumerate(self.head_features):
+        head = nn.Conv(f, (1, 1), dtype=self.dtype, kernel_init=RELU_INIT, name=f"head{i}")
+        x = nn.relu(head(x))
+      heatmaps = nn.Conv(
+        self.num_joints, (1, 1), dtype=self.dtype, kernel_init=OUTPUT_INIT, name="out"
+      )(x)
     # Crop features in bank order: bank0 conv0, bank0 conv1, bank1 conv0, bank1 conv1.
     return {
       "heatmaps": heatmaps.astype(jnp.float32),
@@ -284,6 +294,7 @@ def window_origin(xy: jax.Array, context: int, align: int = CROP_ALIGN) -> jax.A
   return (align * jnp.round((xy - (context - 1) / 2) / align)).astype(jnp.int32)
 
 
+@jax.named_scope("hp_crop")
 def crop_windows(features: jax.Array, origin: jax.Array, stride: int, size: int) -> jax.Array:
   """Crops a window per (example, joint) with `lax.dynamic_slice` under `vmap`.
 
@@ -346,21 +357,22 @@ class FineNet(nn.Module):
     merged = None
     for i, crop in enumerate(crops):
       x = crop.reshape(b * j, *crop.shape[2:]).astype(self.dtype)
-      for k, (ks, f) in enumerate(self.bank_convs):
-        x = nn.relu(conv(f, ks, x.shape[1:3], self.dtype, f"bank{i}_conv{k}")(x))
-      x = _upscale(x, size // crop.shape[2], (size, size))
-      merged = x if merged is None else merged + x
+      with jax.named_scope("hp_conv"):
+        for k, (ks, f) in enumerate(self.bank_convs):
+          x = nn.relu(conv(f, ks, x.shape[1:3], self.dtype, f"bank{i}_conv{k}")(x))
+      with jax.named_scope("hp_upscale_add"):
+        x = _upscale(x, size // crop.shape[2], (size, size))
+        merged = x if merged is None else merged + x
     merge = nn.Conv(
       self.merge_features, (1, 1), dtype=self.dtype, kernel_init=RELU_INIT, name="merge"
     )
-    x = nn.relu(merge(merged))
-    x = x.reshape(b, j, size, size, self.merge_features)
-    # The last layer is per joint: its own 1x1 conv (weights (J, F), bias (J,)).
-    w = self.param("joint_kernel", OUTPUT_INIT, (j, self.merge_features), jnp.float32)
-    bias = self.param("joint_bias", nn.initializers.zeros, (j,), jnp.float32)
-    out = (
-      jnp.einsum("bjhwf,jf->bjhw", x, w.astype(self.dtype)) + bias.astype(self.dtype)[:, None, None]
-    )
+    with jax.named_scope("hp_conv"):
+      x = nn.relu(merge(merged)).reshape(b, j, size, size, self.merge_features)
+      # The last layer is per joint: its own 1x1 conv (weights (J, F), bias (J,)).
+      w = self.param("joint_kernel", OUTPUT_INIT, (j, self.merge_features), jnp.float32)
+      bias = self.param("joint_bias", nn.initializers.zeros, (j,), jnp.float32)
+      out = jnp.einsum("bjhwf,jf->bjhw", x, w.astype(self.dtype))
+      out = out + bias.astype(self.dtype)[:, None, None]
     return out.astype(jnp.float32)
 
 

@@ -24,7 +24,7 @@
 # $OUT receives (the device returns at most 8 files, 16 MiB each):
 #   benchmark_h100.json, benchmark_h100.md   baseline + variants (merged)
 #   profile.json, profile.md                 per-category FLOPs, bytes, time
-#   input.md                                 host pipeline img/s
+#   input.json, input.md                     host pipeline img/s (the merge reads the JSON)
 #   traces.tgz                               traces and optimized HLO (for --reanalyze)
 #   log.txt                                  everything printed
 #
@@ -123,15 +123,16 @@ run_stage baseline 320 "$PY" -m experiments.benchmark "${TINY[@]}" --variant=bas
   --compilation_cache_dir="$CACHE" --output_dir="$WORK/baseline" --max_seconds=300
 
 # 2. The profile breakdown; the input benchmark beside it (host only; kernel
-# times in the trace do not depend on the host's load).
+# times in the trace do not depend on the host's load): input.json (the numbers,
+# for the merge) and input.md from one measurement.
 JAX_PLATFORMS=cpu timeout $(($(remaining) - RESERVE_S)) "$PY" -m experiments.benchmark_input \
-  --parts=host "${INPUT[@]}" >"$OUT/input.md" 2>"$WORK/input.err" &
+  --parts=host "${INPUT[@]}" --output_dir="$OUT" >/dev/null 2>"$WORK/input.err" &
 INPUT_PID=$!
 run_stage profile 150 "$PY" -m experiments.profile "${TINY[@]}" "${PROFILE[@]}" \
   --compilation_cache_dir="$CACHE" --output_dir="$WORK/profile"
 wait "$INPUT_PID" || FAILED+=("input:$?")
 cat "$WORK/input.err" >&2
-cat "$OUT/input.md"
+cat "$OUT/input.md" 2>/dev/null
 cp "$WORK"/profile/profile.{json,md} "$OUT"/ 2>/dev/null || FAILED+=("profile-files")
 
 # 3. Candidate speed-ups: NAME|XLA_FLAGS|benchmark arguments, most telling first.
@@ -164,7 +165,7 @@ done
 
 # 4. One report of everything.
 echo "== merge"
-timeout 60 "$PY" -m experiments.benchmark --merge="$MERGE" --input_table="$OUT/input.md" \
+timeout 60 "$PY" -m experiments.benchmark --merge="$MERGE" --input_json="$OUT/input.json" \
   --output_dir="$OUT" --output_name=benchmark_h100 || FAILED+=("merge:$?")
 # Everything `python -m experiments.profile --reanalyze=DIR` needs, here, without the device.
 (cd "$WORK/profile" 2>/dev/null && tar czf "$OUT/traces.tgz" .) || FAILED+=("traces")

@@ -22,6 +22,8 @@ A run may carry a variant name; XLA_FLAGS are recorded with it (XLA reads them w
 the backend starts, so each variant is its own process) and `merge_reports`
 compares runs case by case, with the input benchmark's rates beside the training
 rates (`input_side`). scripts/gpu_benchmark.sh runs it all in one device call.
+Every measurement is a JSON-ready dict; the Markdown reports are rendered from
+those dicts only (`format_markdown`, `format_merged_markdown`), never read back.
 
 Every function is compiled once and timed warm, inputs on its device. Parameters
 are random, filled into `from_config.abstract_state` (no init compile); the work
@@ -35,6 +37,7 @@ analysis, and the device's peak bytes in use so far (cases run smallest first).
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import statistics
@@ -799,18 +802,13 @@ HEADLINES = {
 }
 
 
-def input_side(table: str, report: dict[str, Any] | None) -> dict[str, Any]:
-  """The input benchmark's Markdown table (`experiments.benchmark_input`) against
+def input_side(measured: dict[str, Any], report: dict[str, Any] | None) -> dict[str, Any]:
+  """The input benchmark's rates (`input_benchmark.measure`, its input.json) against
   the training rates of `report`: the best `make_dataset` rate per data, from
   JPEGs and from the canvas cache, and whether JPEG decoding keeps up with the
   cascade (joint phase) training rate."""
-  rows = []
-  for line in table.splitlines():
-    cells = [c.strip() for c in line.strip().strip("|").split("|")]
-    if len(cells) == 3 and cells[2].replace(",", "").replace(".", "").isdigit():
-      rows.append({"data": cells[0], "what": cells[1], "img_s": float(cells[2].replace(",", ""))})
   best_jpeg, best_cache = {}, {}
-  for r in rows:
+  for r in measured["rows"]:
     if r["what"].startswith("make_dataset"):
       best = best_cache if "cache" in r["what"] else best_jpeg
       best[r["data"]] = max(best.get(r["data"], 0.0), r["img_s"])
@@ -821,7 +819,6 @@ def input_side(table: str, report: dict[str, Any] | None) -> dict[str, Any]:
   }
   need = trains.get("joint")
   return {
-    "rows": rows,
     "best_jpeg_img_s": best_jpeg,
     "best_cache_img_s": best_cache,
     "train_img_s": trains,
@@ -831,12 +828,31 @@ def input_side(table: str, report: dict[str, Any] | None) -> dict[str, Any]:
   }
 
 
+def load_reports(paths: Sequence[str]) -> list[dict[str, Any]]:
+  """The `run_benchmark` reports at `paths` (a run's directory, for its
+  benchmark.json, or a .json file); a missing one is left out with a printed line
+  (that run did not start)."""
+  reports = []
+  for path in paths:
+    path = path if path.endswith(".json") else os.path.join(path, "benchmark.json")
+    if not os.path.exists(path):
+      print(f"merge: {path} not found (that run did not start); left out", flush=True)
+      continue
+    with open(path) as f:
+      reports.append(json.load(f))
+  return reports
+
+
 def merge_reports(
-  reports: Sequence[dict[str, Any]], *, input_table: str = "", command: str = ""
+  reports: Sequence[dict[str, Any]],
+  *,
+  input_measured: dict[str, Any] | None = None,
+  command: str = "",
 ) -> dict[str, Any]:
   """One report of several `run_benchmark` reports (one process per variant:
   XLA flags are read when the backend starts), compared case by case; the
-  first is the baseline. With `input_table`, also `input_side`."""
+  first is the baseline. With `input_measured` (`input_benchmark.measure`), also
+  `input`: it and its `input_side`."""
   if not reports:
     raise ValueError("no benchmark reports to merge")
   keys = []
@@ -860,15 +876,19 @@ def merge_reports(
     "variants": list(reports),
     "comparison": comparison,
   }
-  if input_table:
-    merged["input"] = {"table": input_table, **input_side(input_table, reports[0])}
+  if input_measured:
+    merged["input"] = {"measured": input_measured, **input_side(input_measured, reports[0])}
   return merged
+
+
+def _variant_names(merged: dict[str, Any]) -> list[str]:
+  return [r.get("variant") or f"run{i}" for i, r in enumerate(merged["variants"])]
 
 
 def format_merged_markdown(merged: dict[str, Any]) -> str:
   """The comparison of the variants, the input side, then each variant's tables."""
   info = merged["device"]
-  names = [r.get("variant") or f"run{i}" for i, r in enumerate(merged["variants"])]
+  names = _variant_names(merged)
   lines = [
     "# heatpose_jax benchmark: baseline and variants",
     "",
@@ -885,7 +905,19 @@ def format_merged_markdown(merged: dict[str, Any]) -> str:
       + (f"; {len(r['skipped'])} skipped" if r["skipped"] else "")
       + (f"; {len(r['failed'])} failed" if r["failed"] else "")
     )
-  lines += ["", "## Comparison", "", "| case | number | " + " | ".join(names) + " |"]
+  lines += _comparison_table(merged)
+  if "input" in merged:
+    lines += _input_section(merged["input"])
+  for name, r in zip(names, merged["variants"], strict=True):
+    body = format_markdown(r).split("\n", 1)[1].replace("\n## ", "\n### ")
+    lines += [f"## Variant: {name}", body, ""]
+  return "\n".join(lines)
+
+
+def _comparison_table(merged: dict[str, Any]) -> list[str]:
+  """Markdown lines: each case's headline numbers (`HEADLINES`), one column per variant."""
+  names = _variant_names(merged)
+  lines = ["", "## Comparison", "", "| case | number | " + " | ".join(names) + " |"]
   lines.append("|---|---|" + "---|" * len(names))
   for row in merged["comparison"]:
     section = row["case"].split()[0]
@@ -893,30 +925,30 @@ def format_merged_markdown(merged: dict[str, Any]) -> str:
       cells = [_f((row["values"].get(n) or {}).get(key), digits) for n in names]
       if any(c != "–" for c in cells):
         lines.append(f"| {row['case']} | {label} | " + " | ".join(cells) + " |")
-  lines.append("")
-  if "input" in merged:
-    inp = merged["input"]
-    ok = inp["jpeg_keeps_up_with_joint"]
+  return lines + [""]
 
-    def rates(d):
-      return "; ".join(f"{k}: {_f(v, 0)}" for k, v in d.items()) or "–"
 
-    lines += [
-      "## Input side (host pipeline, this machine's CPU cores)",
-      "",
-      f"- best `make_dataset` img/s from JPEGs: {rates(inp['best_jpeg_img_s'])}",
-      f"- from the canvas cache: {rates(inp['best_cache_img_s'])}",
-      f"- training img/s (baseline): {rates(inp['train_img_s'])}; JPEG decoding keeps up "
-      f"with the joint phase: "
-      f"{'–' if ok is None else ('yes' if ok else 'NO: train from the canvas cache')}",
-      "",
-      inp["table"].strip(),
-      "",
-    ]
-  for name, r in zip(names, merged["variants"], strict=True):
-    body = format_markdown(r).split("\n", 1)[1].replace("\n## ", "\n### ")
-    lines += [f"## Variant: {name}", body, ""]
-  return "\n".join(lines)
+def _input_section(inp: dict[str, Any]) -> list[str]:
+  """Markdown lines of `merge_reports`'s `input`: the verdict, then the measured table."""
+  from studies import input_benchmark  # PIL and the input pipeline: only when there is input
+
+  ok = inp["jpeg_keeps_up_with_joint"]
+
+  def rates(d):
+    return "; ".join(f"{k}: {_f(v, 0)}" for k, v in d.items()) or "–"
+
+  return [
+    "## Input side (host pipeline, this machine's CPU cores)",
+    "",
+    f"- best `make_dataset` img/s from JPEGs: {rates(inp['best_jpeg_img_s'])}",
+    f"- from the canvas cache: {rates(inp['best_cache_img_s'])}",
+    f"- training img/s (baseline): {rates(inp['train_img_s'])}; JPEG decoding keeps up "
+    f"with the joint phase: "
+    f"{'–' if ok is None else ('yes' if ok else 'NO: train from the canvas cache')}",
+    "",
+    input_benchmark.format_markdown(inp["measured"]),
+    "",
+  ]
 
 
 def _cpu_model() -> str:
@@ -954,7 +986,6 @@ def torch_peer_latency(
   interpreter `python` of its own virtual environment; never imported here): one
   dict per mode as the script prints it (`median_s`, `gflop`, `gflops_per_s`, ...),
   or `{"mode", "error"}`."""
-  import json
   import subprocess
 
   env = dict(

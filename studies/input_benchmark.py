@@ -1,5 +1,5 @@
 """Input-pipeline benchmark: host decode/crop, canvas cache, device augmentation
-(`run`), in images per second.
+(`measure`), in images per second.
 
   * host: the pipeline (`input_pipeline.make_dataset`) over an in-memory source
     of synthetic JPEGs: FLIC-sized 480×720 frames cropped to 240×320 ('torso',
@@ -9,6 +9,10 @@
   * device: `augment.augment_batch` jitted on the default JAX backend, against
     its gather warp alone and a `map_coordinates` warp for comparison, with a
     check that the two warps agree.
+
+`measure` returns a JSON-ready dict (rows of data, what, img/s); `format_markdown`
+renders it and `write` saves both (input.json for `benchmark.input_side`, input.md
+for people).
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from heatpose_jax import augment
+from heatpose_jax import augment, fileio
 from heatpose_jax import joints as joints_lib
 
 SKELETON = joints_lib.SKELETONS["lsp"]
@@ -69,6 +74,10 @@ def make_source(n: int, hw: tuple[int, int], seed: int = 0) -> list[dict]:
   return source
 
 
+def _row(data: str, what: str, img_s: float) -> dict[str, Any]:
+  return {"data": data, "what": what, "img_s": float(img_s)}
+
+
 def _time_iter(ds, num_images: int, batch_size: int) -> float:
   """img/s of a batch iterator after one warm-up batch."""
   it = iter(ds)
@@ -90,8 +99,8 @@ def bench_host(
   batch_size: int = 32,
   threads: Sequence[int] = (1, 2, 4),
   workers: Sequence[int] = (2,),
-) -> list[tuple[str, str, float]]:
-  """(data, what, img/s) rows of the host pipeline: single-thread pieces,
+) -> list[dict[str, Any]]:
+  """{data, what, img_s} rows of the host pipeline: single-thread pieces,
   `make_dataset` with `threads` threads or `workers` processes, the canvas cache.
 
   Args:
@@ -120,37 +129,32 @@ def bench_host(
     for ex in source[:n]:
       with Image.open(io.BytesIO(ex["image"])) as im:
         im.load()
-    rows.append((name, "PIL full decode only, 1 thread", n / (time.perf_counter() - start)))
+    rows.append(_row(name, "PIL full decode only, 1 thread", n / (time.perf_counter() - start)))
     for draft in (True, False) if mode == "torso" else (True,):
       start = time.perf_counter()
       for ex in source[:n]:
         ip.crop_example(ex, **{**crop.kwargs(), "use_draft": draft})
       label = "crop_example, 1 thread" + ("" if draft else ", no JPEG draft")
-      rows.append((name, label, n / (time.perf_counter() - start)))
+      rows.append(_row(name, label, n / (time.perf_counter() - start)))
     common = dict(crop=crop, global_batch_size=bs, shuffle=True, seed=0)
     for t in threads:
       ds = ip.make_dataset(source, **common, num_threads=int(t))
-      rows.append((name, f"make_dataset, {t} threads", _time_iter(ds, num_images, bs)))
+      rows.append(_row(name, f"make_dataset, {t} threads", _time_iter(ds, num_images, bs)))
     for w in workers:
       ds = ip.make_dataset(source, **common, num_threads=1, worker_count=int(w))
-      rows.append((name, f"make_dataset, {w} worker processes", _time_iter(ds, num_images, bs)))
+      rate = _time_iter(ds, num_images, bs)
+      rows.append(_row(name, f"make_dataset, {w} worker processes", rate))
     with tempfile.TemporaryDirectory() as tmp:
       start = time.perf_counter()
       cache = canvas_cache.build_canvas_cache(
         source, crop=crop, path=os.path.join(tmp, "c"), num_threads=2
       )
-      rows.append(
-        (name, "build_canvas_cache, 2 threads", len(source) / (time.perf_counter() - start))
-      )
-      for t in ("1", "2"):
-        ds = ip.make_dataset(cache, **common, num_threads=int(t))
-        rows.append(
-          (
-            name,
-            f"make_dataset on the cache, {t} threads",
-            _time_iter(ds, 4 * num_images, bs),
-          )
-        )
+      rate = len(source) / (time.perf_counter() - start)
+      rows.append(_row(name, "build_canvas_cache, 2 threads", rate))
+      for t in (1, 2):
+        ds = ip.make_dataset(cache, **common, num_threads=t)
+        rate = _time_iter(ds, 4 * num_images, bs)
+        rows.append(_row(name, f"make_dataset on the cache, {t} threads", rate))
   return rows
 
 
@@ -201,10 +205,8 @@ def _device_rate(fn, batch, steps: int) -> float:
   return steps * batch["image"].shape[0] / (time.perf_counter() - start)
 
 
-def bench_device(
-  *, batch_sizes: Sequence[int] = (32, 64), steps: int = 20
-) -> list[tuple[str, str, float]]:
-  """(data, what, img/s) rows of the device augmentation at each batch size,
+def bench_device(*, batch_sizes: Sequence[int] = (32, 64), steps: int = 20) -> list[dict[str, Any]]:
+  """{data, what, img_s} rows of the device augmentation at each batch size,
   `steps` steps in one jitted loop; prints the warps' agreement first."""
   check_device()
   rows = []
@@ -241,11 +243,11 @@ def bench_device(
         ("map_coordinates warp only", mc_warp),
       ):
         rate = _device_rate(fn, batch, steps)
-        rows.append((f"{device}, {canvas_hw[0]}×{canvas_hw[1]}", f"{label}, batch {b}", rate))
+        rows.append(_row(f"{device}, {canvas_hw[0]}×{canvas_hw[1]}", f"{label}, batch {b}", rate))
   return rows
 
 
-def run(
+def measure(
   parts: Sequence[str] = ("host", "device"),
   *,
   num_examples: int = 256,
@@ -255,9 +257,13 @@ def run(
   workers: Sequence[int] = (2,),
   device_batches: Sequence[int] = (32, 64),
   device_steps: int = 20,
-) -> str:
-  """The Markdown table of the `parts`: 'host' (`bench_host` with the first five
-  arguments) and 'device' (`bench_device` at `device_batches`, `device_steps`)."""
+) -> dict[str, Any]:
+  """The rows of the `parts`: 'host' (`bench_host` with the first five arguments)
+  and 'device' (`bench_device` at `device_batches`, `device_steps`).
+
+  Returns:
+    dict: jax (version), backend, cpus, parts and rows ({data, what, img_s}).
+  """
   bad = set(parts) - {"host", "device"}
   if bad or not parts:
     raise ValueError(f"parts must be a non-empty subset of ('host', 'device'), got {tuple(parts)}")
@@ -272,11 +278,28 @@ def run(
     )
   if "device" in parts:
     rows += bench_device(batch_sizes=device_batches, steps=device_steps)
+  return {
+    "jax": jax.__version__,
+    "backend": jax.default_backend(),
+    "cpus": os.cpu_count(),
+    "parts": list(parts),
+    "rows": rows,
+  }
+
+
+def format_markdown(result: dict[str, Any]) -> str:
+  """The Markdown table of a `measure` result."""
   lines = [
-    f"JAX {jax.__version__}, backend {jax.default_backend()}, {os.cpu_count()} CPUs",
+    f"JAX {result['jax']}, backend {result['backend']}, {result['cpus']} CPUs",
     "",
     "| data | what | img/s |",
     "|---|---|---:|",
   ]
-  lines += [f"| {data} | {what} | {rate:,.0f} |" for data, what, rate in rows]
+  lines += [f"| {r['data']} | {r['what']} | {r['img_s']:,.0f} |" for r in result["rows"]]
   return "\n".join(lines)
+
+
+def write(result: dict[str, Any], output_dir: str) -> None:
+  """`output_dir/input.json` (the numbers) and `input.md` (`format_markdown`)."""
+  fileio.write_json(os.path.join(output_dir, "input.json"), result)
+  fileio.write_text(os.path.join(output_dir, "input.md"), format_markdown(result) + "\n")

@@ -16,15 +16,16 @@ optimized HLO is attributed to `CATEGORIES`, independently of the trace format:
     operands read plus its result written, slicing ops only what they read (a
     model of memory traffic, not a measurement; XLA's own totals are reported
     beside ours);
-  * the category of an instruction comes from its source: the Python stack that
-    JAX records in the HLO (`stack_frame_id` and the module's frame tables, or
-    `source_file`/`source_line` in older versions) names the function and line
-    that made it (`crop_windows`, `max_pool_2x2`, `_upscale`, `image_ops.*`,
-    `augment.*`, a codec's `encode`, optax, the train step's update lines),
-    and `transpose(` in its `op_name` marks the backward pass. A fusion's cost
-    is split over the categories of the instructions it fuses (by their element
-    counts), except that a fusion holding a convolution or matrix product goes
-    to that op's category;
+  * the category of an instruction comes from the `jax.named_scope`s in its
+    `op_name` metadata (`SCOPES`): the library wraps each region at its source
+    (`models`: conv layers, `max_pool_2x2`, pyramid and LCN, upscale-and-add,
+    `crop_windows`; `augment.augment_batch`; the codecs' `encode`; the train
+    step's optimizer update), so renaming code moves nothing between categories.
+    `transpose(` in `op_name` marks the backward pass; a convolution or matrix
+    product outside every scope is a convolution. A fusion's cost is split over
+    the categories of the instructions it fuses (by their element counts),
+    except that a fusion holding a convolution or matrix product goes to that
+    op's category;
   * time per unit: the profiler's trace (`jax.profiler.ProfileData`): kernel
     events on a GPU's device planes, thunk events on the CPU's threads, matched
     to units by the `hlo_op` they carry or by their name. Where the profiler
@@ -41,9 +42,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import glob
 import json
-import linecache
 import math
 import os
 import re
@@ -62,7 +63,7 @@ from studies import benchmark
 
 # The issue's op categories, in report order.
 CATEGORIES = {
-  "conv_forward": "convolutions, forward (with bias and ReLU)",
+  "conv_forward": "convolutions, forward (with bias or GroupNorm, and ReLU)",
   "conv_backward": "convolutions, backward (input and weight gradients)",
   "pooling": "2×2 max-pooling and its gradient",
   "lcn_pyramid": "input scaling, Gaussian pyramid and LCN",
@@ -73,6 +74,18 @@ CATEGORIES = {
   "targets": "Gaussian targets (codec encode)",
   "optimizer": "optimizer (clip, AdamW, finite guard)",
   "other": "loss, dropout, argmax and decoding, RNG, copies",
+}
+# The library's `jax.named_scope`s -> their category ('hp_': no flax module is named so).
+# Backward (`transpose(` in op_name): hp_conv is conv_backward, hp_crop crop_scatter.
+SCOPES = {
+  "hp_conv": "conv_forward",
+  "hp_pooling": "pooling",
+  "hp_lcn_pyramid": "lcn_pyramid",
+  "hp_upscale_add": "upscale_add",
+  "hp_crop": "crop_gather",
+  "hp_augmentation": "augmentation",
+  "hp_targets": "targets",
+  "hp_optimizer": "optimizer",
 }
 TRAIN_TARGETS = ("coarse", "fine", "joint")
 TARGETS = (*TRAIN_TARGETS, "cascade")
@@ -137,11 +150,9 @@ _ELEMENT_BYTES = {
   "token": 0,
 }
 _ARRAY = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,<=]*)\]")
-# The train step's own update lines (the rest of the optimizer is in optax).
-_OPTIMIZER_LINE = re.compile(r"optax|opt_state|\bkeep\b|isfinite|\.tx\[")
+_SCOPE = re.compile(r"\bhp_[a-z_]+\b")
 # Trace events that wrap others (the CPU's thunk executor): not counted as unmatched.
 _WRAPPER = re.compile(r"ThunkExecutor|SlinkyThreadPool|ThreadpoolListener|PjRt|Execute")
-_CONV_LINE = re.compile(r"nn\.Conv|nn\.relu|einsum|joint_bias|joint_kernel")
 
 
 # --- the optimized HLO -------------------------------------------------------------
@@ -158,40 +169,22 @@ class Instr:
   attrs: str
   args: str = ""
   op_name: str = ""
-  frame: int = 0
-  source: tuple[str, int] | None = None
 
 
 @dataclasses.dataclass
 class HloModule:
-  """The computations of a module, its entry and its Python stack frames.
+  """The computations of a module and its entry.
 
   Attributes:
     computations: name -> instructions in order (the last is the root).
     entry: the entry computation's name.
-    frames: stack frame id -> (file, function, line, parent id; 0 for none).
   """
 
   computations: dict[str, list[Instr]]
   entry: str
-  frames: dict[int, tuple[str, str, int, int]]
 
   def __post_init__(self):
     self.by_name = {i.name: i for instrs in self.computations.values() for i in instrs}
-    self.categories: dict[str, str] = {}  # `classify`'s memo
-
-  def stack(self, instr: Instr) -> tuple[tuple[str, str, int], ...]:
-    """(file, function, line) of the Python frames that made `instr`, innermost first."""
-    out, fid, seen = [], instr.frame, set()
-    while fid and fid in self.frames and fid not in seen:
-      seen.add(fid)
-      path, func, line, parent = self.frames[fid]
-      out.append((path, func, line))
-      fid = parent
-    if not out and instr.source is not None:
-      path, line = instr.source
-      out.append((path, _enclosing_function(path, line), line))
-    return tuple(out)
 
 
 def _balanced(s: str, start: int) -> int:
@@ -255,57 +248,17 @@ def _parse_instr(line: str) -> Instr | None:
   instr = Instr(m.group(1), op.group(1), shape, operands, attrs, line[open_paren + 1 : close - 1])
   meta = re.search(r'op_name="((?:[^"\\]|\\.)*)"', attrs)
   instr.op_name = meta.group(1) if meta else ""
-  frame = re.search(r"stack_frame_id=(\d+)", attrs)
-  instr.frame = int(frame.group(1)) if frame else 0
-  src = re.search(r'source_file="([^"]*)"\s+source_line=(\d+)', attrs)
-  instr.source = (src.group(1), int(src.group(2))) if src else None
   return instr
 
 
-def _frame_tables(tables: dict[str, list[str]]) -> dict[int, tuple[str, str, int, int]]:
-  def entries(name):
-    for row in tables.get(name, []):
-      head, _, rest = row.strip().partition(" ")
-      if head.isdigit():
-        yield int(head), rest
-
-  files = {i: rest.strip().strip('"') for i, rest in entries("FileNames")}
-  funcs = {i: rest.strip().strip('"') for i, rest in entries("FunctionNames")}
-  locs = {}
-  for i, rest in entries("FileLocations"):
-    d = dict(re.findall(r"(\w+)=(-?\d+)", rest))
-    locs[i] = (int(d.get("file_name_id", 0)), int(d.get("function_name_id", 0)), int(d["line"]))
-  raw = {}
-  for i, rest in entries("StackFrames"):
-    d = dict(re.findall(r"(\w+)=(-?\d+)", rest))
-    raw[i] = (int(d["file_location_id"]), int(d.get("parent_frame_id", 0)))
-  # Parents are made before their children. Some versions print a parent's id
-  # one higher (a frame whose parent is its predecessor then names itself).
-  shift = 1 if any(p >= i for i, (_, p) in raw.items()) else 0
-  frames = {}
-  for i, (loc, parent) in raw.items():
-    f, fn, line = locs.get(loc, (0, 0, 0))
-    frames[i] = (files.get(f, ""), funcs.get(fn, ""), line, max(parent - shift, 0))
-  return frames
-
-
 def parse_hlo(text: str) -> HloModule:
-  """The optimized module of `jax.stages.Compiled.as_text()`."""
+  """The optimized module of `jax.stages.Compiled.as_text()` (its stack frame
+  tables, outside every computation, are skipped)."""
   computations: dict[str, list[Instr]] = {}
-  tables: dict[str, list[str]] = {}
-  entry, current, table = "", None, None
+  entry, current = "", None
   for raw in text.splitlines():
     line = re.sub(r"/\*.*?\*/", "", raw)
     stripped = line.strip()
-    if table is not None:
-      if stripped:
-        tables[table].append(stripped)
-        continue
-      table = None
-    if stripped in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
-      table = stripped
-      tables[table] = []
-      continue
     if current is None:
       if stripped.endswith("{") and "->" in stripped and not line[:1].isspace():
         m = re.match(r"(ENTRY\s+)?%?([^\s(]+)", stripped)
@@ -322,7 +275,7 @@ def parse_hlo(text: str) -> HloModule:
       computations[current].append(instr)
   if not entry and computations:
     entry = list(computations)[-1]
-  return HloModule(computations, entry, _frame_tables(tables))
+  return HloModule(computations, entry)
 
 
 def _arrays(shape: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -472,89 +425,33 @@ class Unit:
 # --- categories ----------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class _Fn:
-  path: str
-  func: str
-  line: int
+@functools.cache
+def category(op_name: str, matmul: bool = False, scatter: bool = False) -> str:
+  """The category of an HLO instruction from its `op_name` metadata.
 
-  @property
-  def file(self) -> str:
-    return os.path.basename(self.path)
-
-  @property
-  def text(self) -> str:
-    return linecache.getline(self.path, self.line) if self.path else ""
-
-
-def _enclosing_function(path: str, line: int) -> str:
-  """The innermost `def` around `line` of a source file ('' if unknown)."""
-  lines = linecache.getlines(path)
-  indent = None
-  for i in range(min(line, len(lines)) - 1, -1, -1):
-    m = re.match(r"(\s*)(?:async\s+)?def\s+(\w+)", lines[i])
-    if m and (indent is None or len(m.group(1)) < indent):
-      return m.group(2)
-    stripped = lines[i].lstrip()
-    if stripped and not stripped.startswith("#"):
-      indent = len(lines[i]) - len(stripped) if indent is None else min(indent, len(lines[i]))
-  return ""
-
-
-def classify(module: HloModule, instr: Instr) -> str:
-  """The category of one instruction (rules in order; the first that holds wins).
-
-  1. made inside `crop_windows`: crop_gather, or crop_scatter in the backward
-     pass (`transpose(` in op_name) or for a scatter;
-  2. inside `max_pool*`: pooling;  3. inside `_upscale`, or on a line that adds
-     into `merged`: upscale_add;  4. in `image_ops.py`, or a line calling
-     `gaussian_pyramid` / `local_contrast_normalize`: lcn_pyramid;
-  5. in `augment.py`: augmentation;  6. in a codec's `encode`: targets;
-  7. in optax, or a train-step line that updates the state (`optax`,
-     `opt_state`, `keep`, `isfinite`): optimizer;
-  8. a convolution or matrix product, or made in flax's `linear.py` or on a
-     model line with `nn.Conv` / `nn.relu` / the fine model's einsum:
-     conv_forward, or conv_backward in the backward pass;
-  9. anything else: other.
+  The innermost of the library's scopes (`SCOPES`) in `op_name` decides; with
+  none, a convolution or matrix product (`matmul`) is a convolution and anything
+  else is 'other'. In the backward pass (`transpose(` in `op_name`) a convolution
+  is conv_backward and a crop crop_scatter (as is a crop's scatter).
   """
-  cached = module.categories.get(instr.name)
-  if cached is None:
-    cached = module.categories[instr.name] = _classify(module, instr)
-  return cached
+  scopes = [name for name in _SCOPE.findall(op_name) if name in SCOPES]
+  if scopes:
+    c = SCOPES[scopes[-1]]
+  elif matmul:
+    c = "conv_forward"
+  else:
+    return "other"
+  backward = "transpose(" in op_name
+  if c == "conv_forward" and backward:
+    return "conv_backward"
+  if c == "crop_gather" and (backward or scatter):
+    return "crop_scatter"
+  return c
 
 
-def _classify(module: HloModule, instr: Instr) -> str:
-  stack = [_Fn(*f) for f in module.stack(instr)]
-  backward = "transpose(" in instr.op_name
-  if any("crop_windows" in f.func for f in stack):
-    return "crop_scatter" if backward or instr.opcode == "scatter" else "crop_gather"
-  if any("max_pool" in f.func for f in stack):
-    return "pooling"
-  if any("_upscale" in f.func for f in stack) or any(
-    f.file == "models.py" and re.search(r"\bmerged\s*\+", f.text) for f in stack
-  ):
-    return "upscale_add"
-  if any(
-    f.file == "image_ops.py" or re.search(r"gaussian_pyramid|local_contrast_normalize", f.text)
-    for f in stack
-  ):
-    return "lcn_pyramid"
-  if any(f.file == "augment.py" for f in stack):
-    return "augmentation"
-  if any(f.file == "codec.py" and "encode" in f.func for f in stack):
-    return "targets"
-  if any(f"{os.sep}optax{os.sep}" in f.path for f in stack) or any(
-    "make_train_step" in f.func and "loss_fn" not in f.func and _OPTIMIZER_LINE.search(f.text)
-    for f in stack
-  ):
-    return "optimizer"
-  if _is_matmul(instr) or any(
-    f.path.endswith(os.path.join("linen", "linear.py"))
-    or (f.file == "models.py" and _CONV_LINE.search(f.text))
-    for f in stack
-  ):
-    return "conv_backward" if backward else "conv_forward"
-  return "other"
+def classify(instr: Instr) -> str:
+  """`category` of one instruction."""
+  return category(instr.op_name, _is_matmul(instr), instr.opcode == "scatter")
 
 
 def _fused(module: HloModule, instr: Instr) -> Iterable[Instr]:
@@ -565,42 +462,40 @@ def _fused(module: HloModule, instr: Instr) -> Iterable[Instr]:
       yield i
 
 
-def _known(module: HloModule, instr: Instr) -> str | None:
-  """`classify`, or None for an instruction that names no source (a layout copy)."""
-  if _is_matmul(instr) or instr.op_name or instr.frame or instr.source:
-    return classify(module, instr)
-  return None
+def _known(instr: Instr) -> str | None:
+  """`classify`, or None for an instruction without an op_name (a layout copy)."""
+  return classify(instr) if _is_matmul(instr) or instr.op_name else None
 
 
 def unit_weights(module: HloModule, instr: Instr) -> dict[str, float] | None:
-  """category -> share of a unit's cost, None where nothing in it names a source.
+  """category -> share of a unit's cost, None where nothing in it has an op_name.
 
   A fusion with a convolution or matrix product goes to that op's category;
   other fusions are split by the element counts of the fused instructions that
   compute or move data (relabelings such as bitcasts and broadcasts do not count).
   """
   if instr.opcode != "fusion":
-    c = _known(module, instr)
+    c = _known(instr)
     return {c: 1.0} if c else None
   fused = list(_fused(module, instr))
   matmuls = [i for i in fused if _is_matmul(i)]
   if matmuls:
     heaviest = max(matmuls, key=lambda i: _matmul_flops(module, i))
-    return {classify(module, heaviest): 1.0}
+    return {classify(heaviest): 1.0}
   votes = collections.Counter()
   for i in fused:
-    c = _known(module, i) if i.opcode not in _NO_VOTE else None
+    c = _known(i) if i.opcode not in _NO_VOTE else None
     if c:
       votes[c] += max(shape_elements(i.shape), 1)
   if not votes:
-    c = _known(module, instr)
+    c = _known(instr)
     return {c: 1.0} if c else None
   total = sum(votes.values())
   return {c: v / total for c, v in votes.items()}
 
 
 def _resolve_unknown(module: HloModule, units: Sequence[Unit]) -> None:
-  """A unit that names no source (a layout copy or transpose XLA inserted) takes
+  """A unit without an op_name (a layout copy or transpose XLA inserted) takes
   the category of the nearest unit that consumes its result, else of the nearest
   that produces its operands (at most 6 steps away); 'other' if none."""
   unit_of = {u.instr.name: u for u in units}
@@ -615,7 +510,7 @@ def _resolve_unknown(module: HloModule, units: Sequence[Unit]) -> None:
     if u is not None:
       return u.weights
     i = module.by_name.get(name)
-    c = _known(module, i) if i is not None and i.opcode not in _NO_VOTE else None
+    c = _known(i) if i is not None and i.opcode not in _NO_VOTE else None
     return {c: 1.0} if c else None
 
   def search(start, step):
@@ -812,8 +707,8 @@ def analyze(hlo_text: str, xplane: str = "", calls: int = 1) -> dict[str, Any]:
   """The category breakdown of an optimized module, timed from a trace when given.
 
   Returns:
-    dict: categories (`breakdown`), totals, units (count), source_locations
-    (whether the HLO names its Python sources), top_units (heaviest 25 by time,
+    dict: categories (`breakdown`), totals, units (count), named_scopes
+    (whether the HLO carries any of `SCOPES`), top_units (heaviest 25 by time,
     else FLOPs) and, with a trace, `trace` (`attribute_times`).
   """
   module = parse_hlo(hlo_text)
@@ -822,7 +717,7 @@ def analyze(hlo_text: str, xplane: str = "", calls: int = 1) -> dict[str, Any]:
   timed = bool(trace and trace["matched_ns"] > 0)
   key = (lambda u: u.time_ns) if timed else (lambda u: u.flops)
   top = sorted(units, key=key, reverse=True)[:25]
-  has_source = any(i.frame or i.source for i in module.by_name.values())
+  scoped = any(_SCOPE.search(i.op_name) for i in module.by_name.values())
   return {
     "categories": breakdown(units, timed),
     "totals": {
@@ -831,7 +726,7 @@ def analyze(hlo_text: str, xplane: str = "", calls: int = 1) -> dict[str, Any]:
       "time_ns": sum(u.time_ns for u in units) if timed else None,
     },
     "units": len(units),
-    "source_locations": has_source,
+    "named_scopes": scoped,
     "top_units": [
       {
         "name": u.instr.name,
@@ -891,6 +786,52 @@ def _compile(fn, *args) -> tuple[jax.stages.Compiled, float, str]:
   return compiled, seconds, text
 
 
+def _compiled_call(
+  config: ml_collections.ConfigDict, target: str, batch_size: int, seed: int
+) -> tuple[jax.stages.Compiled, float, str, Callable[[], Any]]:
+  """(compiled, compile seconds, optimized HLO, one call) of a target on the first
+  device, with random parameters (or state) and inputs of `batch_size`."""
+  mesh = input_pipeline.make_mesh(jax.devices()[:1])
+  if target == "cascade":
+    model = from_config.model(config)
+    params = benchmark.random_params(from_config.abstract_params(config, mesh), seed)
+    x = jax.device_put(
+      np.random.default_rng(seed).integers(0, 256, (batch_size, *config.input_hw, 3), np.uint8),
+      mesh.devices.flat[0],
+    )
+    fn = jax.jit(
+      benchmark.predict_joints(model),
+      compiler_options=inference.compiler_options(mesh.devices.flat[0].platform),
+    )
+    compiled, compile_s, text = _compile(fn, params, x)
+    return compiled, compile_s, text, lambda: compiled(params, x)
+  step_fn = from_config.train_step(config, target, mesh)
+  joints = from_config.skeleton(config).num_joints
+  batch = input_pipeline.to_global_array(
+    benchmark.synthetic_batch(batch_size, tuple(config.input_hw), joints, seed), mesh
+  )
+  key = jax.device_put(jax.random.key(seed), NamedSharding(mesh, PartitionSpec()))
+  held = {"state": benchmark.random_state(from_config.abstract_state(config, mesh), seed)}
+  compiled, compile_s, text = _compile(step_fn, held["state"], batch, key)
+
+  def call():  # the state is donated: thread it through
+    held["state"], _ = compiled(held["state"], batch, key)
+    return held["state"]
+
+  return compiled, compile_s, text, call
+
+
+def _traced_ms(call: Callable[[], Any], trace_dir: str, calls: int) -> float:
+  """Milliseconds per call of `calls` calls under `jax.profiler`, traced to `trace_dir`."""
+  t = time.perf_counter()
+  options = jax.profiler.ProfileOptions()
+  options.python_tracer_level = 0  # Python frames: a larger trace, nothing this report reads
+  with jax.profiler.trace(trace_dir, profiler_options=options):
+    for _ in range(calls):
+      jax.block_until_ready(call())
+  return 1e3 * (time.perf_counter() - t) / calls
+
+
 def profile_target(
   config: ml_collections.ConfigDict,
   target: str,
@@ -923,39 +864,8 @@ def profile_target(
   """
   if target not in TARGETS:
     raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-  mesh = input_pipeline.make_mesh(jax.devices()[:1])
-  if target == "cascade":
-    batch_size = forward_batch
-    model = from_config.model(config)
-    params = benchmark.random_params(from_config.abstract_params(config, mesh), seed)
-    x = jax.device_put(
-      np.random.default_rng(seed).integers(0, 256, (batch_size, *config.input_hw, 3), np.uint8),
-      mesh.devices.flat[0],
-    )
-    fn = jax.jit(
-      benchmark.predict_joints(model),
-      compiler_options=inference.compiler_options(mesh.devices.flat[0].platform),
-    )
-    compiled, compile_s, text = _compile(fn, params, x)
-
-    def call():
-      return compiled(params, x)
-
-  else:
-    batch_size = config.batch_size
-    step_fn = from_config.train_step(config, target, mesh)
-    joints = from_config.skeleton(config).num_joints
-    batch = input_pipeline.to_global_array(
-      benchmark.synthetic_batch(batch_size, tuple(config.input_hw), joints, seed), mesh
-    )
-    key = jax.device_put(jax.random.key(seed), NamedSharding(mesh, PartitionSpec()))
-    held = {"state": benchmark.random_state(from_config.abstract_state(config, mesh), seed)}
-    compiled, compile_s, text = _compile(step_fn, held["state"], batch, key)
-
-    def call():  # the state is donated: thread it through
-      held["state"], _ = compiled(held["state"], batch, key)
-      return held["state"]
-
+  batch_size = forward_batch if target == "cascade" else config.batch_size
+  compiled, compile_s, text, call = _compiled_call(config, target, batch_size, seed)
   for _ in range(warmup):
     jax.block_until_ready(call())
   step_ms = _median_ms(call, steps)
@@ -965,13 +875,7 @@ def profile_target(
     fileio.write_text(hlo_path, text)
   if output_dir and trace:
     trace_dir = os.path.join(output_dir, f"trace_{target}")
-    t = time.perf_counter()
-    options = jax.profiler.ProfileOptions()
-    options.python_tracer_level = 0  # Python frames: a larger trace, nothing this report reads
-    with jax.profiler.trace(trace_dir, profiler_options=options):
-      for _ in range(max(1, steps)):
-        jax.block_until_ready(call())
-    traced_ms = 1e3 * (time.perf_counter() - t) / max(1, steps)
+    traced_ms = _traced_ms(call, trace_dir, max(1, steps))
     xplane = find_xplane(trace_dir)
   result = analyze(text, xplane, calls=max(1, steps))
   return {
@@ -1088,59 +992,69 @@ def format_markdown(report: dict[str, Any]) -> str:
     "tracing, so the traced step is slower than the untraced one).",
     "",
   ]
-  targets = report["targets"]
-  if targets:
-    head = "| category | " + " | ".join(
-      f"{r['target']} {'time' if r['totals']['time_ns'] else 'FLOPs'} %" for r in targets
-    )
-    lines += ["## Summary", "", head + " |", "|---" * (len(targets) + 1) + "|"]
-    for c in CATEGORIES:
-      cells = []
-      for r in targets:
-        row = next(x for x in r["categories"] if x["category"] == c)
-        cells.append(_pct(row["time_share"] if r["totals"]["time_ns"] else row["flops_share"]))
-      lines.append(f"| {c} | " + " | ".join(cells) + " |")
-    lines.append("")
-  for r in targets:
-    name = "cascade forward" if r["target"] == "cascade" else f"{r['target']} train step"
-    tr = r.get("trace") or {}
-    matched = tr.get("matched_ns") or 0
-    lines += [
-      f"## {name} (batch {r['batch']}, {r['dtype']}, {r['device_kind']})",
-      "",
-      f"- {summary_line(r)}",
-      f"- units: {r['units']}; FLOPs {r['totals']['flops'] / 1e9:,.2f} G (XLA: "
-      + (f"{r['xla']['flops'] / 1e9:,.2f} G" if r["xla"]["flops"] else "–")
-      + f"), bytes {r['totals']['bytes'] / 1e9:,.3f} GB (XLA: "
-      + (f"{r['xla']['bytes'] / 1e9:,.3f} GB" if r["xla"]["bytes"] else "–")
-      + ")",
-    ]
-    if tr:
-      total = matched + tr["unmatched_ns"]
-      lines.append(
-        f"- trace: {tr['events']} events matched, {matched / 1e6:.3f} ms per call "
-        f"({_pct(matched / total if total else None)} % of traced event time)"
-      )
-    if not r["source_locations"]:
-      lines.append("- the HLO names no Python sources: categories from op kinds only")
-    lines += [
-      "",
-      "| category | what | GFLOP | FLOPs % | MB | bytes % | ms | time % |",
-      "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for c in r["categories"]:
-      ms = f"{c['time_ns'] / 1e6:.3f}" if r["totals"]["time_ns"] else "–"
-      lines.append(
-        f"| {c['category']} | {c['label']} | {c['flops'] / 1e9:,.2f} | {_pct(c['flops_share'])} "
-        f"| {c['bytes'] / 1e6:,.1f} | {_pct(c['bytes_share'])} | {ms} | {_pct(c['time_share'])} |"
-      )
-    lines += ["", "Heaviest units:", "", "| unit | op | categories | GFLOP | MB | µs |"]
-    lines.append("|---|---|---|---:|---:|---:|")
-    for u in r["top_units"][:10]:
-      cats = ", ".join(f"{k} {v:.2f}" if v < 1 else k for k, v in u["categories"].items())
-      us = f"{u['us']:.1f}" if u["us"] is not None else "–"
-      lines.append(
-        f"| {u['name']} | {u['opcode']} | {cats} | {u['gflop']:.3f} | {u['mb']:.2f} | {us} |"
-      )
-    lines.append("")
+  if report["targets"]:
+    lines += _summary_table(report["targets"])
+  for r in report["targets"]:
+    lines += _target_section(r)
   return "\n".join(lines)
+
+
+def _summary_table(targets: Sequence[dict[str, Any]]) -> list[str]:
+  """Markdown lines: each category's time share (FLOPs share untraced) per target."""
+  head = "| category | " + " | ".join(
+    f"{r['target']} {'time' if r['totals']['time_ns'] else 'FLOPs'} %" for r in targets
+  )
+  lines = ["## Summary", "", head + " |", "|---" * (len(targets) + 1) + "|"]
+  for c in CATEGORIES:
+    cells = []
+    for r in targets:
+      row = next(x for x in r["categories"] if x["category"] == c)
+      cells.append(_pct(row["time_share"] if r["totals"]["time_ns"] else row["flops_share"]))
+    lines.append(f"| {c} | " + " | ".join(cells) + " |")
+  return lines + [""]
+
+
+def _target_section(r: dict[str, Any]) -> list[str]:
+  """Markdown lines of one target: totals, the category table, the heaviest units."""
+  name = "cascade forward" if r["target"] == "cascade" else f"{r['target']} train step"
+  tr = r.get("trace") or {}
+  matched = tr.get("matched_ns") or 0
+  lines = [
+    f"## {name} (batch {r['batch']}, {r['dtype']}, {r['device_kind']})",
+    "",
+    f"- {summary_line(r)}",
+    f"- units: {r['units']}; FLOPs {r['totals']['flops'] / 1e9:,.2f} G (XLA: "
+    + (f"{r['xla']['flops'] / 1e9:,.2f} G" if r["xla"]["flops"] else "–")
+    + f"), bytes {r['totals']['bytes'] / 1e9:,.3f} GB (XLA: "
+    + (f"{r['xla']['bytes'] / 1e9:,.3f} GB" if r["xla"]["bytes"] else "–")
+    + ")",
+  ]
+  if tr:
+    total = matched + tr["unmatched_ns"]
+    lines.append(
+      f"- trace: {tr['events']} events matched, {matched / 1e6:.3f} ms per call "
+      f"({_pct(matched / total if total else None)} % of traced event time)"
+    )
+  if not r["named_scopes"]:
+    lines.append("- the HLO carries none of the library's named scopes: categories from op kinds")
+  lines += [
+    "",
+    "| category | what | GFLOP | FLOPs % | MB | bytes % | ms | time % |",
+    "|---|---|---:|---:|---:|---:|---:|---:|",
+  ]
+  for c in r["categories"]:
+    ms = f"{c['time_ns'] / 1e6:.3f}" if r["totals"]["time_ns"] else "–"
+    lines.append(
+      f"| {c['category']} | {c['label']} | {c['flops'] / 1e9:,.2f} | {_pct(c['flops_share'])} "
+      f"| {c['bytes'] / 1e6:,.1f} | {_pct(c['bytes_share'])} | {ms} | {_pct(c['time_share'])} |"
+    )
+  lines += ["", "Heaviest units:", "", "| unit | op | categories | GFLOP | MB | µs |"]
+  lines.append("|---|---|---|---:|---:|---:|")
+  for u in r["top_units"][:10]:
+    cats = ", ".join(f"{k} {v:.2f}" if v < 1 else k for k, v in u["categories"].items())
+    us = f"{u['us']:.1f}" if u["us"] is not None else "–"
+    lines.append(
+      f"| {u['name']} | {u['opcode']} | {cats} | {u['gflop']:.3f} | {u['mb']:.2f} | {us} |"
+    )
+  lines.append("")
+  return lines

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import pytest
 
 from heatpose_jax import from_config, input_pipeline, model_stats
-from studies import benchmark
+from studies import benchmark, input_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,6 +50,7 @@ def test_gpu_script_smoke_run_writes_every_output(tmp_path):
   assert files == [
     "benchmark_h100.json",
     "benchmark_h100.md",
+    "input.json",
     "input.md",
     "log.txt",
     "profile.json",
@@ -97,6 +98,13 @@ def test_gpu_script_smoke_run_writes_every_output(tmp_path):
   rows = {r["case"]: r["values"] for r in merged["comparison"]}
   assert set(rows["latency default b1"]) == {"baseline", "graphs"}
   assert merged["input"]["best_jpeg_img_s"] and merged["input"]["train_img_s"]["joint"] > 0
+  # The merge read the input benchmark's JSON; its Markdown is rendered from the same rows.
+  measured = json.loads((out / "input.json").read_text())
+  assert merged["input"]["measured"] == measured and measured["rows"]
+  row = measured["rows"][0]
+  assert (
+    f"| {row['data']} | {row['what']} | {row['img_s']:,.0f} |" in (out / "input.md").read_text()
+  )
   md = (out / "benchmark_h100.md").read_text()
   assert "| latency default b1 | AOT ms |" in md and "## Input side" in md
   assert "| mpii | 64x64 | 16 | 8x | joint | bfloat16 | 8 |" in md
@@ -114,20 +122,30 @@ def test_gpu_script_smoke_run_writes_every_output(tmp_path):
 
 
 def test_input_side_compares_decoding_with_training():
-  table = (
-    "| data | what | img/s |\n|---|---|---:|\n"
-    "| 256 JPEG | make_dataset, 16 threads | 1,137 |\n"
-    "| 256 JPEG | make_dataset, 8 worker processes | 2,478 |\n"
-    "| 256 JPEG | make_dataset on the cache, 2 threads | 17,963 |\n"
-    "| 256 JPEG | PIL full decode only, 1 thread | 99,999 |\n"
-  )
+  rows = [
+    ("make_dataset, 16 threads", 1137.0),
+    ("make_dataset, 8 worker processes", 2478.0),
+    ("make_dataset on the cache, 2 threads", 17963.0),
+    ("PIL full decode only, 1 thread", 99999.0),
+  ]
+  measured = {
+    "jax": "x",
+    "backend": "cpu",
+    "cpus": 16,
+    "parts": ["host"],
+    "rows": [{"data": "256 JPEG", "what": w, "img_s": r} for w, r in rows],
+  }
   report = {"results": [{"section": "train", "phase": "joint", "images_per_s": 1073.0}]}
-  side = benchmark.input_side(table, report)
+  side = benchmark.input_side(measured, report)
   assert side["best_jpeg_img_s"] == {"256 JPEG": 2478.0}
   assert side["best_cache_img_s"] == {"256 JPEG": 17963.0}
   assert side["jpeg_keeps_up_with_joint"] is True
   report["results"][0]["images_per_s"] = 3000.0
-  assert benchmark.input_side(table, report)["jpeg_keeps_up_with_joint"] is False
+  assert benchmark.input_side(measured, report)["jpeg_keeps_up_with_joint"] is False
+  # The human table is rendered from the same numbers.
+  assert "| 256 JPEG | make_dataset, 8 worker processes | 2,478 |" in (
+    input_benchmark.format_markdown(measured)
+  )
 
 
 class _NoCostAnalysis:

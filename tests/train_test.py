@@ -265,7 +265,7 @@ def test_sigterm_saves_before_exit(tiny_data, tmp_path):
       extra=["--config.checkpoint_every=1000", "--config.log_every=1"],
     ),
     cwd=REPO,
-    env=_env(),
+    env=_env(devices=1),  # signals, not data parallelism: the cheaper compile
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,
@@ -308,7 +308,7 @@ def _start_long_run(tiny_data, work, env=None, extra=()):
   return subprocess.Popen(
     [sys.executable, "-c", reset, *args],
     cwd=REPO,
-    env=env or _env(),
+    env=env or _env(devices=1),
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,
