@@ -4,6 +4,10 @@ r"""Builds a dataset into a TFDS data dir, without TensorFlow (`tfds build` need
   python -m data_prep.build --dataset=flic --manual_dir=/data/FLIC --data_dir=~/tfds
   python -m data_prep.build --dataset=synthetic --config=tiny --num_train=1000 \
       --seed=3 --data_dir=~/tfds   # a custom config `tiny-num_train1000-seed3`
+  python -m data_prep.build --dataset_module=my_datasets --dataset=mine --data_dir=~/tfds
+
+`--dataset` is any dataset of `heatpose_jax.dataset_specs.SPECS`; `--dataset_module`
+imports a module first that registers more (`dataset_specs.register`).
 
 The dataset lands in `DATA_DIR/NAME/CONFIG/VERSION` (FLIC, without configs:
 `DATA_DIR/flic/VERSION`). TFDS writes into an `incomplete.XXXXXX_VERSION` sibling
@@ -45,16 +49,9 @@ import tensorflow_datasets as tfds
 from absl import app, flags
 from absl import logging as absl_logging
 
-from data_prep import common, flic, lsp, mpii
-from heatpose_jax import features, synthetic_dataset, workdir_lock
+from data_prep import common
+from heatpose_jax import dataset_specs, features, workdir_lock
 
-# --dataset -> builder class.
-BUILDERS: dict[str, type[tfds.core.DatasetBuilder]] = {
-  "flic": flic.Flic,
-  "mpii": mpii.Mpii,
-  "lsp": lsp.Lsp,
-  "synthetic": synthetic_dataset.Synthetic,
-}
 # The project-wide exit statuses.
 EXIT_OK, EXIT_ERROR, EXIT_SKIPPED = 0, 1, 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
@@ -75,9 +72,23 @@ OVERRIDE_FLAGS = (
 )  # fmt: skip
 
 
+def spec(dataset: str) -> dataset_specs.DatasetSpec:
+  """The registered spec of `--dataset`.
+
+  Raises:
+    app.UsageError: an unknown dataset (the message lists the known ones).
+  """
+  if dataset not in dataset_specs.SPECS:
+    raise app.UsageError(
+      f"--dataset={dataset}: unknown; known: {sorted(dataset_specs.SPECS)} "
+      "(or --dataset_module=MODULE that registers it)"
+    )
+  return dataset_specs.SPECS[dataset]
+
+
 def needs_manual_dir(dataset: str) -> bool:
   """Whether the builder reads its source files from a manual dir."""
-  return bool(getattr(BUILDERS[dataset], "MANUAL_DOWNLOAD_INSTRUCTIONS", None))
+  return spec(dataset).manual
 
 
 def make_config(
@@ -86,7 +97,7 @@ def make_config(
   """The BuilderConfig named `config` (or the default), with `overrides` applied.
 
   Args:
-    dataset: a key of `BUILDERS`.
+    dataset: a registered dataset (`dataset_specs.SPECS`).
     config: a config name of that builder, or None for its default.
     overrides: flag name -> value for fields of the config; None values are ignored.
 
@@ -97,7 +108,7 @@ def make_config(
   Raises:
     app.UsageError: naming the flag that does not apply.
   """
-  cls = BUILDERS[dataset]
+  cls = spec(dataset).builder_class()
   overrides = {k: v for k, v in overrides.items() if v is not None}
   if not cls.BUILDER_CONFIGS:
     if config or overrides:
@@ -128,7 +139,7 @@ def build(
   """Prepares `dataset` in `data_dir` and returns its builder.
 
   Args:
-    dataset: `flic`, `mpii`, `lsp` or `synthetic`.
+    dataset: a registered dataset (`flic`, `mpii`, `lsp`, `synthetic`, ...).
     data_dir: the TFDS data dir.
     manual_dir: the directory of the source files (FLIC, MPII, LSP).
     config: a config name (e.g. `tiny`); None for the builder's default.
@@ -147,13 +158,12 @@ def build(
     FileNotFoundError: a missing manual dir or annotation file.
     common.DataError: a malformed annotation file, or a split left empty.
   """
-  if dataset not in BUILDERS:
-    raise app.UsageError(f"--dataset={dataset}: unknown; known: {sorted(BUILDERS)}")
+  cls = spec(dataset).builder_class()
   if needs_manual_dir(dataset):
     if not manual_dir:
       raise app.UsageError(
         f"--manual_dir is required for --dataset={dataset} (see data_prep/manual_dirs.md).\n"
-        f"{BUILDERS[dataset].MANUAL_DOWNLOAD_INSTRUCTIONS}"
+        f"{getattr(cls, 'MANUAL_DOWNLOAD_INSTRUCTIONS', '')}"
       )
     if not Path(manual_dir).expanduser().is_dir():
       raise app.UsageError(f"--manual_dir={manual_dir}: not a directory")
@@ -168,7 +178,7 @@ def build(
     kwargs = {"data_dir": str(where)}
     if cfg is not None:
       kwargs["config"] = cfg
-    return BUILDERS[dataset](**kwargs)
+    return cls(**kwargs)
 
   download_config = tfds.download.DownloadConfig(
     manual_dir=manual_dir,
@@ -277,7 +287,19 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-  flags.DEFINE_enum("dataset", None, sorted(BUILDERS), "Dataset to build.")
+  # A string checked against the registry (`spec`) when the command runs, after
+  # --dataset_module has registered its datasets.
+  flags.DEFINE_string(
+    "dataset",
+    None,
+    f"Dataset to build: {', '.join(dataset_specs.SPECS)}, or one --dataset_module registers.",
+  )
+  flags.DEFINE_string(
+    "dataset_module",
+    None,
+    "Module(s) to import first (comma-separated) that register datasets "
+    "(heatpose_jax.dataset_specs.register).",
+  )
   flags.DEFINE_string("data_dir", None, "TFDS data dir to write to.")
   flags.DEFINE_string(
     "manual_dir", None, "Source files (FLIC, MPII, LSP); see data_prep/README.md."
@@ -330,6 +352,7 @@ def main(argv) -> int:
   try:
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    dataset_specs.import_modules(FLAGS.dataset_module)
     overrides = {k: FLAGS[k].value for k in OVERRIDE_FLAGS}
     builder = build(
       FLAGS.dataset,

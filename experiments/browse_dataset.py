@@ -3,13 +3,18 @@ model is trained on, optionally after the device augmentation.
 
   python -m experiments.browse_dataset --dataset=synthetic --split=train --augment \
       --output=sheet.png [--tfds_config=small] [--data_dir=DIR] [--num=24]
+  python -m experiments.browse_dataset --dataset_module=my_datasets --dataset=mine ...
 
 Each tile is the person-centred canvas the input pipeline crops (the dataset's
-default config, or --config), with the annotated joints in green (left side
-lighter; joints outside the canvas or not annotated are not drawn).
+config, `heatpose_jax/configs/NAME.py`, or for a dataset without one the config
+made from its spec, `configs/registered.py`; or --config), with the annotated
+joints in green (left side lighter; joints outside the canvas or not annotated
+are not drawn). --dataset is any registered dataset (`dataset_specs.SPECS`);
+--dataset_module imports a module first that registers more.
 """
 
 import importlib
+import importlib.util
 
 import jax
 import numpy as np
@@ -17,11 +22,18 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
-from heatpose_jax import fileio, from_config, outputs, visualize
+from heatpose_jax import dataset_specs, fileio, from_config, outputs, visualize
+from heatpose_jax.configs import registered
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "A training config, with :args (crop, input size).")
-flags.DEFINE_enum("dataset", None, ["synthetic", "flic", "mpii", "lsp"], "The dataset.")
+# A string checked against the registry once --dataset_module has registered its datasets.
+flags.DEFINE_string(
+  "dataset", None, f"The dataset: {', '.join(dataset_specs.SPECS)}, or one --dataset_module adds."
+)
+flags.DEFINE_string(
+  "dataset_module", None, "Module(s) to import first (comma-separated) that register datasets."
+)
 flags.DEFINE_string("tfds_config", None, "Builder config (default: the dataset config's).")
 flags.DEFINE_string(
   "data_dir", None, "TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)."
@@ -37,16 +49,32 @@ flags.DEFINE_string("output", None, "The PNG to write.")
 flags.mark_flags_as_required(["output"])
 
 
+def dataset_config(name: str, module: str):
+  """The config of dataset `name`: its own (`heatpose_jax/configs/NAME.py`) where the
+  project has one, else the one made from its spec (`configs/registered.py`)."""
+  if name not in dataset_specs.SPECS:
+    raise ValueError(
+      f"--dataset={name}: unknown; known: {sorted(dataset_specs.SPECS)} "
+      "(or --dataset_module=MODULE that registers it)"
+    )
+  if importlib.util.find_spec(f"heatpose_jax.configs.{name}") is not None:
+    return importlib.import_module(f"heatpose_jax.configs.{name}").get_config()
+  config = registered.get_config(f"name={name}")
+  config.dataset_module = module
+  return config
+
+
 def main(argv):
   del argv
   # A sheet this command wrote before is replaced; any other file is left alone.
   outputs.prepare_file(FLAGS.output, "--output")
   outputs.check([(FLAGS.output, outputs.image_is_ours)], way_out="choose another --output")
   launch.setup()
+  dataset_specs.import_modules(FLAGS.dataset_module)
   if "config" in FLAGS and FLAGS["config"].present:
     config = launch.config()
   elif FLAGS.dataset:
-    config = importlib.import_module(f"heatpose_jax.configs.{FLAGS.dataset}").get_config()
+    config = dataset_config(FLAGS.dataset, FLAGS.dataset_module or "")
   else:
     raise ValueError("give --dataset (or --config)")
   if FLAGS.tfds_config is not None:

@@ -15,6 +15,9 @@ labels and torso of --flic_protocol (default modec, the FLIC authors' own
 `eval_dataset.m`). Each row of the printed table names metric, threshold and
 protocol, e.g. `PCK@0.2 (FLIC, modec protocol)` or `PCKh@0.5 (MPII)`.
 File formats: `heatpose_jax/prediction_io.py`; protocols: `docs/protocols.md`.
+--dataset is any registered dataset with a community format
+(`DatasetSpec.prediction_format`: `READERS`); --dataset_module imports a module
+first that registers more.
 
 --output_json writes `{"dataset": ..., "metric": "PCKh" | "PCK", "protocol": ...,
 "num_examples": N, "tables": {"<α>": {"Head": ..., ...}, ...}}`, percentages with
@@ -41,13 +44,27 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from heatpose_jax import fileio, metrics, outputs, prediction_io
-from heatpose_jax import joints as joints_lib
+from heatpose_jax import dataset_specs, fileio, metrics, outputs, prediction_io
 
 # What the JSON calls MPII's one protocol (MPII's evaluatePCKh.m).
 MPII_PROTOCOL = "evaluatePCKh"
 
-_DATASET = flags.DEFINE_string("dataset", None, "mpii or flic.")
+
+def _readable() -> list[str]:
+  """The registered datasets this command scores (those with a file format it reads)."""
+  return [n for n, s in dataset_specs.SPECS.items() if s.prediction_format in READERS]
+
+
+_DATASET = flags.DEFINE_string(
+  "dataset",
+  None,
+  "A dataset with a community file format: "
+  f"{' or '.join(n for n, s in dataset_specs.SPECS.items() if s.prediction_format)}, "
+  "or one --dataset_module registers.",
+)
+_DATASET_MODULE = flags.DEFINE_string(
+  "dataset_module", None, "Module(s) to import first (comma-separated) that register datasets."
+)
 _PREDICTIONS = flags.DEFINE_string("predictions", None, "Predictions file (.mat or .h5).")
 _GROUND_TRUTH = flags.DEFINE_string(
   "ground_truth", None, "MPII valid.h5 / gt_valid.mat, or FLIC examples.mat."
@@ -77,7 +94,7 @@ class Scores:
   """What `evaluate` measured.
 
   Attributes:
-    dataset: "mpii" or "flic".
+    dataset: the dataset ("mpii", "flic", ...).
     metric: "PCKh" or "PCK".
     protocol: FLIC: one of `metrics.FLIC_PROTOCOLS`; MPII: `MPII_PROTOCOL`.
     num_examples: N scored rows of the ground truth.
@@ -92,9 +109,9 @@ class Scores:
 
   def row_label(self, threshold: float) -> str:
     """E.g. `PCK@0.2 (FLIC, modec protocol)` or `PCKh@0.5 (MPII)`."""
-    if self.dataset == "flic":
-      return f"{self.metric}@{threshold:g} (FLIC, {self.protocol} protocol)"
-    return f"{self.metric}@{threshold:g} (MPII)"
+    if self.protocol in metrics.FLIC_PROTOCOLS:
+      return f"{self.metric}@{threshold:g} ({self.dataset.upper()}, {self.protocol} protocol)"
+    return f"{self.metric}@{threshold:g} ({self.dataset.upper()})"
 
   def to_json(self) -> dict:
     return {
@@ -117,7 +134,8 @@ def evaluate(
   """Reads both files and scores them.
 
   Args:
-    dataset: "mpii" or "flic".
+    dataset: a registered dataset whose spec names a format of `READERS`
+      ("mpii", "flic").
     predictions: predictions file path.
     ground_truth: ground-truth file path.
     thresholds: α values; None = the dataset's table defaults.
@@ -130,34 +148,54 @@ def evaluate(
   Raises:
     ValueError: bad dataset, flags or files (a one-line message).
   """
-  if dataset == "mpii":
-    if flic_protocol is not None:
-      raise ValueError("--flic_protocol applies to --dataset=flic only")
-    gt = prediction_io.read_mpii_ground_truth(ground_truth)
-    pred = prediction_io.read_mpii_predictions(predictions, num_examples=len(gt), layout=layout)
-    ts = thresholds or (metrics.MPII_TABLE_THRESHOLD,)
-    tables = {t: metrics.mpii_pckh_table(pred, gt.joints, gt.valid, gt.normalizer, t) for t in ts}
-    return Scores("mpii", "PCKh", MPII_PROTOCOL, len(gt), tables)
-  if dataset == "flic":
-    protocol = "modec" if flic_protocol is None else flic_protocol
-    if protocol not in metrics.FLIC_PROTOCOLS:
-      raise ValueError(
-        f"unknown --flic_protocol {protocol!r}; expected one of {', '.join(metrics.FLIC_PROTOCOLS)}"
-      )
-    gt = prediction_io.read_flic_ground_truth(ground_truth, "test", protocol)
-    pred = prediction_io.read_flic_predictions(predictions, num_examples=len(gt), layout=layout)
-    skel = joints_lib.SKELETONS["flic"]
-    if protocol == "observer_centric":
-      # Person-centric predictions are relabelled like the ground truth they meet
-      # (as `metrics.flic_pck_tables` does); the other protocols compare them as they are.
-      pred, _ = metrics.to_observer_centric(pred, gt.valid, gt.relabelled, skel)
-    m = skel.model_indices
-    ts = thresholds or metrics.FLIC_TABLE_THRESHOLDS
-    tables = metrics.pck_tables(
-      pred[:, m], gt.joints[:, m], gt.valid[:, m], gt.normalizer, skel, ts, pooled=False
+  spec = dataset_specs.SPECS.get(dataset)
+  if spec is None or spec.prediction_format not in READERS:
+    raise ValueError(f"unknown --dataset {dataset!r}; expected {' or '.join(_readable())}")
+  return READERS[spec.prediction_format](
+    spec, predictions, ground_truth, thresholds, flic_protocol, layout
+  )
+
+
+def _metric(spec: dataset_specs.DatasetSpec) -> str:
+  return "PCKh" if spec.normalizer == "head_size" else "PCK"
+
+
+def _evaluate_mpii(spec, predictions, ground_truth, thresholds, flic_protocol, layout) -> Scores:
+  """MPII's files: `valid.h5` / `gt_valid.mat` and (N, 16, 2) predictions."""
+  if flic_protocol is not None:
+    raise ValueError("--flic_protocol applies to --dataset=flic only")
+  gt = prediction_io.read_mpii_ground_truth(ground_truth)
+  pred = prediction_io.read_mpii_predictions(predictions, num_examples=len(gt), layout=layout)
+  ts = thresholds or (metrics.MPII_TABLE_THRESHOLD,)
+  skel = spec.skeleton
+  tables = metrics.pck_tables(pred, gt.joints, gt.valid, gt.normalizer, skel, ts, spec.pools)
+  return Scores(spec.name, _metric(spec), MPII_PROTOCOL, len(gt), tables)
+
+
+def _evaluate_flic(spec, predictions, ground_truth, thresholds, flic_protocol, layout) -> Scores:
+  """FLIC's files: examples.mat (a protocol's labels and torso) and (N, 11, 2) predictions."""
+  protocol = "modec" if flic_protocol is None else flic_protocol
+  if protocol not in metrics.FLIC_PROTOCOLS:
+    raise ValueError(
+      f"unknown --flic_protocol {protocol!r}; expected one of {', '.join(metrics.FLIC_PROTOCOLS)}"
     )
-    return Scores("flic", "PCK", protocol, len(gt), tables)
-  raise ValueError(f"unknown --dataset {dataset!r}; expected mpii or flic")
+  gt = prediction_io.read_flic_ground_truth(ground_truth, "test", protocol)
+  pred = prediction_io.read_flic_predictions(predictions, num_examples=len(gt), layout=layout)
+  skel = spec.skeleton
+  if protocol == "observer_centric":
+    # Person-centric predictions are relabelled like the ground truth they meet
+    # (as `metrics.flic_pck_tables` does); the other protocols compare them as they are.
+    pred, _ = metrics.to_observer_centric(pred, gt.valid, gt.relabelled, skel)
+  m = skel.model_indices
+  ts = thresholds or metrics.FLIC_TABLE_THRESHOLDS
+  tables = metrics.pck_tables(
+    pred[:, m], gt.joints[:, m], gt.valid[:, m], gt.normalizer, skel, ts, spec.pools
+  )
+  return Scores(spec.name, _metric(spec), protocol, len(gt), tables)
+
+
+# `DatasetSpec.prediction_format` -> the function that reads and scores its files.
+READERS = {"mpii": _evaluate_mpii, "flic": _evaluate_flic}
 
 
 def _json_ready(d):
@@ -170,6 +208,7 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     sys.exit(f"error: unexpected arguments {list(argv[1:])}")
   try:
+    dataset_specs.import_modules(_DATASET_MODULE.value)
     for name, flag in (
       ("dataset", _DATASET),
       ("predictions", _PREDICTIONS),

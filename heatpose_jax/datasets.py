@@ -1,16 +1,17 @@
 """Where the built datasets are: `data_source` reads a built split without
-importing `data_prep`, and prepares the datasets that need no files (synthetic
-people) on demand, as TFDS itself does. The features every builder writes are
-defined in `features`.
+importing `data_prep`, and prepares the datasets that need no files
+(`DatasetSpec.generated`: synthetic people) on demand, as TFDS itself does;
+`find_spec` finds a dataset's spec (registered, or stored by its build). The
+features every builder writes are defined in `features`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
-# Datasets rendered from a seed: `data_source` builds them when they are missing.
-GENERATED = ("synthetic",)
+from heatpose_jax import dataset_specs
 
 
 def default_data_dir(data_dir: str = "") -> str:
@@ -52,15 +53,57 @@ def build_command(name: str, config_name: str, data_dir: str) -> str:
   return f"python -m data_prep.build --dataset={name}{cfg} --data_dir={data_dir} [--manual_dir=...]"
 
 
+def built_spec(
+  name: str, config_name: str = "", data_dir: str = ""
+) -> dataset_specs.DatasetSpec | None:
+  """The spec a build stored in its metadata (`features.spec_metadata`), or None.
+
+  Args:
+    name: the TFDS name; config_name, data_dir: as `data_source`.
+  """
+  path = find_prepared(name, config_name, default_data_dir(data_dir))
+  meta = os.path.join(path, "metadata.json") if path else ""
+  if not meta or not os.path.exists(meta):
+    return None
+  with open(meta) as f:
+    data = json.load(f).get(dataset_specs.METADATA_KEY)
+  return None if data is None else dataset_specs.DatasetSpec.from_json(data)
+
+
+def find_spec(
+  name: str, *, tfds_name: str = "", config_name: str = "", data_dir: str = ""
+) -> dataset_specs.DatasetSpec | None:
+  """The spec of dataset `name`: the registered one, else the one the build of
+  `tfds_name` (default `name`) stored in its metadata (registered then); None
+  where neither knows it.
+  """
+  if name in dataset_specs.SPECS:
+    return dataset_specs.SPECS[name]
+  spec = built_spec(tfds_name or name, config_name, data_dir)
+  if spec is None or spec.name != name:
+    return None
+  return dataset_specs.register(spec)
+
+
+def prepare_generated(spec: dataset_specs.DatasetSpec, config_name: str, data_dir: str):
+  """Builds config `config_name` ("" without configs) of a `generated` dataset; its builder."""
+  import tensorflow_datasets as tfds
+
+  kwargs = {"config": config_name} if config_name else {}
+  builder = spec.builder_class()(data_dir=data_dir, **kwargs)
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return builder
+
+
 def data_source(name: str, split: str, *, config_name: str = "", data_dir: str = "", prepare=True):
   """A random-access source of one split's feature dicts (`as_data_source`).
 
   Args:
-    name: the TFDS name (`synthetic`, `flic`, `mpii`, `lsp`).
+    name: the TFDS name (`synthetic`, `flic`, `mpii`, `lsp`, a registered one's).
     split: e.g. 'train', 'test', 'validation'.
     config_name: builder config ("" for the default, or the only one built).
     data_dir: the TFDS data dir ("" → `default_data_dir()`).
-    prepare: build a missing dataset of `GENERATED` (named configs only).
+    prepare: build a missing dataset whose spec is `generated` (named configs only).
 
   Raises:
     FileNotFoundError: the dataset is not built (the message gives the command).
@@ -71,15 +114,17 @@ def data_source(name: str, split: str, *, config_name: str = "", data_dir: str =
   data_dir = default_data_dir(data_dir)
   label = name + (f"/{config_name}" if config_name else "")
   path = find_prepared(name, config_name, data_dir)
-  if path is None and prepare and name in GENERATED:
-    from heatpose_jax import synthetic_dataset, workdir_lock
+  spec = dataset_specs.for_tfds_name(name)
+  if path is None and prepare and spec is not None and spec.generated:
+    from heatpose_jax import workdir_lock
 
-    cfg = config_name or synthetic_dataset.DEFAULT_CONFIG
-    if cfg in synthetic_dataset.CONFIGS:
+    cfg = config_name or spec.default_config
+    # Named configs only: a custom one (`tiny-num_train7`) is built explicitly.
+    if cfg in spec.configs or not (cfg or spec.configs):
+      label_cfg = name + (f"/{cfg}" if cfg else "")
       logging.warning(
-        "dataset %s/%s is not built in %s: preparing it now (rendered, no files needed)",
-        name,
-        cfg,
+        "dataset %s is not built in %s: preparing it now (rendered, no files needed)",
+        label_cfg,
         data_dir,
       )
       # One build per data dir: another process preparing it now is waited for.
@@ -87,7 +132,7 @@ def data_source(name: str, split: str, *, config_name: str = "", data_dir: str =
         data_dir, workdir_lock.BUILD_LOCK, what=f"data dir {data_dir}", wait=True
       ):
         if find_prepared(name, cfg, data_dir) is None:
-          synthetic_dataset.prepare(cfg, data_dir)
+          prepare_generated(spec, cfg, data_dir)
       path = find_prepared(name, cfg, data_dir)
   if path is None:
     raise FileNotFoundError(

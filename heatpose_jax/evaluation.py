@@ -28,6 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from heatpose_jax import (
   checkpoints,
+  dataset_specs,
   fileio,
   from_config,
   inference,
@@ -94,6 +95,7 @@ def score(
   normalizer: str,
   thresholds: Sequence[float],
   curve_max: float,
+  pools: metrics.Pools | None = None,
 ) -> dict:
   """PCK tables, per-joint curves and x-error σ of every estimate in `preds`.
 
@@ -103,6 +105,8 @@ def score(
     normalizer: 'head_size' (PCKh) or 'torso_size' (PCK).
     thresholds: α values of the tables.
     curve_max: the curves run over α in [0, curve_max].
+    pools: the table's pooled columns (`DatasetSpec.pools`); None: those of the
+      dataset registered as `skeleton.name` (`dataset_specs.get`).
 
   Returns:
     JSON-ready dict: {model: {"table": {α: {column: %}}, "curve": {"alpha": [...],
@@ -114,7 +118,7 @@ def score(
   if normalizer not in ("head_size", "torso_size"):
     raise ValueError(f"eval normalizer must be 'head_size' or 'torso_size', got {normalizer!r}")
   gt, valid, norm = preds["joints"], preds["joints_valid"] > 0, preds[normalizer]
-  pooled = len(skeleton.table) > 4  # the FLIC table has no UBody / Total
+  pooled = dataset_specs.get(skeleton.name).pools if pools is None else tuple(pools)
   alphas = np.linspace(0.0, curve_max, 21)
   result = {
     "num_examples": int(gt.shape[0]),
@@ -221,7 +225,7 @@ class Evaluator:
     predict_fn: `inference.make_predict_fn(...)`.
     batches: returns a fresh evaluation stream (`from_config.eval_batches`).
     mesh: the data mesh.
-    skeleton, normalizer, thresholds, curve_max: see `score`.
+    skeleton, normalizer, thresholds, curve_max, pools: see `score`.
     num_examples: for the progress bar.
     selector_params: the selector's parameters (the MRF's), if `predict_fn` has one.
     protocol: named beside the metric (FLIC's).
@@ -240,9 +244,10 @@ class Evaluator:
     num_examples: int | None = None,
     selector_params=None,
     protocol: str = "",
+    pools: metrics.Pools | None = None,
   ):
     self.predict_fn, self.batches, self.mesh = predict_fn, batches, mesh
-    self.skeleton = skeleton
+    self.skeleton, self.pools = skeleton, pools
     self.normalizer, self.thresholds, self.curve_max = normalizer, tuple(thresholds), curve_max
     self.num_examples, self.selector_params, self.protocol = num_examples, selector_params, protocol
     self.preds: dict | None = None
@@ -268,6 +273,7 @@ class Evaluator:
       normalizer=self.normalizer,
       thresholds=self.thresholds,
       curve_max=self.curve_max,
+      pools=self.pools,
     )
     self.result["metric"] = metric_name(self.normalizer, self.protocol)
     yield from scalars(self.result)
@@ -308,23 +314,26 @@ def build_evaluator(
     num_examples=len(source),
     selector_params=selector_params,
     protocol=from_config.protocol(config),
+    pools=from_config.dataset_spec(config).pools,
   )
   evaluator.source = source
   return evaluator
 
 
 def write_predictions_file(
-  dataset: str, skeleton: joints_lib.Skeleton, preds_image: np.ndarray, path: str
+  spec: dataset_specs.DatasetSpec, preds_image: np.ndarray, path: str
 ) -> str:
-  """Image-frame predictions in the dataset's community format.
+  """Image-frame predictions `(N, J, 2)` in the dataset's community format
+  (`spec.prediction_format`).
 
-  MPII: (N, 16, 2) 1-based (MPII's tools, `evaluate_predictions`). FLIC:
+  'mpii': (N, 16, 2) 1-based (MPII's tools, `evaluate_predictions`). 'flic':
   (N, 11, 2) in examples.mat's frame, the 4 joints the model does not predict
-  (hips, eyes) NaN. Others: (N, J, 2) 1-based. Rows follow the split's order.
+  (hips, eyes) NaN. None: (N, J, 2) 1-based. Rows follow the split's order.
   """
-  if dataset == "mpii":
+  skeleton = spec.skeleton
+  if spec.prediction_format == "mpii":
     prediction_io.write_mpii_predictions(path, preds_image)
-  elif dataset == "flic":
+  elif spec.prediction_format == "flic":
     full = np.full((preds_image.shape[0], len(skeleton.annotated), 2), np.nan)
     full[:, skeleton.model_indices] = preds_image
     prediction_io.write_flic_predictions(path, full)
@@ -387,7 +396,7 @@ def evaluate_checkpoint(
       if key in preds:
         xy = inference.canvas_to_image_points(preds[key], preds["canvas_to_image"])[order]
         result[f"predictions_file{key[7:]}"] = write_predictions_file(
-          config.dataset, skeleton, xy, os.path.join(out, name)
+          from_config.dataset_spec(config), xy, os.path.join(out, name)
         )
     source = evaluator.source
     crop = from_config.crop(config)

@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from heatpose_jax import dataset_specs
+
 
 class ArrayRecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """What every builder of the project shares: `array_record` files (readable
@@ -73,6 +75,15 @@ def dataset_info(builder, **kwargs):
   feature and the predictions files rely on file order.
   """
   return tfds.core.DatasetInfo(builder=builder, disable_shuffling=True, **kwargs)
+
+
+def spec_metadata(spec: dataset_specs.DatasetSpec) -> tfds.core.MetadataDict:
+  """The metadata that makes a built dataset describe itself: its
+  `dataset_specs.DatasetSpec` (`to_json`) in `metadata.json`, which
+  `datasets.find_spec` registers where no module does (`dataset_info(...,
+  metadata=spec_metadata(SPEC))`; for datasets whose joints are read at build time).
+  """
+  return tfds.core.MetadataDict({dataset_specs.METADATA_KEY: spec.to_json()})
 
 
 def extent_center_scale(joints, valid) -> tuple[np.ndarray, np.float32]:

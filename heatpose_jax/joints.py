@@ -7,7 +7,8 @@ Two orders exist per dataset:
   * the *model* order: the joints the network predicts, `annotated[model]`.
 
 Every index below is into the model order unless its name says `annotated`.
-One frozen dataclass per dataset, kept in a visible dict: `SKELETONS[name]`.
+One frozen dataclass per dataset, kept in a visible dict: `SKELETONS[name]`; each
+dataset's spec (`dataset_specs.SPECS`) holds its skeleton.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class Skeleton:
   """The joints of one dataset.
 
   Attributes:
-    name: dataset name (`flic`, `mpii`, `lsp`, `synthetic`).
+    name: dataset name (`flic`, `mpii`, `lsp`, `synthetic`, or a registered one).
     annotated: names of the joints the builder stores, in file order.
     model_joints: names of the joints the model predicts (a subset of
       `annotated`, in model order).
@@ -208,8 +209,23 @@ SKELETONS: dict[str, Skeleton] = {
 UPPER_BODY_COLUMNS = ("Shoulder", "Elbow", "Wrist")
 
 
+def body_pools(skeleton: Skeleton) -> tuple[tuple[str, tuple[str, ...]], ...]:
+  """The pooled columns of the MPII-style tables: "UBody" over the joints of
+  `UPPER_BODY_COLUMNS` (shoulders, elbows, wrists) and "Total" over `scored`.
+
+  Returns:
+    ((column, model joint names), ...), as `dataset_specs.DatasetSpec.pools`.
+  """
+  columns = dict(skeleton.table)
+  upper = tuple(n for c in UPPER_BODY_COLUMNS for n in columns[c])
+  return (("UBody", upper), ("Total", skeleton.scored))
+
+
 def get_skeleton(name: str) -> Skeleton:
-  """Looks a dataset's skeleton up, with an error that lists the known names."""
+  """Looks a library dataset's skeleton up, with an error that lists the known names.
+
+  A dataset registered at run time is known to `dataset_specs.get(name).skeleton` only.
+  """
   if name not in SKELETONS:
     raise ValueError(f"unknown dataset {name!r}; known: {sorted(SKELETONS)}")
   return SKELETONS[name]

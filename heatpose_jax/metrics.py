@@ -57,6 +57,8 @@ FLIC_TORSO = {
 # The arm joints that MODEC's flip_backwards_facing_groundtruth.m compares and swaps.
 _ARMS = (("l_shoulder", "r_shoulder"), ("l_elbow", "r_elbow"), ("l_wrist", "r_wrist"))
 MPII_TABLE_THRESHOLD = 0.5
+# Pooled table columns: ((column, model joint names), ...) (`DatasetSpec.pools`).
+Pools = Sequence[tuple[str, Sequence[str]]]
 # MPII head size = SC_BIAS x head-box diagonal (`util_get_head_size` in the toolkit).
 HEAD_SIZE_FACTOR = 0.6
 
@@ -141,7 +143,7 @@ def _pooled(rates: np.ndarray, counts: np.ndarray, idx: np.ndarray) -> np.ndarra
 
 
 def table(
-  rates, counts, skeleton: joints_lib.Skeleton, pooled: bool = True
+  rates, counts, skeleton: joints_lib.Skeleton, pooled: bool | Pools = True
 ) -> dict[str, float | np.ndarray]:
   """The paper-style table from per-joint rates.
 
@@ -149,18 +151,20 @@ def table(
   of their joints' per-joint rates, as MPII's `genTablePCK.m` does
   (`(pck(lsho) + pck(rsho)) / 2`). A joint with no evaluated example is left out
   of its column's mean (the official script would print NaN; the two agree
-  whenever every joint has an example). With `pooled`, two more columns pool
-  correct / evaluated over joints, i.e. the count-weighted mean of per-joint
-  rates (`computePCK.m`): "UBody" over the joints of
-  `joints.UPPER_BODY_COLUMNS` (shoulders, elbows, wrists) and "Total" over
-  `skeleton.scored` (MPII: the 14 joints without pelvis and thorax).
+  whenever every joint has an example). Pooled columns follow: correct /
+  evaluated over their joints, i.e. the count-weighted mean of per-joint rates
+  (`computePCK.m`); `pooled=True` gives MPII's (`joints.body_pools`): "UBody"
+  over the joints of `joints.UPPER_BODY_COLUMNS` (shoulders, elbows, wrists) and
+  "Total" over `skeleton.scored` (MPII: the 14 joints without pelvis and thorax).
 
   Args:
     rates: (..., J) per-joint percentages in model order (NaN where count 0),
       e.g. one row of `pck_curve`'s rates, or all T rows for column curves.
     counts: (J,) evaluated examples per joint.
     skeleton: gives the columns and the scored joints.
-    pooled: add "UBody" and "Total" (the FLIC table has neither).
+    pooled: the pooled columns, ((column, model joint names), ...) as a
+      dataset's `DatasetSpec.pools`; True: `joints.body_pools(skeleton)`;
+      False or (): none (the FLIC table).
 
   Returns:
     Column name -> percentage: a float for (J,) rates, else an array of shape
@@ -175,10 +179,10 @@ def table(
     n = has[idx].sum()
     total = np.where(has[idx], rates[..., idx], 0.0).sum(-1)
     out[name] = total / n if n else np.full(rates.shape[:-1], np.nan)
-  if pooled:
-    upper = np.concatenate([cols[c] for c in joints_lib.UPPER_BODY_COLUMNS])
-    out["UBody"] = _pooled(rates, counts, upper)
-    out["Total"] = _pooled(rates, counts, np.flatnonzero(skeleton.scored_mask))
+  if pooled is True:
+    pooled = joints_lib.body_pools(skeleton)
+  for name, joint_names in pooled or ():
+    out[name] = _pooled(rates, counts, np.array([skeleton.index(n) for n in joint_names]))
   if rates.ndim == 1:
     out = {k: float(v) for k, v in out.items()}
   return out
@@ -191,7 +195,7 @@ def pck_tables(
   normalizer,
   skeleton: joints_lib.Skeleton,
   thresholds: Sequence[float],
-  pooled: bool = True,
+  pooled: bool | Pools = True,
 ) -> dict[float, dict[str, float]]:
   """One table per threshold, for model-order joints of any skeleton.
 
@@ -202,7 +206,7 @@ def pck_tables(
       `head_size` / `torso_size` features (synthetic people have both).
     skeleton: the dataset's skeleton (J = skeleton.num_joints).
     thresholds: α values.
-    pooled: add UBody and Total (see `table`).
+    pooled: the pooled columns (see `table`).
 
   Returns:
     α -> column -> percentage.

@@ -409,7 +409,7 @@ def mpii_table(ctx: Context, out_dir: str) -> Table:
         preds[base.eval.normalizer],
         [alpha],
       )
-      row = metrics.table(rates[0], counts, skel, len(skel.table) > 4)
+      row = metrics.table(rates[0], counts, skel, from_config.dataset_spec(base).pools)
       for c in cols:
         t.add(label, c, row[c])
       curves.append(ctx.pck(preds, "cascade")["All"])
