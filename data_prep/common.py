@@ -392,7 +392,7 @@ def head_size(head_box) -> np.float32:
 
 
 def torso_size(skeleton: joints_lib.Skeleton, joints, valid) -> np.float32:
-  """One example's PCK torso size (`metrics.torso_normalizer`); 0 when undefined."""
+  """One example's PCK torso size (`joints.torso_size`); 0 when undefined."""
   return np.float32(
-    metrics.torso_normalizer(np.asarray(joints)[None], np.asarray(valid)[None], skeleton)[0]
+    joints_lib.torso_size(np.asarray(joints)[None], np.asarray(valid)[None], skeleton)[0]
   )

@@ -44,7 +44,7 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from heatpose_jax import dataset_specs, fileio, metrics, outputs, prediction_io
+from heatpose_jax import dataset_specs, fileio, flic_labels, metrics, outputs, prediction_io
 
 # What the JSON calls MPII's one protocol (MPII's evaluatePCKh.m).
 MPII_PROTOCOL = "evaluatePCKh"
@@ -85,7 +85,7 @@ JSON_KEYS = ("dataset", "metric", "protocol", "num_examples", "tables")
 _FLIC_PROTOCOL = flags.DEFINE_string(
   "flic_protocol",
   None,
-  f"FLIC only: one of {', '.join(metrics.FLIC_PROTOCOLS)} (default modec); see docs/protocols.md.",
+  f"FLIC only: one of {', '.join(flic_labels.PROTOCOLS)} (default modec); see docs/protocols.md.",
 )
 
 
@@ -96,7 +96,7 @@ class Scores:
   Attributes:
     dataset: the dataset ("mpii", "flic", ...).
     metric: "PCKh" or "PCK".
-    protocol: FLIC: one of `metrics.FLIC_PROTOCOLS`; MPII: `MPII_PROTOCOL`.
+    protocol: FLIC: one of `flic_labels.PROTOCOLS`; MPII: `MPII_PROTOCOL`.
     num_examples: N scored rows of the ground truth.
     tables: α -> column -> percentage.
   """
@@ -109,7 +109,7 @@ class Scores:
 
   def row_label(self, threshold: float) -> str:
     """E.g. `PCK@0.2 (FLIC, modec protocol)` or `PCKh@0.5 (MPII)`."""
-    if self.protocol in metrics.FLIC_PROTOCOLS:
+    if self.protocol in flic_labels.PROTOCOLS:
       return f"{self.metric}@{threshold:g} ({self.dataset.upper()}, {self.protocol} protocol)"
     return f"{self.metric}@{threshold:g} ({self.dataset.upper()})"
 
@@ -139,7 +139,7 @@ def evaluate(
     predictions: predictions file path.
     ground_truth: ground-truth file path.
     thresholds: α values; None = the dataset's table defaults.
-    flic_protocol: FLIC only, one of `metrics.FLIC_PROTOCOLS`; None = "modec".
+    flic_protocol: FLIC only, one of `flic_labels.PROTOCOLS`; None = "modec".
     layout: the predictions' layout (`prediction_io.LAYOUTS`); None = from the shape.
 
   Returns:
@@ -175,9 +175,9 @@ def _evaluate_mpii(spec, predictions, ground_truth, thresholds, flic_protocol, l
 def _evaluate_flic(spec, predictions, ground_truth, thresholds, flic_protocol, layout) -> Scores:
   """FLIC's files: examples.mat (a protocol's labels and torso) and (N, 11, 2) predictions."""
   protocol = "modec" if flic_protocol is None else flic_protocol
-  if protocol not in metrics.FLIC_PROTOCOLS:
+  if protocol not in flic_labels.PROTOCOLS:
     raise ValueError(
-      f"unknown --flic_protocol {protocol!r}; expected one of {', '.join(metrics.FLIC_PROTOCOLS)}"
+      f"unknown --flic_protocol {protocol!r}; expected one of {', '.join(flic_labels.PROTOCOLS)}"
     )
   gt = prediction_io.read_flic_ground_truth(ground_truth, "test", protocol)
   pred = prediction_io.read_flic_predictions(predictions, num_examples=len(gt), layout=layout)
@@ -185,7 +185,7 @@ def _evaluate_flic(spec, predictions, ground_truth, thresholds, flic_protocol, l
   if protocol == "observer_centric":
     # Person-centric predictions are relabelled like the ground truth they meet
     # (as `metrics.flic_pck_tables` does); the other protocols compare them as they are.
-    pred, _ = metrics.to_observer_centric(pred, gt.valid, gt.relabelled, skel)
+    pred, _ = flic_labels.to_observer_centric(pred, gt.valid, gt.relabelled, skel)
   m = skel.model_indices
   ts = thresholds or metrics.FLIC_TABLE_THRESHOLDS
   tables = metrics.pck_tables(

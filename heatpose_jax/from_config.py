@@ -22,8 +22,8 @@ from heatpose_jax import (
   codec,
   dataset_specs,
   datasets,
+  flic_labels,
   input_pipeline,
-  metrics,
   models,
 )
 from heatpose_jax import joints as joints_lib
@@ -98,9 +98,9 @@ def check(config: ml_collections.ConfigDict) -> None:
   )
   if config.dataset == "flic":
     need(
-      config.get("flic_protocol", "") in metrics.FLIC_PROTOCOLS,
+      config.get("flic_protocol", "") in flic_labels.PROTOCOLS,
       "flic_protocol",
-      f"known: {metrics.FLIC_PROTOCOLS}",
+      f"known: {flic_labels.PROTOCOLS}",
     )
   need(
     len(config.eval.thresholds) > 0 and min(config.eval.thresholds) >= 0,

@@ -48,8 +48,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
+from heatpose_jax import flic_labels
 from heatpose_jax import joints as joints_lib
-from heatpose_jax import metrics
 from heatpose_jax import orientation as orientation_lib
 
 CROP_MODES = ("torso", "scale_normalized", "unnormalized", "extent")
@@ -227,7 +227,7 @@ def crop_example(
     crop_mode, canvas_hw, image_scale, box_scale: see `crop_transform`.
     use_draft: allow reduced-size JPEG decoding (see `decode_and_warp`).
     flic_protocol: FLIC only: relabel the joints and take the torso size as this
-      protocol defines them (`metrics.flic_protocol_labels`; 'modec' flips the arms
+      protocol defines them (`flic_labels.protocol_labels`; 'modec' flips the arms
       of backward-facing people, as MODEC trained and scored), so that training
       labels and in-training evaluation follow the protocol; '' keeps the stored
       labels.
@@ -260,7 +260,7 @@ def crop_example(
   if flic_protocol:
     if skeleton.name != "flic":
       raise ValueError(f"flic_protocol={flic_protocol!r} applies to FLIC, not {skeleton.name!r}")
-    labels = metrics.flic_protocol_labels(annotated[None], valid_ann[None], flic_protocol)
+    labels = flic_labels.protocol_labels(annotated[None], valid_ann[None], flic_protocol)
     annotated, torso_px = labels.joints[0], float(labels.torso[0])
     # FLIC has no occlusion flags: visible = valid, relabelled alike.
     valid_ann = visible_ann = labels.valid[0]

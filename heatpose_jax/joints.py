@@ -229,3 +229,29 @@ def get_skeleton(name: str) -> Skeleton:
   if name not in SKELETONS:
     raise ValueError(f"unknown dataset {name!r}; known: {sorted(SKELETONS)}")
   return SKELETONS[name]
+
+
+def torso_size(
+  gt_annotated, valid, skeleton: Skeleton, pair: tuple[str, str] | None = None
+) -> np.ndarray:
+  """PCK torso size: the distance between two annotated joints of the ground truth.
+
+  Args:
+    gt_annotated: (N, A, 2) ground truth (x, y), annotated order.
+    valid: (N, A) bool.
+    skeleton: gives the annotated order, and the default pair `skeleton.torso`
+      (‖r_shoulder − l_hip‖).
+    pair: two annotated joint names instead of `skeleton.torso` (FLIC's protocols:
+      `flic_labels.TORSO`).
+
+  Returns:
+    (N,) torso size; 0 where either joint is missing (such rows are excluded).
+  """
+  a, b = (
+    skeleton.torso_annotated_indices
+    if pair is None
+    else (skeleton.annotated.index(pair[0]), skeleton.annotated.index(pair[1]))
+  )
+  g = np.asarray(gt_annotated, np.float64)
+  v = np.asarray(valid, bool)
+  return np.where(v[:, a] & v[:, b], np.linalg.norm(g[:, a] - g[:, b], axis=-1), 0.0)

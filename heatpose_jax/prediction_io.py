@@ -39,7 +39,7 @@ Ground truth:
   order to MPII's ids; other keys are ignored.
 * FLIC, MODEC's `examples.mat`: the `istest` (or `istrain`) rows in file order, the
   11 annotated `coords` columns (`joints.FLIC_COORD_COLUMNS`); NaN = not
-  annotated. The labels and torso are those of a protocol (`metrics.FLIC_PROTOCOLS`).
+  annotated. The labels and torso are those of a protocol (`flic_labels.PROTOCOLS`).
 
 Every problem with a file (unreadable, missing key, wrong shape, count mismatch,
 non-finite coordinates of an annotated joint, no example with a normalizer > 0)
@@ -56,8 +56,8 @@ import h5py
 import numpy as np
 import scipy.io
 
+from heatpose_jax import flic_labels, metrics
 from heatpose_jax import joints as joints_lib
-from heatpose_jax import metrics
 
 MPII_NUM_JOINTS = 16
 FLIC_NUM_JOINTS = 11
@@ -409,7 +409,7 @@ def read_flic_ground_truth(
     path: examples.mat (MATLAB v5, a 1×N struct array `examples` with fields
       `coords` (2, 29), `istrain`, `istest`, ...).
     split: "test" (`istest` rows, 1016 in the real file) or "train" (`istrain`).
-    protocol: one of `metrics.FLIC_PROTOCOLS` (see `metrics.flic_protocol_labels`):
+    protocol: one of `flic_labels.PROTOCOLS` (see `flic_labels.protocol_labels`):
       "modec" flips the arm labels of backward-facing people and uses ‖l_shoulder
       − r_hip‖; "hourglass" keeps examples.mat's labels as stored and uses
       ‖r_shoulder − l_hip‖; "observer_centric" swaps every left/right pair of
@@ -425,10 +425,8 @@ def read_flic_ground_truth(
   path = Path(path)
   if split not in ("test", "train"):
     raise ValueError(f"unknown FLIC split {split!r}; expected 'test' or 'train'")
-  if protocol not in metrics.FLIC_PROTOCOLS:
-    raise ValueError(
-      f"unknown FLIC protocol {protocol!r}; expected one of {metrics.FLIC_PROTOCOLS}"
-    )
+  if protocol not in flic_labels.PROTOCOLS:
+    raise ValueError(f"unknown FLIC protocol {protocol!r}; expected one of {flic_labels.PROTOCOLS}")
   if not path.is_file():
     raise ValueError(f"{path}: no such file")
   try:
@@ -456,8 +454,8 @@ def read_flic_ground_truth(
   valid = ~np.isnan(pts).all(-1)
   names = joints_lib.SKELETONS["flic"].annotated
   _check_finite(path, "coords", pts, valid, names, rows)
-  labels = metrics.flic_protocol_labels(np.where(valid[..., None], pts - 1.0, 0.0), valid, protocol)
-  torso = " − ".join(metrics.FLIC_TORSO[protocol])
+  labels = flic_labels.protocol_labels(np.where(valid[..., None], pts - 1.0, 0.0), valid, protocol)
+  torso = " − ".join(flic_labels.TORSO[protocol])
   _check_normalizer(path, "coords", labels.torso, f"{protocol} torso ‖{torso}‖")
   return GroundTruth(
     labels.joints,

@@ -19,7 +19,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 from experiments import evaluate_predictions
-from heatpose_jax import joints, metrics, prediction_io
+from heatpose_jax import flic_labels, joints, metrics, prediction_io
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -568,11 +568,11 @@ def test_flic_ground_truth_errors(tmp_path):
 def test_flic_ground_truth_reader_per_protocol(tmp_path):
   path = write_examples_mat(tmp_path / "examples.mat")
   raw = flic_test_joints() - 1  # design frame
-  gt = {p: prediction_io.read_flic_ground_truth(path, "test", p) for p in metrics.FLIC_PROTOCOLS}
+  gt = {p: prediction_io.read_flic_ground_truth(path, "test", p) for p in flic_labels.PROTOCOLS}
   for p, g in gt.items():
     np.testing.assert_array_equal(g.index, FLIC_TEST_ROWS)
     assert g.protocol == p and g.valid.all()
-    labels = metrics.flic_protocol_labels(raw, None, p)
+    labels = flic_labels.protocol_labels(raw, None, p)
     np.testing.assert_array_equal(g.joints, labels.joints)
     np.testing.assert_allclose(g.normalizer, labels.torso)
   np.testing.assert_array_equal(gt["hourglass"].joints, raw)
@@ -623,9 +623,9 @@ def test_flic_modec_protocol_reproduces_eval_dataset_m(tmp_path, capsys):
   pred[1] = raw[1]  # ... but the second person is perfect
   preds = write_preds(tmp_path / "p.h5", pred)
   args = ("--dataset=flic", f"--predictions={preds}", f"--ground_truth={ex}")
-  out = {p: run_json(tmp_path, *args, f"--flic_protocol={p}") for p in metrics.FLIC_PROTOCOLS}
+  out = {p: run_json(tmp_path, *args, f"--flic_protocol={p}") for p in flic_labels.PROTOCOLS}
   assert run_json(tmp_path, *args) == out["modec"]  # the default
-  assert {p: o["protocol"] for p, o in out.items()} == {p: p for p in metrics.FLIC_PROTOCOLS}
+  assert {p: o["protocol"] for p, o in out.items()} == {p: p for p in flic_labels.PROTOCOLS}
 
   # MODEC's own script on the same files (coords as stored, 29 columns).
   file_data = scipy.io.loadmat(ex)["examples"][0]
@@ -653,7 +653,7 @@ def test_flic_modec_protocol_reproduces_eval_dataset_m(tmp_path, capsys):
     "0.2": dict.fromkeys(FLIC_COLUMNS, 75.0),
   }
   # The launcher scores what metrics.flic_pck_tables scores on examples.mat's labels.
-  for p in metrics.FLIC_PROTOCOLS:
+  for p in flic_labels.PROTOCOLS:
     tables = metrics.flic_pck_tables(pred, raw, np.ones((4, 11), bool), (0.05, 0.2), p)
     assert out[p]["tables"] == {f"{t:g}": cols for t, cols in tables.items()}
 

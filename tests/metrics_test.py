@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from heatpose_jax import joints, metrics
+from heatpose_jax import flic_labels, joints, metrics
 
 MPII = joints.SKELETONS["mpii"]
 FLIC = joints.SKELETONS["flic"]
@@ -155,7 +155,7 @@ def _flic_people() -> np.ndarray:
 def test_flip_backwards_facing_swaps_arms_of_backward_rows_only():
   gt = _flic_people()
   valid = np.ones((3, 11), bool)
-  flipped, rows = metrics.flip_backwards_facing(gt, valid, FLIC)
+  flipped, rows = flic_labels.flip_backwards_facing(gt, valid, FLIC)
   np.testing.assert_array_equal(rows, [False, True, False])
   a = FLIC.annotated.index
   arms = ("shoulder", "elbow", "wrist")
@@ -166,15 +166,15 @@ def test_flip_backwards_facing_swaps_arms_of_backward_rows_only():
   np.testing.assert_array_equal(flipped[1, untouched], gt[1, untouched])
   np.testing.assert_array_equal(flipped[[0, 2]], gt[[0, 2]])
   # Idempotent: a flipped row has its left arm on the right.
-  again, rows2 = metrics.flip_backwards_facing(flipped, valid, FLIC)
+  again, rows2 = flic_labels.flip_backwards_facing(flipped, valid, FLIC)
   np.testing.assert_array_equal(again, flipped)
   assert not rows2.any()
   # One example (N = 1), and a row with a missing arm joint is never flipped.
-  one, one_rows = metrics.flip_backwards_facing(gt[1:2], valid[1:2], FLIC)
+  one, one_rows = flic_labels.flip_backwards_facing(gt[1:2], valid[1:2], FLIC)
   np.testing.assert_array_equal(one, flipped[1:2])
   assert one_rows.tolist() == [True]
   valid[1, a("r_wrist")] = False
-  assert not metrics.flip_backwards_facing(gt, valid, FLIC)[1][1]
+  assert not flic_labels.flip_backwards_facing(gt, valid, FLIC)[1][1]
 
 
 def test_flip_backwards_facing_runs_under_jit():
@@ -182,10 +182,10 @@ def test_flip_backwards_facing_runs_under_jit():
 
   gt = _flic_people()
   valid = np.ones((3, 11), bool)
-  out, rows = jax.jit(lambda j, v: metrics.flip_backwards_facing(j, v, FLIC))(
+  out, rows = jax.jit(lambda j, v: flic_labels.flip_backwards_facing(j, v, FLIC))(
     jnp.asarray(gt, jnp.float32), jnp.asarray(valid)
   )
-  ref, ref_rows = metrics.flip_backwards_facing(gt, valid, FLIC)
+  ref, ref_rows = flic_labels.flip_backwards_facing(gt, valid, FLIC)
   np.testing.assert_allclose(np.asarray(out), ref)
   np.testing.assert_array_equal(np.asarray(rows), ref_rows)
 
@@ -193,13 +193,13 @@ def test_flip_backwards_facing_runs_under_jit():
 def test_flic_protocol_labels_and_torsos():
   gt = _flic_people()
   valid = np.ones((3, 11), bool)
-  np.testing.assert_allclose(metrics.flic_torso_normalizer(gt), [130, 80, 40])  # modec default
-  np.testing.assert_allclose(metrics.flic_torso_normalizer(gt, valid, "hourglass"), [100] * 3)
+  np.testing.assert_allclose(flic_labels.torso_normalizer(gt), [130, 80, 40])  # modec default
+  np.testing.assert_allclose(flic_labels.torso_normalizer(gt, valid, "hourglass"), [100] * 3)
   np.testing.assert_allclose(
-    metrics.flic_torso_normalizer(gt, valid, "observer_centric"), [100, np.hypot(100, 80), 40]
+    flic_labels.torso_normalizer(gt, valid, "observer_centric"), [100, np.hypot(100, 80), 40]
   )
-  labels = {p: metrics.flic_protocol_labels(gt, valid, p) for p in metrics.FLIC_PROTOCOLS}
-  assert metrics.FLIC_PROTOCOLS[0] == "modec"
+  labels = {p: flic_labels.protocol_labels(gt, valid, p) for p in flic_labels.PROTOCOLS}
+  assert flic_labels.PROTOCOLS[0] == "modec"
   np.testing.assert_array_equal(labels["modec"].relabelled, [False, True, False])
   np.testing.assert_array_equal(labels["hourglass"].relabelled, [False, False, False])
   np.testing.assert_array_equal(labels["hourglass"].joints, gt)
@@ -207,19 +207,19 @@ def test_flic_protocol_labels_and_torsos():
   # A missing torso joint gives 0 (the row is not scored); no swap without both shoulders.
   valid[1, FLIC.annotated.index("r_hip")] = False
   valid[2, FLIC.annotated.index("r_shoulder")] = False
-  np.testing.assert_allclose(metrics.flic_torso_normalizer(gt, valid, "modec"), [130, 0, 40])
-  oc = metrics.flic_protocol_labels(gt, valid, "observer_centric")
+  np.testing.assert_allclose(flic_labels.torso_normalizer(gt, valid, "modec"), [130, 0, 40])
+  oc = flic_labels.protocol_labels(gt, valid, "observer_centric")
   np.testing.assert_array_equal(oc.relabelled, [False, True, False])
   np.testing.assert_allclose(oc.torso, [100, 0, 0])
   with pytest.raises(ValueError, match="unknown FLIC protocol"):
-    metrics.flic_protocol_labels(gt, valid, "person_centric")
+    flic_labels.protocol_labels(gt, valid, "person_centric")
 
 
 def test_to_observer_centric_swaps_left_and_right():
   gt = _flic_people()[1:2]
   valid = np.ones((1, 11), bool)
   valid[0, FLIC.annotated.index("l_wrist")] = False
-  oc, oc_valid = metrics.to_observer_centric(gt, valid, [True], FLIC)
+  oc, oc_valid = flic_labels.to_observer_centric(gt, valid, [True], FLIC)
   a = FLIC.annotated.index
   np.testing.assert_array_equal(oc[0, a("r_shoulder")], gt[0, a("l_shoulder")])
   np.testing.assert_array_equal(oc[0, a("r_hip")], gt[0, a("l_hip")])
@@ -231,7 +231,7 @@ def test_flic_pck_tables_by_protocol():
   gt = _flic_people()
   valid = np.ones((3, 11), bool)
   pred = gt + (6.0, 8.0)  # 10 px from examples.mat's labels
-  tables = {p: metrics.flic_pck_tables(pred, gt, valid, [0.2], p) for p in metrics.FLIC_PROTOCOLS}
+  tables = {p: metrics.flic_pck_tables(pred, gt, valid, [0.2], p) for p in flic_labels.PROTOCOLS}
   assert tables["hourglass"][0.2] == dict.fromkeys(["Head", "Shoulder", "Elbow", "Wrist"], 100.0)
   # modec: row 1's arms meet the flipped labels (≈ 100 px off, torso 80); row 2's
   # torso is 40 (10 / 40 > 0.2); the nose of row 1 is 10 / 80 ≤ 0.2.
@@ -240,9 +240,9 @@ def test_flic_pck_tables_by_protocol():
   # observer-centric: predictions are relabelled too; only row 2's torso (40) fails.
   assert tables["observer_centric"][0.2] == pytest.approx(dict.fromkeys(expected, 200 / 3))
   # Predictions that already carry a protocol's labels are perfect under it.
-  modec = metrics.flic_protocol_labels(gt, valid, "modec").joints
+  modec = flic_labels.protocol_labels(gt, valid, "modec").joints
   assert set(metrics.flic_pck_tables(modec, gt, valid, [0.01])[0.01].values()) == {100.0}
-  oc = metrics.flic_protocol_labels(gt, valid, "observer_centric").joints
+  oc = flic_labels.protocol_labels(gt, valid, "observer_centric").joints
   t = metrics.flic_pck_tables(
     oc, gt, valid, [0.01], "observer_centric", predictions_observer_centric=True
   )
