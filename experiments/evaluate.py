@@ -4,6 +4,9 @@
   python -m experiments.evaluate --workdir=/tmp/run [--split=test] [--step=N]
 
 The run's own config (WORKDIR/config.json) is used unless --config is given.
+Its evaluators (`config.evals`, modules of heatpose_jax.evaluators or dotted
+module paths, imported here) score the same predictions as the headline: their
+results go into results.json under "evals", their tables at the end of table.txt.
 """
 
 import os

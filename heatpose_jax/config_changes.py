@@ -38,6 +38,7 @@ ALLOW_FLAG = "--allow_config_change"
 # Fields (or prefixes with a trailing '.') whose change never alters what a saved step means.
 SAFE = (
   "eval.",
+  "evals.",
   "eval_split",
   "eval_every",
   "max_eval_examples",

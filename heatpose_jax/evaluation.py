@@ -1,13 +1,19 @@
-"""Evaluation: predictions over a split, PCK/PCKh tables, curves and σ; the
-`Evaluator` that training and offline evaluation share.
+"""Evaluation: predictions over a split, the headline PCK/PCKh tables, curves and
+σ, the `config.evals` evaluators; the `Evaluator` that training and offline
+evaluation share.
 
 An `Evaluator` (big_vision's pattern) is built once from the config
-(`build_evaluator`); `run(params)` predicts the split with the one prediction path
-(`inference.make_predict_fn`), scores it, and yields `(name, value)` scalars
-(`cascade/PCKh@0.5/Total`, `coarse/sigma_x/head_top`, `val_e1`, ...); the full
-result (tables, curves) and the predictions stay on the evaluator for files.
-Training logs the scalars every `eval_every` steps; `evaluate_checkpoint`
-(`python -m experiments.evaluate`) writes the files of one checkpoint.
+(`build_evaluator`); `run(params)` predicts the split once with the one
+prediction path (`inference.make_predict_fn`), scores it with the headline
+(`config.eval`: `score`, i.e. `evaluators.pck` + `evaluators.sigma`) and then
+with every evaluator of `config.evals` (`heatpose_jax.evaluators`), and yields
+`(name, value)` scalars: the headline's as they always were
+(`cascade/PCKh@0.5/Total`, `coarse/sigma_x/head_top`, `val_e1`, ...), each
+other evaluator's prefixed by its name (`pck_torso/cascade/PCK@0.2/Total`).
+The full result (tables, curves; the other evaluators' under `"evals"`) and the
+predictions stay on the evaluator for files. Training logs the scalars every
+`eval_every` steps; `evaluate_checkpoint` (`python -m experiments.evaluate`)
+writes the files of one checkpoint.
 
 Scores are computed in the canvas frame (input pixels), where the normalizer was
 scaled with the image (PCK is invariant to that similarity); the predictions
@@ -19,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -29,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from heatpose_jax import (
   checkpoints,
   dataset_specs,
+  evaluators,
   fileio,
   from_config,
   inference,
@@ -39,16 +46,13 @@ from heatpose_jax import (
   visualize,
 )
 from heatpose_jax import joints as joints_lib
+from heatpose_jax.evaluators import pck, sigma
 
-# The estimates `score` scores when present: the coarse argmax, the cascade, and
-# the same with the MRF spatial model's person selection.
-MODEL_KEYS = ("coarse", "cascade", "coarse_mrf", "cascade_mrf")
-
-
-def metric_name(normalizer: str, protocol: str = "") -> str:
-  """'PCKh' (head-normalized) or 'PCK' (torso-normalized), with the FLIC protocol."""
-  name = "PCKh" if normalizer == "head_size" else "PCK"
-  return f"{name} ({protocol} protocol)" if protocol else name
+# The estimates `score` scores when present (`evaluators.MODEL_KEYS`).
+MODEL_KEYS = evaluators.MODEL_KEYS
+metric_name = pck.metric_name
+# The one table a command prints (the headline's, or any `pck` result's).
+format_table = pck.format_table
 
 
 def predict_dataset(
@@ -97,7 +101,8 @@ def score(
   curve_max: float,
   pools: metrics.Pools | None = None,
 ) -> dict:
-  """PCK tables, per-joint curves and x-error σ of every estimate in `preds`.
+  """The headline: PCK tables, per-joint curves and x-error σ of every estimate in
+  `preds` (`evaluators.pck` and `evaluators.sigma` at 20 px, merged per estimate).
 
   Args:
     preds: `predict_dataset` output.
@@ -115,81 +120,44 @@ def score(
     "num_examples", "metric" and "normalizer" (and "val_e1" when the
     predictions carry the coarse loss).
   """
-  if normalizer not in ("head_size", "torso_size"):
-    raise ValueError(f"eval normalizer must be 'head_size' or 'torso_size', got {normalizer!r}")
-  gt, valid, norm = preds["joints"], preds["joints_valid"] > 0, preds[normalizer]
   pooled = dataset_specs.get(skeleton.name).pools if pools is None else tuple(pools)
-  alphas = np.linspace(0.0, curve_max, 21)
-  result = {
-    "num_examples": int(gt.shape[0]),
-    "normalizer": normalizer,
-    "metric": metric_name(normalizer),
-  }
+  tables = pck.evaluate(
+    preds,
+    skeleton=skeleton,
+    pools=pooled,
+    normalizer=normalizer,
+    thresholds=thresholds,
+    curve_max=curve_max,
+  )
+  sigmas = sigma.evaluate(preds, skeleton=skeleton, pools=pooled)
+  # The keys in the order results files have always had them.
+  result = {k: tables[k] for k in ("num_examples", "normalizer", "metric")}
   if "e1_sum" in preds:
     result["val_e1"] = float(preds["e1_sum"].sum() / max(preds["e1_count"].sum(), 1.0))
-  for name in (m for m in MODEL_KEYS if m in preds):
-    p = preds[name]
-    tables = metrics.pck_tables(p, gt, valid, norm, skeleton, thresholds, pooled)
-    rates, counts = metrics.pck_curve(p, gt, valid, norm, alphas)
-    curve = metrics.table(rates, counts, skeleton, pooled)
-    sig, removed = {}, 0
-    for j, jn in enumerate(skeleton.model_joints):
-      s, r = metrics.x_error_sigma(p[:, [j]], gt[:, [j]], valid[:, [j]])
-      sig[jn] = s
-      removed += r
-    result[name] = {
-      "table": {str(t): v for t, v in tables.items()},
-      "curve": {"alpha": alphas.tolist(), **{k: np.asarray(v).tolist() for k, v in curve.items()}},
-      "per_joint_curve": {jn: rates[:, j].tolist() for j, jn in enumerate(skeleton.model_joints)},
-      "sigma_x": sig,
-      "sigma_x_removed": removed,
-    }
+  for m in evaluators.estimates(preds):
+    result[m] = {**tables[m], **sigmas[m]}
   return result
 
 
 def scalars(result: dict) -> Iterator[tuple[str, float]]:
-  """`(name, value)` pairs of a `score` result: every table cell and σ, and val_e1."""
+  """`(name, value)` pairs of a `score` result: val_e1, then each estimate's table
+  cells and σ (the names training logs as `eval/...` and the studies read)."""
   metric = result["metric"].split()[0]
   if "val_e1" in result:
     yield "val_e1", result["val_e1"]
-  for m in (m for m in MODEL_KEYS if m in result):
-    for t, cols in result[m]["table"].items():
-      for col, v in cols.items():
-        yield f"{m}/{metric}@{t}/{col}", v
-    for joint, s in result[m]["sigma_x"].items():
-      yield f"{m}/sigma_x/{joint}", s
-
-
-def format_table(result: dict, title: str = "") -> str:
-  """The one table a command prints: each estimate's columns at the largest
-  threshold, and the Total (or mean) at every other threshold."""
-  models = [m for m in MODEL_KEYS if m in result]
-  ts = list(result[models[0]]["table"])
-  main = ts[-1]
-  metric = result["metric"]
-  rows = {}
-  for m in models:
-    cols = dict(result[m]["table"][main])
-    for t in ts[:-1]:
-      c = result[m]["table"][t]
-      cols[f"Total@{t}" if "Total" in c else f"mean@{t}"] = (
-        c["Total"] if "Total" in c else float(np.nanmean(list(c.values())))
-      )
-    rows[m] = cols
-  head = f"{title}: " if title else ""
-  lines = [f"{head}{metric}@{main} (%), {result['num_examples']} examples"]
-  lines.append(metrics.format_table(rows))
-  return "\n".join(lines)
+  for m in evaluators.estimates(result):
+    yield from pck.estimate_scalars(m, metric, result[m])
+    yield from sigma.estimate_scalars(m, result[m])
 
 
 def format_details(result: dict) -> str:
   """Every table and the σ of the x error, for table.txt."""
-  models = [m for m in MODEL_KEYS if m in result]
+  models = evaluators.estimates(result)
   lines = [f"examples: {result['num_examples']}"]
   for t in result[models[0]]["table"]:
     lines.append(f"\n{result['metric']} @ {t}")
     lines.append(metrics.format_table({m: result[m]["table"][t] for m in models}))
-  lines.append("\nsigma of the x error (input px, |e| <= 20):")
+  lines.append(f"\nsigma of the x error (input px, |e| <= {sigma.OUTLIER_PX:g}):")
   lines.append(metrics.format_table({m: result[m]["sigma_x"] for m in models}))
   return "\n".join(lines)
 
@@ -219,16 +187,19 @@ def plot_curves(result: dict, path: str, title: str) -> None:
 
 
 class Evaluator:
-  """PCK/PCKh of a model on one split (big_vision's evaluator pattern).
+  """The headline PCK/PCKh and the `evals` of a model on one split, over one
+  prediction pass (big_vision's evaluator pattern).
 
   Args:
     predict_fn: `inference.make_predict_fn(...)`.
     batches: returns a fresh evaluation stream (`from_config.eval_batches`).
     mesh: the data mesh.
-    skeleton, normalizer, thresholds, curve_max, pools: see `score`.
+    skeleton, normalizer, thresholds, curve_max, pools: the headline; see `score`.
     num_examples: for the progress bar.
     selector_params: the selector's parameters (the MRF's), if `predict_fn` has one.
     protocol: named beside the metric (FLIC's).
+    evals: `{name: dict(type=MODULE, **kwargs)}` (`config.evals`), run after the
+      headline on the same predictions (`evaluators.load_all`).
   """
 
   def __init__(
@@ -245,11 +216,13 @@ class Evaluator:
     selector_params=None,
     protocol: str = "",
     pools: metrics.Pools | None = None,
+    evals: Mapping[str, Mapping] | None = None,
   ):
     self.predict_fn, self.batches, self.mesh = predict_fn, batches, mesh
     self.skeleton, self.pools = skeleton, pools
     self.normalizer, self.thresholds, self.curve_max = normalizer, tuple(thresholds), curve_max
     self.num_examples, self.selector_params, self.protocol = num_examples, selector_params, protocol
+    self.evals = evaluators.load_all(evals or {})  # a bad entry fails before anything runs
     self.preds: dict | None = None
     self.result: dict | None = None
 
@@ -265,18 +238,37 @@ class Evaluator:
     )
 
   def run(self, params) -> Iterator[tuple[str, float]]:
-    """Predicts and scores the split; yields `(name, value)` (`scalars`)."""
+    """Predicts the split once and scores it; yields `(name, value)`: the
+    headline's (`scalars`), then each evaluator's as `NAME/...`. `self.result`
+    is the headline's result, with `"evals": {name: result}` when there are any."""
     self.preds = self.predictions(params)
+    pools = tuple(dataset_specs.get(self.skeleton.name).pools if self.pools is None else self.pools)
     self.result = score(
       self.preds,
       self.skeleton,
       normalizer=self.normalizer,
       thresholds=self.thresholds,
       curve_max=self.curve_max,
-      pools=self.pools,
+      pools=pools,
     )
     self.result["metric"] = metric_name(self.normalizer, self.protocol)
     yield from scalars(self.result)
+    if not self.evals:
+      return  # the result as it was before `evals` existed
+    self.result["evals"] = {}
+    for name, (module, kwargs) in self.evals.items():
+      out = module.evaluate(self.preds, skeleton=self.skeleton, pools=pools, **kwargs)
+      self.result["evals"][name] = out
+      for key, value in module.scalars(out):
+        yield f"{name}/{key}", value
+
+  def format_evals(self) -> str:
+    """The `format_table` text of each evaluator that has one, after `run`."""
+    parts = []
+    for name, (module, _) in self.evals.items():
+      if callable(getattr(module, "format_table", None)):
+        parts.append(f"{name}:\n{module.format_table(self.result['evals'][name])}")
+    return "\n\n".join(parts)
 
 
 def build_evaluator(
@@ -290,7 +282,8 @@ def build_evaluator(
   keep_heatmaps: bool = False,
 ) -> Evaluator:
   """The evaluator of `config.eval_split` (or `split`): coarse and cascade, their
-  MRF variants with a fitted `mrf`, and the validation E1."""
+  MRF variants with a fitted `mrf`, and the validation E1, scored by the headline
+  (`config.eval`) and by `config.evals`."""
   source = from_config.eval_source(config, workdir, split)
   predict_fn = inference.make_predict_fn(
     model,
@@ -315,6 +308,7 @@ def build_evaluator(
     selector_params=selector_params,
     protocol=from_config.protocol(config),
     pools=from_config.dataset_spec(config).pools,
+    evals=config.get("evals", {}),
   )
   evaluator.source = source
   return evaluator
@@ -359,13 +353,14 @@ def evaluate_checkpoint(
   overlay_<index>.png (prediction in red, ground truth in green). With
   `spatial_model` and an MRF saved in `workdir`, the MRF variants `coarse_mrf`
   / `cascade_mrf` are scored too and the cascade+MRF estimates go to
-  predictions_mrf.mat. Only the parameters are restored (no optimizer state,
+  predictions_mrf.mat. The evaluators of `config.evals` go into results.json
+  under `"evals"` and their tables (`format_table`, where they have one) at
+  the end of table.txt. Only the parameters are restored (no optimizer state,
   nothing compiled to build them).
   """
   from_config.check(config)
   split = split or config.eval_split
   mesh = input_pipeline.make_mesh() if mesh is None else mesh
-  skeleton = from_config.skeleton(config)
   model = from_config.model(config)
   params, step = checkpoints.restore_params(
     workdir, from_config.abstract_params(config, mesh), step
@@ -380,38 +375,52 @@ def evaluate_checkpoint(
     )
   evaluator = build_evaluator(config, model, mesh, workdir, mrf=mrf, split=split)
   dict(evaluator.run(params))
-  result, preds = evaluator.result, evaluator.preds
+  result = evaluator.result
   result["step"] = step
   title = f"{config.dataset} {split}, step {step}"
+  evals_text = evaluator.format_evals()
   if jax.process_index() == 0:
     out = os.path.join(workdir, f"eval_{split}")
     fileio.write_json(os.path.join(out, "results.json"), result)
+    text = f"{title}\n{format_table(result)}\n\n{format_details(result)}\n"
     fileio.write_text(
-      os.path.join(out, "table.txt"),
-      f"{title}\n{format_table(result)}\n\n{format_details(result)}\n",
+      os.path.join(out, "table.txt"), text + (f"\n{evals_text}\n" if evals_text else "")
     )
     plot_curves(result, os.path.join(out, "pck_curves.png"), title)
-    order = np.argsort(preds["index"], kind="stable")
-    for key, name in (("cascade", "predictions.mat"), ("cascade_mrf", "predictions_mrf.mat")):
-      if key in preds:
-        xy = inference.canvas_to_image_points(preds[key], preds["canvas_to_image"])[order]
-        result[f"predictions_file{key[7:]}"] = write_predictions_file(
-          from_config.dataset_spec(config), xy, os.path.join(out, name)
-        )
-    source = evaluator.source
-    crop = from_config.crop(config)
-    for k in range(min(num_overlays, len(preds["index"]))):
-      ex = source[k]
-      if isinstance(ex["image"], bytes):  # dataset features, not a cached canvas
-        ex = crop(ex)
-      over = visualize.draw(
-        ex["image"],
-        preds["cascade"][k],
-        skeleton,
-        gt=ex["joints"],
-        gt_valid=ex["joints_valid"],
-        title=f"{config.dataset} {split} #{int(preds['index'][k])}",
-      )
-      fileio.save_image(os.path.join(out, f"overlay_{int(preds['index'][k]):05d}.png"), over)
+    _write_predictions_files(config, evaluator.preds, result, out)
+    _write_overlays(config, evaluator, out, split, num_overlays)
   print(format_table(result, title), flush=True)
+  if evals_text:
+    print(evals_text, flush=True)
   return result
+
+
+def _write_predictions_files(config, preds: dict, result: dict, out: str) -> None:
+  """predictions.mat (cascade) and predictions_mrf.mat (cascade + MRF), image frame,
+  in the split's order; their paths go into `result`."""
+  order = np.argsort(preds["index"], kind="stable")
+  for key, name in (("cascade", "predictions.mat"), ("cascade_mrf", "predictions_mrf.mat")):
+    if key in preds:
+      xy = inference.canvas_to_image_points(preds[key], preds["canvas_to_image"])[order]
+      result[f"predictions_file{key[7:]}"] = write_predictions_file(
+        from_config.dataset_spec(config), xy, os.path.join(out, name)
+      )
+
+
+def _write_overlays(config, evaluator: Evaluator, out: str, split: str, num: int) -> None:
+  """overlay_<index>.png of the first `num` examples: the cascade in red, the labels in green."""
+  preds, source = evaluator.preds, evaluator.source
+  skeleton, crop = from_config.skeleton(config), from_config.crop(config)
+  for k in range(min(num, len(preds["index"]))):
+    ex = source[k]
+    if isinstance(ex["image"], bytes):  # dataset features, not a cached canvas
+      ex = crop(ex)
+    over = visualize.draw(
+      ex["image"],
+      preds["cascade"][k],
+      skeleton,
+      gt=ex["joints"],
+      gt_valid=ex["joints_valid"],
+      title=f"{config.dataset} {split} #{int(preds['index'][k])}",
+    )
+    fileio.save_image(os.path.join(out, f"overlay_{int(preds['index'][k]):05d}.png"), over)

@@ -22,6 +22,7 @@ from heatpose_jax import (
   codec,
   dataset_specs,
   datasets,
+  evaluators,
   flic_labels,
   input_pipeline,
   models,
@@ -107,6 +108,10 @@ def check(config: ml_collections.ConfigDict) -> None:
     "eval.thresholds",
     "must be a non-empty list of values >= 0",
   )
+  try:  # imports each evaluator's module and binds its arguments
+    evaluators.load_all(config.get("evals", {}), where="config.evals")
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def _check_phases(config: ml_collections.ConfigDict, need) -> None:

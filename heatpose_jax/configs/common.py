@@ -131,6 +131,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.curve_max = 0.2
   c.eval.coarse_refine = False  # the paper's coarse estimate is the argmax
   c.eval.clean_labels = True  # score against `joints_clean` where a dataset has them
+  # More evaluators over the same prediction pass, after the headline above
+  # (`config.eval`: its PCK/PCKh tables, curves and σ), e.g.
+  #   c.evals.pck_torso = dict(type="pck", normalizer="torso_size", thresholds=(0.2,))
+  # `type`: a module of heatpose_jax.evaluators or a dotted module path; the rest
+  # are its `evaluate` arguments. Scalars `NAME/...`; results.json "evals": {NAME: ...}.
+  c.evals = ml_collections.ConfigDict()
 
   c.spatial_model = ml_collections.ConfigDict()
   c.spatial_model.enabled = False

@@ -1,0 +1,155 @@
+"""The evaluator extension point (`config.evals`, `heatpose_jax.evaluators`).
+
+An evaluator from outside the library (`tests/toy_evaluator.py`, configured by
+its dotted path; no library file edited) and two entries of the built-in `pck`
+(PCK, torso-normalized, beside PCKh, head-normalized) run over the headline's one
+prediction pass: in `build_evaluator`, in training's evaluation (metrics.jsonl)
+and through `python -m experiments.evaluate`, which imports the module in its
+own process. The headline's scalars and result stay as they were. A bad entry is
+one line naming `config.evals.<name>`.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import one_device_mesh, one_line_error, run_cli
+from heatpose_jax import checkpoints, evaluation, from_config, metric_writer, train
+from heatpose_jax.configs import synthetic
+
+# The tests sharing the session fixture `tiny_run` run on one xdist worker (built once).
+pytestmark = pytest.mark.xdist_group("tiny_run")
+
+TOY = "tests.toy_evaluator"
+EVALS = {
+  "toy": {"type": TOY, "scale": 2.0},
+  "pck_torso": {"type": "pck", "normalizer": "torso_size", "thresholds": (0.1, 0.2)},
+  "pckh": {"type": "pck", "normalizer": "head_size", "thresholds": (0.5,), "curve_max": 0.5},
+}
+
+
+def _run_config(workdir):
+  config = from_config.load_run_config(str(workdir))
+  for name, entry in EVALS.items():
+    config.evals[name] = entry
+  return config
+
+
+def test_evaluators_score_the_one_prediction_pass(tiny_run, monkeypatch):
+  config = _run_config(tiny_run)
+  config.canvas_cache = False  # reads the split: nothing is written into the shared run
+  mesh = one_device_mesh()
+  params, _ = checkpoints.restore_params(str(tiny_run), from_config.abstract_params(config, mesh))
+  passes = []
+  real = evaluation.predict_dataset
+  monkeypatch.setattr(
+    evaluation, "predict_dataset", lambda *a, **k: passes.append(1) or real(*a, **k)
+  )
+  ev = evaluation.build_evaluator(config, from_config.model(config), mesh, str(tiny_run))
+  got = dict(ev.run(params))
+  assert len(passes) == 1
+  preds, result, skeleton = ev.preds, ev.result, from_config.skeleton(config)
+
+  # The headline: the names and values of a run without evaluators.
+  headline = evaluation.score(
+    preds,
+    skeleton,
+    normalizer=config.eval.normalizer,
+    thresholds=config.eval.thresholds,
+    curve_max=config.eval.curve_max,
+  )
+  np.testing.assert_equal({k: v for k, v in got.items() if k.split("/")[0] not in EVALS},
+                          dict(evaluation.scalars(headline)))  # fmt: skip
+  assert "cascade/PCKh@0.5/Total" in got and "val_e1" in got
+  np.testing.assert_equal(result["cascade"], headline["cascade"])
+
+  # The toy, from outside the library: 2 × the mean pixel error.
+  valid = preds["joints_valid"] > 0
+  err = np.linalg.norm(preds["cascade"] - preds["joints"], axis=-1)[valid].mean()
+  assert got["toy/cascade/mean_px_error"] == pytest.approx(2 * err)
+  # PCK (torso) and PCKh (head) in one run: each the headline's tables with its normalizer.
+  torso = evaluation.score(
+    preds, skeleton, normalizer="torso_size", thresholds=(0.1, 0.2), curve_max=0.2
+  )
+  np.testing.assert_equal(
+    result["evals"]["pck_torso"]["cascade"]["table"], torso["cascade"]["table"]
+  )
+  assert got["pck_torso/cascade/PCK@0.2/Total"] == torso["cascade"]["table"]["0.2"]["Total"]
+  assert got["pckh/cascade/PCKh@0.5/Total"] == got["cascade/PCKh@0.5/Total"]
+  assert set(result["evals"]) == set(EVALS)
+  json.dumps(result)  # JSON-ready
+  assert "toy:\nmean pixel error" in ev.format_evals() and "pck_torso:\n" in ev.format_evals()
+
+
+def test_training_logs_each_evaluator_under_its_name(tiny_run, tmp_path):
+  work = tmp_path / "run"
+  shutil.copytree(tiny_run, work)
+  # Resumed at its last step with evaluators added (a safe change): only the final evaluation.
+  result = train.train_and_evaluate(_run_config(work), str(work), mesh=one_device_mesh())
+  assert set(result["evals"]) == set(EVALS)
+  names = ["eval/cascade/PCKh@0.5/Total", "eval/toy/cascade/mean_px_error"]
+  names += ["eval/pck_torso/coarse/PCK@0.2/Total"]
+  logged = metric_writer.read_scalars(str(work), names)
+  for n in names:
+    assert logged[n][0].tolist() == [result["step"]], n
+  saved = json.loads((work / "eval" / f"{result['step']}.json").read_text())
+  assert saved["evals"]["toy"]["cascade"] == pytest.approx(result["evals"]["toy"]["cascade"])
+
+
+def test_the_evaluate_cli_imports_the_configured_evaluators(tiny_run, tmp_path):
+  work = tmp_path / "run"
+  shutil.copytree(tiny_run, work)
+  config = json.loads((work / "config.json").read_text())
+
+  # A bad argument: one line naming the entry, before a model is built.
+  config["evals"] = {"toy": {"type": TOY, "scael": 2.0}}
+  (work / "config.json").write_text(json.dumps(config))
+  one_line_error(run_cli("experiments.evaluate", f"--workdir={work}"), "config.evals.toy", "scael")
+
+  config["evals"] = EVALS
+  (work / "config.json").write_text(json.dumps(config))
+  r = run_cli("experiments.evaluate", f"--workdir={work}", "--num_overlays=0")
+  assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+  assert "toy:\nmean pixel error" in r.stdout
+  results = json.loads((work / "eval_test" / "results.json").read_text())
+  assert set(results["evals"]) == set(EVALS)
+  assert results["evals"]["toy"]["cascade"] > 0
+  assert "0.5" in results["cascade"]["table"]  # the headline where it always was
+  table = (work / "eval_test" / "table.txt").read_text()
+  assert "\ntoy:\nmean pixel error" in table and "\npck_torso:\nPCK@0.2" in table
+
+
+@pytest.mark.parametrize(
+  "name, entry, needles",
+  [
+    ("x", {"type": "no_such_evaluator"}, ["no module", "no_such_evaluator"]),
+    ("x", {"type": "my_evals.nope"}, ["no module 'my_evals'"]),
+    ("x", {"type": "heatpose_jax.metrics"}, ["has no evaluate() or scalars()"]),
+    ("x", {"normalizer": "torso_size"}, ["needs a type"]),
+    ("x", {"type": "pck"}, ["normalizer"]),
+    ("x", {"type": "pck", "normaliser": "torso_size"}, ["normaliser"]),
+    ("x", {"type": "pck", "normalizer": "bbox"}, ["'bbox'"]),
+    ("x", {"type": "sigma", "outlier_px": 0.0}, ["outlier_px"]),
+    ("cascade", {"type": "pck", "normalizer": "torso_size"}, ["headline"]),
+  ],
+)
+def test_a_bad_entry_is_one_line_naming_it(name, entry, needles):
+  config = synthetic.get_config("tiny")
+  config.evals[name] = entry
+  with pytest.raises(from_config.ConfigError) as e:
+    from_config.check(config)
+  msg = str(e.value)
+  assert msg.startswith(f"config.evals.{name}: ") and "\n" not in msg, msg
+  for n in needles:
+    assert n in msg, (n, msg)
+
+
+def test_the_default_config_has_no_evaluators_and_checks():
+  config = synthetic.get_config("tiny")
+  assert not config.evals
+  from_config.check(config)
+  config.evals.sigma_10 = {"type": "sigma", "outlier_px": 10.0}
+  config.evals.toy = {"type": TOY}
+  from_config.check(config)
