@@ -266,6 +266,29 @@ def augment_batch(
     batch["joints"], batch["joints_valid"], a, flip, flip_perm, canvas_hw=(h, w)
   )
   out["joints"], out["joints_valid"] = joints, valid
+  out.update(_transform_optional(batch, a, flip, flip_perm, valid))
+  return out
+
+
+def _transform_optional(
+  batch: dict[str, jax.Array],
+  a: jax.Array,
+  flip: jax.Array,
+  flip_perm: np.ndarray | jax.Array,
+  valid: jax.Array,
+) -> dict[str, jax.Array]:
+  """The optional keys of `batch` moved by A as `augment_batch` describes.
+
+  Args:
+    batch: the input batch.
+    a: (B, 2, 3) canvas → canvas maps; flip: (B,) bool; flip_perm: (J,) int.
+    valid: (B, J) the mapped joints' mask (`transform_joints`).
+
+  Returns:
+    The new values of those of `joints_visible`, `distractor_joints`, `torso_box`,
+    `head_size`, `torso_size` and `canvas_to_image` that `batch` has.
+  """
+  out = {}
   if "joints_visible" in batch:
     perm = jnp.asarray(flip_perm)
     visible = jnp.where(flip[:, None], batch["joints_visible"][:, perm], batch["joints_visible"])

@@ -133,6 +133,21 @@ def build_canvas_cache(
   n = len(source)
   if not n:
     raise ValueError("cannot cache an empty source")
+  keys = _write_arrays(source, crop, path, num_threads)
+  manifest = {"params": params, "fingerprint": fingerprint, "length": n, "keys": keys}
+  tmp = f"{manifest_path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(manifest, f, indent=1)
+  os.replace(tmp, manifest_path)
+  return CanvasCacheSource(path)
+
+
+def _write_arrays(
+  source: Sequence[dict[str, Any]], crop: input_pipeline.Crop, path: str, num_threads: int
+) -> list[str]:
+  """Crops every example of `source` into `path/<key>.npy`, each moved into place
+  when complete; returns the keys, sorted."""
+  n = len(source)
   first = crop(source[0])
   keys = sorted(first)
   # The canvases go straight into a memory-mapped file; the small arrays in RAM.
@@ -161,9 +176,4 @@ def build_canvas_cache(
   for k, v in small.items():
     with fileio.atomic_open(os.path.join(path, f"{k}.npy"), "wb") as f:
       np.save(f, v)
-  manifest = {"params": params, "fingerprint": fingerprint, "length": n, "keys": keys}
-  tmp = f"{manifest_path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(manifest, f, indent=1)
-  os.replace(tmp, manifest_path)
-  return CanvasCacheSource(path)
+  return keys

@@ -17,6 +17,7 @@ detection and near 0 none.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -165,39 +166,18 @@ def predict(
     `scores` (and `scores_mrf`) in [0, 1] (module docstring).
   """
   scales = check_scales(scales)
-  if canvases.ndim == 4:
-    canvases = canvases[None]
+  canvases = canvases[None] if canvases.ndim == 4 else canvases
   if canvases.shape[0] != len(scales):
     raise ValueError(f"{canvases.shape[0]} canvases per image for {len(scales)} scales")
   v = {"params": params}
   base = scales.index(1.0)
-  stride = model.coarse.stride
-  heat_codec = codec.HeatmapCodec(stride)
-  canvas_hw = tuple(canvases.shape[2:4])
-  others = {
-    i: resample_heatmaps(
-      model.apply(v, canvases[i], train=False, method="coarse_heatmaps"), s, stride, canvas_hw
-    )
-    for i, s in enumerate(scales)
-    if i != base
-  }
-
-  def averaged(heat):
-    if not others:
-      return heat
-    return jnp.mean(jnp.stack([others.get(i, heat) for i in range(len(scales))]), axis=0)
-
-  def select(heat):
-    return selector(selector_params, averaged(heat), torso_box)
-
+  heat_codec = codec.HeatmapCodec(model.coarse.stride)
+  others = _other_scales(model, v, canvases, scales, base)
+  averaged = functools.partial(_average, others=others, num_scales=len(scales))
+  variants = _variants(
+    heat_codec, averaged, bool(others), plain, selector, selector_params, torso_box
+  )
   out = {}
-  variants = []
-  if plain:
-    # Single scale, no selector: the cascade's own argmax (one forward pass).
-    locate = (lambda h: heat_codec.decode(averaged(h))[0]) if others else None
-    variants.append(("", locate, averaged))
-  if selector is not None:
-    variants.append(("_mrf", lambda h: heat_codec.decode(select(h))[0], select))
   for suffix, locate, maps_of in variants:
     res = model.apply(v, canvases[base], train=False, locate=locate)
     heat = averaged(res["coarse_heatmaps"])
@@ -208,6 +188,44 @@ def predict(
     if keep_heatmaps and "coarse_heatmaps" not in out:
       out["coarse_heatmaps"] = heat
   return out
+
+
+def _other_scales(model, v, canvases: jax.Array, scales: tuple[float, ...], base: int) -> dict:
+  """{scale index: `(B, h, w, J)` coarse heat-maps} of every scale but `scales[base]`
+  (1.0), resampled to its grid (`resample_heatmaps`); `canvases` `(S, B, H, W, 3)`."""
+  stride = model.coarse.stride
+  canvas_hw = tuple(canvases.shape[2:4])
+  return {
+    i: resample_heatmaps(
+      model.apply(v, canvases[i], train=False, method="coarse_heatmaps"), s, stride, canvas_hw
+    )
+    for i, s in enumerate(scales)
+    if i != base
+  }
+
+
+def _average(heat: jax.Array, *, others: dict, num_scales: int) -> jax.Array:
+  """Scale 1's `(B, h, w, J)` heat-maps averaged with `_other_scales`' (the same maps alone)."""
+  if not others:
+    return heat
+  return jnp.mean(jnp.stack([others.get(i, heat) for i in range(num_scales)]), axis=0)
+
+
+def _variants(heat_codec, averaged, multi_scale, plain, selector, selector_params, torso_box):
+  """The estimates `predict` makes: (output suffix, the cascade's `locate`, the maps
+  the coarse estimate is the argmax of) for the plain one ('') and the selector's ('_mrf')."""
+  variants = []
+  if plain:
+    # Single scale, no selector: the cascade's own argmax (one forward pass).
+    locate = (lambda h: heat_codec.decode(averaged(h))[0]) if multi_scale else None
+    variants.append(("", locate, averaged))
+  if selector is not None:
+
+    def select(heat):
+      return selector(selector_params, averaged(heat), torso_box)
+
+    variants.append(("_mrf", lambda h: heat_codec.decode(select(h))[0], select))
+  return variants
 
 
 def make_predict_fn(

@@ -24,6 +24,9 @@ chosen by the crop mode:
   * 'extent' (LSP, synthetic): like 'scale_normalized' with the builders'
     joint-extent `center` / `scale` (200·scale is already 1.25× the joint extent),
     `box_scale` default 1.0.
+  * 'box' (COCO-style person boxes, `topdown`): like 'scale_normalized', but the
+    box of 200·`scale` px height (its aspect fixed by the builder) times `box_scale`
+    (default 1.25) fills the canvas height H.
 
 A joint that lands outside the canvas (beyond [−0.5, W − 0.5] × [−0.5, H − 0.5])
 becomes invalid for the loss and the metrics; invalid joints hold (0, 0).
@@ -52,9 +55,9 @@ from heatpose_jax import flic_labels
 from heatpose_jax import joints as joints_lib
 from heatpose_jax import orientation as orientation_lib
 
-CROP_MODES = ("torso", "scale_normalized", "unnormalized", "extent")
+CROP_MODES = ("torso", "scale_normalized", "unnormalized", "extent", "box")
 _DEFAULT_IMAGE_SCALE = {"torso": 0.5, "unnormalized": 1 / 3}
-_DEFAULT_BOX_SCALE = {"scale_normalized": 1.25, "extent": 1.0}
+_DEFAULT_BOX_SCALE = {"scale_normalized": 1.25, "extent": 1.0, "box": 1.25}
 
 
 def crop_transform(
@@ -73,7 +76,7 @@ def crop_transform(
     crop_mode: one of `CROP_MODES`.
     canvas_hw: (H, W) of the canvas.
     image_scale: canvas px per image px for 'torso' / 'unnormalized'.
-    box_scale: person-box margin for 'scale_normalized' / 'extent'.
+    box_scale: person-box margin for 'scale_normalized' / 'extent' / 'box'.
 
   Returns:
     (2, 3) float64 affine, image (x, y) = M·(canvas x, y) + t.
@@ -86,12 +89,13 @@ def crop_transform(
   elif crop_mode == "unnormalized":
     centre = np.asarray(features["center"], np.float64)
     k = image_scale or _DEFAULT_IMAGE_SCALE[crop_mode]
-  elif crop_mode in ("scale_normalized", "extent"):
+  elif crop_mode in ("scale_normalized", "extent", "box"):
     centre = np.asarray(features["center"], np.float64)
     scale = float(features["scale"])
     if not scale > 0:
       raise ValueError(f"example {features.get('index')}: scale must be > 0, got {scale}")
-    k = min(h, w) / (200.0 * scale * (box_scale or _DEFAULT_BOX_SCALE[crop_mode]))
+    side = h if crop_mode == "box" else min(h, w)
+    k = side / (200.0 * scale * (box_scale or _DEFAULT_BOX_SCALE[crop_mode]))
   else:
     raise ValueError(f"unknown crop_mode {crop_mode!r}; known: {CROP_MODES}")
   c = np.array([(w - 1) / 2, (h - 1) / 2])
@@ -245,13 +249,24 @@ def crop_example(
     canvas_to_image (2, 3) float32; index () int32; and, when the features have
     them, distractor_joints (J, 2) float32 canvas and has_distractor () bool.
   """
-  h, w = canvas_hw
   c2i = crop_transform(
     features, crop_mode=crop_mode, canvas_hw=canvas_hw, image_scale=image_scale, box_scale=box_scale
   )
-  i2c = _invert(c2i)
-  k = float(i2c[0, 0])  # canvas px per image px
-  model = skeleton.model_indices
+  annotated = _annotated_labels(features, skeleton, flic_protocol, clean_labels)
+  labels = _canvas_labels(features, annotated, c2i, skeleton, canvas_hw, label_noise, noise_seed)
+  image = decode_and_warp(features["image"], c2i, canvas_hw, use_draft=use_draft)
+  return {"image": image, **labels}
+
+
+def _annotated_labels(
+  features: dict[str, Any], skeleton: joints_lib.Skeleton, flic_protocol: str, clean_labels: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+  """The labels `crop_example` maps, in the image and the annotated order.
+
+  Returns:
+    joints (K, 2) float64 image (x, y), valid and visible (K,) bool, and the torso
+    size in image px; relabelled as `flic_protocol` defines them when it is set.
+  """
   key = "joints_clean" if clean_labels and "joints_clean" in features else "joints"
   annotated = np.asarray(features[key], np.float64)
   valid_ann = np.asarray(features["joints_valid"], bool)
@@ -264,6 +279,26 @@ def crop_example(
     annotated, torso_px = labels.joints[0], float(labels.torso[0])
     # FLIC has no occlusion flags: visible = valid, relabelled alike.
     valid_ann = visible_ann = labels.valid[0]
+  return annotated, valid_ann, visible_ann, torso_px
+
+
+def _canvas_labels(
+  features: dict[str, Any],
+  annotated: tuple[np.ndarray, np.ndarray, np.ndarray, float],
+  c2i: np.ndarray,
+  skeleton: joints_lib.Skeleton,
+  canvas_hw: tuple[int, int],
+  label_noise: float,
+  noise_seed: int,
+) -> dict[str, np.ndarray]:
+  """`crop_example`'s outputs but the image: the `_annotated_labels` and the
+  boxes mapped onto the canvas by the inverse of `c2i` (2, 3), in the model's
+  joint order, with the label noise added."""
+  h, w = canvas_hw
+  annotated, valid_ann, visible_ann, torso_px = annotated
+  i2c = _invert(c2i)
+  k = float(i2c[0, 0])  # canvas px per image px
+  model = skeleton.model_indices
   joints = _map_points(i2c, annotated[model])
   inside = (
     (joints[:, 0] >= -0.5)
@@ -279,7 +314,6 @@ def crop_example(
   x1, y1, x2, y2 = np.asarray(features["torso_box"], np.float64)
   box = _map_points(i2c, np.array([[x1, y1], [x2, y2]]))
   out = {
-    "image": decode_and_warp(features["image"], c2i, canvas_hw, use_draft=use_draft),
     "joints": np.where(valid[:, None], joints, 0.0).astype(np.float32),
     "joints_valid": valid.astype(np.float32),
     "joints_visible": visible.astype(np.float32),
@@ -443,15 +477,11 @@ def make_dataset(
   epoch when shuffling, see `_EpochOrder`); each batch of indices is then read
   and cropped in one go (a `canvas_cache.CanvasCacheSource` reads its arrays with one copy
   per batch, which is what makes the cached path fast). Host p of P takes rows
-  [p·B/P, (p+1)·B/P) of each global batch of B, so hosts see disjoint parts of the
-  same global batch, in the order of a one-host run.
-
-  With `num_epochs` set and `drop_remainder=False` (evaluation: `shuffle=False,
-  num_epochs=1`), the stream is padded to whole global batches with copies of the
-  first examples (cyclically: any split of ≥ 1 example fills a batch of any size)
-  marked `_mask=False` and `joints_valid = joints_visible = 0`, so every example
-  appears exactly once with `_mask=True`. Otherwise a partial last global batch
-  is dropped (an endless stream has none).
+  [p·B/P, (p+1)·B/P) of each global batch of B (`_host_block`). With `num_epochs`
+  set and `drop_remainder=False` (evaluation: `shuffle=False, num_epochs=1`), the
+  stream is padded to whole global batches with copies marked `_mask=False` and
+  `joints_valid = joints_visible = 0` (`_index_stream`), so every example appears
+  exactly once with `_mask=True`; otherwise a partial last global batch is dropped.
 
   Args:
     source: random-access dataset features (TFDS data source, list, ...) or a
@@ -475,12 +505,38 @@ def make_dataset(
     A grain `IterDataset` of dicts of (global_batch_size / process_count, ...)
     numpy arrays. Close its iterator after use when `worker_count > 0`.
   """
+  first_row, local_batch = _host_block(global_batch_size, process_index, process_count)
+  reader = _batch_reader(source, crop)
+  real = _index_stream(len(source), global_batch_size, shuffle, seed, num_epochs, drop_remainder)
+  ds = real.batch(global_batch_size, drop_remainder=True)
+  ds = ds.map(_HostRows(first_row, local_batch))
+  if start_batch:
+    ds = ds[start_batch:]
+  return _iterate(ds.map(reader), num_threads, prefetch_batches, worker_count)
+
+
+def _host_block(
+  global_batch_size: int, process_index: int | None, process_count: int | None
+) -> tuple[int, int]:
+  """(first row, number of rows) of this host's block of each global batch.
+
+  Host p of P takes rows [p·B/P, (p+1)·B/P) of each global batch of B: the global
+  array that `to_global_array` assembles then has the rows in the same order as a
+  one-host run, so per-row randomness (augmentation, dropout) and the results are
+  the same whatever the number of hosts. None: `jax.process_index()` /
+  `jax.process_count()`.
+  """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   if global_batch_size % process_count:
     raise ValueError(f"global batch {global_batch_size} not divisible by {process_count} hosts")
   local_batch = global_batch_size // process_count
+  return process_index * local_batch, local_batch
 
+
+def _batch_reader(source, crop: Crop) -> _ReadBatch:
+  """Reads and crops a batch of examples of `source`, or reads a canvas cache's
+  (checked against `crop`); ValueError for an empty source."""
   if hasattr(source, "read_batch"):  # a `canvas_cache.CanvasCacheSource`: already cropped
     source.check(crop)
     reader = _ReadBatch(source, None)
@@ -488,9 +544,28 @@ def make_dataset(
     reader = _ReadBatch(source, crop)
   if not len(source):
     raise ValueError("make_dataset: the source has no examples")
+  return reader
+
+
+def _index_stream(
+  n: int,
+  global_batch_size: int,
+  shuffle: bool,
+  seed: int,
+  num_epochs: int | None,
+  drop_remainder: bool,
+) -> grain.MapDataset:
+  """(example index, real) pairs over `n` examples in reading order (`_EpochOrder`).
+
+  With `num_epochs` set, a partial last global batch is dropped (`drop_remainder`)
+  or padded to a whole one with copies of the first examples (cyclically: any
+  split of ≥ 1 example fills a batch of any size) that are not real: `_ReadBatch`
+  marks them `_mask=False` and `joints_valid = joints_visible = 0`. An endless
+  stream has no last batch.
+  """
   if num_epochs is not None and num_epochs < 1:
     raise ValueError(f"make_dataset: num_epochs={num_epochs}; must be >= 1 (or None: forever)")
-  order = _EpochOrder(len(source), shuffle=shuffle, seed=seed, num_epochs=num_epochs)
+  order = _EpochOrder(n, shuffle=shuffle, seed=seed, num_epochs=num_epochs)
   real = grain.MapDataset.source(order).map(_real)
   if num_epochs is not None:
     total = len(order)
@@ -500,15 +575,14 @@ def make_dataset(
       # Any number of copies, even more than the split has (a split shorter than a batch).
       fill = grain.MapDataset.source(_Fill(order, total, -total % global_batch_size))
       real = grain.MapDataset.concatenate([real, fill.map(_padding)])
-  # Batch the global order, then keep this host's contiguous block of rows: the
-  # global array that `to_global_array` assembles then has the rows in the same
-  # order as a one-host run, so per-row randomness (augmentation, dropout) and the
-  # results are the same whatever the number of hosts.
-  ds = real.batch(global_batch_size, drop_remainder=True)
-  ds = ds.map(_HostRows(process_index * local_batch, local_batch))
-  if start_batch:
-    ds = ds[start_batch:]
-  ds = ds.map(reader)
+  return real
+
+
+def _iterate(
+  ds: grain.MapDataset, num_threads: int, prefetch_batches: int, worker_count: int
+) -> grain.IterDataset:
+  """`ds` read by `num_threads` threads, `prefetch_batches` ahead, in
+  `worker_count` grain worker processes when > 0."""
   read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_batches)
   it = ds.to_iter_dataset(read)
   if worker_count > 0:

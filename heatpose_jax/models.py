@@ -238,26 +238,41 @@ class CoarseNet(nn.Module):
     merged = None
     crop_features = []
     for b, x in enumerate(levels):
-      x = x.astype(self.dtype)
-      for i, (k, f) in enumerate(self.bank_convs):
-        # GroupNorm removes a conv bias: its gradient is rounding noise, which Adam
-        # turns into full-size steps (runs then differ with the device layout).
-        use_bias = self.norm == "none"
-        with jax.named_scope("hp_conv"):  # the layer: conv, bias or norm, ReLU
-          x = conv(f, k, x.shape[1:3], self.dtype, f"bank{b}_conv{i}", use_bias)(x)
-          if self.norm == "group":
-            x = nn.GroupNorm(
-              None, group_size=math.gcd(f, 8), dtype=self.dtype, name=f"bank{b}_norm{i}"
-            )(x)
-          x = nn.relu(x)
-        if b < 2 and i < 2:
-          crop_features.append(x)
-        if i in pools:
-          x = max_pool_2x2(x)
+      x = self._bank(b, x.astype(self.dtype), pools, crop_features)
       with jax.named_scope("hp_upscale_add"):
         x = _upscale(x, 2**b, out_hw)
         merged = x if merged is None else merged + x
-    x = merged
+    # Crop features in bank order: bank0 conv0, bank0 conv1, bank1 conv0, bank1 conv1.
+    return {
+      "heatmaps": self._head(merged, train).astype(jnp.float32),
+      "crop_features": tuple(crop_features),
+      "inputs": tuple(levels),
+    }
+
+  def _bank(self, b: int, x: jax.Array, pools: set[int], crop_features: list) -> jax.Array:
+    """Bank `b`'s convs (and pools) on its pyramid level `x` `(B, H/2^b, W/2^b, 3)`;
+    appends the maps the crop module reads (convs 0 and 1 of banks 0 and 1) to
+    `crop_features`. Parameters `bank{b}_conv{i}` (and `bank{b}_norm{i}`)."""
+    for i, (k, f) in enumerate(self.bank_convs):
+      # GroupNorm removes a conv bias: its gradient is rounding noise, which Adam
+      # turns into full-size steps (runs then differ with the device layout).
+      use_bias = self.norm == "none"
+      with jax.named_scope("hp_conv"):  # the layer: conv, bias or norm, ReLU
+        x = conv(f, k, x.shape[1:3], self.dtype, f"bank{b}_conv{i}", use_bias)(x)
+        if self.norm == "group":
+          x = nn.GroupNorm(
+            None, group_size=math.gcd(f, 8), dtype=self.dtype, name=f"bank{b}_norm{i}"
+          )(x)
+        x = nn.relu(x)
+      if b < 2 and i < 2:
+        crop_features.append(x)
+      if i in pools:
+        x = max_pool_2x2(x)
+    return x
+
+  def _head(self, x: jax.Array, train: bool) -> jax.Array:
+    """The merged banks `(B, h, w, F)` -> dropout, the 1x1 convs `head{i}` and `out`:
+    heat-maps `(B, h, w, J)` in `dtype`."""
     if self.dropout == "spatial":
       x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2))(x, deterministic=not train)
     elif self.dropout == "standard":
@@ -268,15 +283,9 @@ class CoarseNet(nn.Module):
       for i, f in enumerate(self.head_features):
         head = nn.Conv(f, (1, 1), dtype=self.dtype, kernel_init=RELU_INIT, name=f"head{i}")
         x = nn.relu(head(x))
-      heatmaps = nn.Conv(
+      return nn.Conv(
         self.num_joints, (1, 1), dtype=self.dtype, kernel_init=OUTPUT_INIT, name="out"
       )(x)
-    # Crop features in bank order: bank0 conv0, bank0 conv1, bank1 conv0, bank1 conv1.
-    return {
-      "heatmaps": heatmaps.astype(jnp.float32),
-      "crop_features": tuple(crop_features),
-      "inputs": tuple(levels),
-    }
 
 
 def window_origin(xy: jax.Array, context: int, align: int = CROP_ALIGN) -> jax.Array:

@@ -335,11 +335,9 @@ def _sample_pose(rng: np.random.Generator) -> tuple[np.ndarray, dict, np.ndarray
   """
   rad = np.deg2rad
   lean = rad(np.clip(rng.normal(0, 8), -25, 25))
-  up, down = -_dir(lean), _dir(lean)
-  perp = _dir(lean + np.pi / 2)  # towards the figure's left (+x when facing us)
   turn = rng.uniform(0.55, 1.0)
 
-  thorax = up * _SPINE
+  thorax = -_dir(lean) * _SPINE
   pelvis = np.zeros(2)
   neck_ang = lean + rad(np.clip(rng.normal(0, 10), -30, 30))
   head_ang = neck_ang + rad(np.clip(rng.normal(0, 10), -30, 30))
@@ -349,28 +347,50 @@ def _sample_pose(rng: np.random.Generator) -> tuple[np.ndarray, dict, np.ndarray
   j = np.zeros((NUM_JOINTS, 2))
   j[_J["upper_neck"]], j[_J["head_top"]] = upper_neck, head_top
   points = {"thorax": thorax, "pelvis": pelvis}
+  _add_limbs(rng, j, points, lean, turn)
+  torso = _torso_polygon(j, lean, turn)
+  head = (upper_neck - _dir(head_ang) * 0.55 * _HEAD, 0.45 * _HEAD, 0.36 * _HEAD, head_ang)
+  front = rng.random() < 0.7
+  return j, points, torso, head, front
+
+
+def _sample_limb_angles(rng: np.random.Generator) -> tuple[tuple, tuple]:
+  """One side's limb angles (radians, `_sample_pose`'s limits).
+
+  Returns:
+    arm: (shoulder abduction, elbow bend, (2,) upper arm and forearm foreshortening);
+    leg: (hip abduction, knee bend signed either way, thigh foreshortening).
+  """
+  rad = np.deg2rad
+  u = rng.random()
+  abduct = (
+    rng.uniform(-15, 60) if u < 0.55 else rng.uniform(60, 120) if u < 0.8 else rng.uniform(120, 175)
+  )
+  bend = rng.uniform(-90, 150) if rng.random() < 0.6 else rng.uniform(-10, 20)
+  short = rng.uniform(0.6, 1.0, 2) if rng.random() < 0.4 else np.ones(2)
+  arm = (rad(abduct), rad(bend), short)
+  hip = rng.uniform(-12, 35) if rng.random() < 0.85 else rng.uniform(35, 80)
+  knee = rng.uniform(0, 20) if rng.random() < 0.6 else rng.uniform(20, 110)
+  leg = (
+    rad(hip),
+    rad(knee) * rng.choice([-1.0, 1.0]),
+    rng.uniform(0.6, 1.0) if rng.random() < 0.25 else 1.0,
+  )
+  return arm, leg
+
+
+def _add_limbs(rng: np.random.Generator, j: np.ndarray, points: dict, lean, turn) -> None:
+  """Writes both sides' arm and leg joints into `j` (14, 2) and the hand and toe
+  ends into `points` (stature units, y down); a symmetric pose (30 %) gives the
+  right side the left side's angles."""
+  rad = np.deg2rad
+  down, perp = _dir(lean), _dir(lean + np.pi / 2)  # perp: the figure's left
+  thorax, pelvis = points["thorax"], points["pelvis"]
   symmetric = rng.random() < 0.3
   arm = leg = None
   for side, sign in (("l", 1.0), ("r", -1.0)):
     if arm is None or not symmetric:
-      u = rng.random()
-      abduct = (
-        rng.uniform(-15, 60)
-        if u < 0.55
-        else rng.uniform(60, 120)
-        if u < 0.8
-        else rng.uniform(120, 175)
-      )
-      bend = rng.uniform(-90, 150) if rng.random() < 0.6 else rng.uniform(-10, 20)
-      short = rng.uniform(0.6, 1.0, 2) if rng.random() < 0.4 else np.ones(2)
-      arm = (rad(abduct), rad(bend), short)
-      hip = rng.uniform(-12, 35) if rng.random() < 0.85 else rng.uniform(35, 80)
-      knee = rng.uniform(0, 20) if rng.random() < 0.6 else rng.uniform(20, 110)
-      leg = (
-        rad(hip),
-        rad(knee) * rng.choice([-1.0, 1.0]),
-        rng.uniform(0.6, 1.0) if rng.random() < 0.25 else 1.0,
-      )
+      arm, leg = _sample_limb_angles(rng)
     abduct, bend, short = arm
     shoulder = thorax + sign * perp * _SHOULDER_HALF * turn
     upper_ang = lean + sign * abduct
@@ -390,9 +410,12 @@ def _sample_pose(rng: np.random.Generator) -> tuple[np.ndarray, dict, np.ndarray
     points[f"{side}_hand"] = wrist + _dir(fore_ang) * _HAND
     points[f"{side}_toe"] = ankle + _dir(sign * rad(rng.uniform(10, 60))) * _FOOT
 
-  # Convex torso: shoulders' outer tops and hips' outer bottoms.
+
+def _torso_polygon(j: np.ndarray, lean, turn) -> np.ndarray:
+  """(4, 2) convex torso: the shoulders' outer tops and the hips' outer bottoms."""
+  up, down, perp = -_dir(lean), _dir(lean), _dir(lean + np.pi / 2)
   ls, rs, lh, rh = (j[_J[n]] for n in ("l_shoulder", "r_shoulder", "l_hip", "r_hip"))
-  torso = np.stack(
+  return np.stack(
     [
       rs - perp * 0.025 + up * 0.02,
       ls + perp * 0.025 + up * 0.02,
@@ -400,9 +423,6 @@ def _sample_pose(rng: np.random.Generator) -> tuple[np.ndarray, dict, np.ndarray
       rh - perp * 0.04 * turn + down * 0.04,
     ]
   )
-  head = (upper_neck - _dir(head_ang) * 0.55 * _HEAD, 0.45 * _HEAD, 0.36 * _HEAD, head_ang)
-  front = rng.random() < 0.7
-  return j, points, torso, head, front
 
 
 def _place(j, points, torso, head, front, px: float, rot: float, offset) -> _Figure:
@@ -444,6 +464,63 @@ def _sample_figure(rng, h: int, w: int, person_height, centre=None, px=None) -> 
   return _place(*pose, px=px, rot=rot, offset=centre - bbox_centre)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Outfit:
+  """A figure's colours: skin, clothes and hair."""
+
+  skin: _Paint
+  shirt: _Paint
+  pants: _Paint
+  shoes: _Paint
+  hair: _Paint
+  sleeve: int  # 0 none, 1 short, 2 long
+  long_pants: bool
+  shading: float  # how much the limbs darken towards their rims
+
+
+def _sample_outfit(rng: np.random.Generator) -> _Outfit:
+  skin = _Paint(_skin(rng))
+  shirt = _random_paint(rng)
+  pants = _random_paint(rng, rng.random(3) * rng.uniform(0.3, 1.0))
+  shoes = _Paint((rng.random(3) * 0.4).astype(np.float32))
+  hair = _Paint(_hair(rng))
+  sleeve = rng.choice(3, p=[0.15, 0.35, 0.5])
+  long_pants = rng.random() < 0.75
+  shading = rng.uniform(0.1, 0.4)
+  return _Outfit(skin, shirt, pants, shoes, hair, sleeve, long_pants, shading)
+
+
+def _draw_arm(cv: _Canvas, fig: _Figure, side: str, o: _Outfit) -> None:
+  """Upper arm, forearm and hand of `side` ('l' or 'r'), sleeves as the outfit has them."""
+  j, px = fig.joints, fig.px
+  s, e, wr = (j[_J[f"{side}_{n}"]] for n in ("shoulder", "elbow", "wrist"))
+  _capsule(cv, s, e, _R_UPPER_ARM * px, o.shirt if o.sleeve else o.skin, o.shading)
+  _capsule(cv, e, wr, _R_FOREARM * px, o.shirt if o.sleeve == 2 else o.skin, o.shading)
+  _capsule(cv, wr, fig.points[f"{side}_hand"], _R_HAND * px, o.skin, o.shading)
+
+
+def _draw_leg(cv: _Canvas, fig: _Figure, side: str, o: _Outfit) -> None:
+  """Thigh, shin and foot of `side`; the shin is bare under short pants."""
+  j, px = fig.joints, fig.px
+  hp, k, a = (j[_J[f"{side}_{n}"]] for n in ("hip", "knee", "ankle"))
+  _capsule(cv, hp, k, _R_THIGH * px, o.pants, o.shading)
+  _capsule(cv, k, a, _R_SHIN * px, o.pants if o.long_pants else o.skin, o.shading)
+  _capsule(cv, a, fig.points[f"{side}_toe"], _R_FOOT * px, o.shoes, o.shading)
+
+
+def _draw_head(cv: _Canvas, fig: _Figure, o: _Outfit) -> None:
+  """The hair ellipse, and a face with two eyes when the figure faces the camera."""
+  centre, a, b, ang = fig.head
+  _ellipse(cv, centre, a, b, ang, o.hair)
+  if fig.front:
+    axis = np.array([np.cos(ang), np.sin(ang)])  # points from the chin to the head top
+    side = np.array([-axis[1], axis[0]])
+    _ellipse(cv, centre - 0.15 * a * axis, 0.82 * a, 0.9 * b, ang, o.skin)
+    eye = _Paint((o.skin.rgb * 0.25).astype(np.float32))
+    for k in (-1, 1):
+      _ellipse(cv, centre + 0.1 * a * axis + k * 0.38 * b * side, 0.09 * a, 0.09 * a, ang, eye)
+
+
 def _draw_figure(
   cv: _Canvas, rng: np.random.Generator, fig: _Figure, self_occluded: np.ndarray | None = None
 ) -> None:
@@ -476,56 +553,27 @@ def _draw_figure(
     drawn.update(own)
     cv.over = None
 
-  skin = _Paint(_skin(rng))
-  shirt = _random_paint(rng)
-  pants = _random_paint(rng, rng.random(3) * rng.uniform(0.3, 1.0))
-  shoes = _Paint((rng.random(3) * 0.4).astype(np.float32))
-  hair = _Paint(_hair(rng))
-  sleeve = rng.choice(3, p=[0.15, 0.35, 0.5])  # 0 none, 1 short, 2 long
-  long_pants = rng.random() < 0.75
-  shading = rng.uniform(0.1, 0.4)
-
-  def arm(side):
-    s, e, wr = (j[_J[f"{side}_{n}"]] for n in ("shoulder", "elbow", "wrist"))
-    _capsule(cv, s, e, _R_UPPER_ARM * px, shirt if sleeve else skin, shading)
-    _capsule(cv, e, wr, _R_FOREARM * px, shirt if sleeve == 2 else skin, shading)
-    _capsule(cv, wr, pts[f"{side}_hand"], _R_HAND * px, skin, shading)
-
-  def leg(side):
-    hp, k, a = (j[_J[f"{side}_{n}"]] for n in ("hip", "knee", "ankle"))
-    _capsule(cv, hp, k, _R_THIGH * px, pants, shading)
-    _capsule(cv, k, a, _R_SHIN * px, pants if long_pants else skin, shading)
-    _capsule(cv, a, pts[f"{side}_toe"], _R_FOOT * px, shoes, shading)
-
-  def head():
-    centre, a, b, ang = fig.head
-    _ellipse(cv, centre, a, b, ang, hair)
-    if fig.front:
-      axis = np.array([np.cos(ang), np.sin(ang)])  # points from the chin to the head top
-      side = np.array([-axis[1], axis[0]])
-      _ellipse(cv, centre - 0.15 * a * axis, 0.82 * a, 0.9 * b, ang, skin)
-      eye = _Paint((skin.rgb * 0.25).astype(np.float32))
-      for k in (-1, 1):
-        _ellipse(cv, centre + 0.1 * a * axis + k * 0.38 * b * side, 0.09 * a, 0.09 * a, ang, eye)
+  o = _sample_outfit(rng)
 
   def arm_part(side):
-    return [f"{side}_{n}" for n in ("shoulder", "elbow", "wrist")], lambda: arm(side)
+    names = [f"{side}_{n}" for n in ("shoulder", "elbow", "wrist")]
+    return names, lambda: _draw_arm(cv, fig, side, o)
 
   sides = ["l", "r"] if rng.random() < 0.5 else ["r", "l"]
   arms_behind = [s for s in sides if rng.random() < 0.15]
   for s in arms_behind:
     part(*arm_part(s))
   for s in sides:
-    part([f"{s}_{n}" for n in ("hip", "knee", "ankle")], lambda s=s: leg(s))
+    part([f"{s}_{n}" for n in ("hip", "knee", "ankle")], lambda s=s: _draw_leg(cv, fig, s, o))
   part(
     ["l_shoulder", "r_shoulder", "l_hip", "r_hip"],
-    lambda: _polygon(cv, fig.torso, 0.02 * px, shirt),
+    lambda: _polygon(cv, fig.torso, 0.02 * px, o.shirt),
   )
   part(
     ["upper_neck"],
-    lambda: _capsule(cv, pts["thorax"], j[_J["upper_neck"]], _R_NECK * px, skin, shading),
+    lambda: _capsule(cv, pts["thorax"], j[_J["upper_neck"]], _R_NECK * px, o.skin, o.shading),
   )
-  part(["upper_neck", "head_top"], head)
+  part(["upper_neck", "head_top"], lambda: _draw_head(cv, fig, o))
   for s in sides:
     if s not in arms_behind:
       part(*arm_part(s))
@@ -596,40 +644,68 @@ def render_example(
         outside the image); zeros without a distractor.
       has_distractor: () bool.
   """
+  _check_size(height, width, person_height)
+  h, w = int(height), int(width)
+  cv = _background(rng, h, w)
+  target = _sample_figure(rng, h, w, person_height)
+  other = _sample_distractor(rng, target, h, w, person_height) if distractor else None
+  self_occluded = _draw_people(cv, rng, target, other)
+  if occluders and rng.random() < 0.5:
+    _add_occluders(cv, rng, target)
+  image = _camera(rng, cv.img, h, w)
+  return {"image": image, **_labels(rng, target, other, cv.over, self_occluded, label_noise)}
+
+
+def _check_size(height: int, width: int, person_height: tuple[float, float]) -> None:
   if height < 16 or width < 16:
     raise ValueError(f"image size must be at least 16x16, got {height}x{width}")
   lo, hi = person_height
   if not 0 < lo <= hi:
     raise ValueError(f"person_height must satisfy 0 < lo <= hi, got {person_height}")
-  h, w = int(height), int(width)
-  cv = _background(rng, h, w)
-  target = _sample_figure(rng, h, w, person_height)
-  other = None
-  if distractor:
-    # Somewhere else, at a similar size; partial overlaps happen.
-    tc = (target.joints.min(0) + target.joints.max(0)) / 2
-    shift = rng.uniform(0.3, 0.6) * w * rng.choice([-1.0, 1.0])
-    cx = tc[0] + shift
-    if not 0.05 * w <= cx <= 0.95 * w:
-      cx = tc[0] - shift
-    centre = np.array([np.clip(cx, 0.05 * w, 0.95 * w), tc[1] + rng.uniform(-0.1, 0.1) * h])
-    other = _sample_figure(rng, h, w, person_height, centre, target.px * rng.uniform(0.75, 1.2))
+
+
+def _sample_distractor(rng: np.random.Generator, target: _Figure, h: int, w: int, person_height):
+  """A second figure 0.3-0.6 x w to the side of the target (within 5-95 % of the
+  width) at a similar size; partial overlaps happen."""
+  tc = (target.joints.min(0) + target.joints.max(0)) / 2
+  shift = rng.uniform(0.3, 0.6) * w * rng.choice([-1.0, 1.0])
+  cx = tc[0] + shift
+  if not 0.05 * w <= cx <= 0.95 * w:
+    cx = tc[0] - shift
+  centre = np.array([np.clip(cx, 0.05 * w, 0.95 * w), tc[1] + rng.uniform(-0.1, 0.1) * h])
+  return _sample_figure(rng, h, w, person_height, centre, target.px * rng.uniform(0.75, 1.2))
+
+
+def _draw_people(
+  cv: _Canvas, rng: np.random.Generator, target: _Figure, other: _Figure | None
+) -> np.ndarray:
+  """Draws the target and the distractor `other` (behind or in front, even odds).
+
+  Returns the target's (14,) bool self-occluded joints; `cv.over` then records
+  what is painted over the target from here on.
+  """
   in_front = other is not None and rng.random() < 0.5
   if other is not None and not in_front:
     _draw_figure(cv, rng, other)
   self_occluded = np.zeros(NUM_JOINTS, bool)
   _draw_figure(cv, rng, target, self_occluded)
-  cv.over = np.zeros((h, w), np.float32)
+  cv.over = np.zeros(cv.hw, np.float32)
   if in_front:
     _draw_figure(cv, rng, other)
-  if occluders and rng.random() < 0.5:
-    for _ in range(int(rng.integers(1, 3))):
-      anchor = target.joints[rng.integers(NUM_JOINTS)]
-      _clutter_shape(
-        cv, rng, anchor + rng.normal(0, 0.05, 2) * h, target.px * rng.uniform(0.08, 0.2)
-      )
+  return self_occluded
 
-  img = cv.img
+
+def _add_occluders(cv: _Canvas, rng: np.random.Generator, target: _Figure) -> None:
+  """1-2 clutter shapes near random joints of the target."""
+  h = cv.hw[0]
+  for _ in range(int(rng.integers(1, 3))):
+    anchor = target.joints[rng.integers(NUM_JOINTS)]
+    _clutter_shape(cv, rng, anchor + rng.normal(0, 0.05, 2) * h, target.px * rng.uniform(0.08, 0.2))
+
+
+def _camera(rng: np.random.Generator, img: np.ndarray, h: int, w: int) -> np.ndarray:
+  """(H, W, 3) float image in [0, 1] (noised in place) -> uint8 with sensor noise,
+  slightly blurred at times."""
   # Sensor noise: a random window of a fixed noise table (drawing fresh normals
   # per pixel would take longer than everything else together).
   oy, ox = rng.integers(0, h), rng.integers(0, w)
@@ -638,17 +714,29 @@ def render_example(
   if rng.random() < 0.3:
     radius = rng.uniform(0.3, 1.0)
     image = np.asarray(Image.fromarray(image).filter(ImageFilter.BoxBlur(radius)))
+  return image
 
+
+def _labels(
+  rng: np.random.Generator,
+  target: _Figure,
+  other: _Figure | None,
+  over: np.ndarray,
+  self_occluded: np.ndarray,
+  label_noise: float,
+) -> dict[str, np.ndarray]:
+  """`render_example`'s outputs but the image, from the figures and `over` (H, W),
+  the cover of the target by what was drawn after it."""
+  h, w = over.shape
   full = target.joints.astype(np.float32)
   valid = _inside(full, h, w)
   rc = np.clip(np.rint(full).astype(int), 0, [w - 1, h - 1])
-  visible = valid & (cv.over[rc[:, 1], rc[:, 0]] < 0.5) & ~self_occluded
+  visible = valid & (over[rc[:, 1], rc[:, 0]] < 0.5) & ~self_occluded
   clean = np.where(valid[:, None], full, 0.0).astype(np.float32)
   # Drawn last so that the image and clean labels do not depend on label_noise.
   noise = rng.normal(0.0, label_noise, full.shape) if label_noise > 0 else 0.0
   noisy = np.where(valid[:, None], full + noise, 0.0).astype(np.float32)
   return {
-    "image": image,
     "joints": noisy,
     "joints_clean": clean,
     "joints_valid": valid,

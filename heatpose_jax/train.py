@@ -229,14 +229,7 @@ def _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source)
   batches = from_config.train_batches(config, workdir, start_batch=start, source=source)
   batch_iter = iter(batches)
   stop = {"SIGTERM": False, "SIGINT": False}
-
-  def on_sigint(*_):
-    stop["SIGINT"] = True
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C: at once, unsaved
-
-  previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: stop.update(SIGTERM=True))}
-  if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # e.g. a shell script's `cmd &`
-    previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_sigint)
+  previous = _catch_stop_signals(stop)
   progress = _Progress(total, start, config.batch_size)
   multi = jax.process_count() > 1
   pending, checked = [], start
@@ -255,13 +248,7 @@ def _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source)
       if sync or stopping or done % config.checkpoint_every == 0:
         ms = jax.device_get(pending)
         pending = []
-        bad = [checked + i + 1 for i, m in enumerate(ms) if not m["ok"]]
-        if bad:
-          raise FloatingPointError(
-            f"non-finite loss, gradient or parameters at steps {bad[0]}..{bad[-1]} (checked "
-            f"{checked + 1}..{done}); the parameters of step {bad[0] - 1} are kept; last good "
-            f"checkpoint: step {checkpoints.last_step(mngr)} in {checkpoints.directory(workdir)}"
-          )
+        _check_finite(ms, checked, done, mngr, workdir)
         checked = done
         mean = {k: float(np.mean([m[k] for m in ms])) for k in ms[0]}
         if sync and jax.process_index() == 0:
@@ -284,6 +271,36 @@ def _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source)
     _close(batch_iter)
   mngr.wait_until_finished()
   return state
+
+
+def _catch_stop_signals(stop: dict[str, bool]) -> dict:
+  """Installs the handlers that set `stop["SIGTERM"]` and `stop["SIGINT"]`;
+  returns {signal: the handler it replaced} for restoring them.
+
+  After the first SIGINT, SIGINT has its default action again; a SIGINT that
+  is ignored (e.g. a shell script's `cmd &`) stays ignored.
+  """
+
+  def on_sigint(*_):
+    stop["SIGINT"] = True
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C: at once, unsaved
+
+  previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: stop.update(SIGTERM=True))}
+  if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # e.g. a shell script's `cmd &`
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_sigint)
+  return previous
+
+
+def _check_finite(ms: list[dict], checked: int, done: int, mngr, workdir: str) -> None:
+  """Raises FloatingPointError naming the steps of `ms` (steps checked + 1 .. done,
+  fetched metrics) whose `ok` is 0, and the last good checkpoint."""
+  bad = [checked + i + 1 for i, m in enumerate(ms) if not m["ok"]]
+  if bad:
+    raise FloatingPointError(
+      f"non-finite loss, gradient or parameters at steps {bad[0]}..{bad[-1]} (checked "
+      f"{checked + 1}..{done}); the parameters of step {bad[0] - 1} are kept; last good "
+      f"checkpoint: step {checkpoints.last_step(mngr)} in {checkpoints.directory(workdir)}"
+    )
 
 
 def fit_spatial_model(
@@ -316,13 +333,8 @@ def fit_spatial_model(
     "steps": steps,
     "learning_rate": float(config.spatial_model.learning_rate),
   }
-  saved = spatial_training.load(save_dir)
-  if (
-    saved is not None
-    and saved.spec == spec
-    and all(saved.info.get(k) == v for k, v in record.items())
-  ):
-    logging.info("spatial model: loaded %s", spatial_training.saved_path(save_dir))
+  saved = _saved_spatial_model(save_dir, spec, record)
+  if saved is not None:
     return saved
   batches = from_config.train_batches(config, workdir, source=source, seed_offset=1)
   it, seen = iter(batches), []
@@ -351,3 +363,18 @@ def fit_spatial_model(
   if jax.process_index() == 0:
     logging.info("spatial model: saved %s", spatial_training.save(save_dir, mrf))
   return mrf
+
+
+def _saved_spatial_model(
+  save_dir: str, spec: spatial_training.MRFSpec, record: dict
+) -> spatial_training.FittedMRF | None:
+  """The MRF saved in `save_dir` if its graph is `spec` and its info matches `record`."""
+  saved = spatial_training.load(save_dir)
+  if (
+    saved is not None
+    and saved.spec == spec
+    and all(saved.info.get(k) == v for k, v in record.items())
+  ):
+    logging.info("spatial model: loaded %s", spatial_training.saved_path(save_dir))
+    return saved
+  return None

@@ -207,25 +207,8 @@ def make_train_step(
 
     trained = phase_params(state.params, phase)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trained)
-    with jax.named_scope("hp_optimizer"):  # the profile's category (studies/profile.py)
-      updates, opt_state = state.tx[phase.name].update(grads, state.opt_state[phase.name], trained)
-      new = optax.apply_updates(trained, updates)
-      grad_norm = optax.global_norm(grads)
-      ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(new))
-      keep = functools.partial(jax.tree.map, lambda a, b: jnp.where(ok, a, b))
-      new_state = state.replace(
-        step=state.step + 1,
-        params={**state.params, **keep(new, trained)},
-        opt_state={**state.opt_state, phase.name: keep(opt_state, state.opt_state[phase.name])},
-      )
-    metrics = {
-      "loss": loss,
-      **aux,
-      "grad_norm": grad_norm,
-      "learning_rate": learning_rate(opt_state),
-      "ok": ok.astype(jnp.float32),
-    }
-    return new_state, metrics
+    new_state, update_metrics = _update(state, phase, trained, grads, loss)
+    return new_state, {"loss": loss, **aux, **update_metrics}
 
   replicated = NamedSharding(mesh, PartitionSpec())
   data = NamedSharding(mesh, PartitionSpec("data"))
@@ -235,6 +218,33 @@ def make_train_step(
     out_shardings=(replicated, replicated),
     donate_argnums=(0,) if donate else (),
   )
+
+
+def _update(state: TrainState, phase: Phase, trained, grads, loss: jax.Array):
+  """The phase's optimizer step on the groups it trains (`trained`, their `grads`),
+  kept only when the loss, the gradient and the updated parameters are finite.
+
+  Returns:
+    the next state (parameters and optimizer state unchanged unless finite) and
+    its metrics: grad_norm, learning_rate, ok (1.0 when finite, else 0.0).
+  """
+  with jax.named_scope("hp_optimizer"):  # the profile's category (studies/profile.py)
+    updates, opt_state = state.tx[phase.name].update(grads, state.opt_state[phase.name], trained)
+    new = optax.apply_updates(trained, updates)
+    grad_norm = optax.global_norm(grads)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(new))
+    keep = functools.partial(jax.tree.map, lambda a, b: jnp.where(ok, a, b))
+    new_state = state.replace(
+      step=state.step + 1,
+      params={**state.params, **keep(new, trained)},
+      opt_state={**state.opt_state, phase.name: keep(opt_state, state.opt_state[phase.name])},
+    )
+  metrics = {
+    "grad_norm": grad_norm,
+    "learning_rate": learning_rate(opt_state),
+    "ok": ok.astype(jnp.float32),
+  }
+  return new_state, metrics
 
 
 def parameter_overview(params) -> str:

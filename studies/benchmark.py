@@ -330,8 +330,6 @@ def latency_stats(
     gflop_per_image, tflops (aot), compile_s, flop_source, the memory fields
     and device_peak_gib.
   """
-  from heatpose_jax import predictor as predictor_lib
-
   if mesh.devices.size != 1:
     raise ValueError(f"latency_stats times one device; the mesh has {mesh.devices.size}")
   device = mesh.devices.flat[0]
@@ -350,46 +348,67 @@ def latency_stats(
     "jit": lambda r: jitted(params, xs[r % 3]),
     "host": lambda r: jax.device_get(aot(params, jax.device_put(hosts[r % 3], device))),
   }
+  first = {}
   if predictor:
-    make_predictor = functools.partial(
-      predictor_lib.Predictor,
-      model,
-      params,
-      skeleton=from_config.skeleton(config),
-      input_hw=tuple(config.input_hw),
-      batch_size=batch_size,
-    )
-    with jax.default_device(device):
-      pred = make_predictor()
-      images = [list(h) for h in hosts]
-      t = time.perf_counter()
-      pred(images[0])
-      first_call_s = time.perf_counter() - t
-      cached_first_call_s = math.nan
-      if jax.config.jax_compilation_cache_dir:
-        # A new process's start: in-memory caches cleared, the persistent cache kept.
-        jax.clear_caches()
-        fresh = make_predictor()
-        t = time.perf_counter()
-        fresh(images[0])
-        cached_first_call_s = time.perf_counter() - t
-    calls["predictor"] = lambda r: pred(images[r % 3])
+    calls["predictor"], first = _predictor_call(config, model, params, hosts, device, batch_size)
   times = interleaved_times(list(calls.values()), iters=iters, warmup=warmup)
-  out: dict[str, Any] = {}
-  for way, ts in zip(calls, times, strict=True):
-    out[f"{way}_ms"] = 1e3 * statistics.median(ts)
-    out[f"{way}_p10_ms"] = 1e3 * float(np.percentile(ts, 10))
-    out[f"{way}_p90_ms"] = 1e3 * float(np.percentile(ts, 90))
-  if predictor:
-    out["predictor_first_call_s"] = first_call_s
-    out["predictor_first_call_cached_s"] = cached_first_call_s
-  out["iters"] = max(1, iters)
+  out = {**_way_times(calls, times), **first, "iters": max(1, iters)}
   out["gflop_per_image"] = c["flops"] / batch_size / 1e9
   out["tflops"] = c["flops"] / (out["aot_ms"] / 1e3) / 1e12
   for k in ("compile_s", "flop_source", "argument_gib", "output_gib", "temp_gib"):
     out[k] = c[k]
   out["device_peak_gib"] = device_peak_gib(device)
   return out
+
+
+def _way_times(ways: Sequence[str], times: Sequence[Sequence[float]]) -> dict[str, float]:
+  """`{way}_ms` (the median), `{way}_p10_ms` and `{way}_p90_ms` of each way's seconds."""
+  out = {}
+  for way, ts in zip(ways, times, strict=True):
+    out[f"{way}_ms"] = 1e3 * statistics.median(ts)
+    out[f"{way}_p10_ms"] = 1e3 * float(np.percentile(ts, 10))
+    out[f"{way}_p90_ms"] = 1e3 * float(np.percentile(ts, 90))
+  return out
+
+
+def _predictor_call(config, model, params, hosts: list[np.ndarray], device, batch_size: int):
+  """`Predictor` on `device` for `latency_stats`: round r's call on the photographs
+  `hosts[r % 3]` (`(B, H, W, 3)` uint8), and its first calls' seconds.
+
+  Returns:
+    the call, and {"predictor_first_call_s": compile included,
+    "predictor_first_call_cached_s": a new process's start, in-memory caches
+    cleared and the persistent cache kept (NaN without one)}.
+  """
+  from heatpose_jax import predictor as predictor_lib
+
+  make_predictor = functools.partial(
+    predictor_lib.Predictor,
+    model,
+    params,
+    skeleton=from_config.skeleton(config),
+    input_hw=tuple(config.input_hw),
+    batch_size=batch_size,
+  )
+  with jax.default_device(device):
+    pred = make_predictor()
+    images = [list(h) for h in hosts]
+    t = time.perf_counter()
+    pred(images[0])
+    first_call_s = time.perf_counter() - t
+    cached_first_call_s = math.nan
+    if jax.config.jax_compilation_cache_dir:
+      # A new process's start: in-memory caches cleared, the persistent cache kept.
+      jax.clear_caches()
+      fresh = make_predictor()
+      t = time.perf_counter()
+      fresh(images[0])
+      cached_first_call_s = time.perf_counter() - t
+  first_calls = {
+    "predictor_first_call_s": first_call_s,
+    "predictor_first_call_cached_s": cached_first_call_s,
+  }
+  return (lambda r: pred(images[r % 3])), first_calls
 
 
 def train_stats(
@@ -537,10 +556,26 @@ def run_benchmark(
   """
   start = time.perf_counter()
   mesh = input_pipeline.make_mesh() if mesh is None else mesh
-  first = mesh.devices.flat[0]
-  cpu = _cpu_device()
+  report = _new_report(config, cases, command, variant, max_seconds)
+  emit = functools.partial(_emit, report, start, output_dir, output_name)
+  meshes = _measure_peaks(report, mesh, cases, matmul_size)
+  measure = functools.partial(
+    _measure_case,
+    train_mesh=mesh,
+    train={"steps": train_steps, "repeats": train_repeats, "warmup": warmup},
+    latency={"iters": latency_iters, "warmup": warmup},
+    forward={"parts": tuple(forward_parts), "iters": forward_iters, "warmup": warmup},
+  )
+  _run_cases(config, cases, meshes, report["peaks"], measure, emit, start, max_seconds)
+  _write(report, start, output_dir, output_name)
+  return report
+
+
+def _new_report(config, cases, command: str, variant: str, max_seconds: float) -> dict[str, Any]:
+  """`run_benchmark`'s report before any measurement: the device, the run's settings
+  and empty `peaks`, `results`, `skipped`, `failed`."""
   h, w = config.input_hw
-  report = {
+  return {
     "device": device_info(),
     "command": command,
     "config": f"{config.dataset} {w}x{h}, {config.model.pool_factor}x pooling, "
@@ -557,18 +592,34 @@ def run_benchmark(
     "failed": [],
   }
 
-  def write():
-    report["elapsed_s"] = time.perf_counter() - start
-    if output_dir and jax.process_index() == 0:
-      fileio.write_json(os.path.join(output_dir, f"{output_name}.json"), report)
-      fileio.write_text(os.path.join(output_dir, f"{output_name}.md"), format_markdown(report))
 
-  def emit(entry, status):
-    entry["status"] = status
-    report[status].append(entry)
-    print(f"[{time.perf_counter() - start:6.1f} s] {case_line(entry)}", flush=True)
-    write()
+def _write(report: dict[str, Any], start: float, output_dir: str, output_name: str) -> None:
+  """Stamps the seconds since `start` and rewrites `output_dir/{output_name}.{json,md}`
+  (process 0; no files for `output_dir` '')."""
+  report["elapsed_s"] = time.perf_counter() - start
+  if output_dir and jax.process_index() == 0:
+    fileio.write_json(os.path.join(output_dir, f"{output_name}.json"), report)
+    fileio.write_text(os.path.join(output_dir, f"{output_name}.md"), format_markdown(report))
 
+
+def _emit(report, start, output_dir, output_name, entry: dict[str, Any], status: str) -> None:
+  """Files `entry` under `report[status]` ('results', 'skipped' or 'failed'), prints
+  its line and rewrites the report (`_write`)."""
+  entry["status"] = status
+  report[status].append(entry)
+  print(f"[{time.perf_counter() - start:6.1f} s] {case_line(entry)}", flush=True)
+  _write(report, start, output_dir, output_name)
+
+
+def _measure_peaks(report: dict[str, Any], mesh, cases, matmul_size: int) -> dict[str, Any]:
+  """Measures and prints the matrix-product peaks into `report["peaks"]`: bf16 on the
+  mesh's first device, f32 on the first CPU device when a case runs there.
+
+  Returns:
+    {"default": that first device's mesh, "cpu": the CPU's (when measured)}.
+  """
+  first = mesh.devices.flat[0]
+  cpu = _cpu_device()
   meshes = {"default": input_pipeline.make_mesh([first])}
   report["peaks"]["default"] = matmul_peak(matmul_size, jnp.bfloat16, first)
   if cpu is not None and any(c["device"] == "cpu" for c in cases):
@@ -576,8 +627,16 @@ def run_benchmark(
     report["peaks"]["cpu"] = matmul_peak(min(matmul_size, 2048), jnp.float32, cpu)
   for name, p in report["peaks"].items():
     print(f"matrix-product peak ({name}, {p['dtype']} {p['n']}): {p['tflops']:.2f} TFLOP/s")
+  return meshes
+
+
+def _run_cases(config, cases, meshes, peaks, measure, emit, start: float, max_seconds: float):
+  """Measures `cases` in order (the CPU's in float32) and emits each: skipped once
+  the longest case so far no longer fits in `max_seconds` since `start` (or without
+  its device), failed with the error it raised, else its results and % of peak."""
   cpu_config = ml_collections.ConfigDict(config.to_dict())
   cpu_config.dtype = "float32"
+  h, w = config.input_hw
   longest = 0.0
   for case in cases:
     used = time.perf_counter() - start
@@ -591,46 +650,38 @@ def run_benchmark(
     entry = dict(case, model=cfg.model.variant, input=f"{w}x{h}", pool=cfg.model.pool_factor)
     entry.update(joints=from_config.skeleton(cfg).num_joints, dtype=cfg.dtype)
     entry["device_kind"] = meshes[case["device"]].devices.flat[0].device_kind
+    if case["section"] == "train":
+      entry["batch"] = cfg.batch_size
     t = time.perf_counter()
     try:
-      if case["section"] == "train":
-        entry["batch"] = cfg.batch_size
-        stats = train_stats(
-          cfg, case["phase"], mesh, steps=train_steps, repeats=train_repeats, warmup=warmup
-        )
-        tflops = stats["tflops"]
-      elif case["section"] == "latency":
-        stats = latency_stats(
-          cfg,
-          case["batch"],
-          meshes[case["device"]],
-          iters=latency_iters,
-          warmup=warmup,
-          predictor=case["device"] == "cpu",
-        )
-        tflops = stats["tflops"]
-      else:
-        parts = ("cascade",) if case["device"] == "cpu" else tuple(forward_parts)
-        stats = forward_stats(
-          cfg,
-          case["batch"],
-          meshes[case["device"]],
-          parts=parts,
-          iters=forward_iters,
-          warmup=warmup,
-        )
-        tflops = stats["cascade_tflops"]
+      stats, tflops = measure(case, cfg, meshes[case["device"]])
     except Exception as e:  # noqa: BLE001 - e.g. out of memory: report the case and go on.
       emit(dict(entry, error=f"{type(e).__name__}: {e}"[:500]), "failed")
       continue
     finally:
       longest = max(longest, time.perf_counter() - t)
     entry.update(stats)
-    entry["peak_percent"] = 100 * tflops / report["peaks"][case["device"]]["tflops"]
+    entry["peak_percent"] = 100 * tflops / peaks[case["device"]]["tflops"]
     entry["measure_s"] = time.perf_counter() - t
     emit(entry, "results")
-  write()
-  return report
+
+
+def _measure_case(case, cfg, case_mesh, *, train_mesh, train, latency, forward):
+  """One case's measurements and its achieved TFLOP/s: `train_stats` on the training
+  mesh, `latency_stats` (with the `Predictor` path on the CPU) or `forward_stats`
+  (the cascade alone on the CPU) on the case's device, with these settings."""
+  if case["section"] == "train":
+    stats = train_stats(cfg, case["phase"], train_mesh, **train)
+    return stats, stats["tflops"]
+  if case["section"] == "latency":
+    stats = latency_stats(
+      cfg, case["batch"], case_mesh, **latency, predictor=case["device"] == "cpu"
+    )
+    return stats, stats["tflops"]
+  if case["device"] == "cpu":
+    forward = {**forward, "parts": ("cascade",)}
+  stats = forward_stats(cfg, case["batch"], case_mesh, **forward)
+  return stats, stats["cascade_tflops"]
 
 
 # --- reporting ---------------------------------------------------------------------
@@ -683,6 +734,53 @@ def case_line(entry: dict[str, Any]) -> str:
 
 def format_markdown(report: dict[str, Any]) -> str:
   """benchmark.md: the header, the matrix-product peaks, one table per section."""
+  lines = _markdown_header(report)
+  results = report["results"]
+  trains = [r for r in results if r["section"] == "train"]
+  if trains:
+    lines += _table(
+      [
+        "## Training step (`from_config.train_step`: augmentation, targets, forward, backward, "
+        "AdamW; no input pipeline)"
+      ],
+      "| model | input (W×H) | J | pool | phase | dtype | batch | ms/step | img/s | GFLOP/img "
+      "| TFLOP/s | % of peak | FLOPs from | args + temp GiB | device peak GiB | compile s | loss |",
+      [_train_row(r) for r in trains],
+    )
+  forwards = [r for r in results if r["section"] == "forward"]
+  if forwards:
+    lines += _table(
+      ["## Forward (`inference.predict`; fine = median per-pair cascade − coarse, clipped at 0)"],
+      "| device | model | input (W×H) | pool | dtype | batch | coarse ms/img | fine ms/img "
+      "| cascade ms/img | cascade GFLOP/img | cascade TFLOP/s | % of peak | FLOPs from "
+      "| args + temp GiB | device peak GiB | compile s (cascade) |",
+      [_forward_row(r) for r in forwards],
+    )
+  latencies = [r for r in results if r["section"] == "latency"]
+  if latencies:
+    lines += _table(
+      [
+        "## Latency (AOT-compiled `inference.predict` from uint8 canvases to joints; "
+        f"median of {latencies[0].get('iters', '?')} calls)",
+        "",
+        "- AOT: the compiled executable on a device-resident canvas; jit: the jitted "
+        "function (its dispatch added); host: a numpy canvas in, numpy joints out; "
+        "Predictor: `Predictor(image)` (letterbox and mapping back added).",
+      ],
+      "| device | model | input (W×H) | pool | dtype | batch | AOT ms | AOT p10–p90 ms "
+      "| jit ms | host ms | Predictor ms | GFLOP/img | TFLOP/s | compile s |",
+      [_latency_row(r) for r in latencies],
+    )
+  for kind in ("skipped", "failed"):
+    if report.get(kind):
+      lines += [f"## {kind.capitalize()}", ""]
+      lines += [f"- {case_line(e)}" for e in report[kind]]
+      lines.append("")
+  return "\n".join(lines)
+
+
+def _markdown_header(report: dict[str, Any]) -> list[str]:
+  """benchmark.md's title and bullet points: the run, the peaks, the FLOP sources."""
   info = report["device"]
   lines = [
     "# heatpose_jax benchmark",
@@ -704,81 +802,49 @@ def format_markdown(report: dict[str, Any]) -> str:
       f"- matrix-product peak ({name}): {p['dtype']} {p['n']}×{p['n']}, {p['device']}: "
       f"{_g(p['tflops'])} TFLOP/s (the '% of peak' reference)"
     )
-  lines += [
+  return lines + [
     "- FLOPs from: 'xla' = XLA's cost analysis of the lowered module, 'analytic' = "
     "convolutions and matrix products of the jaxpr (`heatpose_jax.model_stats`).",
     "",
   ]
-  results = report["results"]
-  trains = [r for r in results if r["section"] == "train"]
-  if trains:
-    lines += [
-      "## Training step (`from_config.train_step`: augmentation, targets, forward, backward, "
-      "AdamW; no input pipeline)",
-      "",
-      "| model | input (W×H) | J | pool | phase | dtype | batch | ms/step | img/s | GFLOP/img "
-      "| TFLOP/s | % of peak | FLOPs from | args + temp GiB | device peak GiB | compile s | loss |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in trains:
-      lines.append(
-        f"| {r['model']} | {r['input']} | {r['joints']} | {r['pool']}x | {r['phase']} "
-        f"| {r['dtype']} | {r['batch']} | {_f(r['step_ms'], 2)} | {_f(r['images_per_s'], 1)} "
-        f"| {_f(r['gflop_per_image'], 2)} | {_g(r['tflops'])} | {_f(r['peak_percent'], 1)} "
-        f"| {r['flop_source']} | {_g(r['argument_gib'] + r['temp_gib'])} "
-        f"| {_g(r['device_peak_gib'])} | {_f(r['compile_s'], 1)} | {_f(r['loss'], 4)} |"
-      )
-    lines.append("")
-  forwards = [r for r in results if r["section"] == "forward"]
-  if forwards:
-    lines += [
-      "## Forward (`inference.predict`; fine = median per-pair cascade − coarse, clipped at 0)",
-      "",
-      "| device | model | input (W×H) | pool | dtype | batch | coarse ms/img | fine ms/img "
-      "| cascade ms/img | cascade GFLOP/img | cascade TFLOP/s | % of peak | FLOPs from "
-      "| args + temp GiB | device peak GiB | compile s (cascade) |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in forwards:
-      lines.append(
-        f"| {r['device_kind']} | {r['model']} | {r['input']} | {r['pool']}x | {r['dtype']} "
-        f"| {r['batch']} | {_f(r.get('coarse_ms_per_image'), 3)} "
-        f"| {_f(r.get('fine_ms_per_image'), 3)} | {_f(r['cascade_ms_per_image'], 3)} "
-        f"| {_f(r['cascade_gflop_per_image'], 2)} | {_g(r['cascade_tflops'])} "
-        f"| {_f(r['peak_percent'], 1)} | {r['cascade_flop_source']} "
-        f"| {_g(r['cascade_argument_gib'] + r['cascade_temp_gib'])} "
-        f"| {_g(r['device_peak_gib'])} | {_f(r['cascade_compile_s'], 1)} |"
-      )
-    lines.append("")
-  latencies = [r for r in results if r["section"] == "latency"]
-  if latencies:
-    lines += [
-      "## Latency (AOT-compiled `inference.predict` from uint8 canvases to joints; "
-      f"median of {latencies[0].get('iters', '?')} calls)",
-      "",
-      "- AOT: the compiled executable on a device-resident canvas; jit: the jitted "
-      "function (its dispatch added); host: a numpy canvas in, numpy joints out; "
-      "Predictor: `Predictor(image)` (letterbox and mapping back added).",
-      "",
-      "| device | model | input (W×H) | pool | dtype | batch | AOT ms | AOT p10–p90 ms "
-      "| jit ms | host ms | Predictor ms | GFLOP/img | TFLOP/s | compile s |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in latencies:
-      lines.append(
-        f"| {r['device_kind']} | {r['model']} | {r['input']} | {r['pool']}x | {r['dtype']} "
-        f"| {r['batch']} | {_f(r['aot_ms'], 3)} "
-        f"| {_f(r['aot_p10_ms'], 3)}–{_f(r['aot_p90_ms'], 3)} | {_f(r['jit_ms'], 3)} "
-        f"| {_f(r['host_ms'], 3)} | {_f(r.get('predictor_ms'), 3)} "
-        f"| {_f(r['gflop_per_image'], 2)} | {_g(r['tflops'])} | {_f(r['compile_s'], 1)} |"
-      )
-    lines.append("")
-  for kind in ("skipped", "failed"):
-    if report.get(kind):
-      lines += [f"## {kind.capitalize()}", ""]
-      lines += [f"- {case_line(e)}" for e in report[kind]]
-      lines.append("")
-  return "\n".join(lines)
+
+
+def _table(title: list[str], header: str, rows: list[str]) -> list[str]:
+  """A Markdown section: `title` lines, the table (`header`, its rule, `rows`), a blank."""
+  rule = "|" + "---|" * (header.count("|") - 1)
+  return [*title, "", header, rule, *rows, ""]
+
+
+def _train_row(r: dict[str, Any]) -> str:
+  return (
+    f"| {r['model']} | {r['input']} | {r['joints']} | {r['pool']}x | {r['phase']} "
+    f"| {r['dtype']} | {r['batch']} | {_f(r['step_ms'], 2)} | {_f(r['images_per_s'], 1)} "
+    f"| {_f(r['gflop_per_image'], 2)} | {_g(r['tflops'])} | {_f(r['peak_percent'], 1)} "
+    f"| {r['flop_source']} | {_g(r['argument_gib'] + r['temp_gib'])} "
+    f"| {_g(r['device_peak_gib'])} | {_f(r['compile_s'], 1)} | {_f(r['loss'], 4)} |"
+  )
+
+
+def _forward_row(r: dict[str, Any]) -> str:
+  return (
+    f"| {r['device_kind']} | {r['model']} | {r['input']} | {r['pool']}x | {r['dtype']} "
+    f"| {r['batch']} | {_f(r.get('coarse_ms_per_image'), 3)} "
+    f"| {_f(r.get('fine_ms_per_image'), 3)} | {_f(r['cascade_ms_per_image'], 3)} "
+    f"| {_f(r['cascade_gflop_per_image'], 2)} | {_g(r['cascade_tflops'])} "
+    f"| {_f(r['peak_percent'], 1)} | {r['cascade_flop_source']} "
+    f"| {_g(r['cascade_argument_gib'] + r['cascade_temp_gib'])} "
+    f"| {_g(r['device_peak_gib'])} | {_f(r['cascade_compile_s'], 1)} |"
+  )
+
+
+def _latency_row(r: dict[str, Any]) -> str:
+  return (
+    f"| {r['device_kind']} | {r['model']} | {r['input']} | {r['pool']}x | {r['dtype']} "
+    f"| {r['batch']} | {_f(r['aot_ms'], 3)} "
+    f"| {_f(r['aot_p10_ms'], 3)}–{_f(r['aot_p90_ms'], 3)} | {_f(r['jit_ms'], 3)} "
+    f"| {_f(r['host_ms'], 3)} | {_f(r.get('predictor_ms'), 3)} "
+    f"| {_f(r['gflop_per_image'], 2)} | {_g(r['tflops'])} | {_f(r['compile_s'], 1)} |"
+  )
 
 
 # --- variants, the input side and the CPU latency ------------------------------------
@@ -1065,30 +1131,7 @@ def cpu_latency_report(
   for name in models:
     for batch in batches:
       config = model_config(name, pool=pool, dtype="float32", batch_size=batch, tiny=tiny)
-      h, w = config.input_hw
-      t = time.perf_counter()
-      stats = latency_stats(config, batch, mesh, iters=iters, warmup=warmup, predictor=True)
-      entry = {
-        "model": name,
-        "input": f"{w}x{h}",
-        "joints": from_config.skeleton(config).num_joints,
-        "pool": pool,
-        "dtype": "float32",
-        "batch": batch,
-        **stats,
-        "predictor_ms_per_image": stats["predictor_ms"] / batch,
-        "predictor_gflops": stats["gflop_per_image"] * batch / (stats["predictor_ms"] / 1e3),
-        "measure_s": time.perf_counter() - t,
-        # Another job on one of a few cores shows as a slower, still tight, run.
-        "loadavg_1min_after": os.getloadavg()[0],
-      }
-      report["results"].append(entry)
-      print(
-        f"{name} {w}x{h} batch {batch}: Predictor {entry['predictor_ms']:.1f} ms, "
-        f"AOT {entry['aot_ms']:.1f} ms (p10–p90 {entry['aot_p10_ms']:.1f}–"
-        f"{entry['aot_p90_ms']:.1f}), jit {entry['jit_ms']:.1f}",
-        flush=True,
-      )
+      report["results"].append(_cpu_latency_entry(config, name, pool, batch, mesh, iters, warmup))
       write()
     if torch_python:
       for row in torch_peer_latency(
@@ -1101,6 +1144,36 @@ def cpu_latency_report(
   report["loadavg_after"] = list(os.getloadavg())
   write()
   return report
+
+
+def _cpu_latency_entry(config, name: str, pool: int, batch: int, mesh, iters: int, warmup: int):
+  """One row of `cpu_latency_report`: `latency_stats` with the `Predictor` path of
+  `config` (model `name`, `pool`x pooling) at `batch`, and the load average after it;
+  prints its line."""
+  h, w = config.input_hw
+  t = time.perf_counter()
+  stats = latency_stats(config, batch, mesh, iters=iters, warmup=warmup, predictor=True)
+  entry = {
+    "model": name,
+    "input": f"{w}x{h}",
+    "joints": from_config.skeleton(config).num_joints,
+    "pool": pool,
+    "dtype": "float32",
+    "batch": batch,
+    **stats,
+    "predictor_ms_per_image": stats["predictor_ms"] / batch,
+    "predictor_gflops": stats["gflop_per_image"] * batch / (stats["predictor_ms"] / 1e3),
+    "measure_s": time.perf_counter() - t,
+    # Another job on one of a few cores shows as a slower, still tight, run.
+    "loadavg_1min_after": os.getloadavg()[0],
+  }
+  print(
+    f"{name} {w}x{h} batch {batch}: Predictor {entry['predictor_ms']:.1f} ms, "
+    f"AOT {entry['aot_ms']:.1f} ms (p10–p90 {entry['aot_p10_ms']:.1f}–"
+    f"{entry['aot_p90_ms']:.1f}), jit {entry['jit_ms']:.1f}",
+    flush=True,
+  )
+  return entry
 
 
 def format_cpu_latency(report: dict[str, Any]) -> str:
@@ -1134,42 +1207,53 @@ def format_cpu_latency(report: dict[str, Any]) -> str:
     "| first call s (cold / cached) | load (1 min) after |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
-  for r in report["results"]:
-    b = r.get("batch", 1)
-    lines.append(
-      f"| {r['model']} | {r['input']} | {r['joints']} | {r['pool']}x | {b} "
-      f"| {_f(r['predictor_ms'], 1)} | {_f(r['predictor_ms'] / b, 1)} | {_f(r['aot_ms'], 1)} "
-      f"| {_f(r['aot_p10_ms'], 1)}–{_f(r['aot_p90_ms'], 1)} | {_f(r['jit_ms'], 1)} "
-      f"| {_f(r['host_ms'], 1)} | {_f(r['gflop_per_image'], 1)} "
-      f"| {_f(r['gflop_per_image'] * b / (r['predictor_ms'] / 1e3), 1)} "
-      f"| {_f(r['compile_s'], 1)} "
-      f"| {_f(r['predictor_first_call_s'], 1)} / "
-      f"{_f(r.get('predictor_first_call_cached_s', math.nan), 1)} "
-      f"| {_f(r.get('loadavg_1min_after'), 1)} |"
-    )
-  rows = report.get("torch") or []
-  if rows:
-    lines += [
-      "",
-      "## The PyTorch peer, same run (`../shared/peers/torch_cpu_latency.py`, batch 1, "
-      "fp32, its own analytic GFLOP; the peer runs FLIC's bank on a 256×256 input)",
-      "",
-      "| model | mode | torch | threads | median ms | min ms | GFLOP | GFLOP/s | first call s "
-      "| ours (Predictor) / peer speed |",
-      "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    ours = {r["model"]: r for r in report["results"] if r.get("batch", 1) == 1}
-    for t in rows:
-      if "error" in t:
-        lines.append(f"| {t.get('model')} | {t['mode']} | error: {t['error']} |||||||| |")
-        continue
-      mine = ours.get(t.get("model"))
-      ratio = t["median_s"] * 1e3 / mine["predictor_ms"] if mine else math.nan
-      lines.append(
-        f"| {t.get('model')} | {t['mode']} | {t.get('torch', '')} | {t.get('threads', '')} "
-        f"| {_f(t['median_s'] * 1e3, 1)} | {_f(t['min_s'] * 1e3, 1)} | {_f(t['gflop'], 1)} "
-        f"| {_f(t['gflops_per_s'], 1)} | {_f(t.get('first_s', math.nan), 1)} "
-        f"| {_f(ratio, 2)}× |"
-      )
+  lines += [_cpu_latency_row(r) for r in report["results"]]
+  lines += _torch_peer_table(report)
   lines.append("")
   return "\n".join(lines)
+
+
+def _cpu_latency_row(r: dict[str, Any]) -> str:
+  b = r.get("batch", 1)
+  return (
+    f"| {r['model']} | {r['input']} | {r['joints']} | {r['pool']}x | {b} "
+    f"| {_f(r['predictor_ms'], 1)} | {_f(r['predictor_ms'] / b, 1)} | {_f(r['aot_ms'], 1)} "
+    f"| {_f(r['aot_p10_ms'], 1)}–{_f(r['aot_p90_ms'], 1)} | {_f(r['jit_ms'], 1)} "
+    f"| {_f(r['host_ms'], 1)} | {_f(r['gflop_per_image'], 1)} "
+    f"| {_f(r['gflop_per_image'] * b / (r['predictor_ms'] / 1e3), 1)} "
+    f"| {_f(r['compile_s'], 1)} "
+    f"| {_f(r['predictor_first_call_s'], 1)} / "
+    f"{_f(r.get('predictor_first_call_cached_s', math.nan), 1)} "
+    f"| {_f(r.get('loadavg_1min_after'), 1)} |"
+  )
+
+
+def _torch_peer_table(report: dict[str, Any]) -> list[str]:
+  """Markdown lines: the PyTorch peer's modes with the speed ratio of our batch-1
+  Predictor (none without peer rows)."""
+  rows = report.get("torch") or []
+  if not rows:
+    return []
+  lines = [
+    "",
+    "## The PyTorch peer, same run (`../shared/peers/torch_cpu_latency.py`, batch 1, "
+    "fp32, its own analytic GFLOP; the peer runs FLIC's bank on a 256×256 input)",
+    "",
+    "| model | mode | torch | threads | median ms | min ms | GFLOP | GFLOP/s | first call s "
+    "| ours (Predictor) / peer speed |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  ours = {r["model"]: r for r in report["results"] if r.get("batch", 1) == 1}
+  for t in rows:
+    if "error" in t:
+      lines.append(f"| {t.get('model')} | {t['mode']} | error: {t['error']} |||||||| |")
+      continue
+    mine = ours.get(t.get("model"))
+    ratio = t["median_s"] * 1e3 / mine["predictor_ms"] if mine else math.nan
+    lines.append(
+      f"| {t.get('model')} | {t['mode']} | {t.get('torch', '')} | {t.get('threads', '')} "
+      f"| {_f(t['median_s'] * 1e3, 1)} | {_f(t['min_s'] * 1e3, 1)} | {_f(t['gflop'], 1)} "
+      f"| {_f(t['gflops_per_s'], 1)} | {_f(t.get('first_s', math.nan), 1)} "
+      f"| {_f(ratio, 2)}× |"
+    )
+  return lines

@@ -109,7 +109,6 @@ def bench_host(
     batch_size: host batch size.
     threads, workers: the `num_threads` and `worker_count` values to try.
   """
-  from heatpose_jax import canvas_cache  # grain: host part only
   from heatpose_jax import input_pipeline as ip
 
   rows = []
@@ -117,44 +116,71 @@ def bench_host(
     "480×720 JPEG → 240×320 'torso'": ((480, 720), "torso", (240, 320)),
     "256×256 JPEG → 256×256 'extent'": ((256, 256), "extent", (256, 256)),
   }
-  bs = batch_size
   for name, (src_hw, mode, canvas_hw) in configs.items():
     source = make_source(num_examples, src_hw)
     kb = np.mean([len(ex["image"]) for ex in source]) / 1024
     name = f"{name} ({kb:.0f} KB)"
     crop = ip.Crop(skeleton=SKELETON, crop_mode=mode, canvas_hw=canvas_hw)
-    # Single-thread cost of the pieces.
-    n = min(64, len(source))
+    rows += _piece_rows(name, source, crop)
+    rows += _dataset_rows(name, source, crop, num_images, batch_size, threads, workers)
+  return rows
+
+
+def _piece_rows(name: str, source: list[dict[str, Any]], crop) -> list[dict[str, Any]]:
+  """Single-thread rates of the pieces on the first 64 examples: PIL's full decode,
+  and `crop_example` (also without the JPEG draft for 'torso')."""
+  from heatpose_jax import input_pipeline as ip
+
+  rows = []
+  n = min(64, len(source))
+  start = time.perf_counter()
+  for ex in source[:n]:
+    with Image.open(io.BytesIO(ex["image"])) as im:
+      im.load()
+  rows.append(_row(name, "PIL full decode only, 1 thread", n / (time.perf_counter() - start)))
+  for draft in (True, False) if crop.crop_mode == "torso" else (True,):
     start = time.perf_counter()
     for ex in source[:n]:
-      with Image.open(io.BytesIO(ex["image"])) as im:
-        im.load()
-    rows.append(_row(name, "PIL full decode only, 1 thread", n / (time.perf_counter() - start)))
-    for draft in (True, False) if mode == "torso" else (True,):
-      start = time.perf_counter()
-      for ex in source[:n]:
-        ip.crop_example(ex, **{**crop.kwargs(), "use_draft": draft})
-      label = "crop_example, 1 thread" + ("" if draft else ", no JPEG draft")
-      rows.append(_row(name, label, n / (time.perf_counter() - start)))
-    common = dict(crop=crop, global_batch_size=bs, shuffle=True, seed=0)
-    for t in threads:
-      ds = ip.make_dataset(source, **common, num_threads=int(t))
-      rows.append(_row(name, f"make_dataset, {t} threads", _time_iter(ds, num_images, bs)))
-    for w in workers:
-      ds = ip.make_dataset(source, **common, num_threads=1, worker_count=int(w))
-      rate = _time_iter(ds, num_images, bs)
-      rows.append(_row(name, f"make_dataset, {w} worker processes", rate))
-    with tempfile.TemporaryDirectory() as tmp:
-      start = time.perf_counter()
-      cache = canvas_cache.build_canvas_cache(
-        source, crop=crop, path=os.path.join(tmp, "c"), num_threads=2
-      )
-      rate = len(source) / (time.perf_counter() - start)
-      rows.append(_row(name, "build_canvas_cache, 2 threads", rate))
-      for t in (1, 2):
-        ds = ip.make_dataset(cache, **common, num_threads=t)
-        rate = _time_iter(ds, 4 * num_images, bs)
-        rows.append(_row(name, f"make_dataset on the cache, {t} threads", rate))
+      ip.crop_example(ex, **{**crop.kwargs(), "use_draft": draft})
+    label = "crop_example, 1 thread" + ("" if draft else ", no JPEG draft")
+    rows.append(_row(name, label, n / (time.perf_counter() - start)))
+  return rows
+
+
+def _dataset_rows(
+  name: str,
+  source: list[dict[str, Any]],
+  crop,
+  num_images: int,
+  bs: int,
+  threads: Sequence[int],
+  workers: Sequence[int],
+) -> list[dict[str, Any]]:
+  """`make_dataset` rates with each of `threads` threads and `workers` worker
+  processes, building the canvas cache, and `make_dataset` on it (4× the images)."""
+  from heatpose_jax import canvas_cache  # grain: host part only
+  from heatpose_jax import input_pipeline as ip
+
+  rows = []
+  common = dict(crop=crop, global_batch_size=bs, shuffle=True, seed=0)
+  for t in threads:
+    ds = ip.make_dataset(source, **common, num_threads=int(t))
+    rows.append(_row(name, f"make_dataset, {t} threads", _time_iter(ds, num_images, bs)))
+  for w in workers:
+    ds = ip.make_dataset(source, **common, num_threads=1, worker_count=int(w))
+    rate = _time_iter(ds, num_images, bs)
+    rows.append(_row(name, f"make_dataset, {w} worker processes", rate))
+  with tempfile.TemporaryDirectory() as tmp:
+    start = time.perf_counter()
+    cache = canvas_cache.build_canvas_cache(
+      source, crop=crop, path=os.path.join(tmp, "c"), num_threads=2
+    )
+    rate = len(source) / (time.perf_counter() - start)
+    rows.append(_row(name, "build_canvas_cache, 2 threads", rate))
+    for t in (1, 2):
+      ds = ip.make_dataset(cache, **common, num_threads=t)
+      rate = _time_iter(ds, 4 * num_images, bs)
+      rows.append(_row(name, f"make_dataset on the cache, {t} threads", rate))
   return rows
 
 

@@ -293,20 +293,13 @@ def run_study(
   Returns:
     The summary written to table.json.
   """
-  bad = [v for v in views if v not in VIEWS]
-  if bad or not views:
-    raise ValueError(f"views must be a non-empty subset of {VIEWS}, got {tuple(views)}")
-  if "image" in views and config.crop_mode not in _DEFAULT_BOX_SCALE:
-    raise ValueError(
-      f"view 'image' needs crop_mode 'extent' or 'scale_normalized', not {config.crop_mode!r}"
-    )
+  _check_views(config, views)
   config = ml_collections.ConfigDict(config.to_dict())
   config.spatial_model.enabled = True
   out_dir = out_dir or os.path.join(workdir, "mrf_study")
   mesh = input_pipeline.make_mesh() if mesh is None else mesh
   if train_first:
     train.train_and_evaluate(config, workdir, mesh=mesh)
-  skeleton = from_config.skeleton(config)
   model = from_config.model(config)
   params, step = checkpoints.restore_params(workdir, from_config.abstract_params(config, mesh))
   alpha = float(max(config.eval.thresholds))
@@ -323,68 +316,108 @@ def run_study(
   predict_fns = {}  # one compiled function per MRF graph and size
   shown = None
   for view in views:
-    if view == "person":
-      mrf = train.fit_spatial_model(config, model, params, mesh, workdir, step)
-      source = from_config.eval_source(config, workdir)
-      description = f"the config's '{config.crop_mode}' person-centred crop"
-    else:
-      box_scale = config.box_scale or _DEFAULT_BOX_SCALE[config.crop_mode]
-      train_src = WholeImageView(from_config.dataset_source(config, config.train_split), box_scale)
-      mrf = train.fit_spatial_model(
-        config,
-        model,
-        params,
-        mesh,
-        workdir,
-        step,
-        source=train_src,
-        save_dir=os.path.join(out_dir, "image_view"),
-      )
-      raw = from_config.dataset_source(config, config.eval_split)
-      source = WholeImageView(raw, box_scale, limit=config.max_eval_examples)
-      description = "the whole image, letterboxed (both people complete)"
-    if mrf.spec not in predict_fns:
-      predict_fns[mrf.spec] = inference.make_predict_fn(
-        model,
-        mesh,
-        coarse_refine=config.eval.coarse_refine,
-        selector=spatial_training.mrf_selector(mrf.spec),
-      )
-    preds = evaluation.predict_dataset(
-      predict_fns[mrf.spec],
-      params,
-      from_config.eval_batches(config, source),
-      mesh,
-      selector_params=jax.device_put(mrf.params, NamedSharding(mesh, PartitionSpec())),
-      desc=f"{view} view",
-    )
-    scored = evaluation.score(
-      preds,
-      skeleton,
-      normalizer=config.eval.normalizer,
-      thresholds=tuple(config.eval.thresholds),
-      curve_max=config.eval.curve_max,
-    )
-    rates = right_person_rates(preds)
-    summary["views"][view] = {
-      "description": description,
-      "num_examples": int(preds["index"].shape[0]),
-      "num_with_distractor": rates["num_with_distractor"],
-      "num_joints": rates["num_joints"],
-      "mrf_loss": mrf.info.get("final_loss"),
-      "rows": view_rows(preds, scored, config.eval.normalizer, alpha),
-    }
-    logging.info("view %s:\n%s", view, evaluation.format_table(scored, f"{view} view"))
+    mrf, source, description = _fit_view(config, model, params, mesh, workdir, step, out_dir, view)
+    preds = _predict_view(config, model, params, mesh, mrf, source, view, predict_fns)
+    summary["views"][view] = _view_summary(config, view, preds, mrf, description, alpha)
     if shown is None or view == "image":  # the whole image shows both people
       shown = (view, source, preds)
   if jax.process_index() == 0:
-    fileio.write_json(os.path.join(out_dir, "table.json"), summary)
-    text = format_markdown(summary)
-    fileio.write_text(os.path.join(out_dir, "table.md"), text)
-    plot_bars(summary, os.path.join(out_dir, "figure.png"))
-    if num_overlays:
-      view, source, preds = shown
-      sheet = overlays(config, source, preds, view, num_overlays)
-      fileio.save_image(os.path.join(out_dir, "overlays.png"), sheet)
-    print(text, flush=True)
+    _write_outputs(config, out_dir, summary, shown, num_overlays)
   return summary
+
+
+def _check_views(config: ml_collections.ConfigDict, views: Sequence[str]) -> None:
+  """ValueError unless `views` is a non-empty subset of `VIEWS` that `config` can crop."""
+  bad = [v for v in views if v not in VIEWS]
+  if bad or not views:
+    raise ValueError(f"views must be a non-empty subset of {VIEWS}, got {tuple(views)}")
+  if "image" in views and config.crop_mode not in _DEFAULT_BOX_SCALE:
+    raise ValueError(
+      f"view 'image' needs crop_mode 'extent' or 'scale_normalized', not {config.crop_mode!r}"
+    )
+
+
+def _fit_view(config, model, params, mesh: Mesh, workdir: str, step: int, out_dir: str, view: str):
+  """The MRF of `view` (fitted, or loaded when saved) and the eval examples it is
+  scored on: (`FittedMRF`, eval source, a description of the view).
+
+  'person': the config's crop, the MRF saved in the workdir; 'image': whole images
+  (`WholeImageView`) for fitting and scoring, the MRF in `out_dir/image_view`.
+  """
+  if view == "person":
+    mrf = train.fit_spatial_model(config, model, params, mesh, workdir, step)
+    source = from_config.eval_source(config, workdir)
+    return mrf, source, f"the config's '{config.crop_mode}' person-centred crop"
+  box_scale = config.box_scale or _DEFAULT_BOX_SCALE[config.crop_mode]
+  train_src = WholeImageView(from_config.dataset_source(config, config.train_split), box_scale)
+  mrf = train.fit_spatial_model(
+    config,
+    model,
+    params,
+    mesh,
+    workdir,
+    step,
+    source=train_src,
+    save_dir=os.path.join(out_dir, "image_view"),
+  )
+  raw = from_config.dataset_source(config, config.eval_split)
+  source = WholeImageView(raw, box_scale, limit=config.max_eval_examples)
+  return mrf, source, "the whole image, letterboxed (both people complete)"
+
+
+def _predict_view(config, model, params, mesh: Mesh, mrf, source, view: str, predict_fns: dict):
+  """`evaluation.predict_dataset` of the view's eval `source` with the MRF as the
+  selector; the compiled function of each MRF graph and size is kept in `predict_fns`."""
+  if mrf.spec not in predict_fns:
+    predict_fns[mrf.spec] = inference.make_predict_fn(
+      model,
+      mesh,
+      coarse_refine=config.eval.coarse_refine,
+      selector=spatial_training.mrf_selector(mrf.spec),
+    )
+  return evaluation.predict_dataset(
+    predict_fns[mrf.spec],
+    params,
+    from_config.eval_batches(config, source),
+    mesh,
+    selector_params=jax.device_put(mrf.params, NamedSharding(mesh, PartitionSpec())),
+    desc=f"{view} view",
+  )
+
+
+def _view_summary(config, view: str, preds: dict, mrf, description: str, alpha: float) -> dict:
+  """table.json's entry of one view: its examples, the MRF's final loss and the
+  rows of `view_rows`; logs the view's evaluation table."""
+  skeleton = from_config.skeleton(config)
+  scored = evaluation.score(
+    preds,
+    skeleton,
+    normalizer=config.eval.normalizer,
+    thresholds=tuple(config.eval.thresholds),
+    curve_max=config.eval.curve_max,
+  )
+  rates = right_person_rates(preds)
+  summary = {
+    "description": description,
+    "num_examples": int(preds["index"].shape[0]),
+    "num_with_distractor": rates["num_with_distractor"],
+    "num_joints": rates["num_joints"],
+    "mrf_loss": mrf.info.get("final_loss"),
+    "rows": view_rows(preds, scored, config.eval.normalizer, alpha),
+  }
+  logging.info("view %s:\n%s", view, evaluation.format_table(scored, f"{view} view"))
+  return summary
+
+
+def _write_outputs(config, out_dir: str, summary: dict, shown, num_overlays: int) -> None:
+  """table.json, table.md (also printed), figure.png and, with `num_overlays`,
+  overlays.png of the `shown` (view, source, predictions)."""
+  fileio.write_json(os.path.join(out_dir, "table.json"), summary)
+  text = format_markdown(summary)
+  fileio.write_text(os.path.join(out_dir, "table.md"), text)
+  plot_bars(summary, os.path.join(out_dir, "figure.png"))
+  if num_overlays:
+    view, source, preds = shown
+    sheet = overlays(config, source, preds, view, num_overlays)
+    fileio.save_image(os.path.join(out_dir, "overlays.png"), sheet)
+  print(text, flush=True)

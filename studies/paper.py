@@ -178,7 +178,6 @@ def cascade(ctx: Context, out_dir: str) -> Table:
   n = len(ctx.pools)
   hist_fig, hist_axes = plt.subplots(n, 4, figsize=(13, 2.6 * n), squeeze=False)
   curve_fig, curve_axes = plt.subplots(1, 2, figsize=(10, 4))
-  bins = np.arange(-HIST_RANGE_PX, HIST_RANGE_PX + 1.0, 1.0)
   for i, p in enumerate(ctx.pools):
     color = f"C{i}"
     errs = {(g, m): [] for g in groups for m in ("coarse", "cascade")}
@@ -202,14 +201,7 @@ def cascade(ctx: Context, out_dir: str) -> Table:
             t.add(row, f"PCK@{a} {c}", v)
           curves[(c, m)].append(full[c])
     for j, (g, m) in enumerate(errs):
-      ax = hist_axes[i][j]
-      e = np.concatenate(errs[(g, m)])
-      kept = e[np.abs(e) <= HIST_RANGE_PX]
-      ax.hist(kept, bins=bins, density=True, color=color, alpha=0.8)
-      std = float(np.std(kept)) if kept.size else float("nan")
-      ax.set_title(f"{p}x {m}, {g}: STD {std:.2f} ({e.size - kept.size} out)", fontsize=8)
-      ax.set_xlabel("prediction error (x), input px", fontsize=8)
-      ax.set_ylabel("probability", fontsize=8)
+      _error_histogram(hist_axes[i][j], np.concatenate(errs[(g, m)]), f"{p}x {m}, {g}", color)
     for k, c in enumerate(("Head", "Wrist")):
       for m, style in (("coarse", "--"), ("cascade", "-")):
         tables.plot_mean(curve_axes[k], ctx.alphas, curves[(c, m)], style, f"{p}x {m}", color)
@@ -228,6 +220,18 @@ def cascade(ctx: Context, out_dir: str) -> Table:
     "coarse = argmax of the phase-1 checkpoint (coarse model alone); cascade = final model.",
   ]
   return t
+
+
+def _error_histogram(ax, e: np.ndarray, title: str, color: str) -> None:
+  """Fig. 11's panel: the density of the x errors `e` (input px) within ±HIST_RANGE_PX,
+  titled with their STD and how many fell outside."""
+  bins = np.arange(-HIST_RANGE_PX, HIST_RANGE_PX + 1.0, 1.0)
+  kept = e[np.abs(e) <= HIST_RANGE_PX]
+  ax.hist(kept, bins=bins, density=True, color=color, alpha=0.8)
+  std = float(np.std(kept)) if kept.size else float("nan")
+  ax.set_title(f"{title}: STD {std:.2f} ({e.size - kept.size} out)", fontsize=8)
+  ax.set_xlabel("prediction error (x), input px", fontsize=8)
+  ax.set_ylabel("probability", fontsize=8)
 
 
 def _add_wrist_all(t: Table, row: str, at: dict[str, np.ndarray], alphas: Sequence[float]) -> None:
@@ -496,6 +500,52 @@ def run_experiments(
   """
   names = list(EXPERIMENTS) if "all" in experiments else list(experiments)
   pools = tuple(int(p) for p in pools)
+  _check_experiments(config, names, pools, seeds)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  mesh = input_pipeline.make_mesh() if mesh is None else mesh
+  kinds = list(dict.fromkeys(k for n in names for k in runs_of(n, config, pools)))
+  runs = _make_runs(config, workdir, kinds, seeds, pools, checkpoints_per_run)
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  runs_lib.train_runs(
+    list(runs.values()), max_parallel=max_parallel, mesh=mesh, train_args=train_args, cwd=repo
+  )
+  cache = preds_lib.PredictionCache(mesh)
+  ctx = Context(
+    config, workdir, seeds, runs, cache, {}, pools, timing_iters, tuple(timing_batch_sizes)
+  )
+  results = {}
+  for n in names:
+    table = _run_experiment(n, ctx, command)
+    if jax.process_index() == 0:
+      results[n] = table
+  if jax.process_index() == 0:
+    tables.write_summary(workdir, EXPERIMENTS)
+  return results
+
+
+def _run_experiment(name: str, ctx: Context, command: str) -> dict | None:
+  """Experiment `name` on `ctx` with its own header: `workdir/<name>/`'s files and
+  its table.json content (process 0; None elsewhere)."""
+  out_dir = os.path.join(ctx.workdir, name)
+  kinds = runs_of(name, ctx.base, ctx.pools)
+  num_eval = None
+  if kinds:
+    num_eval = int(ctx.cache.predictions(ctx.runs[(kinds[0], 0)])["joints"].shape[0])
+  header = _header(ctx.runs, kinds, ctx.base, ctx.seeds, command, num_eval, ctx.mesh)
+  ctx = dataclasses.replace(ctx, header=header)
+  logging.info("experiment %s", name)
+  table = EXPERIMENT_FNS[name](ctx, out_dir)
+  if jax.process_index() != 0:
+    return None
+  result = table.write(out_dir, header)
+  print(f"{name}: {out_dir}/table.md", flush=True)
+  return result
+
+
+def _check_experiments(config, names: list[str], pools: tuple[int, ...], seeds: int) -> None:
+  """ValueError for an unknown experiment, seeds < 1, pools outside `POOLS` or without
+  the `MAIN_POOL` an experiment compares at, or no coarse phase where one is needed."""
   for n in names:
     runs_of(n, config, pools)  # validates the name
   if seeds < 1:
@@ -507,12 +557,12 @@ def run_experiments(
     raise ValueError(f"{sorted(needs_main)} compare at {MAIN_POOL}x: pools must include it")
   if {"pooling", "cascade"} & set(names) and not from_config.phase_end(config, "coarse"):
     raise ValueError("pooling and cascade need the coarse phase: config.phases.coarse has no steps")
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  mesh = input_pipeline.make_mesh() if mesh is None else mesh
-  kinds = list(dict.fromkeys(k for n in names for k in runs_of(n, config, pools)))
+
+
+def _make_runs(config, workdir: str, kinds, seeds: int, pools, checkpoints_per_run: int) -> dict:
+  """(kind, seed index) -> `runs_lib.make_run` of every kind and seed."""
   scale = runs_lib.unnormalized_image_scale(config) if "unnormalized" in kinds else 0.0
-  runs = {
+  return {
     (k, s): runs_lib.make_run(
       config,
       workdir,
@@ -525,27 +575,3 @@ def run_experiments(
     for k in kinds
     for s in range(seeds)
   }
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  runs_lib.train_runs(
-    list(runs.values()), max_parallel=max_parallel, mesh=mesh, train_args=train_args, cwd=repo
-  )
-  cache = preds_lib.PredictionCache(mesh)
-  results = {}
-  for n in names:
-    out_dir = os.path.join(workdir, n)
-    n_kinds = runs_of(n, config, pools)
-    num_eval = None
-    if n_kinds:
-      num_eval = int(cache.predictions(runs[(n_kinds[0], 0)])["joints"].shape[0])
-    header = _header(runs, n_kinds, config, seeds, command, num_eval, mesh)
-    ctx = Context(
-      config, workdir, seeds, runs, cache, header, pools, timing_iters, tuple(timing_batch_sizes)
-    )
-    logging.info("experiment %s", n)
-    table = EXPERIMENT_FNS[n](ctx, out_dir)
-    if jax.process_index() == 0:
-      results[n] = table.write(out_dir, header)
-      print(f"{n}: {out_dir}/table.md", flush=True)
-  if jax.process_index() == 0:
-    tables.write_summary(workdir, EXPERIMENTS)
-  return results

@@ -48,13 +48,14 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from heatpose_jax import fileio, from_config, input_pipeline, metrics
+from heatpose_jax import from_config, input_pipeline, metrics
 from heatpose_jax import joints as joints_lib
 from studies import predictions as preds_lib
 from studies import runs as runs_lib
 from studies import tables
 from studies.records import (
   RecordStore,
+  check_selection,
   config_digest,
   figure_lines,
   fmt,
@@ -65,7 +66,9 @@ from studies.records import (
   read_curves,
   record_runs,
   relative_drop,
+  save_figure,
   steps_of,
+  study_dirs,
   throughput,
 )
 
@@ -386,14 +389,8 @@ def run_study(
   Returns:
     The content of `precision.json`.
   """
-  pools, groups, seeds = _check_selection(pools, groups, seeds, POOLS, GROUPS)
-  if not from_config.phase_end(config, "coarse"):
-    raise ValueError(
-      "the precision study needs the coarse phase: config.phases.coarse has no steps"
-    )
-  out_dir = os.path.abspath(out_dir or workdir)
-  figures_dir = os.path.abspath(figures_dir or out_dir)
-  mesh = input_pipeline.make_mesh() if mesh is None else mesh
+  pools, groups, seeds = _check_selection(config, pools, groups, seeds)
+  out_dir, figures_dir, mesh = study_dirs(workdir, out_dir, figures_dir, mesh)
   plan = plan_study(
     config,
     workdir,
@@ -405,9 +402,30 @@ def run_study(
   )
   store = RecordStore(os.path.join(out_dir, f"{STUDY}_records"))
   runs = [plan.run(p, g, s) for p in pools for g in groups for s in seeds]
+  _record(plan, runs, store, mesh, train=train, max_parallel=max_parallel, train_args=train_args)
+  return write_report(plan, store, out_dir, figures_dir, command, mesh)
+
+
+def _check_selection(config, pools, groups, seeds):
+  """The invocation's pools, groups and seed indices as tuples; ValueError for
+  unknown ones, or a config without a coarse phase (the coarse estimate's)."""
+  pools = tuple(int(p) for p in pools)
+  if not pools or any(p not in POOLS for p in pools):
+    raise ValueError(f"pools must be a non-empty subset of {POOLS}, got {pools}")
+  groups, seeds = check_selection(groups, seeds, GROUPS)
+  if not from_config.phase_end(config, "coarse"):
+    raise ValueError(
+      "the precision study needs the coarse phase: config.phases.coarse has no steps"
+    )
+  return pools, groups, seeds
+
+
+def _record(plan: Plan, runs: list[runs_lib.Run], store: RecordStore, mesh: Mesh, **training):
+  """`record_runs` of `runs` (`training`: its train, max_parallel, train_args): each
+  record holds the run's pooling, group, label noise and σ window, and `measure_run`."""
   digests = {r.name: plan.digest(r) for r in runs}
   cache = preds_lib.PredictionCache(mesh)
-  skel = from_config.skeleton(config)
+  skel = from_config.skeleton(plan.base)
 
   def measure(run):
     return {
@@ -418,31 +436,7 @@ def run_study(
       **measure_run(run, cache, skel, plan.geometry["window_px"]),
     }
 
-  record_runs(
-    runs,
-    store,
-    digests,
-    measure,
-    train=train,
-    max_parallel=max_parallel,
-    mesh=mesh,
-    train_args=train_args,
-  )
-  result = write_report(plan, store, out_dir, figures_dir, command, mesh)
-  return result
-
-
-def _check_selection(pools, groups, seeds, known_pools, known_groups):
-  pools = tuple(int(p) for p in pools)
-  groups = tuple(groups)
-  seeds = tuple(int(s) for s in seeds)
-  if not pools or any(p not in known_pools for p in pools):
-    raise ValueError(f"pools must be a non-empty subset of {known_pools}, got {pools}")
-  if not groups or any(g not in known_groups for g in groups):
-    raise ValueError(f"groups must be a non-empty subset of {known_groups}, got {groups}")
-  if not seeds or any(s < 0 for s in seeds):
-    raise ValueError(f"seeds must be non-negative seed indices, got {seeds}")
-  return pools, groups, seeds
+  record_runs(runs, store, digests, measure, mesh=mesh, **training)
 
 
 def matching_records(plan: Plan, store: RecordStore) -> tuple[list[dict], list[str]]:
@@ -711,9 +705,7 @@ def _loss_figure(by: dict, keys: list, figures_dir: str) -> str:
 
 
 def _save(fig, figures_dir: str, name: str) -> str:
-  path = os.path.join(figures_dir, f"{STUDY}_{name}.png")
-  fileio.save_figure(fig, path, dpi=90)
-  return path
+  return save_figure(fig, figures_dir, f"{STUDY}_{name}")
 
 
 # --- the Markdown summary -----------------------------------------------------------
@@ -739,7 +731,32 @@ def markdown(res: dict) -> str:
   lines += ["## Against the paper", ""]
   lines += _verdict_lines(res)
   lines += ["", "## σ of the x error (input px), per table column", ""]
-  cols = None
+  lines += _sigma_table(res)
+  lines += [
+    "",
+    "(r: robust σ = 1.4826 × MAD.)",
+    "",
+    "## PCK@0.05 (torso normalizer; PCKh in brackets)",
+    "",
+  ]
+  lines += _pck_table(res)
+  lines += ["", "## Convergence (relative fall of each loss over its last tenth)", ""]
+  lines += _convergence_table(res)
+  lines += [
+    "",
+    f"A training curve counts as flat when its last tenth is less than {FLAT_TOLERANCE:.0%} "
+    "below the tenth before, an evaluation curve when its last value is less than that below "
+    "the one before. The learning rate decays to 1 % at each phase end, so flat ends are "
+    "necessary, not sufficient: compare runs of different length.",
+    "",
+    *figure_lines(res),
+  ]
+  return "\n".join(lines) + "\n"
+
+
+def _sigma_table(res: dict) -> list[str]:
+  """Markdown rows: σ (robust σ) of the x error per table column, per run and estimate."""
+  lines, cols = [], None
   for grp, pools in res["column_sigma_x"].items():
     for p, models in pools.items():
       if cols is None:
@@ -753,14 +770,12 @@ def markdown(res: dict) -> str:
         rob = res["column_robust_sigma_x"][grp][p][m]
         cells = [f"{a} (r {fmt(rob[c])})" for a, c in zip(cells, cols, strict=True)]
         lines.append(f"| {p}x {grp} | {m} | " + " | ".join(cells) + " |")
-  lines += [
-    "",
-    "(r: robust σ = 1.4826 × MAD.)",
-    "",
-    "## PCK@0.05 (torso normalizer; PCKh in brackets)",
-    "",
-  ]
-  first = True
+  return lines
+
+
+def _pck_table(res: dict) -> list[str]:
+  """Markdown rows: PCK@0.05 [PCKh@0.05] per table column, per run and estimate."""
+  lines, first = [], True
   for grp, pools in res["pck_at_0.05_by_run"].items():
     for p, models in pools.items():
       cols = list(models["coarse"]["torso_size"])
@@ -773,9 +788,13 @@ def markdown(res: dict) -> str:
           for c in cols
         ]
         lines.append(f"| {p}x {grp} | {m} | " + " | ".join(cells) + " |")
-  lines += ["", "## Convergence (relative fall of each loss over its last tenth)", ""]
+  return lines
+
+
+def _convergence_table(res: dict) -> list[str]:
+  """Markdown table: each run's relative loss falls and whether it ends flat."""
   keys = ("train_e1_phase1", "val_e1_phase1", "train_e1_end", "train_e2_end", "val_e1_last_eval")
-  lines += [
+  lines = [
     "| run | train E1, phase 1 | val E1, phase 1 | train E1, end | train E2, end | val E1, end "
     "| flat |",
     "|---|---|---|---|---|---|---|",
@@ -787,16 +806,7 @@ def markdown(res: dict) -> str:
         lines.append(
           f"| {name} | " + " | ".join(cells) + f" | {'yes' if c.get('flat') else 'no'} |"
         )
-  lines += [
-    "",
-    f"A training curve counts as flat when its last tenth is less than {FLAT_TOLERANCE:.0%} "
-    "below the tenth before, an evaluation curve when its last value is less than that below "
-    "the one before. The learning rate decays to 1 % at each phase end, so flat ends are "
-    "necessary, not sufficient: compare runs of different length.",
-    "",
-    *figure_lines(res),
-  ]
-  return "\n".join(lines) + "\n"
+  return lines
 
 
 def _pct(x) -> str:
@@ -804,65 +814,8 @@ def _pct(x) -> str:
 
 
 def _verdict_lines(res: dict) -> list[str]:
-  out = []
-  pool = res["main_pool"]
-  h = res["sigma_x_ratio_headline"]
-  t = res["targets"]
-  if h.get("mean") is None:
-    out.append(f"σ ratio at {pool}x (clean labels): not measured yet.")
-  else:
-    met = "reached" if t["sigma_x_ratio_met"] else "NOT reached"
-    out.append(
-      f"σx cascade / coarse at {pool}x, clean labels, mean over joints: {fmt(h)} "
-      f"(robust σ: {fmt(h['robust'])}); head {fmt(h['head'])}, shoulders {fmt(h['shoulder'])}. "
-      f"Paper (Fig. 11): head {PAPER['head_ratio']:.2f} (3.13 → 1.09 px), shoulders "
-      f"{PAPER['shoulder_ratio']:.2f} (4.25 → 2.43 px). Target ratio ≤ "
-      f"{TARGETS['sigma_x_ratio_max']}: {met}."
-    )
-    sig = res["column_sigma_x"]["clean"][str(pool)]
-    out.append(
-      f"  Head σx: coarse {fmt(sig['coarse'].get('Head'))} → cascade "
-      f"{fmt(sig['cascade'].get('Head'))} px (paper 3.13 → 1.09 at FLIC's geometry); shoulders "
-      f"{fmt(sig['coarse'].get('Shoulder'))} → {fmt(sig['cascade'].get('Shoulder'))} px "
-      "(paper 4.25 → 2.43)."
-    )
-  hn = res["sigma_x_ratio_headline_noise"]
-  if hn.get("mean") is not None:
-    noise = res["label_noise_px"]["input_px"]
-    effect = ""
-    if h.get("mean") is not None:
-      d, spread = hn["mean"] - h["mean"], math.hypot(hn["std"], h["std"])
-      effect = (
-        ": the noise weakens the cascade's gain"
-        if d > spread
-        else ": the gain is larger with noise"
-        if d < -spread
-        else ": no difference beyond the seeds' spread"
-      )
-    head = res["column_sigma_x"]["noise"][str(pool)]["cascade"].get("Head")
-    out.append(
-      f"With label noise (σ = {noise:.3g} px on the training labels): σ ratio {fmt(hn)} against "
-      f"{fmt(h)} with clean labels{effect}. The cascade's head σx is {fmt(head)} px for an "
-      f"injected σ of {noise:.3g} px (the paper's cascade came close to FLIC's measured label "
-      "noise, Table 1)."
-    )
-  else:
-    out.append("With label noise: not measured yet.")
-  gain = res["pck_gain_at_0.05"].get("clean", {}).get(str(pool))
-  if gain:
-    met = "reached" if t["pck_gain_met"] else "NOT reached"
-    pck = res["pck_at_0.05_by_run"]["clean"][str(pool)]
-    out.append(
-      f"PCK@0.05 at {pool}x, all joints: coarse "
-      f"{fmt(pck['coarse']['torso_size']['All'], '.1f')}"
-      f" → cascade {fmt(pck['cascade']['torso_size']['All'], '.1f')}, gain "
-      f"{fmt(gain['torso_size']['All'], '.1f')} points (head "
-      f"{fmt(gain['torso_size'].get('Head'), '.1f')}, wrist "
-      f"{fmt(gain['torso_size'].get('Wrist'), '.1f')}). Target +{TARGETS['pck_gain_min_points']:g}"
-      f" points: {met}."
-    )
-  else:
-    out.append(f"PCK@0.05 gain at {pool}x: not measured yet.")
+  """The comparison with the paper as numbered Markdown items."""
+  out = _sigma_verdict(res) + [_noise_verdict(res), _pck_verdict(res)]
   rat = res["sigma_x_ratios"].get("clean", {})
   if len(rat) > 1:
     parts = [
@@ -892,3 +845,68 @@ def _verdict_lines(res: dict) -> list[str]:
       n += 1
       lines.append(f"{n}. {line}")
   return lines
+
+
+def _sigma_verdict(res: dict) -> list[str]:
+  """The headline σ ratio at the main pooling against Fig. 11 (and its columns' σ)."""
+  pool = res["main_pool"]
+  h = res["sigma_x_ratio_headline"]
+  if h.get("mean") is None:
+    return [f"σ ratio at {pool}x (clean labels): not measured yet."]
+  met = "reached" if res["targets"]["sigma_x_ratio_met"] else "NOT reached"
+  sig = res["column_sigma_x"]["clean"][str(pool)]
+  return [
+    f"σx cascade / coarse at {pool}x, clean labels, mean over joints: {fmt(h)} "
+    f"(robust σ: {fmt(h['robust'])}); head {fmt(h['head'])}, shoulders {fmt(h['shoulder'])}. "
+    f"Paper (Fig. 11): head {PAPER['head_ratio']:.2f} (3.13 → 1.09 px), shoulders "
+    f"{PAPER['shoulder_ratio']:.2f} (4.25 → 2.43 px). Target ratio ≤ "
+    f"{TARGETS['sigma_x_ratio_max']}: {met}.",
+    f"  Head σx: coarse {fmt(sig['coarse'].get('Head'))} → cascade "
+    f"{fmt(sig['cascade'].get('Head'))} px (paper 3.13 → 1.09 at FLIC's geometry); shoulders "
+    f"{fmt(sig['coarse'].get('Shoulder'))} → {fmt(sig['cascade'].get('Shoulder'))} px "
+    "(paper 4.25 → 2.43).",
+  ]
+
+
+def _noise_verdict(res: dict) -> str:
+  """The σ ratio with label noise against the clean one, beyond the seeds' spread or not."""
+  h, hn = res["sigma_x_ratio_headline"], res["sigma_x_ratio_headline_noise"]
+  if hn.get("mean") is None:
+    return "With label noise: not measured yet."
+  noise = res["label_noise_px"]["input_px"]
+  effect = ""
+  if h.get("mean") is not None:
+    d, spread = hn["mean"] - h["mean"], math.hypot(hn["std"], h["std"])
+    effect = (
+      ": the noise weakens the cascade's gain"
+      if d > spread
+      else ": the gain is larger with noise"
+      if d < -spread
+      else ": no difference beyond the seeds' spread"
+    )
+  head = res["column_sigma_x"]["noise"][str(res["main_pool"])]["cascade"].get("Head")
+  return (
+    f"With label noise (σ = {noise:.3g} px on the training labels): σ ratio {fmt(hn)} against "
+    f"{fmt(h)} with clean labels{effect}. The cascade's head σx is {fmt(head)} px for an "
+    f"injected σ of {noise:.3g} px (the paper's cascade came close to FLIC's measured label "
+    "noise, Table 1)."
+  )
+
+
+def _pck_verdict(res: dict) -> str:
+  """The PCK@0.05 gain of the cascade at the main pooling against the target."""
+  pool = res["main_pool"]
+  gain = res["pck_gain_at_0.05"].get("clean", {}).get(str(pool))
+  if not gain:
+    return f"PCK@0.05 gain at {pool}x: not measured yet."
+  met = "reached" if res["targets"]["pck_gain_met"] else "NOT reached"
+  pck = res["pck_at_0.05_by_run"]["clean"][str(pool)]
+  return (
+    f"PCK@0.05 at {pool}x, all joints: coarse "
+    f"{fmt(pck['coarse']['torso_size']['All'], '.1f')}"
+    f" → cascade {fmt(pck['cascade']['torso_size']['All'], '.1f')}, gain "
+    f"{fmt(gain['torso_size']['All'], '.1f')} points (head "
+    f"{fmt(gain['torso_size'].get('Head'), '.1f')}, wrist "
+    f"{fmt(gain['torso_size'].get('Wrist'), '.1f')}). Target +{TARGETS['pck_gain_min_points']:g}"
+    f" points: {met}."
+  )

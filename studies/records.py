@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from heatpose_jax import fileio, metric_writer
+from heatpose_jax import fileio, input_pipeline, metric_writer
 from studies import runs as runs_lib
 
 # Config fields that change neither what a run learns nor what its record holds.
@@ -153,6 +153,31 @@ class RecordStore:
     return sorted(n[:-5] for n in os.listdir(self.directory) if n.endswith(".json"))
 
 
+def check_selection(
+  groups: Sequence[str], seeds: Sequence[int], known_groups: Sequence[str]
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
+  """A study invocation's groups and seed indices as tuples; ValueError unless the
+  groups are a non-empty subset of `known_groups` and the seeds non-negative."""
+  groups = tuple(groups)
+  seeds = tuple(int(s) for s in seeds)
+  if not groups or any(g not in known_groups for g in groups):
+    raise ValueError(f"groups must be a non-empty subset of {known_groups}, got {groups}")
+  if not seeds or any(s < 0 for s in seeds):
+    raise ValueError(f"seeds must be non-negative seed indices, got {seeds}")
+  return groups, seeds
+
+
+def study_dirs(
+  workdir: str, out_dir: str, figures_dir: str, mesh: Mesh | None
+) -> tuple[str, str, Mesh]:
+  """A study's absolute output and figure directories (defaults: `workdir`, then
+  `out_dir`) and its data mesh (default: every device)."""
+  out_dir = os.path.abspath(out_dir or workdir)
+  figures_dir = os.path.abspath(figures_dir or out_dir)
+  mesh = input_pipeline.make_mesh() if mesh is None else mesh
+  return out_dir, figures_dir, mesh
+
+
 def split_todo(
   runs: Sequence[runs_lib.Run], store: RecordStore, digests: dict[str, str]
 ) -> list[runs_lib.Run]:
@@ -250,6 +275,13 @@ def provenance_lines(res: dict) -> list[str]:
 
 def figure_lines(res: dict) -> list[str]:
   return [f"![{name}]({path})" for name, path in res["figures"].items()]
+
+
+def save_figure(fig, figures_dir: str, name: str) -> str:
+  """Saves `fig` as `figures_dir/<name>.png` (90 dpi); returns the path."""
+  path = os.path.join(figures_dir, f"{name}.png")
+  fileio.save_figure(fig, path, dpi=90)
+  return path
 
 
 def publish(result: dict, out_dir: str, study: str, markdown) -> dict:

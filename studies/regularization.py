@@ -47,29 +47,15 @@ from heatpose_jax import (
   datasets,
   evaluation,
   features,
-  fileio,
   from_config,
-  input_pipeline,
   metric_writer,
 )
 from heatpose_jax import synthetic_dataset as synth
 from studies import predictions as preds_lib
+from studies import records as records_lib
 from studies import runs as runs_lib
 from studies import tables
-from studies.records import (
-  RecordStore,
-  config_digest,
-  figure_lines,
-  fmt,
-  mean_std,
-  provenance,
-  provenance_lines,
-  publish,
-  read_curves,
-  record_runs,
-  steps_of,
-  throughput,
-)
+from studies.records import fmt
 
 STUDY = "regularization"
 # group -> (the `studies.runs` run it is, its label)
@@ -174,7 +160,7 @@ class Plan:
     return dataclasses.replace(run, overrides={**self.study_overrides, **run.overrides})
 
   def digest(self, run: runs_lib.Run) -> str:
-    return config_digest(run.config, study=STUDY)
+    return records_lib.config_digest(run.config, study=STUDY)
 
 
 def plan_study(
@@ -225,7 +211,9 @@ def measure_run(run: runs_lib.Run, cache: preds_lib.PredictionCache) -> dict:
   skel = from_config.skeleton(cfg)
   alpha = max(float(x) for x in cfg.eval.thresholds)
   names = _pck_names(cfg, run.directory)
-  curves = read_curves(run.directory, ["train/e1", "eval/val_e1", names["all"], names["wrist"]])
+  curves = records_lib.read_curves(
+    run.directory, ["train/e1", "eval/val_e1", names["all"], names["wrist"]]
+  )
   curves = {
     "train/e1": curves["train/e1"],
     "val_e1": curves["eval/val_e1"],
@@ -272,7 +260,7 @@ def measure_run(run: runs_lib.Run, cache: preds_lib.PredictionCache) -> dict:
     "final": final,
     "best": best,
     "overfit": overfit,
-    "throughput_img_s": throughput(run.directory),
+    "throughput_img_s": records_lib.throughput(run.directory),
   }
 
 
@@ -316,15 +304,8 @@ def run_study(
   Returns:
     The content of `regularization.json`.
   """
-  groups = tuple(groups)
-  seeds = tuple(int(s) for s in seeds)
-  if not groups or any(g not in VARIANTS for g in groups):
-    raise ValueError(f"groups must be a non-empty subset of {GROUPS}, got {groups}")
-  if not seeds or any(s < 0 for s in seeds):
-    raise ValueError(f"seeds must be non-negative seed indices, got {seeds}")
-  out_dir = os.path.abspath(out_dir or workdir)
-  figures_dir = os.path.abspath(figures_dir or out_dir)
-  mesh = input_pipeline.make_mesh() if mesh is None else mesh
+  groups, seeds = records_lib.check_selection(groups, seeds, GROUPS)
+  out_dir, figures_dir, mesh = records_lib.study_dirs(workdir, out_dir, figures_dir, mesh)
   plan = plan_study(
     config,
     workdir,
@@ -332,7 +313,7 @@ def run_study(
     evals_per_run=evals_per_run,
     checkpoints_per_run=checkpoints_per_run,
   )
-  store = RecordStore(os.path.join(out_dir, f"{STUDY}_records"))
+  store = records_lib.RecordStore(os.path.join(out_dir, f"{STUDY}_records"))
   runs = {plan.run(g, s).name: (g, plan.run(g, s)) for g in groups for s in seeds}
   digests = {n: plan.digest(r) for n, (_, r) in runs.items()}
   cache = preds_lib.PredictionCache(mesh)
@@ -340,20 +321,12 @@ def run_study(
   def measure(run):
     return {"group": runs[run.name][0], "num_train": plan.num_train, **measure_run(run, cache)}
 
-  record_runs(
-    [r for _, r in runs.values()],
-    store,
-    digests,
-    measure,
-    train=train,
-    max_parallel=max_parallel,
-    mesh=mesh,
-    train_args=train_args,
-  )
+  training = {"train": train, "max_parallel": max_parallel, "mesh": mesh, "train_args": train_args}
+  records_lib.record_runs([r for _, r in runs.values()], store, digests, measure, **training)
   return write_report(plan, store, out_dir, figures_dir, command, mesh)
 
 
-def matching_records(plan: Plan, store: RecordStore) -> tuple[list[dict], list[str]]:
+def matching_records(plan: Plan, store: records_lib.RecordStore) -> tuple[list[dict], list[str]]:
   used, ignored = [], []
   for name in store.names():
     rec = store.load(name)
@@ -390,7 +363,8 @@ def aggregate(records: list[dict]) -> dict:
     by.setdefault(r["group"], []).append(r)
   return {
     g: {
-      sec: {k: mean_std(r[sec].get(k) for r in by[g]) for k in keys} for sec, keys in _STATS.items()
+      sec: {k: records_lib.mean_std(r[sec].get(k) for r in by[g]) for k in keys}
+      for sec, keys in _STATS.items()
     }
     | {"seeds": [int(r["seed"]) for r in by[g]], "runs": [r["run"] for r in by[g]]}
     for g in GROUPS
@@ -455,72 +429,82 @@ def verdict(agg: dict, comps: dict, num_train: int, steps: dict, metric: str) ->
     f"With {num_train} training images and {total} steps of batch {steps['batch_size']} "
     f"(≈{epochs:.0f} epochs)"
   )
-  rise = {g: a["overfit"]["val_e1_rise_rel"]["mean"] for g, a in agg.items()}
-  rise = {g: v for g, v in rise.items() if v is not None}
-  gap = {g: fmt(a["overfit"]["e1_val_over_train"]) for g, a in agg.items()}
-  over = {g: v for g, v in rise.items() if v > OVERFIT_RISE}
-  if over:
-    worst = max(over, key=over.get)
-    text = (
-      f"{head}, {label[worst]} over-fits most: its validation E1 ends {100 * over[worst]:.1f} % "
-      f"above its minimum and at {gap[worst]}× its training-set E1"
-    )
-    rest = [
-      f"{label[g]} {100 * v:.1f} % ({gap[g]}×)"
-      for g, v in sorted(rise.items(), key=lambda x: -x[1])
-      if g != worst
-    ]
-    if rest:
-      text += "; then " + ", ".join(rest)
-    parts = [text + "."]
-  else:
-    parts = [
-      f"{head}, no variant over-fits: validation E1 ends within {100 * OVERFIT_RISE:.0f} % of its "
-      "minimum for every one (val/train E1: "
-      + ", ".join(f"{label[g]} {gap[g]}×" for g in agg)
-      + "); the runs are too short or the set too large to show the paper's regime."
-    ]
+  parts = [_overfit_sentence(agg, head, label)]
   finals = ", ".join(
     f"{label[g]} {fmt(a['final']['val_pck_all'], '.1f')} "
     f"(val E1 {fmt(a['final']['val_e1'], '.3g')})"
     for g, a in agg.items()
   )
   parts.append(f"Final cascade {metric}, all joints: {finals}.")
-  claims = []
-  for comp in comps.values():
-    c, e = comp["val_pck_all"], comp["val_e1"]
-    if c is None:
-      continue
-    if c["holds"] and c["separated"]:
-      how = "holds"
-    elif c["holds"]:
-      how = "holds only within the seeds' spread"
-    else:
-      how = "does not hold"
-    lead, by = (
-      (c["better"], c["advantage"]) if c["advantage"] >= 0 else (c["worse"], -c["advantage"])
-    )
-    text = (
-      f"{comp['claim']}: {how} ({label[lead]} ahead by {by:.1f} points, "
-      f"seed spread {c['spread']:.1f}"
-    )
-    if e is not None:
-      lower = e["better"] if e["advantage"] >= 0 else e["worse"]
-      text += f"; lower val E1: {label[lower]}, by {abs(e['advantage']):.3g}"
-    claims.append(text + ")")
+  claims = [_claim_sentence(comp, label) for comp in comps.values()]
+  claims = [c for c in claims if c is not None]
   if claims:
     parts.append("The paper's ordering — " + "; ".join(claims) + ".")
   return " ".join(parts)
 
 
+def _overfit_sentence(agg: dict, head: str, label: dict[str, str]) -> str:
+  """Which variant over-fits most (its final validation E1 above its minimum), or none."""
+  rise = {g: a["overfit"]["val_e1_rise_rel"]["mean"] for g, a in agg.items()}
+  rise = {g: v for g, v in rise.items() if v is not None}
+  gap = {g: fmt(a["overfit"]["e1_val_over_train"]) for g, a in agg.items()}
+  over = {g: v for g, v in rise.items() if v > OVERFIT_RISE}
+  if not over:
+    return (
+      f"{head}, no variant over-fits: validation E1 ends within {100 * OVERFIT_RISE:.0f} % of its "
+      "minimum for every one (val/train E1: "
+      + ", ".join(f"{label[g]} {gap[g]}×" for g in agg)
+      + "); the runs are too short or the set too large to show the paper's regime."
+    )
+  worst = max(over, key=over.get)
+  text = (
+    f"{head}, {label[worst]} over-fits most: its validation E1 ends {100 * over[worst]:.1f} % "
+    f"above its minimum and at {gap[worst]}× its training-set E1"
+  )
+  rest = [
+    f"{label[g]} {100 * v:.1f} % ({gap[g]}×)"
+    for g, v in sorted(rise.items(), key=lambda x: -x[1])
+    if g != worst
+  ]
+  if rest:
+    text += "; then " + ", ".join(rest)
+  return text + "."
+
+
+def _claim_sentence(comp: dict, label: dict[str, str]) -> str | None:
+  """Whether one of `comparisons`' claims holds on the final PCK (None when unmeasured)."""
+  c, e = comp["val_pck_all"], comp["val_e1"]
+  if c is None:
+    return None
+  if c["holds"] and c["separated"]:
+    how = "holds"
+  elif c["holds"]:
+    how = "holds only within the seeds' spread"
+  else:
+    how = "does not hold"
+  lead, by = (c["better"], c["advantage"]) if c["advantage"] >= 0 else (c["worse"], -c["advantage"])
+  text = (
+    f"{comp['claim']}: {how} ({label[lead]} ahead by {by:.1f} points, seed spread {c['spread']:.1f}"
+  )
+  if e is not None:
+    lower = e["better"] if e["advantage"] >= 0 else e["worse"]
+    text += f"; lower val E1: {label[lower]}, by {abs(e['advantage']):.3g}"
+  return text + ")"
+
+
 def write_report(
-  plan: Plan, store: RecordStore, out_dir: str, figures_dir: str, command: str, mesh: Mesh
+  plan: Plan,
+  store: records_lib.RecordStore,
+  out_dir: str,
+  figures_dir: str,
+  command: str,
+  mesh: Mesh,
 ) -> dict:
   records, ignored = matching_records(plan, store)
   records.sort(key=lambda r: (GROUPS.index(r["group"]), int(r["seed_index"])))
   agg = aggregate(records)
   comps = comparisons(agg)
-  steps = records[0]["steps"] if records else steps_of(plan.base)
+  steps = records[0]["steps"] if records else records_lib.steps_of(plan.base)
   metric = records[0]["pck_metric"] if records else "PCK"
   figures = {}
   if records and jax.process_index() == 0:
@@ -545,9 +529,9 @@ def write_report(
     "verdict": verdict(agg, comps, plan.num_train, steps, metric),
     "missing_groups": [g for g in GROUPS if g not in agg],
     "ignored_records": ignored,
-    **provenance(records, mesh, command, figures, out_dir),
+    **records_lib.provenance(records, mesh, command, figures, out_dir),
   }
-  return publish(result, out_dir, STUDY, markdown)
+  return records_lib.publish(result, out_dir, STUDY, markdown)
 
 
 def write_figure(records: list[dict], figures_dir: str, metric: str) -> str:
@@ -588,9 +572,7 @@ def write_figure(records: list[dict], figures_dir: str, metric: str) -> str:
     fontsize=10,
   )
   fig.tight_layout()
-  path = os.path.join(figures_dir, f"{STUDY}_curves.png")
-  fileio.save_figure(fig, path, dpi=90)
-  return path
+  return records_lib.save_figure(fig, figures_dir, f"{STUDY}_curves")
 
 
 def markdown(res: dict) -> str:
@@ -606,7 +588,7 @@ def markdown(res: dict) -> str:
     f"{st['batch_size']}, {st['dtype']}, evaluated every {st['eval_every']} steps",
     f"- seeds: {res['seeds']} (mean ± std over seeds)",
   ]
-  lines += provenance_lines(res)
+  lines += records_lib.provenance_lines(res)
   lines += ["## Verdict", "", res["verdict"], ""]
   lines += [
     f"## Final numbers ({res['pck_metric']})",
@@ -629,6 +611,6 @@ def markdown(res: dict) -> str:
     "the final checkpoint. 'rise from its min': final val E1 / its lowest value over the "
     "evaluations − 1.",
     "",
-    *figure_lines(res),
+    *records_lib.figure_lines(res),
   ]
   return "\n".join(lines) + "\n"

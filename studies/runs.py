@@ -276,31 +276,9 @@ def _train_subprocesses(todo, max_parallel, train_args, env, cwd, poll_s) -> dic
   try:
     while todo or running:
       if stop["term"]:
-        # experiments.train saves a checkpoint on SIGTERM: the next invocation resumes.
-        for _, proc, _ in running:
-          proc.terminate()
-        for _, proc, log in running:
-          proc.wait()
-          log.close()
-        raise SystemExit(
-          f"SIGTERM: stopped {[r.name for r, _, _ in running]} (checkpointed) and did not "
-          f"start {[r.name for r in todo]}; rerun the same command to resume"
-        )
+        _stop_subprocesses(running, todo)
       while todo and len(running) < max_parallel:
-        run = todo.pop(0)
-        os.makedirs(run.directory, exist_ok=True)
-        cmd = train_command(run, train_args)
-        log = open(os.path.join(run.directory, "train.log"), "a")  # noqa: SIM115
-        log.write(f"\n$ {' '.join(cmd)}\n")
-        log.flush()
-        have = checkpoint_steps(run.directory)
-        print(
-          f"training {run.name} ({f'resuming from step {have[-1]}' if have else 'from scratch'}; "
-          f"log: {log.name})",
-          flush=True,
-        )
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-        running.append((run, proc, log))
+        running.append(_start_subprocess(todo.pop(0), train_args, env, cwd))
       time.sleep(poll_s)
       still = []
       for run, proc, log in running:
@@ -319,13 +297,48 @@ def _train_subprocesses(todo, max_parallel, train_args, env, cwd, poll_s) -> dic
     if previous is not None:
       signal.signal(signal.SIGTERM, previous)
   if failed:
-    msgs = []
-    for run, rc in failed:
-      with open(os.path.join(run.directory, "train.log")) as f:
-        tail = "".join(f.readlines()[-15:])
-      msgs.append(f"run {run.name} failed (exit {rc}); log {run.directory}/train.log ends:\n{tail}")
-    raise RuntimeError("\n\n".join(msgs))
+    raise RuntimeError("\n\n".join(_failure(run, rc) for run, rc in failed))
   return status
+
+
+def _start_subprocess(run: Run, train_args, env, cwd) -> tuple[Run, subprocess.Popen, Any]:
+  """Starts `experiments.train` for `run`, its output appended to `<run>/train.log`:
+  (run, process, the open log)."""
+  os.makedirs(run.directory, exist_ok=True)
+  cmd = train_command(run, train_args)
+  log = open(os.path.join(run.directory, "train.log"), "a")  # noqa: SIM115
+  log.write(f"\n$ {' '.join(cmd)}\n")
+  log.flush()
+  have = checkpoint_steps(run.directory)
+  print(
+    f"training {run.name} ({f'resuming from step {have[-1]}' if have else 'from scratch'}; "
+    f"log: {log.name})",
+    flush=True,
+  )
+  proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+  return run, proc, log
+
+
+def _stop_subprocesses(running, todo) -> None:
+  """After SIGTERM: terminates the running subprocesses, waits for them (they
+  checkpoint) and raises SystemExit naming them and the runs not started."""
+  # experiments.train saves a checkpoint on SIGTERM: the next invocation resumes.
+  for _, proc, _ in running:
+    proc.terminate()
+  for _, proc, log in running:
+    proc.wait()
+    log.close()
+  raise SystemExit(
+    f"SIGTERM: stopped {[r.name for r, _, _ in running]} (checkpointed) and did not "
+    f"start {[r.name for r in todo]}; rerun the same command to resume"
+  )
+
+
+def _failure(run: Run, rc) -> str:
+  """A failed run's exit status and the tail of its log."""
+  with open(os.path.join(run.directory, "train.log")) as f:
+    tail = "".join(f.readlines()[-15:])
+  return f"run {run.name} failed (exit {rc}); log {run.directory}/train.log ends:\n{tail}"
 
 
 def train_args(argv: Sequence[str], config_filename: str, compilation_cache_dir: str) -> list[str]:
