@@ -291,7 +291,7 @@ def build_evaluator(
     coarse_refine=config.eval.coarse_refine,
     selector=None if mrf is None else spatial_training.mrf_selector(mrf.spec),
     keep_heatmaps=keep_heatmaps,
-    loss_codec=from_config.coarse_codec(config, model),
+    loss_codec=model.coarse_codec,
   )
   selector_params = None
   if mrf is not None:

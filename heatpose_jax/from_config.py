@@ -19,7 +19,6 @@ import ml_collections
 from heatpose_jax import (
   augment,
   canvas_cache,
-  codec,
   dataset_specs,
   datasets,
   evaluators,
@@ -186,8 +185,9 @@ def dtype(config: ml_collections.ConfigDict):
   return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.dtype]
 
 
-def model(config: ml_collections.ConfigDict) -> models.Cascade:
-  """The cascade that `config.model` describes (the standard cascade if asked)."""
+def model(config: ml_collections.ConfigDict) -> models.CascadeModel:
+  """The cascade that `config.model` describes (the standard cascade if asked),
+  with its codecs (`model.coarse_codec`, `model.fine_codec`: target σ from the config)."""
   m = config.model
   return models.make_model(
     num_joints=skeleton(config).num_joints,
@@ -198,20 +198,14 @@ def model(config: ml_collections.ConfigDict) -> models.Cascade:
     fine_convs=tuple(tuple(c) for c in m.fine_convs),
     fine_merge_features=m.fine_merge_features,
     context=m.context,
+    sigma_coarse=m.sigma_coarse,
+    sigma_fine=m.sigma_fine,
     dropout=m.dropout,
     dropout_rate=m.dropout_rate,
     norm=m.norm,
     standard_cascade=m.standard_cascade,
     dtype=dtype(config),
   )
-
-
-def coarse_codec(config: ml_collections.ConfigDict, net: models.Cascade) -> codec.HeatmapCodec:
-  return codec.HeatmapCodec(net.coarse.stride, config.model.sigma_coarse)
-
-
-def fine_codec(config: ml_collections.ConfigDict) -> codec.WindowCodec:
-  return codec.WindowCodec(config.model.context, config.model.sigma_fine)
 
 
 def augmentation(config: ml_collections.ConfigDict) -> augment.Augmentation:
@@ -270,8 +264,8 @@ def train_step(config: ml_collections.ConfigDict, name: str, mesh, *, donate: bo
     phase(config, name),
     mesh=mesh,
     augmentation=augmentation(config),
-    coarse_codec=coarse_codec(config, net),
-    fine_codec=fine_codec(config),
+    coarse_codec=net.coarse_codec,
+    fine_codec=net.fine_codec,
     donate=donate,
   )
 

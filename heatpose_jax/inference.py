@@ -171,7 +171,7 @@ def predict(
     raise ValueError(f"{canvases.shape[0]} canvases per image for {len(scales)} scales")
   v = {"params": params}
   base = scales.index(1.0)
-  heat_codec = codec.HeatmapCodec(model.coarse.stride)
+  heat_codec = model.coarse_codec
   others = _other_scales(model, v, canvases, scales, base)
   averaged = functools.partial(_average, others=others, num_scales=len(scales))
   variants = _variants(
@@ -180,11 +180,11 @@ def predict(
   out = {}
   for suffix, locate, maps_of in variants:
     res = model.apply(v, canvases[base], train=False, locate=locate)
-    heat = averaged(res["coarse_heatmaps"])
-    coarse, _ = heat_codec.decode(maps_of(res["coarse_heatmaps"]), refine=coarse_refine)
+    heat = averaged(res.coarse_heatmaps)
+    coarse, _ = heat_codec.decode(maps_of(res.coarse_heatmaps), refine=coarse_refine)
     out[f"coarse{suffix}"] = coarse
-    out[f"cascade{suffix}"] = res["xy"]
-    out[f"scores{suffix}"] = jnp.clip(heat_codec.value_at(heat, res["coarse_xy"]), 0.0, 1.0)
+    out[f"cascade{suffix}"] = res.xy
+    out[f"scores{suffix}"] = jnp.clip(heat_codec.value_at(heat, res.coarse_xy), 0.0, 1.0)
     if keep_heatmaps and "coarse_heatmaps" not in out:
       out["coarse_heatmaps"] = heat
   return out
@@ -193,7 +193,7 @@ def predict(
 def _other_scales(model, v, canvases: jax.Array, scales: tuple[float, ...], base: int) -> dict:
   """{scale index: `(B, h, w, J)` coarse heat-maps} of every scale but `scales[base]`
   (1.0), resampled to its grid (`resample_heatmaps`); `canvases` `(S, B, H, W, 3)`."""
-  stride = model.coarse.stride
+  stride = model.coarse_codec.stride
   canvas_hw = tuple(canvases.shape[2:4])
   return {
     i: resample_heatmaps(

@@ -145,7 +145,7 @@ def model_stats(model: models.Cascade | models.StandardCascade, input_hw: tuple[
     return model.apply(v, x, train=False, method=model.coarse_heatmaps)
 
   def cascade(v, x):
-    return model.apply(v, x, train=False)["xy"]
+    return model.apply(v, x, train=False).xy
 
   def train_coarse(v, x):
     return jax.grad(lambda v: jnp.sum(coarse(v, x) ** 2))(v)

@@ -18,7 +18,9 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -389,20 +391,80 @@ def _crops(maps: Sequence[jax.Array], strides: Sequence[int], origin: jax.Array,
   return [crop_windows(m, origin, s, context // s) for m, s in zip(maps, strides, strict=True)]
 
 
+@flax.struct.dataclass
+class CascadeOutput:
+  """What a cascade returns: points in the input frame ((x, y), input pixels,
+  0-based pixel centres; `codec` has the frames).
+
+  Attributes:
+    coarse_heatmaps: `(B, h, w, J)` NHWC at the coarse codec's stride.
+    fine_heatmaps: `(B, J, Wc, Wc)` in each joint's window (Wc = the fine
+      codec's `size`, stride 1).
+    window_origin: `(B, J, 2)` int32 input pixel of window pixel (0, 0).
+    coarse_xy: `(B, J, 2)` the locations refined (the coarse argmax by default).
+    xy: `(B, J, 2)` the cascade's estimate.
+  """
+
+  coarse_heatmaps: jax.Array
+  fine_heatmaps: jax.Array
+  window_origin: jax.Array
+  coarse_xy: jax.Array
+  xy: jax.Array
+
+
+class CascadeModel(Protocol):
+  """The interface training, inference, evaluation and the studies use: any flax
+  module with these members can stand behind the cascade (`Cascade` and
+  `StandardCascade` are the paper's; docs/design.md, "How to add a model").
+
+  Attributes:
+    coarse_codec: encodes the coarse targets and decodes the coarse maps (its
+      `stride`: input pixels per heat-map pixel).
+    fine_codec: the same for the fine maps (its `size`: the window side).
+  """
+
+  coarse_codec: codec.HeatmapCodec
+  fine_codec: codec.WindowCodec
+
+  def init(self, rngs, images: jax.Array, *, train: bool) -> dict: ...
+
+  def apply(self, variables, *args, **kwargs): ...
+
+  def coarse_heatmaps(self, images: jax.Array, *, train: bool) -> jax.Array:
+    """`(B, h, w, J)` coarse heat-maps of `(B, H, W, 3)` images (values 0–255)."""
+    ...
+
+  def __call__(
+    self,
+    images: jax.Array,
+    *,
+    train: bool,
+    freeze_coarse: bool = False,
+    locate: Callable[[jax.Array], jax.Array] | None = None,
+  ) -> CascadeOutput:
+    """The whole model; `freeze_coarse`: no gradient into the coarse part;
+    `locate`: coarse maps `(B, h, w, J)` -> the `(B, J, 2)` locations to refine."""
+    ...
+
+
 class Cascade(nn.Module):
   """Coarse model → argmax → crop of its conv features → fine model (Fig. 4).
 
   Attributes:
     coarse: the coarse model.
     fine: the fine model (its J equals the coarse model's).
-    context: crop window side in input pixels (the paper's 36).
+    coarse_codec: targets and decoding of the coarse maps; its stride is the
+      coarse model's (`make_model` builds both).
+    fine_codec: targets and decoding in the windows; its size is the crop
+      window side in input pixels (the paper's 36).
     image_patches: crop the LCN image pyramid instead of the coarse model's
       features (the standard cascade of Fig. 13, `StandardCascade`).
   """
 
   coarse: CoarseNet
   fine: FineNet
-  context: int = 36
+  coarse_codec: codec.HeatmapCodec
+  fine_codec: codec.WindowCodec
   image_patches: bool = False
 
   def coarse_heatmaps(self, images: jax.Array, *, train: bool) -> jax.Array:
@@ -416,7 +478,7 @@ class Cascade(nn.Module):
     train: bool,
     freeze_coarse: bool = False,
     locate: Callable[[jax.Array], jax.Array] | None = None,
-  ) -> dict[str, jax.Array]:
+  ) -> CascadeOutput:
     """Runs the cascade.
 
     Args:
@@ -429,8 +491,7 @@ class Cascade(nn.Module):
         model's choice); default the coarse argmax.
 
     Returns:
-      dict with coarse_heatmaps `(B, h, w, J)`, fine_heatmaps `(B, J, Wc, Wc)`,
-      window_origin `(B, J, 2)` int32, coarse_xy and xy `(B, J, 2)` input frame.
+      `CascadeOutput`.
     """
     out = self.coarse(images, train=train and not freeze_coarse)
     heatmaps = out["heatmaps"]
@@ -442,20 +503,12 @@ class Cascade(nn.Module):
     if freeze_coarse:
       heatmaps, maps = jax.lax.stop_gradient((heatmaps, maps))
     heat = jax.lax.stop_gradient(heatmaps)
-    if locate is None:
-      coarse_xy, _ = codec.HeatmapCodec(self.coarse.stride).decode(heat)
-    else:
-      coarse_xy = locate(heat)
-    origin = window_origin(coarse_xy, self.context)
-    fine = self.fine(_crops(maps, strides, origin, self.context))
-    xy, _ = codec.WindowCodec(self.context).decode(fine, origin)
-    return {
-      "coarse_heatmaps": heatmaps,
-      "fine_heatmaps": fine,
-      "window_origin": origin,
-      "coarse_xy": coarse_xy,
-      "xy": xy,
-    }
+    coarse_xy = self.coarse_codec.decode(heat)[0] if locate is None else locate(heat)
+    context = self.fine_codec.size
+    origin = window_origin(coarse_xy, context)
+    fine = self.fine(_crops(maps, strides, origin, context))
+    xy, _ = self.fine_codec.decode(fine, origin)
+    return CascadeOutput(heatmaps, fine, origin, coarse_xy, xy)
 
 
 class StandardCascade(Cascade):
@@ -529,6 +582,8 @@ def make_model(
   fine_convs: Sequence[tuple[int, int]] = ((7, 64), (5, 128)),
   fine_merge_features: int = 128,
   context: int = 36,
+  sigma_coarse: float = 1.5,
+  sigma_fine: float = 1.5,
   dropout: str = "spatial",
   dropout_rate: float = 0.2,
   norm: str = "none",
@@ -546,6 +601,8 @@ def make_model(
     fine_convs: (kernel, features) per fine bank conv.
     fine_merge_features: the fine model's shared 1x1 conv.
     context: crop window side in input pixels.
+    sigma_coarse, sigma_fine: σ of the targets (heat-map pixels, input pixels)
+      of the model's codecs.
     dropout, dropout_rate, norm: see `CoarseNet`.
     standard_cascade: build the image-patch comparison model instead, with its
       extra conv sized to match the fine model's parameter count.
@@ -564,9 +621,12 @@ def make_model(
     dtype=dtype,
   )
   fine_convs = tuple(tuple(c) for c in fine_convs)
+  heat_codec = codec.HeatmapCodec(coarse.stride, sigma_coarse)
+  window_codec = codec.WindowCodec(context, sigma_fine)
   if standard_cascade:
     channels = (convs[0][1], convs[1][1], convs[0][1], convs[1][1])
     std = matched_standard_features(num_joints, channels, 3, fine_convs, fine_merge_features)
     fine = FineNet(num_joints, std, fine_merge_features, dtype=dtype)
-    return StandardCascade(coarse, fine, context)
-  return Cascade(coarse, FineNet(num_joints, fine_convs, fine_merge_features, dtype=dtype), context)
+    return StandardCascade(coarse, fine, heat_codec, window_codec)
+  fine = FineNet(num_joints, fine_convs, fine_merge_features, dtype=dtype)
+  return Cascade(coarse, fine, heat_codec, window_codec)

@@ -322,7 +322,7 @@ def fit_spatial_model(
   `save_dir/spatial_model/mrf.npz` (default `save_dir`: `workdir`). A saved one
   is reused when its graph, cascade step, steps and learning rate match.
   """
-  c = from_config.coarse_codec(config, model)
+  c = model.coarse_codec
   spec = spatial_training.MRFSpec.for_skeleton(
     from_config.skeleton(config), stride=c.stride, heatmap_hw=c.heatmap_hw(config.input_hw)
   )

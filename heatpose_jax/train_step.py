@@ -200,9 +200,9 @@ def make_train_step(
         e1 = losses.coarse_loss(heat, t_coarse, valid)
         return e1, {"e1": e1, "e2": jnp.zeros(())}
       out = state.apply_fn(v, images, train=True, freeze_coarse=freeze_coarse, rngs=rngs)
-      e1 = losses.coarse_loss(out["coarse_heatmaps"], t_coarse, valid)
-      t_fine = fine_codec.encode(batch["joints"], valid, out["window_origin"])
-      e2 = losses.fine_loss(out["fine_heatmaps"], t_fine, valid)
+      e1 = losses.coarse_loss(out.coarse_heatmaps, t_coarse, valid)
+      t_fine = fine_codec.encode(batch["joints"], valid, out.window_origin)
+      e2 = losses.fine_loss(out.fine_heatmaps, t_fine, valid)
       return losses.phase_loss(e1, e2, phase.loss_weights), {"e1": e1, "e2": e2}
 
     trained = phase_params(state.params, phase)

@@ -61,7 +61,7 @@ class PredictionCache:
         model,
         self.mesh,
         coarse_refine=config.eval.coarse_refine,
-        loss_codec=from_config.coarse_codec(config, model),
+        loss_codec=model.coarse_codec,
       )
     return self._fns[key]
 

@@ -26,10 +26,15 @@ def tiny_coarse(variant="flic", pool_factor=8, num_joints=7, **kw):
   )
 
 
+def _codecs(coarse, context=36):
+  """The codecs `make_model` gives a cascade of `coarse` with a `context`-px window."""
+  return codec.HeatmapCodec(coarse.stride), codec.WindowCodec(context)
+
+
 def tiny_cascade(num_joints=4, pool_factor=8, context=36):
   coarse = tiny_coarse(pool_factor=pool_factor, num_joints=num_joints)
   fine = models.FineNet(num_joints=num_joints, bank_convs=((3, 4), (3, 8)), merge_features=8)
-  return models.Cascade(coarse, fine, context=context)
+  return models.Cascade(coarse, fine, *_codecs(coarse, context))
 
 
 @pytest.mark.parametrize("variant,hw", [("flic", (240, 320)), ("mpii", (256, 256))])
@@ -38,14 +43,15 @@ def test_full_size_output_shapes(variant, hw, pool_factor):
   convs, pools = models.bank_layout(variant)
   j = 7 if variant == "flic" else 16
   coarse = models.CoarseNet(j, convs, pools, pool_factor=pool_factor)
-  model = models.Cascade(coarse, models.FineNet(j))
+  model = models.Cascade(coarse, models.FineNet(j), *_codecs(coarse))
   x = jax.ShapeDtypeStruct((2, *hw, 3), jnp.float32)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
   out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
   h, w = -(-hw[0] // pool_factor), -(-hw[1] // pool_factor)
-  assert out["coarse_heatmaps"].shape == (2, h, w, j)
-  assert out["fine_heatmaps"].shape == (2, j, 36, 36)
-  assert out["xy"].shape == (2, j, 2)
+  assert isinstance(out, models.CascadeOutput)
+  assert out.coarse_heatmaps.shape == (2, h, w, j)
+  assert out.fine_heatmaps.shape == (2, j, 36, 36)
+  assert out.xy.shape == (2, j, 2)
   # Feature counts are the same whatever the pooling.
   kernels = [p.shape for p in jax.tree.leaves(variables["params"]["coarse"])]
   assert (9, 9, 128, 512) in kernels
@@ -200,8 +206,8 @@ def test_fine_loss_gradient_reaches_coarse_first_conv_unless_frozen(freeze):
 
   def e2(p):
     out = model.apply({"params": p}, x, train=False, freeze_coarse=freeze)
-    t = codec.WindowCodec(16, 1.5).encode(joints, valid, out["window_origin"])
-    return losses.fine_loss(out["fine_heatmaps"], t, valid)
+    t = codec.WindowCodec(16, 1.5).encode(joints, valid, out.window_origin)
+    return losses.fine_loss(out.fine_heatmaps, t, valid)
 
   g = jax.jit(jax.grad(e2))(params)
   g_first = np.abs(np.asarray(g["coarse"]["bank0_conv0"]["kernel"])).sum()
@@ -219,11 +225,11 @@ def test_cascade_final_is_coarse_plus_fine_offset():
   x = jax.random.uniform(jax.random.key(0), (2, 64, 64, 3), maxval=255.0)
   v = jax.jit(functools.partial(model.init, train=False))(jax.random.key(2, impl="rbg"), x)
   out = model.apply(v, x, train=False)
-  fine_xy, _ = codec.WindowCodec(36).decode(out["fine_heatmaps"], out["window_origin"])
-  np.testing.assert_allclose(out["xy"], fine_xy)
+  fine_xy, _ = codec.WindowCodec(36).decode(out.fine_heatmaps, out.window_origin)
+  np.testing.assert_allclose(out.xy, fine_xy)
   # The window lies around the coarse estimate.
-  centre = out["window_origin"] + 17.5
-  assert np.all(np.abs(np.asarray(centre - out["coarse_xy"])) <= 2.5)
+  centre = out.window_origin + 17.5
+  assert np.all(np.abs(np.asarray(centre - out.coarse_xy)) <= 2.5)
 
 
 def test_standard_cascade_matches_parameter_count():
@@ -235,8 +241,8 @@ def test_standard_cascade_matches_parameter_count():
   std_convs = models.matched_standard_features(
     j, feat_channels, 3, fine.bank_convs, fine.merge_features
   )
-  std = models.StandardCascade(coarse, models.FineNet(j, bank_convs=std_convs))
-  ours = models.Cascade(coarse, fine)
+  std = models.StandardCascade(coarse, models.FineNet(j, bank_convs=std_convs), *_codecs(coarse))
+  ours = models.Cascade(coarse, fine, *_codecs(coarse))
   x = jax.ShapeDtypeStruct((1, 240, 320, 3), jnp.float32)
 
   def count(m):
@@ -251,14 +257,14 @@ def test_standard_cascade_gives_no_gradient_to_coarse_from_e2():
   j = 3
   coarse = tiny_coarse(num_joints=j, pool_factor=4)
   fine = models.FineNet(j, bank_convs=((3, 4), (3, 4), (3, 8)), merge_features=8)
-  model = models.StandardCascade(coarse, fine, context=16)
+  model = models.StandardCascade(coarse, fine, *_codecs(coarse, 16))
   x = jax.random.uniform(jax.random.key(0), (1, 32, 32, 3), maxval=255.0)
   params = jax.jit(functools.partial(model.init, train=False))(jax.random.key(1, impl="rbg"), x)[
     "params"
   ]
-  g = jax.jit(
-    jax.grad(lambda p: model.apply({"params": p}, x, train=False)["fine_heatmaps"].sum())
-  )(params)
+  g = jax.jit(jax.grad(lambda p: model.apply({"params": p}, x, train=False).fine_heatmaps.sum()))(
+    params
+  )
   assert all(np.all(np.asarray(v) == 0) for v in jax.tree.leaves(g["coarse"]))
   assert np.abs(np.asarray(g["fine"]["bank0_conv0"]["kernel"])).sum() > 0
 

@@ -127,7 +127,7 @@ def test_fit_from_cascade_and_select(trained, loaded, batch):
     assert out[k].shape == (b, j) and np.all((out[k] >= 0) & (out[k] <= 1))
   np.testing.assert_array_equal(out["torso_box"], batch["torso_box"])
   # The fine stage refines the MRF's pick: the result lies in the window around it.
-  assert np.abs(out["cascade_mrf"] - out["coarse_mrf"]).max() <= model.context / 2 + 4
+  assert np.abs(out["cascade_mrf"] - out["coarse_mrf"]).max() <= model.fine_codec.size / 2 + 4
 
 
 def test_predictor_selects_with_a_torso_box(trained):
