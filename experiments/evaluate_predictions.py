@@ -6,6 +6,9 @@ r"""Scores a predictions file against a benchmark's ground truth; prints the tab
   python -m experiments.evaluate_predictions --dataset=flic \
     --predictions=preds.h5 --ground_truth=examples.mat \
     [--flic_protocol=modec|hourglass|observer_centric]
+  python -m experiments.evaluate_predictions --dataset=coco \
+    --predictions=RESULTS.json --ground_truth=ANNOTATIONS.json [--sigmas=crowdpose] \
+    [--output_json=scores.json]
 
 MPII: PCKh (Head, Shoulder, Elbow, Wrist, Hip, Knee, Ankle, UBody, Total) at
 --threshold (default 0.5); ground truth = stacked-hourglass `valid.h5` or HRNet
@@ -14,6 +17,12 @@ only at --threshold; ground truth = `examples.mat` (test rows in file order),
 labels and torso of --flic_protocol (default modec, the FLIC authors' own
 `eval_dataset.m`). Each row of the printed table names metric, threshold and
 protocol, e.g. `PCK@0.2 (FLIC, modec protocol)` or `PCKh@0.5 (MPII)`.
+COCO (any COCO-format keypoint file, `heatpose_jax/coco_eval.py`): OKS AP / AR,
+COCO's ten numbers, computed by pycocotools (`COCOeval(iouType="keypoints")`) from
+the standard results file ([{image_id, category_id, keypoints [x, y, s]×K,
+score}]) and the annotation file; the OKS sigmas by the file's joint names (COCO's
+17, CrowdPose's 14, or per part) or --sigmas=coco|crowdpose|V1,...,VK; PCK (torso,
+--threshold or 0.05, 0.1, 0.2) of the same results beside it (docs/coco.md).
 File formats: `heatpose_jax/prediction_io.py`; protocols: `docs/protocols.md`.
 --dataset is any registered dataset with a community format
 (`DatasetSpec.prediction_format`: `READERS`); --dataset_module imports a module
@@ -22,7 +31,10 @@ first that registers more.
 --output_json writes `{"dataset": ..., "metric": "PCKh" | "PCK", "protocol": ...,
 "num_examples": N, "tables": {"<α>": {"Head": ..., ...}, ...}}`, percentages with
 NaN as null, α keyed by its decimal text (e.g. "0.05"); MPII's protocol is
-"evaluatePCKh". It never replaces the predictions, the ground truth, or a file
+"evaluatePCKh". COCO's JSON adds pycocotools' ten numbers at the top level, `AP`,
+`AP50`, `AP75`, `APm`, `APl`, `AR`, `AR50`, `AR75`, `ARm`, `ARl` (fractions, −1
+where pycocotools says −1), and `coco` (sigmas, area rule, counts); its `tables`
+hold the PCK. It never replaces the predictions, the ground truth, or a file
 it did not write (refused with one line).
 
 --predictions_layout=NJ2|J2N|2JN names the layout of `preds` ((N, J, 2),
@@ -44,7 +56,15 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from heatpose_jax import dataset_specs, fileio, flic_labels, metrics, outputs, prediction_io
+from heatpose_jax import (
+  coco_eval,
+  dataset_specs,
+  fileio,
+  flic_labels,
+  metrics,
+  outputs,
+  prediction_io,
+)
 
 # What the JSON calls MPII's one protocol (MPII's evaluatePCKh.m).
 MPII_PROTOCOL = "evaluatePCKh"
@@ -65,9 +85,18 @@ _DATASET = flags.DEFINE_string(
 _DATASET_MODULE = flags.DEFINE_string(
   "dataset_module", None, "Module(s) to import first (comma-separated) that register datasets."
 )
-_PREDICTIONS = flags.DEFINE_string("predictions", None, "Predictions file (.mat or .h5).")
+_PREDICTIONS = flags.DEFINE_string(
+  "predictions", None, "Predictions file (.mat or .h5; COCO: a keypoint results .json)."
+)
 _GROUND_TRUTH = flags.DEFINE_string(
-  "ground_truth", None, "MPII valid.h5 / gt_valid.mat, or FLIC examples.mat."
+  "ground_truth",
+  None,
+  "MPII valid.h5 / gt_valid.mat, FLIC examples.mat, or a COCO annotation .json.",
+)
+_SIGMAS = flags.DEFINE_string(
+  "sigmas",
+  None,
+  "COCO only: OKS sigmas, coco, crowdpose or K comma-separated numbers (default: by joint name).",
 )
 _THRESHOLD = flags.DEFINE_float(
   "threshold", None, "Normalized-distance threshold α (MPII default 0.5; FLIC 0.05 and 0.2)."
@@ -96,9 +125,10 @@ class Scores:
   Attributes:
     dataset: the dataset ("mpii", "flic", ...).
     metric: "PCKh" or "PCK".
-    protocol: FLIC: one of `flic_labels.PROTOCOLS`; MPII: `MPII_PROTOCOL`.
-    num_examples: N scored rows of the ground truth.
+    protocol: FLIC: one of `flic_labels.PROTOCOLS`; MPII: `MPII_PROTOCOL`; COCO: `COCO_PROTOCOL`.
+    num_examples: N scored rows of the ground truth (COCO: people with a torso, PCK's).
     tables: α -> column -> percentage.
+    coco: COCO only: `coco_eval.evaluate`'s result (its `stats` are the ten numbers).
   """
 
   dataset: str
@@ -106,21 +136,44 @@ class Scores:
   protocol: str
   num_examples: int
   tables: dict[float, dict[str, float]]
+  coco: dict | None = None
 
   def row_label(self, threshold: float) -> str:
-    """E.g. `PCK@0.2 (FLIC, modec protocol)` or `PCKh@0.5 (MPII)`."""
+    """E.g. `PCK@0.2 (FLIC, modec protocol)`, `PCKh@0.5 (MPII)`, `PCK@0.2 (COCO, torso)`."""
+    if self.coco is not None:
+      return f"PCK@{threshold:g} ({self.dataset.upper()}, torso)"
     if self.protocol in flic_labels.PROTOCOLS:
       return f"{self.metric}@{threshold:g} ({self.dataset.upper()}, {self.protocol} protocol)"
     return f"{self.metric}@{threshold:g} ({self.dataset.upper()})"
 
   def to_json(self) -> dict:
-    return {
+    out = {
       "dataset": self.dataset,
       "metric": self.metric,
       "protocol": self.protocol,
       "num_examples": self.num_examples,
       "tables": {f"{t:g}": _json_ready(cols) for t, cols in self.tables.items()},
     }
+    if self.coco is not None:
+      details = {k: v for k, v in self.coco.items() if k not in ("stats", "pck")}
+      out = {**out, **self.coco["stats"], "coco": details}
+    return out
+
+  def text(self) -> str:
+    """The printed report: COCO's summary lines first, then the PCK table(s)."""
+    parts = []
+    if self.coco is not None:
+      c = self.coco
+      parts.append(c["summary"])
+      parts.append(
+        f"OKS sigmas: {c['sigmas_source']}; area: {c['area']}; {c['num_results']} results, "
+        f"{c['num_people']} people"
+      )
+      if not self.tables:
+        parts.append(c["pck"].get("note", "no PCK"))
+    if self.tables:
+      parts.append(metrics.format_rows({self.row_label(t): v for t, v in self.tables.items()}))
+    return "\n".join(parts)
 
 
 def evaluate(
@@ -130,6 +183,7 @@ def evaluate(
   thresholds: Sequence[float] | None = None,
   flic_protocol: str | None = None,
   layout: str | None = None,
+  sigmas: str | None = None,
 ) -> Scores:
   """Reads both files and scores them.
 
@@ -141,6 +195,7 @@ def evaluate(
     thresholds: α values; None = the dataset's table defaults.
     flic_protocol: FLIC only, one of `flic_labels.PROTOCOLS`; None = "modec".
     layout: the predictions' layout (`prediction_io.LAYOUTS`); None = from the shape.
+    sigmas: COCO only: the OKS sigmas (`coco_format.oks_sigmas`); None = by joint name.
 
   Returns:
     `Scores`.
@@ -151,6 +206,13 @@ def evaluate(
   spec = dataset_specs.SPECS.get(dataset)
   if spec is None or spec.prediction_format not in READERS:
     raise ValueError(f"unknown --dataset {dataset!r}; expected {' or '.join(_readable())}")
+  if spec.prediction_format == "coco":
+    if flic_protocol is not None or layout is not None:
+      bad = "--flic_protocol" if flic_protocol is not None else "--predictions_layout"
+      raise ValueError(f"{bad} does not apply to --dataset={dataset}")
+    return _evaluate_coco(spec, predictions, ground_truth, thresholds, sigmas)
+  if sigmas is not None:
+    raise ValueError(f"--sigmas applies to --dataset=coco only, not {dataset}")
   return READERS[spec.prediction_format](
     spec, predictions, ground_truth, thresholds, flic_protocol, layout
   )
@@ -194,8 +256,19 @@ def _evaluate_flic(spec, predictions, ground_truth, thresholds, flic_protocol, l
   return Scores(spec.name, _metric(spec), protocol, len(gt), tables)
 
 
+def _evaluate_coco(spec, predictions, ground_truth, thresholds, sigmas) -> Scores:
+  """A COCO keypoint results file against a COCO-format annotation file (pycocotools)."""
+  ts = thresholds or coco_eval.PCK_THRESHOLDS
+  result = coco_eval.evaluate(ground_truth, predictions, sigmas=sigmas or "", thresholds=ts)
+  pck = result["pck"]
+  tables = {float(t): cols for t, cols in pck.get("tables", {}).items()}
+  return Scores(spec.name, "OKS AP", COCO_PROTOCOL, pck.get("num_examples", 0), tables, result)
+
+
+# What the JSON calls COCO's protocol.
+COCO_PROTOCOL = "pycocotools COCOeval keypoints"
 # `DatasetSpec.prediction_format` -> the function that reads and scores its files.
-READERS = {"mpii": _evaluate_mpii, "flic": _evaluate_flic}
+READERS = {"mpii": _evaluate_mpii, "flic": _evaluate_flic, "coco": _evaluate_coco}
 
 
 def _json_ready(d):
@@ -237,8 +310,9 @@ def main(argv: Sequence[str]) -> None:
       ts,
       _FLIC_PROTOCOL.value,
       _LAYOUT.value,
+      _SIGMAS.value,
     )
-    print(metrics.format_table({scores.row_label(t): c for t, c in scores.tables.items()}))
+    print(scores.text())
     if _OUTPUT_JSON.value:
       text = json.dumps(scores.to_json(), indent=2) + "\n"
       fileio.write_text(_OUTPUT_JSON.value, text)

@@ -16,7 +16,7 @@ _POOLS = flags.DEFINE_list("pools", ["4", "8", "16"], "Pooling factors.")
 def main(argv):
   del argv
   launch.setup()
-  print(model_stats.format_table(model_stats.paper_table([int(p) for p in _POOLS.value])))
+  print(model_stats.format_stats(model_stats.paper_table([int(p) for p in _POOLS.value])))
 
 
 if __name__ == "__main__":

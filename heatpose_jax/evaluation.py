@@ -156,9 +156,9 @@ def format_details(result: dict) -> str:
   lines = [f"examples: {result['num_examples']}"]
   for t in result[models[0]]["table"]:
     lines.append(f"\n{result['metric']} @ {t}")
-    lines.append(metrics.format_table({m: result[m]["table"][t] for m in models}))
+    lines.append(metrics.format_rows({m: result[m]["table"][t] for m in models}))
   lines.append(f"\nsigma of the x error (input px, |e| <= {sigma.OUTLIER_PX:g}):")
-  lines.append(metrics.format_table({m: result[m]["sigma_x"] for m in models}))
+  lines.append(metrics.format_rows({m: result[m]["sigma_x"] for m in models}))
   return "\n".join(lines)
 
 

@@ -375,7 +375,7 @@ def x_error_sigma(pred, gt, valid, outlier_px: float = 20.0) -> tuple[float, int
 # --- printing ----------------------------------------------------------------
 
 
-def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
+def format_rows(rows: Mapping[str, Mapping[str, float]]) -> str:
   """Fixed-width text table: one row per entry, columns from the first row, %.1f."""
   cols = list(next(iter(rows.values())))
   label_w = max(len(r) for r in rows)

@@ -180,7 +180,7 @@ def paper_table(pool_factors=(4, 8, 16)) -> list[dict]:
   return rows
 
 
-def format_table(rows: list[dict]) -> str:
+def format_stats(rows: list[dict]) -> str:
   """Markdown table of `paper_table` rows."""
   head = (
     "| model | pool | input (WxH) | params coarse | params fine | GFLOP coarse | GFLOP fine "

@@ -399,7 +399,7 @@ def make_spatial_batch(
   torso_mode: str = "gaussian",
   mask: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
-  """A `fit_spatial_model` batch from coarse heat-maps and a pipeline batch.
+  """A `fit_params` batch from coarse heat-maps and a pipeline batch.
 
   Args:
     heatmaps: (B, h, w, J) coarse heat-maps at stride s.
@@ -433,7 +433,7 @@ def make_spatial_batch(
 _BATCH_KEYS = ("heatmaps", "torso_map", "target", "valid")
 
 
-def make_train_step(
+def make_fit_step(
   model: SpatialModel, optimizer: optax.GradientTransformation
 ) -> Callable[[Any, Any, dict[str, jax.Array]], tuple[Any, Any, jax.Array]]:
   """A jitted (params, opt_state, batch) -> (params, opt_state, loss) step."""
@@ -449,7 +449,7 @@ def make_train_step(
   return step
 
 
-def fit_spatial_model(
+def fit_params(
   model: SpatialModel,
   batches: Iterable[dict[str, Any]],
   num_steps: int,
@@ -481,7 +481,7 @@ def fit_spatial_model(
   """
   it: Iterator[dict[str, Any]] = iter(batches)
   optimizer = optimizer if optimizer is not None else optax.adam(learning_rate)
-  step = make_train_step(model, optimizer)
+  step = make_fit_step(model, optimizer)
   log_fn = log_fn if log_fn is not None else (lambda i, v: print(f"spatial step {i}: {v:.4f}"))
   first = next(it)
   if params is None:

@@ -2,7 +2,7 @@
 
   * `fit_from_cascade`: the trained coarse model's heat-maps (inference mode) on
     training batches → `spatial_model.make_spatial_batch` (with the batch's
-    `torso_box` as the observed torso node) → `spatial_model.fit_spatial_model`.
+    `torso_box` as the observed torso node) → `spatial_model.fit_params`.
   * `save` / `load`: one atomic `.npz` in `WORKDIR/spatial_model/mrf.npz` holding the
     parameters and, as JSON, the `MRFSpec` (graph, heat-map size, stride, torso
     node) and the fit's record (the cascade step it was fitted on, steps, loss).
@@ -26,10 +26,12 @@ from typing import Any
 import flax.traverse_util
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh
 
-from heatpose_jax import fileio, input_pipeline
+from heatpose_jax import fileio, from_config, input_pipeline
 from heatpose_jax import spatial_model as sm
 from heatpose_jax.joints import Skeleton
 
@@ -185,7 +187,7 @@ def fit_from_cascade(
     mesh: place each batch on this mesh (`to_global_array`: every host passes
       its own rows); None: plain single-process arrays.
     init_params: start from these MRF parameters (default: the pass-through init).
-    log_every, log_fn: see `spatial_model.fit_spatial_model`.
+    log_every, log_fn: see `spatial_model.fit_params`.
 
   Returns:
     The spatial model's parameters (`{'kernels', 'biases'}`).
@@ -204,7 +206,7 @@ def fit_from_cascade(
         batch = input_pipeline.to_global_array(batch, mesh)
       yield prep(params, batch)
 
-  return sm.fit_spatial_model(
+  return sm.fit_params(
     spec.module(),
     stream(),
     steps,
@@ -294,3 +296,81 @@ def mrf_selector(spec: MRFSpec):
     return jnp.exp(logp.astype(jnp.float32))
 
   return select
+
+
+def fit_for_run(
+  config: ml_collections.ConfigDict,
+  model,
+  params,
+  mesh: Mesh,
+  workdir: str,
+  step: int,
+  *,
+  source=None,
+  save_dir: str = "",
+) -> FittedMRF:
+  """The MRF of a run's step-`step` cascade: loaded if saved, else fitted and saved.
+
+  The one function here that reads a config (as `evaluation.build_evaluator`):
+  what training calls after its last step, and the MRF study.
+
+  Fitted for `config.spatial_model.steps` Adam steps on the coarse model's
+  heat-maps of un-augmented, shuffled training batches (`source`: these dataset
+  features instead of the training split), and saved to
+  `save_dir/spatial_model/mrf.npz` (default `save_dir`: `workdir`). A saved one
+  is reused when its graph, cascade step, steps and learning rate match.
+  """
+  c = model.coarse_codec
+  spec = MRFSpec.for_skeleton(
+    from_config.skeleton(config), stride=c.stride, heatmap_hw=c.heatmap_hw(config.input_hw)
+  )
+  steps = int(config.spatial_model.steps)
+  save_dir = save_dir or workdir
+  record = {
+    "cascade_step": step,
+    "steps": steps,
+    "learning_rate": float(config.spatial_model.learning_rate),
+  }
+  saved = _saved_spatial_model(save_dir, spec, record)
+  if saved is not None:
+    return saved
+  batches = from_config.train_batches(config, workdir, source=source, seed_offset=1)
+  it, seen = iter(batches), []
+
+  def log(i, loss):
+    seen.append(loss)
+    logging.info("spatial model step %d/%d: loss %.4f", i, steps, loss)
+
+  try:
+    mrf_params = fit_from_cascade(
+      model,
+      params,
+      it,
+      spec=spec,
+      steps=steps,
+      learning_rate=record["learning_rate"],
+      mesh=mesh,
+      log_every=max(1, min(config.log_every, steps)),
+      log_fn=log,
+    )
+  finally:
+    close = getattr(it, "close", None)
+    if close:
+      close()
+  mrf = FittedMRF(spec, mrf_params, {**record, "final_loss": seen[-1] if seen else None})
+  if jax.process_index() == 0:
+    logging.info("spatial model: saved %s", save(save_dir, mrf))
+  return mrf
+
+
+def _saved_spatial_model(save_dir: str, spec: MRFSpec, record: dict) -> FittedMRF | None:
+  """The MRF saved in `save_dir` if its graph is `spec` and its info matches `record`."""
+  saved = load(save_dir)
+  if (
+    saved is not None
+    and saved.spec == spec
+    and all(saved.info.get(k) == v for k, v in record.items())
+  ):
+    logging.info("spatial model: loaded %s", saved_path(save_dir))
+    return saved
+  return None

@@ -22,7 +22,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh
 
 from heatpose_jax import (
   checkpoints,
@@ -179,7 +178,7 @@ def _train_and_evaluate(config, workdir, mesh, allow_config_change):
         return {"stopped_at": int(checkpoints.last_step(mngr)), "signal": state.signal}
     mrf = None
     if config.spatial_model.enabled:  # after the three phases; reused when already saved
-      mrf = fit_spatial_model(config, model, state.params, mesh, workdir, total)
+      mrf = spatial_training.fit_for_run(config, model, state.params, mesh, workdir, total)
     return evaluate(state.params, total, mrf)
 
 
@@ -301,80 +300,3 @@ def _check_finite(ms: list[dict], checked: int, done: int, mngr, workdir: str) -
       f"{checked + 1}..{done}); the parameters of step {bad[0] - 1} are kept; last good "
       f"checkpoint: step {checkpoints.last_step(mngr)} in {checkpoints.directory(workdir)}"
     )
-
-
-def fit_spatial_model(
-  config: ml_collections.ConfigDict,
-  model,
-  params,
-  mesh: Mesh,
-  workdir: str,
-  step: int,
-  *,
-  source=None,
-  save_dir: str = "",
-) -> spatial_training.FittedMRF:
-  """The MRF of the step-`step` cascade: loaded if saved, else fitted and saved.
-
-  Fitted for `config.spatial_model.steps` Adam steps on the coarse model's
-  heat-maps of un-augmented, shuffled training batches (`source`: these dataset
-  features instead of the training split), and saved to
-  `save_dir/spatial_model/mrf.npz` (default `save_dir`: `workdir`). A saved one
-  is reused when its graph, cascade step, steps and learning rate match.
-  """
-  c = model.coarse_codec
-  spec = spatial_training.MRFSpec.for_skeleton(
-    from_config.skeleton(config), stride=c.stride, heatmap_hw=c.heatmap_hw(config.input_hw)
-  )
-  steps = int(config.spatial_model.steps)
-  save_dir = save_dir or workdir
-  record = {
-    "cascade_step": step,
-    "steps": steps,
-    "learning_rate": float(config.spatial_model.learning_rate),
-  }
-  saved = _saved_spatial_model(save_dir, spec, record)
-  if saved is not None:
-    return saved
-  batches = from_config.train_batches(config, workdir, source=source, seed_offset=1)
-  it, seen = iter(batches), []
-
-  def log(i, loss):
-    seen.append(loss)
-    logging.info("spatial model step %d/%d: loss %.4f", i, steps, loss)
-
-  try:
-    mrf_params = spatial_training.fit_from_cascade(
-      model,
-      params,
-      it,
-      spec=spec,
-      steps=steps,
-      learning_rate=record["learning_rate"],
-      mesh=mesh,
-      log_every=max(1, min(config.log_every, steps)),
-      log_fn=log,
-    )
-  finally:
-    _close(it)
-  mrf = spatial_training.FittedMRF(
-    spec, mrf_params, {**record, "final_loss": seen[-1] if seen else None}
-  )
-  if jax.process_index() == 0:
-    logging.info("spatial model: saved %s", spatial_training.save(save_dir, mrf))
-  return mrf
-
-
-def _saved_spatial_model(
-  save_dir: str, spec: spatial_training.MRFSpec, record: dict
-) -> spatial_training.FittedMRF | None:
-  """The MRF saved in `save_dir` if its graph is `spec` and its info matches `record`."""
-  saved = spatial_training.load(save_dir)
-  if (
-    saved is not None
-    and saved.spec == spec
-    and all(saved.info.get(k) == v for k, v in record.items())
-  ):
-    logging.info("spatial model: loaded %s", spatial_training.saved_path(save_dir))
-    return saved
-  return None

@@ -313,5 +313,5 @@ def test_x_error_stats_robust_sigma_ignores_stray_errors_inside_the_window():
 
 
 def test_format_table():
-  text = metrics.format_table({"PCKh@0.5": {"Head": 96.14, "Total": 82.0}})
+  text = metrics.format_rows({"PCKh@0.5": {"Head": 96.14, "Total": 82.0}})
   assert text.splitlines() == ["          Head Total", "PCKh@0.5  96.1  82.0"]

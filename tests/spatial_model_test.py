@@ -220,7 +220,7 @@ def test_trained_model_selects_the_torso_consistent_person():
     tj, dj, valid,
   )  # fmt: skip
   losses = []
-  params = sm.fit_spatial_model(
+  params = sm.fit_params(
     model, batches(), 128, learning_rate=0.1, log_every=16, log_fn=lambda i, v: losses.append(v)
   )
   after = sm.right_person_rate(

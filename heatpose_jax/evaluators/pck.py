@@ -111,5 +111,5 @@ def format_table(result: Mapping, title: str = "") -> str:
     rows[m] = cols
   head = f"{title}: " if title else ""
   lines = [f"{head}{result['metric']}@{main} (%), {result['num_examples']} examples"]
-  lines.append(metrics.format_table(rows))
+  lines.append(metrics.format_rows(rows))
   return "\n".join(lines)

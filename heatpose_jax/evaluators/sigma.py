@@ -62,4 +62,4 @@ def scalars(result: Mapping) -> Iterator[tuple[str, float]]:
 def format_table(result: Mapping) -> str:
   models = estimates(result)
   head = f"sigma of the x error (input px, |e| <= {result['outlier_px']:g}):"
-  return f"{head}\n{metrics.format_table({m: result[m]['sigma_x'] for m in models})}"
+  return f"{head}\n{metrics.format_rows({m: result[m]['sigma_x'] for m in models})}"
