@@ -44,7 +44,11 @@ def tiny_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_config(tiny_data):
-  """A factory: the synthetic `:tiny` config on `tiny_data` with a few steps and overrides."""
+  """A factory: the synthetic `:tiny` config on `tiny_data` with a few steps and overrides.
+
+  Without GroupNorm (a third of a train step's compile time): these tests are not
+  about learning. The tests that are (`learning_test`), GroupNorm's own
+  (`models_test`) and the notebook's run keep the quick start's model."""
   from heatpose_jax import from_config
   from heatpose_jax.configs import common, synthetic
 
@@ -56,6 +60,7 @@ def tiny_config(tiny_data):
     c.log_every = 1
     c.checkpoint_every = 2
     c.max_eval_examples = 8
+    c.model.norm = "none"
     return from_config.with_overrides(c, overrides)
 
   return make

@@ -5,5 +5,5 @@ which prepares it on demand. `heatpose_jax.datasets.data_source` reads any built
 dataset without importing this package.
 """
 
-from data_prep import flic, lsp, mpii  # noqa: F401
+from data_prep import coco_keypoints, flic, lsp, mpii  # noqa: F401
 from heatpose_jax import synthetic_dataset  # noqa: F401

@@ -5,9 +5,16 @@ r"""Builds a dataset into a TFDS data dir, without TensorFlow (`tfds build` need
   python -m data_prep.build --dataset=synthetic --config=tiny --num_train=1000 \
       --seed=3 --data_dir=~/tfds   # a custom config `tiny-num_train1000-seed3`
   python -m data_prep.build --dataset_module=my_datasets --dataset=mine --data_dir=~/tfds
+  python -m data_prep.build --dataset=coco_keypoints --config=coco \
+      --annotations=train=person_keypoints_train2017.json \
+      --annotations=validation=person_keypoints_val2017.json --images=DIR --data_dir=~/tfds
 
-`--dataset` is any dataset of `heatpose_jax.dataset_specs.SPECS`; `--dataset_module`
-imports a module first that registers more (`dataset_specs.register`).
+`--dataset` is any dataset of `heatpose_jax.dataset_specs.SPECS`, or its TFDS name
+(`coco_keypoints` is the dataset `coco`); `--dataset_module` imports a module first
+that registers more (`dataset_specs.register`). `--annotations`, `--images` and
+`--flip_pairs` say where a builder's source files are (COCO format,
+`data_prep/coco_keypoints.py`): they are the builder's arguments (its `SOURCES`),
+not config fields, so the config keeps its name and directory.
 
 The dataset lands in `DATA_DIR/NAME/CONFIG/VERSION` (FLIC, without configs:
 `DATA_DIR/flic/VERSION`). TFDS writes into an `incomplete.XXXXXX_VERSION` sibling
@@ -38,6 +45,7 @@ import ctypes
 import errno
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -70,6 +78,8 @@ STAGING_PREFIX = "incomplete.rebuild-"
 OVERRIDE_FLAGS = (
   "num_train", "num_test", "seed", "height", "width", "label_noise", "distractor_prob",
 )  # fmt: skip
+# Flags that say where the source files are: builder arguments (a builder's `SOURCES`).
+SOURCE_FLAGS = ("annotations", "images", "flip_pairs")
 
 
 def spec(dataset: str) -> dataset_specs.DatasetSpec:
@@ -78,12 +88,13 @@ def spec(dataset: str) -> dataset_specs.DatasetSpec:
   Raises:
     app.UsageError: an unknown dataset (the message lists the known ones).
   """
-  if dataset not in dataset_specs.SPECS:
+  found = dataset_specs.SPECS.get(dataset) or dataset_specs.for_tfds_name(dataset)
+  if found is None:
     raise app.UsageError(
       f"--dataset={dataset}: unknown; known: {sorted(dataset_specs.SPECS)} "
       "(or --dataset_module=MODULE that registers it)"
     )
-  return dataset_specs.SPECS[dataset]
+  return found
 
 
 def needs_manual_dir(dataset: str) -> bool:
@@ -127,6 +138,41 @@ def make_config(
   return features.derive_config(base, **overrides)
 
 
+def source_args(dataset: str, sources: dict) -> dict:
+  """The builder arguments of the `SOURCE_FLAGS` given (None values ignored):
+  `annotations` as ((split, path), ...) from `SPLIT=FILE` strings, paths absolute.
+
+  Raises:
+    app.UsageError: a flag the builder does not take (its `SOURCES`), an
+      `--annotations` value that is not SPLIT=FILE, or a split named twice.
+  """
+  sources = {k: v for k, v in sources.items() if v is not None}
+  takes = getattr(spec(dataset).builder_class(), "SOURCES", ())
+  for key in sources:
+    if key not in takes:
+      raise app.UsageError(f"--{key} does not apply to --dataset={dataset}")
+  if "annotations" in sources:
+    sources["annotations"] = parse_annotations(sources["annotations"])
+  if "images" in sources:
+    sources["images"] = os.path.abspath(os.path.expanduser(sources["images"]))
+  return sources
+
+
+def parse_annotations(values) -> tuple[tuple[str, str], ...]:
+  """`--annotations` values `SPLIT=FILE` (or (split, file) pairs) → ((split, path), ...)."""
+  out = []
+  for v in values:
+    split, sep, path = v.partition("=") if isinstance(v, str) else (v[0], "=", v[1])
+    if not sep or not path or not re.fullmatch(r"[A-Za-z_]\w*", split):
+      raise app.UsageError(
+        f"--annotations={v}: expected SPLIT=FILE.json, SPLIT a name like train or validation"
+      )
+    if split in dict(out):
+      raise app.UsageError(f"--annotations: split {split!r} named twice")
+    out.append((split, os.path.abspath(os.path.expanduser(path))))
+  return tuple(out)
+
+
 def build(
   dataset: str,
   data_dir: str | Path,
@@ -146,7 +192,8 @@ def build(
     overwrite: rebuild even if the dataset is already prepared; the prepared one
       is replaced only once the new one is complete (see `rebuild`).
     **overrides: config fields to change (`num_train=1000, seed=3`), see
-      `make_config`.
+      `make_config`; and the `SOURCE_FLAGS` (`annotations=["train=a.json"],
+      images=DIR`), see `source_args`.
 
   Returns:
     The builder of the prepared dataset. `builder.skip_counters` lists one
@@ -171,11 +218,12 @@ def build(
   elif manual_dir:
     logging.warning("--manual_dir is ignored for --dataset=%s", dataset)
     manual_dir = None
+  sources = source_args(dataset, {k: overrides.pop(k, None) for k in SOURCE_FLAGS})
   cfg = make_config(dataset, config, overrides)
   data_dir = Path(data_dir).expanduser()
 
   def make(where: Path) -> tfds.core.DatasetBuilder:
-    kwargs = {"data_dir": str(where)}
+    kwargs = {"data_dir": str(where), **sources}
     if cfg is not None:
       kwargs["config"] = cfg
     return cls(**kwargs)
@@ -315,6 +363,13 @@ def _define_flags() -> None:
   flags.DEFINE_integer("width", None, "Override: image width (synthetic).")
   flags.DEFINE_float("label_noise", None, "Override: label noise sigma in pixels (synthetic).")
   flags.DEFINE_float("distractor_prob", None, "Override: P(second person) (synthetic).")
+  flags.DEFINE_multi_string(
+    "annotations", None, "SPLIT=FILE.json, once per split: COCO-format annotation files."
+  )
+  flags.DEFINE_string("images", None, "The images folder of the --annotations files.")
+  flags.DEFINE_string(
+    "flip_pairs", None, "LEFT:RIGHT,... joint names flipped together (COCO format), or none."
+  )
   flags.mark_flags_as_required(["dataset", "data_dir"])
 
 
@@ -353,7 +408,7 @@ def main(argv) -> int:
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     dataset_specs.import_modules(FLAGS.dataset_module)
-    overrides = {k: FLAGS[k].value for k in OVERRIDE_FLAGS}
+    overrides = {k: FLAGS[k].value for k in OVERRIDE_FLAGS + SOURCE_FLAGS}
     builder = build(
       FLAGS.dataset,
       FLAGS.data_dir,

@@ -2,7 +2,8 @@
 
 Manual dir (see `data_prep/manual_dirs.md`): `mpii_human_pose_v1_u12_1.mat` (struct
 `RELEASE`), `images/`, and optionally a validation split file, `valid.h5`
-(stacked hourglass) or `valid.json` (HRNet).
+(stacked hourglass) or `valid.json` (HRNet). Or, without the .mat, the JSON layout
+of the HRNet and mmpose codebases (`JSON_FILES`, below).
 
 Splits, each in annotation-file order (image, then rectangle):
   * `train`: every annotated person (an `annorect` with `annopoints`, `scale` and
@@ -33,6 +34,22 @@ is not positive and finite, its `objpos` lies more than an image side outside th
 image, its head box is upside down (x2 <= x1 or y2 <= y1) or not finite, or an
 annotated point is NaN or infinite; a point more than an image side outside the
 image is marked invalid.
+
+The JSON layout (HRNet's `data/mpii/annot/{train,valid,test}.json`, mmpose's
+`annotations/mpii_{train,val,test}.json`; in the manual dir, or its `annot/` or
+`annotations/` folder): a list of persons {`image`, `center` [x, y], `scale`,
+`joints` [[x, y]] × 16, `joints_vis` [16]}, in MPII's joint-id order. Conventions,
+read from the loaders: `center` is MPII's `objpos` and `joints` its points,
+both 1-based (MATLAB) — HRNet's `lib/dataset/mpii.py` and mmpose 0.x subtract 1
+from both (mmpose 1.x subtracts 1 from the centre only and keeps the joints in the
+file's frame); `scale` is MPII's (person height / 200 px; the loaders' `c[1] += 15
+· s`, `s *= 1.25` are crop choices, not the annotation's); `joints_vis` is 1 for
+every labelled joint, occluded or not (HRNet's authors, microsoft/human-pose-
+estimation.pytorch#7), so `joints_visible` = `joints_valid` there; a test entry has
+no `joints`. We subtract 1 from both, as HRNet. No head boxes: the validation
+split takes them from `gt_valid.mat` / `mpii_gt_val.mat` (`headboxes_src`, the
+same persons in the same order) where it is there; `image_index` and
+`person_index` are −1 and `activity` '' (the layout has none).
 """
 
 from __future__ import annotations
@@ -62,6 +79,14 @@ FALLBACK_VALIDATION_FRACTION = 0.1
 TORSO_BOX_FRACTIONS = (0.2, 0.3)
 # valid.json centres are `objpos`; they match within this many pixels.
 JSON_CENTER_TOLERANCE = 2.0
+# The JSON layout's files per split (HRNet's names, mmpose's), and where they may be.
+JSON_FILES = {
+  "train": ("train.json", "mpii_train.json"),
+  "validation": ("valid.json", "mpii_val.json"),
+  "test": ("test.json", "mpii_test.json"),
+}
+JSON_HEAD_BOXES = ("gt_valid.mat", "mpii_gt_val.mat")
+JSON_FOLDERS = (".", "annot", "annotations")
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 From http://human-pose.mpi-inf.mpg.de/#download get the images
@@ -358,6 +383,96 @@ def split_persons(root: Path, names: list[str], train: list[dict]):
   )
 
 
+def json_files(root: Path | None) -> dict[str, Path]:
+  """split → file of the JSON layout in `root` (`JSON_FILES`, `JSON_FOLDERS`): {} unless
+  both train and validation are there and the .mat is not."""
+  if root is None or (root / ANNOTATIONS).exists():
+    return {}
+  found = {}
+  for split, names in JSON_FILES.items():
+    path = next(
+      (root / d / n for d in JSON_FOLDERS for n in names if (root / d / n).is_file()), None
+    )
+    if path is not None:
+      found[split] = path
+  return found if {"train", "validation"} <= found.keys() else {}
+
+
+def json_person(entry, k: int, path: Path, head_box, *, test: bool = False) -> dict:
+  """One person of a JSON-layout file, parsed as `read_annotations` parses a rectangle
+  (0-based; `problem` says why it is unusable, `where` names it). A `test` person has
+  objpos and scale only, whatever joints its file holds (the loaders ignore them)."""
+  where = f"{path.name}[{k}]"
+  base = {"image_index": -1, "person_index": -1, "activity": "", "where": where}
+  try:
+    name, scale = str(entry["image"]), float(entry["scale"])
+    center = np.asarray(entry["center"], np.float64).reshape(2)
+  except (KeyError, TypeError, ValueError) as e:
+    return {**base, "image_name": "", "problem": "malformed entry", "detail": f"{e!r}"}
+  person = {**base, "image_name": name, "center": (center - 1).astype(np.float32)}
+  person["scale"] = np.float32(scale)
+  if center[0] == -1:  # the loaders' marker of a person without objpos
+    return {**person, "problem": "annotated person without objpos/scale", "detail": ""}
+  if test or "joints" not in entry:  # a test person: objpos and scale only
+    problem = common.scale_problem(scale)
+    return {**person, "problem": problem, "detail": f"scale {scale:g}" if problem else ""}
+  try:
+    pts = np.asarray(entry["joints"], np.float64).reshape(NUM_JOINTS, 2) - 1.0
+    valid = np.asarray(entry["joints_vis"], np.float64).reshape(NUM_JOINTS) > 0
+  except (KeyError, TypeError, ValueError) as e:
+    return {**person, "problem": "malformed joints", "detail": f"{e!r}"}
+  person.update(joints=pts, joints_valid=valid, joints_visible=valid.copy(), head_box=head_box)
+  person["problem"] = (
+    common.scale_problem(scale)
+    or common.box_problem(head_box, "head box")
+    or common.check_joints(pts, valid)
+  )
+  person["detail"] = _detail(person["problem"], (center, scale), head_box)
+  return person
+
+
+def read_json_split(
+  path: Path, head_boxes: np.ndarray | None = None, *, test: bool = False
+) -> list[dict]:
+  """The persons of one JSON-layout file, in file order (`json_person`).
+
+  Args:
+    path: the file. head_boxes: (N, 4) 0-based x1, y1, x2, y2 of its N persons, or None.
+    test: the test split's file (no joints are read).
+
+  Raises:
+    common.DataError: not a JSON list, or a head-box count other than the persons'.
+  """
+  try:
+    entries = json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise common.DataError(f"{path}: not a readable JSON file ({e})") from e
+  if not isinstance(entries, list):
+    raise common.DataError(f"{path}: expected a list of persons, got {type(entries).__name__}")
+  if head_boxes is not None and len(head_boxes) != len(entries):
+    raise common.DataError(f"{path}: {len(entries)} persons but {len(head_boxes)} head boxes")
+  zeros = np.zeros(4, np.float32)
+  return [
+    json_person(e, k, path, zeros if head_boxes is None else head_boxes[k], test=test)
+    for k, e in enumerate(entries)
+  ]
+
+
+def json_head_boxes(folder: Path) -> np.ndarray | None:
+  """(N, 4) 0-based head boxes of the validation persons from HRNet's `gt_valid.mat`
+  (mmpose: `mpii_gt_val.mat`), `headboxes_src` (2, 2, N) 1-based; None without one."""
+  path = next((folder / n for n in JSON_HEAD_BOXES if (folder / n).is_file()), None)
+  if path is None:
+    return None
+  try:
+    boxes = np.asarray(sio.loadmat(path)["headboxes_src"], np.float64)
+  except (KeyError, ValueError, NotImplementedError, OSError) as e:
+    raise common.DataError(f"{path}: no readable 'headboxes_src' ({e!r})") from e
+  if boxes.ndim != 3 or boxes.shape[:2] != (2, 2):
+    raise common.DataError(f"{path}: 'headboxes_src' has shape {boxes.shape}; expected (2, 2, N)")
+  return (boxes.transpose(2, 0, 1).reshape(-1, 4) - 1.0).astype(np.float32)
+
+
 def torso_box(center: np.ndarray, scale: float) -> np.ndarray:
   """(4,) x1, y1, x2, y2 of the torso box centred on `center` (see the docstring)."""
   half = np.asarray(TORSO_BOX_FRACTIONS) * 200.0 * scale / 2
@@ -387,6 +502,12 @@ class Mpii(common.ArrayRecordBuilder):
     )
 
   def _split_generators(self, dl_manager):
+    try:
+      files = json_files(Path(dl_manager.manual_dir))
+    except AssertionError:  # no manual dir: `manual_paths` says so
+      files = {}
+    if files:
+      return self._json_splits(dl_manager, files)
     root = common.manual_paths(dl_manager, "mpii", ANNOTATIONS, MANUAL_DOWNLOAD_INSTRUCTIONS)
     names, train, test = read_annotations(root / ANNOTATIONS)
     train, validation = split_persons(root, names, train)
@@ -396,13 +517,29 @@ class Mpii(common.ArrayRecordBuilder):
       "test": self._generate_examples(root, test, "test"),
     }
 
+  def _json_splits(self, dl_manager, files: dict[str, Path]):
+    """The splits of the JSON layout (module docstring)."""
+    root = Path(dl_manager.manual_dir)
+    first = files["train"].relative_to(root)
+    common.manual_paths(dl_manager, "mpii", str(first), MANUAL_DOWNLOAD_INSTRUCTIONS)
+    logging.info("mpii: the JSON layout: %s", ", ".join(str(p) for p in files.values()))
+    heads = json_head_boxes(files["validation"].parent)
+    return {
+      split: self._generate_examples(
+        root,
+        read_json_split(path, heads if split == "validation" else None, test=split == "test"),
+        split,
+      )
+      for split, path in files.items()
+    }
+
   def _generate_examples(self, root: Path, persons: list[dict], split: str):
     skips = common.new_skip_counter(self, split)
 
     def candidates():
       cache = (None, None, None)  # (name, image, error): persons of an image are adjacent.
       for p in persons:
-        where = (
+        where = p.get("where") or (
           f"annolist({p['image_index'] + 1}).annorect({p['person_index'] + 1}) {p['image_name']!r}"
         )
         if p["problem"]:

@@ -2,6 +2,8 @@
 
   python -m experiments.predict --workdir=W --images='photos/*.jpg' --output_dir=D
   python -m experiments.predict --workdir=W --video=in.mp4 --output_dir=D
+  python -m experiments.predict --workdir=W --images=DIR --boxes=DETECTIONS.json \
+    --box_threshold=0.5 [--annotations=ANNOTATIONS.json] --output_dir=D
 
 Images: D/predictions.json and one overlay per image, named after it
 (photos/a.jpg → D/a.png; names that would meet, x.jpg and x.png or a/p/x.jpg and
@@ -16,6 +18,21 @@ Each image is letterboxed into the model's input; with several --scales (e.g.
 scale are averaged and the cascade refines their argmax. With --torso_box
 (image pixels, the same for every image) and a spatial model fitted in the
 workdir, the MRF picks the person whose torso that is (paper §3.3).
+
+Top-down, with --boxes (a COCO detection-results file, [{image_id, category_id,
+bbox [x, y, w, h], score}], or an annotation file: its people's boxes, score 1):
+each box scoring at least --box_threshold gives one pose, cropped as the
+dataset's builder crops its people (`heatpose_jax.topdown`). A box's image_id is
+matched to an image of --images by --annotations' `images` (id → file_name, matched
+by base name) when given (or when --boxes is an annotation file), else by file
+name: `000000397133.jpg` is image_id 397133 (and "000000397133"). D gets
+keypoint_results.json, COCO's keypoint results ([{image_id, category_id,
+keypoints [x, y, s] × K, score}]: what `experiments.evaluate_predictions
+--dataset=coco` reads; s the joint's score, score = the box's × the mean joint
+score; category_id the detection's, or the keypoint category of the annotation
+file), predictions.json (per image its `poses`) and one overlay per image with
+boxes. Entries of --boxes that cannot be read are listed and skipped (exit 3);
+boxes of images not in --images are counted.
 
 Outputs never replace a file this command did not write: an overlay that would
 land on an input (--output_dir = the photos' folder, a video's own folder) or on
@@ -32,6 +49,7 @@ and the outputs hold what was read. The exit status is then 3, or 0 with
 
 from __future__ import annotations
 
+import collections
 import glob
 import math
 import os
@@ -45,7 +63,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
-from heatpose_jax import fileio, outputs, predictor
+from heatpose_jax import coco_format, fileio, outputs, predictor
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -59,6 +77,13 @@ flags.DEFINE_string("output_dir", None, "Where the JSON and the overlays go.")
 flags.DEFINE_list("scales", ["1.0"], "Zoom factors (must include 1.0).")
 flags.DEFINE_list(
   "torso_box", None, "x1,y1,x2,y2 torso box in image pixels: the MRF picks that person."
+)
+flags.DEFINE_string(
+  "boxes", None, "Person boxes: a COCO detection-results JSON or an annotation file (top-down)."
+)
+flags.DEFINE_float("box_threshold", 0.0, "--boxes: use the boxes scoring at least this.")
+flags.DEFINE_string(
+  "annotations", None, "--boxes: a COCO annotation file whose images map image_id to file_name."
 )
 flags.DEFINE_integer("batch_size", 8, "Images per device call.")
 flags.DEFINE_bool(
@@ -87,6 +112,7 @@ UNSUPPORTED_IMAGES = {
   ),
 }
 PREDICTIONS_JSON = "predictions.json"
+KEYPOINT_RESULTS_JSON = "keypoint_results.json"
 # The keys that make a JSON one of this command's results (`outputs.json_with`).
 IMAGES_JSON_KEYS = ("checkpoint_step", "frame", "predictions")
 VIDEO_JSON_KEYS = ("checkpoint_step", "frame", "frames", "source")
@@ -188,7 +214,7 @@ def _record(result: dict) -> dict:
   }
 
 
-def check_image_outputs(inputs: Inputs, out_dir: str, names: list[str]) -> None:
+def check_image_outputs(inputs: Inputs, out_dir: str, names: list[str], plan=None) -> None:
   """Refuses, before any work, outputs that would replace an input or a user's file."""
   way_out = "choose another --output_dir"
   if inputs.folder is not None and outputs.same_file(inputs.folder, out_dir):
@@ -198,9 +224,14 @@ def check_image_outputs(inputs: Inputs, out_dir: str, names: list[str]) -> None:
       f"be written among the photos (e.g. {os.path.join(out_dir, names[0])}.png beside "
       f"{inputs.paths[0]}); {way_out}"
     )
-  planned = [(os.path.join(out_dir, PREDICTIONS_JSON), outputs.json_with(IMAGES_JSON_KEYS))]
+  ours = outputs.json_with(IMAGES_JSON_KEYS)
+  planned = [(os.path.join(out_dir, PREDICTIONS_JSON), ours)]
   planned += [(os.path.join(out_dir, f"{n}.png"), outputs.image_is_ours) for n in names]
   everything = inputs.paths + [p for p, _ in inputs.ignored]
+  if plan is not None:
+    results = os.path.join(out_dir, KEYPOINT_RESULTS_JSON)
+    planned.append((results, outputs.companion(planned[0][0], ours)))
+    everything += plan.sources
   outputs.check(planned, inputs=everything, way_out=way_out)
 
 
@@ -290,6 +321,153 @@ def predict_images(
     summary += f"; ignored {len(inputs.ignored)} other file(s) in the folder ({listed}{more})"
   print(f"{summary} -> {target}", flush=True)
   return skipped
+
+
+# --- top-down: person boxes ---------------------------------------------------------
+
+
+class BoxPlan:
+  """Which boxes of --boxes go with which image of --images (module docstring).
+
+  Attributes:
+    by_path: image path → its boxes scoring ≥ the threshold, in file order:
+      [{image_id, category_id, box (4,) x1, y1, x2, y2 image pixels, score}].
+    category_id: the keypoint category of the annotation file, or None.
+    problems: the --boxes entries that could not be read, {"image", "reason"}.
+    report: counts of boxes read, used, and not used (and why).
+    sources: the JSON files read (never written over).
+  """
+
+  def __init__(self, inputs: Inputs, boxes: str, annotations: str | None, threshold: float):
+    dets, problems, gt = coco_format.read_boxes(boxes)
+    if annotations:
+      gt = coco_format.load_json(annotations, "--annotations")
+      coco_format.check_annotation_file(gt, annotations)
+    cat = coco_format.keypoint_category(gt, annotations or boxes) if gt is not None else None
+    self.category_id = None if cat is None else cat["id"]
+    ids = image_ids(inputs.paths, gt)
+    self.by_path: dict[str, list[dict]] = collections.defaultdict(list)
+    unused: collections.Counter[str] = collections.Counter()
+    for d in dets:
+      if d["score"] < threshold:
+        unused["below --box_threshold"] += 1
+      elif self.category_id is not None and d["category_id"] != self.category_id:
+        unused["of another category"] += 1
+      elif d["image_id"] not in ids:
+        unused["of images not in --images"] += 1
+      else:
+        self.by_path[ids[d["image_id"]]].append(d)
+    self.problems = [{"image": boxes, "reason": f"entry {p}"} for p in problems]
+    for p in self.problems:
+      print(f"skipped --boxes {p['reason']}", flush=True)
+    used = sum(len(v) for v in self.by_path.values())
+    self.report = {
+      "read": len(dets),
+      "used": used,
+      **{f"not used: {k}": n for k, n in unused.items()},
+    }
+    self.sources = [boxes] + ([annotations] if annotations else [])
+
+
+def image_ids(paths: list[str], gt: dict | None) -> dict:
+  """image_id → image path: through the annotation file's `images` (its file_name's
+  base name) where there is one, else by file name (`000000397133.jpg` → 397133 and
+  "000000397133")."""
+  if gt is not None:
+    by_name = {os.path.basename(p): p for p in paths}
+    return {
+      im["id"]: by_name[os.path.basename(im["file_name"])]
+      for im in gt["images"]
+      if isinstance(im, dict)
+      and "id" in im
+      and isinstance(im.get("file_name"), str)
+      and os.path.basename(im["file_name"]) in by_name
+    }
+  out: dict = {}
+  for p in paths:
+    stem = os.path.splitext(os.path.basename(p))[0]
+    out[stem] = p
+    if stem.isdigit():
+      out[int(stem)] = p
+  return out
+
+
+def coco_result(result: dict, det: dict, category_id) -> dict:
+  """One pose as a COCO keypoint result: keypoints [x, y, joint score] × K (image
+  pixels, 0-based: COCO's keypoint frame), score = box score × mean joint score."""
+  kp = np.concatenate([result["joints"], result["scores"][:, None]], axis=1)
+  cat = category_id if category_id is not None else det.get("category_id")
+  return {
+    "image_id": det["image_id"],
+    "category_id": 1 if cat is None else cat,
+    "keypoints": [round(float(v), 3) for v in kp.ravel()],
+    "score": round(float(det["score"]) * float(np.mean(result["scores"])), 6),
+  }
+
+
+def _pose_record(result: dict, det: dict) -> dict:
+  return {"box": [float(v) for v in det["box"]], "box_score": det["score"], **_record(result)}
+
+
+def predict_boxes(
+  pred: predictor.Predictor, inputs: Inputs, out_dir: str, names: list[str], plan: BoxPlan
+) -> list[dict]:
+  """A pose per box of `plan`: keypoint_results.json, predictions.json and an overlay
+  per image with boxes. Returns the images skipped, {"image", "reason"}."""
+  from tqdm.auto import tqdm
+
+  records, results, skipped = [], [], []
+  todo = [(p, n) for p, n in zip(inputs.paths, names, strict=True) if plan.by_path.get(p)]
+  complete = False
+  try:
+    for path, name in tqdm(todo, desc="predicting", unit="img", disable=None):
+      dets = plan.by_path[path]
+      try:
+        image = read_image(path)
+        poses = pred(image, boxes=[d["box"] for d in dets])
+      except (predictor.ImageError, ValueError) as e:  # unreadable, or a box off the image
+        reason = str(e).removeprefix(f"{path}: ")
+        skipped.append({"image": path, "reason": reason})
+        print(f"skipped {path}: {reason}", flush=True)
+        continue
+      fileio.save_image(
+        os.path.join(out_dir, f"{name}.png"), pred.draw(image, poses, title=os.path.basename(path))
+      )
+      pose_records = [_pose_record(r, d) for r, d in zip(poses, dets, strict=True)]
+      records.append({"image": path, "overlay": f"{name}.png", "poses": pose_records})
+      results += [coco_result(r, d, plan.category_id) for r, d in zip(poses, dets, strict=True)]
+    complete = True
+  finally:
+    _write_box_outputs(pred, inputs, out_dir, plan, records, results, skipped, complete)
+  print(
+    f"{len(results)} poses on {len(records)} of {len(inputs.paths)} image(s) "
+    f"({', '.join(f'{k} {v}' for k, v in plan.report.items())} boxes) -> "
+    f"{os.path.join(out_dir, KEYPOINT_RESULTS_JSON)}",
+    flush=True,
+  )
+  return skipped
+
+
+def _write_box_outputs(pred, inputs, out_dir, plan, records, results, skipped, complete):
+  with_boxes = set(plan.by_path)
+  fileio.write_json(os.path.join(out_dir, KEYPOINT_RESULTS_JSON), results)
+  fileio.write_json(
+    os.path.join(out_dir, PREDICTIONS_JSON),
+    {
+      "checkpoint_step": pred.step,
+      "scales": list(pred.scales),
+      "boxes": plan.sources[0],
+      "box_threshold": FLAGS.box_threshold,
+      "frame": "source image pixels, 0-based, pixel centres at integers: (x, y, score in [0, 1])",
+      "complete": complete,
+      "keypoint_results": KEYPOINT_RESULTS_JSON,
+      "boxes_report": plan.report,
+      "predictions": records,
+      "without_boxes": [p for p in inputs.paths if p not in with_boxes],
+      "skipped": skipped + plan.problems,
+      "ignored": [{"file": p, "reason": r} for p, r in inputs.ignored],
+    },
+  )
 
 
 # --- video --------------------------------------------------------------------------
@@ -489,16 +667,26 @@ def predict_video(pred: predictor.Predictor, path: str, out_dir: str, box) -> st
   return video.problem
 
 
-def main(argv):
-  del argv
+def _check_flags() -> tuple[list[float], list[float] | None]:
+  """(scales, torso box or None) from the flags, which are checked together."""
   if bool(FLAGS.images) == bool(FLAGS.video):
     raise ValueError("give exactly one of --images and --video")
+  if FLAGS.boxes and (FLAGS.video or FLAGS.torso_box):
+    raise ValueError("--boxes goes with --images, without --torso_box")
+  if FLAGS.annotations and not FLAGS.boxes:
+    raise ValueError("--annotations goes with --boxes")
   scales = _floats("scales", FLAGS.scales)
   box = _floats("torso_box", FLAGS.torso_box, 4) if FLAGS.torso_box else None
   if box is not None:
     predictor.torso_box_array(box)
   if FLAGS.batch_size < 1:
     raise ValueError(f"--batch_size={FLAGS.batch_size}: must be >= 1")
+  return scales, box
+
+
+def main(argv):
+  del argv
+  scales, box = _check_flags()
   # Everything about the inputs and the outputs is settled before the model loads.
   out_dir = FLAGS.output_dir
   if FLAGS.video:
@@ -509,8 +697,11 @@ def main(argv):
   else:
     inputs = Inputs(FLAGS.images)
     names = outputs.unique_stems(inputs.paths)
+    plan = (
+      BoxPlan(inputs, FLAGS.boxes, FLAGS.annotations, FLAGS.box_threshold) if FLAGS.boxes else None
+    )
     outputs.prepare_dir(out_dir, "--output_dir")
-    check_image_outputs(inputs, out_dir, names)
+    check_image_outputs(inputs, out_dir, names, plan)
   launch.setup()
   config = launch.config(FLAGS.workdir)
   pred = predictor.Predictor.from_workdir(
@@ -538,11 +729,15 @@ def main(argv):
           "(--skip_unreadable accepts that)"
         )
     return
-  skipped = predict_images(pred, inputs, out_dir, box, names)
+  if plan is not None:
+    skipped = predict_boxes(pred, inputs, out_dir, names, plan) + plan.problems
+    what = "image file(s) or --boxes entries"
+  else:
+    skipped = predict_images(pred, inputs, out_dir, box, names)
+    what = f"of {len(inputs.paths)} image file(s)"
   if skipped and not FLAGS.skip_unreadable:
     raise launch.Skipped(
-      f"{len(skipped)} of {len(inputs.paths)} image file(s) not read (listed above; "
-      "--skip_unreadable accepts that)"
+      f"{len(skipped)} {what} not read (listed above; --skip_unreadable accepts that)"
     )
 
 

@@ -23,12 +23,13 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from heatpose_jax import coco_format
 from heatpose_jax import joints as joints_lib
 
 NORMALIZERS = ("head_size", "torso_size")  # PCKh, PCK
 # Community prediction / ground-truth file formats (`prediction_io`), read by
 # `experiments.evaluate_predictions` and written by `evaluation.evaluate_checkpoint`.
-PREDICTION_FORMATS = ("mpii", "flic")
+PREDICTION_FORMATS = ("mpii", "flic", "coco")
 # The key of a built dataset's metadata.json that holds its spec (`to_json`).
 METADATA_KEY = "dataset_spec"
 
@@ -61,6 +62,11 @@ class DatasetSpec:
     prediction_format: the community file format (`PREDICTION_FORMATS`) that
       `evaluate_predictions` reads and `evaluate_checkpoint` writes for it; ''
       for none (`prediction_io.write_predictions`: (N, J, 2) 1-based `preds`).
+    from_build: its joints are read from the source files when it is built (COCO
+      format): the spec a build stored (`datasets.find_spec`) takes this one's place.
+    box_aspect: width / height of the person boxes its builder fixes
+      (`topdown.box_center_scale`); 0 where it has none (a `Predictor` box then
+      takes the canvas's aspect).
   """
 
   skeleton: joints_lib.Skeleton
@@ -76,6 +82,8 @@ class DatasetSpec:
   normalizer: str = "torso_size"
   pools: tuple[tuple[str, tuple[str, ...]], ...] = ()
   prediction_format: str = ""
+  from_build: bool = False
+  box_aspect: float = 0.0
 
   def __post_init__(self):
     where = f"dataset spec {self.name!r}"
@@ -170,12 +178,46 @@ SYNTHETIC = DatasetSpec(
   pools=joints_lib.body_pools(_SKELETONS["synthetic"]),
 )
 
+
+def coco_spec(skeleton: joints_lib.Skeleton, box_aspect: float) -> DatasetSpec:
+  """The spec of a COCO-format keypoint build (`data_prep/coco_keypoints.py`), whose
+  skeleton comes from its annotation file: person boxes of aspect `box_aspect`
+  cropped with a 1.25 margin ('box'), PCK by the torso beside OKS AP (docs/coco.md)."""
+  return DatasetSpec(
+    skeleton=skeleton,
+    tfds_name="coco_keypoints",
+    builder="data_prep.coco_keypoints:CocoKeypoints",
+    configs=("coco", "crowdpose", "generic"),
+    default_config="coco",
+    crop_mode="box",
+    box_scale=1.25,
+    eval_split="validation",
+    normalizer="torso_size",
+    pools=coco_format.pools(skeleton),
+    prediction_format="coco",
+    from_build=True,
+    box_aspect=box_aspect,
+  )
+
+
+# COCO 2017's 17 joints until a build says otherwise (every COCO-format build, of
+# any config, is the dataset `coco`; its stored spec carries its file's joints).
+COCO = coco_spec(
+  coco_format.make_skeleton(
+    coco_format.COCO_KEYPOINTS,
+    coco_format.COCO_SKELETON,
+    coco_format.derive_flip_pairs(coco_format.COCO_KEYPOINTS, "COCO_KEYPOINTS"),
+  ),
+  box_aspect=0.75,
+)
+
 # name -> spec: one line per dataset of the library; others call `register`.
 SPECS: dict[str, DatasetSpec] = {
   "flic": FLIC,
   "mpii": MPII,
   "lsp": LSP,
   "synthetic": SYNTHETIC,
+  "coco": COCO,
 }
 
 

@@ -76,13 +76,20 @@ def find_spec(
   """The spec of dataset `name`: the registered one, else the one the build of
   `tfds_name` (default `name`) stored in its metadata (registered then); None
   where neither knows it.
+
+  A registered spec marked `from_build` (COCO format: the joints are the annotation
+  file's) gives way to the spec its build stored, which replaces it in the
+  registry (a process works with one such build at a time); unbuilt, it stands.
   """
-  if name in dataset_specs.SPECS:
-    return dataset_specs.SPECS[name]
+  registered = dataset_specs.SPECS.get(name)
+  if registered is not None and not registered.from_build:
+    return registered
+  if registered is not None:
+    tfds_name = tfds_name or registered.tfds_name
   spec = built_spec(tfds_name or name, config_name, data_dir)
   if spec is None or spec.name != name:
-    return None
-  return dataset_specs.register(spec)
+    return registered
+  return dataset_specs.register(spec, replace=True)
 
 
 def prepare_generated(spec: dataset_specs.DatasetSpec, config_name: str, data_dir: str):

@@ -5,12 +5,18 @@
     result = predictor("photo.jpg")        # or a PIL image, an (H, W, 3) uint8 array, a list
     result["joints"], result["scores"], result["names"]
     overlay = predictor.draw("photo.jpg", result)
+    poses = predictor("photo.jpg", boxes=[(x1, y1, x2, y2), ...])   # top-down: one per box
 
 `from_workdir` reads the config saved with the run and restores the parameters
 only (an abstract tree from `jax.eval_shape`: no init is compiled). Each image
 is letterboxed into the model's input canvas (at every zoom of `scales`), run
 through the one prediction path (`inference.predict`), and the joints are mapped
 back to the image's own pixels: (x, y), 0-based, pixel centres at integers.
+
+With `boxes` (person boxes x1, y1, x2, y2 in the image's pixels, e.g. a detector's)
+each box is cropped as the dataset's builder crops its people (`topdown`: the box
+widened to the dataset's aspect, `box_scale` margin, crop mode 'box') and gives one
+pose: top-down prediction, as COCO-style benchmarks score it.
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import numpy as np
@@ -31,6 +36,7 @@ from heatpose_jax import (
   input_pipeline,
   orientation,
   spatial_training,
+  topdown,
   visualize,
 )
 from heatpose_jax import joints as joints_lib
@@ -102,6 +108,9 @@ class Predictor:
     mrf: a fitted spatial model; used when a call gives `torso_box`.
     batch_size: images per device call for lists.
     step: the checkpoint step (reported in results).
+    box_scale: the margin of a person box (`boxes`): the box, widened to
+      `box_aspect`, times this fills the canvas height (crop mode 'box').
+    box_aspect: width / height a person box is widened to (0: the canvas's).
   """
 
   def __init__(
@@ -115,8 +124,11 @@ class Predictor:
     mrf: spatial_training.FittedMRF | None = None,
     batch_size: int = 8,
     step: int | None = None,
+    box_scale: float = 1.25,
+    box_aspect: float = 0.0,
   ):
     self.model, self.params, self.skeleton = model, params, skeleton
+    self.box_scale, self.box_aspect = float(box_scale), float(box_aspect)
     self.input_hw = tuple(int(v) for v in input_hw)
     self.scales = inference.check_scales(scales)
     self.mrf, self.step = mrf, step
@@ -169,6 +181,7 @@ class Predictor:
       mrf=mrf,
       batch_size=batch_size,
       step=step,
+      **box_crop(config),
     )
     out.mrf_error = mrf_error
     return out
@@ -203,26 +216,33 @@ class Predictor:
         c2i = m
     return np.stack(out), c2i
 
-  def __call__(self, images, *, torso_box: Sequence[float] | None = None):
+  def __call__(self, images, *, torso_box: Sequence[float] | None = None, boxes=None):
     """Joints of one image or a list of images.
 
     Args:
       images: a path, a PIL image, an `(H, W, 3)` uint8 array, or a list of those.
       torso_box: x1, y1, x2, y2 in image pixels of the person to pick (the same
         for every image of a list); needs a fitted spatial model (`mrf`).
+      boxes: person boxes x1, y1, x2, y2 in the image's pixels: one pose per box
+        (top-down, module docstring); for a list of images, one list per image.
 
     Returns:
       For one image a dict: `joints` `(J, 2)` float32 (x, y) in the image's
       pixels, `scores` `(J,)` in [0, 1] (the coarse heat-map's value there:
       ≈ 1 confident, ≈ 0 not found), `names` (J joint names), `image_hw`,
-      `step`; a list of such dicts for a list.
+      `step`; a list of such dicts for a list. With `boxes`: a list of such
+      dicts (each with its `box`) per image.
 
     Raises:
       ImageError: an input is not a usable image (the message names it).
       ValueError: `torso_box` without a spatial model, or a box that is not
         x1 < x2, y1 < y2 finite, or that does not fit an image
-        (`check_torso_box`).
+        (`check_torso_box`, `check_person_box`); `boxes` with `torso_box`.
     """
+    if boxes is not None:
+      if torso_box is not None:
+        raise ValueError("give torso_box or boxes, not both")
+      return self._call_boxes(images, boxes)
     single = not isinstance(images, list | tuple)
     items = [images] if single else list(images)
     box = None if torso_box is None else torso_box_array(torso_box)
@@ -241,8 +261,52 @@ class Predictor:
         results[lo + i] = r
     return results[0] if single else results
 
+  def _call_boxes(self, images, boxes):
+    single = not isinstance(images, list | tuple)
+    items = [images] if single else list(images)
+    per_image = [boxes] if single else list(boxes)
+    if len(per_image) != len(items):
+      raise ValueError(f"boxes: {len(per_image)} lists of boxes for {len(items)} images")
+    out = []
+    for x, image_boxes in zip(items, per_image, strict=True):
+      image = load_image(x)
+      checked = [check_person_box(b, image.shape[:2], _label(x)) for b in image_boxes]
+      out.append(self._predict_boxes(image, checked))
+    return out[0] if single else out
+
+  def box_canvases(self, encoded: bytes, box) -> tuple[np.ndarray, np.ndarray]:
+    """`(S, H, W, 3)` canvases of one person box at every scale and the scale-1
+    `canvas_to_image` (`encoded`: the image as `topdown.encode` makes it)."""
+    h, w = self.input_hw
+    center, scale = topdown.box_center_scale(box, self.box_aspect or w / h)
+    c2i = input_pipeline.crop_transform(
+      {"center": center, "scale": scale},
+      crop_mode="box",
+      canvas_hw=self.input_hw,
+      box_scale=self.box_scale,
+    )
+    zoomed = [topdown.zoom_about_centre(c2i, self.input_hw, s) for s in self.scales]
+    canvases = [input_pipeline.decode_and_warp(encoded, m, self.input_hw) for m in zoomed]
+    return np.stack(canvases), c2i
+
+  def _predict_boxes(self, image: np.ndarray, boxes: list[np.ndarray]) -> list[dict]:
+    encoded = topdown.encode(image) if boxes else b""
+    prepared = [self.box_canvases(encoded, b) for b in boxes]
+    results = []
+    for lo in range(0, len(prepared), self.batch_size):
+      chunk = prepared[lo : lo + self.batch_size]
+      results += self._run(chunk, [image.shape[:2]] * len(chunk), None)
+    for r, b in zip(results, boxes, strict=True):
+      r["box"] = b.astype(np.float32)
+    return results
+
   def _predict(self, images: list[np.ndarray], torso_box) -> list[dict]:
-    prepared = [self.canvases(im) for im in images]
+    return self._run(
+      [self.canvases(im) for im in images], [im.shape[:2] for im in images], torso_box
+    )
+
+  def _run(self, prepared, image_hws, torso_box) -> list[dict]:
+    """Predicts `prepared` [(canvases (S, H, W, 3), canvas_to_image)] → result dicts."""
     n = len(prepared)
     # A fixed batch shape: one compiled function for every list.
     pad = 1 if n == 1 else self.batch_size
@@ -264,7 +328,7 @@ class Predictor:
         "joints": image_xy[i].astype(np.float32),
         "scores": scores[i].astype(np.float32),
         "names": self.names,
-        "image_hw": tuple(images[i].shape[:2]),
+        "image_hw": tuple(int(v) for v in image_hws[i]),
         "step": self.step,
       }
       for i in range(n)
@@ -296,16 +360,26 @@ class Predictor:
 
     return jax.export.export(jax.jit(serve), platforms=platforms)(spec)
 
-  def draw(self, image, result: dict[str, Any], *, title: str = "", min_side: int = 384):
-    """The overlay of `result` on `image` (path, PIL or array): `(H', W', 3)` uint8."""
-    return visualize.draw(
-      load_image(image),
-      result["joints"],
+  def draw(self, image, result, *, title: str = "", min_side: int = 384):
+    """The overlay of `result` (one result dict, or a list: the poses of `boxes`) on
+    `image` (path, PIL or array): `(H', W', 3)` uint8."""
+    image = load_image(image)
+    results = list(result) if isinstance(result, list | tuple) else [result]
+    if not results:
+      return visualize.draw(image, None, self.skeleton, title=title, min_side=min_side)
+    out = visualize.draw(
+      image,
+      results[0]["joints"],
       self.skeleton,
-      scores=result.get("scores"),
+      scores=results[0].get("scores"),
       title=title,
       min_side=min_side,
     )
+    k = out.shape[0] // image.shape[0]  # `visualize.enlarge`'s integer factor
+    for r in results[1:]:
+      xy = np.asarray(r["joints"], np.float64) * k + (k - 1) / 2
+      out = visualize.draw(out, xy, self.skeleton, scores=r.get("scores"), min_side=0, legend=False)
+    return out
 
 
 def _label(x) -> str:
@@ -332,6 +406,33 @@ def torso_box_array(torso_box) -> np.ndarray:
 # A torso box may run past the image's edges (a person cut by the frame), but not
 # be larger than this many times the image, nor miss the image entirely.
 MAX_TORSO_BOX_FACTOR = 2.0
+
+
+def check_person_box(box, image_hw: Sequence[int], label: str = "the image") -> np.ndarray:
+  """A person box x1, y1, x2, y2 (image pixels) as float64 `(4,)`, checked: finite, x2 > x1,
+  y2 > y1, overlapping the image (it may run past its edges).
+
+  Raises:
+    ValueError: one line naming the box, the image and what is wrong.
+  """
+  try:
+    b = np.asarray(box, np.float64).reshape(-1)
+  except (TypeError, ValueError):
+    b = np.zeros(0)
+  h, w = (int(v) for v in image_hw)
+  where = f"box {box} for {label} ({w}×{h} px)"
+  if b.shape != (4,) or not np.all(np.isfinite(b)) or b[2] <= b[0] or b[3] <= b[1]:
+    raise ValueError(f"{where}: must be 4 finite numbers x1, y1, x2, y2 with x2 > x1, y2 > y1")
+  if b[2] <= -0.5 or b[3] <= -0.5 or b[0] >= w - 0.5 or b[1] >= h - 0.5:
+    raise ValueError(f"{where}: lies outside the image")
+  return b
+
+
+def box_crop(config) -> dict:
+  """`Predictor`'s person-box crop for a run: {box_scale: `config.box_scale`, else the
+  dataset's margin, else 1.25; box_aspect: the dataset's box aspect (0: the canvas's)}."""
+  spec = from_config.dataset_spec(config)
+  return {"box_scale": config.box_scale or spec.box_scale or 1.25, "box_aspect": spec.box_aspect}
 
 
 def check_torso_box(torso_box, image_hw: Sequence[int], label: str = "the image") -> None:

@@ -24,8 +24,12 @@ GT_LEFT = (140, 230, 120)
 
 
 def _is_left(skeleton: joints_lib.Skeleton, a: int, b: int) -> bool:
-  names = skeleton.model_joints
-  return names[a].startswith("l_") or names[b].startswith("l_")
+  return _left(skeleton, a) or _left(skeleton, b)
+
+
+def _left(skeleton: joints_lib.Skeleton, j: int) -> bool:
+  """Model joint j is a left one: the first of a flip pair (`left_shoulder`, `l_hip`)."""
+  return skeleton.model_joints[j] in {left for left, _ in skeleton.flip_pairs}
 
 
 def enlarge(image: np.ndarray, min_side: int) -> tuple[Image.Image, int]:
@@ -51,7 +55,7 @@ def _draw_points(d: ImageDraw.ImageDraw, skeleton, pts, valid, colors, width: in
       d.line([tuple(pts[a]), tuple(pts[b])], fill=col, width=width)
   for j, (x, y) in enumerate(pts):
     if valid[j]:
-      col = left if skeleton.model_joints[j].startswith("l_") else right
+      col = left if _left(skeleton, j) else right
       d.ellipse([x - r, y - r, x + r, y + r], fill=col, outline=(0, 0, 0))
 
 

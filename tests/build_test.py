@@ -124,8 +124,10 @@ def test_cli_errors_name_the_flag(tmp_path):
     build.build("lsp", tmp_path, manual_dir=tmp_path, seed=1)
   with pytest.raises(app.UsageError, match="--config: --dataset=flic has no configs"):
     build.build("flic", tmp_path, manual_dir=tmp_path, config="tiny")
-  with pytest.raises(app.UsageError, match="--dataset=coco"):
-    build.build("coco", tmp_path)
+  with pytest.raises(app.UsageError, match="--dataset=no_such_dataset: unknown"):
+    build.build("no_such_dataset", tmp_path)
+  with pytest.raises(ValueError, match="--config=coco: give --annotations=SPLIT=FILE.json"):
+    build.build("coco_keypoints", tmp_path)  # `coco`'s TFDS name: found, but no files
   with pytest.raises(ValueError, match="bad height"):
     build.build("synthetic", tmp_path, config="tiny", height=4)
   out = _run(["-m", "data_prep.build", "--dataset=flic", f"--data_dir={tmp_path}"], timeout=60)

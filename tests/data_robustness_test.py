@@ -194,7 +194,7 @@ def test_cli_exit_statuses(tmp_path):
   assert f"{common.BOMB}: 1" in summary and f"{common.FAR_JOINT}: 2" in summary
   assert "Traceback" not in out.stderr and "im00002.jpg" in out.stderr  # the file is named
 
-  _assert_one_line_error(_cli("--dataset=coco", f"--data_dir={tmp_path}"), "--dataset=coco")
+  _assert_one_line_error(_cli("--dataset=nope", f"--data_dir={tmp_path}"), "--dataset=nope")
   _assert_one_line_error(_cli("--dataset=lsp", f"--data_dir={tmp_path}"), "--manual_dir")
   absent = tmp_path / "absent"
   _assert_one_line_error(

@@ -41,6 +41,7 @@ TINY_RUN = {
   "checkpoint_every": 2,
   "max_eval_examples": 8,
   "canvas_cache": True,
+  "model.norm": "none",
 }
 
 
