@@ -228,6 +228,7 @@ def _variants(heat_codec, averaged, multi_scale, plain, selector, selector_param
   return variants
 
 
+@functools.lru_cache(maxsize=32)  # bounded: each entry holds compiled programs
 def make_predict_fn(
   model,
   mesh: Mesh,
@@ -244,6 +245,7 @@ def make_predict_fn(
   outputs plus every batch field but the image, replicated so every host sees
   the whole batch; with `loss_codec`, also the coarse loss E1 per example
   against the un-augmented batch (`e1_sum` over its valid joints, `e1_count`).
+  Cached on its (hashable) arguments: evaluations of one model share a trace.
   """
 
   def fn(params, batch, selector_params=None):

@@ -572,6 +572,7 @@ def matched_standard_features(
   return layout(best)
 
 
+@functools.lru_cache(maxsize=32)
 def make_model(
   *,
   num_joints: int,
@@ -591,6 +592,9 @@ def make_model(
   dtype: jnp.dtype = jnp.float32,
 ) -> Cascade | StandardCascade:
   """Builds the paper's cascade (or the standard cascade of Fig. 13).
+
+  Equal arguments give the same (immutable) module, so states built for equal
+  configs have equal `apply_fn`s and share a cached train step.
 
   Args:
     num_joints: J.

@@ -186,24 +186,14 @@ class Predictor:
     out.mrf_error = mrf_error
     return out
 
-  @functools.cached_property
+  @property
   def _plain(self):
-    return jax.jit(
-      functools.partial(inference.predict, self.model, scales=self.scales),
-      compiler_options=inference.compiler_options(),
-    )
+    return _predict_program(self.model, tuple(self.scales))
 
-  @functools.cached_property
+  @property
   def _selected(self):
-    return jax.jit(
-      functools.partial(
-        inference.predict,
-        self.model,
-        scales=self.scales,
-        selector=spatial_training.mrf_selector(self.mrf.spec),
-        plain=False,
-      ),
-      compiler_options=inference.compiler_options(),
+    return _predict_program(
+      self.model, tuple(self.scales), spatial_training.mrf_selector(self.mrf.spec)
     )
 
   def canvases(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -466,3 +456,15 @@ def image_box_to_canvas(box: Sequence[float], canvas_to_image: np.ndarray) -> np
   x1, y1, x2, y2 = (float(v) for v in box)
   corners = (np.array([[x1, y1], [x2, y2]]) - a[:, 2]) @ inv.T
   return np.concatenate([corners.min(0), corners.max(0)]).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _predict_program(model, scales: tuple[float, ...], selector=None):
+  """`inference.predict` of `model` jitted, with the MRF `selector` (its estimates
+  only) or without. Cached: Predictors of one model (`from_config.model` gives
+  equal configs one module) share the traced and compiled program."""
+  kw = {} if selector is None else {"selector": selector, "plain": False}
+  return jax.jit(
+    functools.partial(inference.predict, model, scales=scales, **kw),
+    compiler_options=inference.compiler_options(),
+  )

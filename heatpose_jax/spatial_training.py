@@ -274,8 +274,11 @@ def load(workdir: str) -> FittedMRF | None:
 # Prediction.
 
 
+@functools.lru_cache(maxsize=16)
 def mrf_selector(spec: MRFSpec):
   """The MRF as an `inference.Selector`: `(mrf params, heat-maps, torso box) -> marginals`.
+
+  One function per spec (cached), so the programs built on it are shared too.
 
   The returned maps `(B, h, w, J)` are the MRF's marginals p̄ (exp of the
   log-marginals, each joint summing to 1); their argmax is the selected location.

@@ -92,11 +92,14 @@ def phase_params(params, phase: Phase) -> dict:
   return {k: params[k] for k in phase.train}
 
 
+@functools.lru_cache(maxsize=32)
 def make_optimizer(phase: Phase) -> optax.GradientTransformation:
   """One phase's AdamW: linear warmup, then cosine decay to 1 % over the phase.
 
   The learning rate is an injected hyper-parameter, so `learning_rate(state)`
-  reads it back; the schedule counts this optimizer's own steps.
+  reads it back; the schedule counts this optimizer's own steps. One object per
+  phase (cached): states built for equal phases have equal static parts, so a
+  cached train step (`make_train_step`) serves them without tracing again.
   """
   lr, steps = phase.learning_rate, phase.steps
   warm = min(phase.warmup_steps, max(1, steps // 10))
@@ -162,6 +165,7 @@ def abstract_params(model, input_hw: tuple[int, int], mesh: Mesh) -> dict:
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
 
 
+@functools.lru_cache(maxsize=32)  # bounded: each entry holds compiled programs
 def make_train_step(
   phase: Phase,
   *,
@@ -179,6 +183,9 @@ def make_train_step(
   the phase's E2 weight is 0), backward into the groups `phase.train`, the
   phase's optimizer. A step whose loss, gradient or updated parameters are not
   finite leaves the state unchanged and reports `ok = 0`.
+
+  Cached on its (hashable) arguments: runs of equal configs in one process (a
+  study's seeds, a test session) share one traced and compiled step.
   """
   coarse_only = not phase.loss_weights[1]
   freeze_coarse = "coarse" not in phase.train
