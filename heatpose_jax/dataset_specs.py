@@ -23,7 +23,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from heatpose_jax import coco_format
+from heatpose_jax import coco_format, fileio
 from heatpose_jax import joints as joints_lib
 
 NORMALIZERS = ("head_size", "torso_size")  # PCKh, PCK
@@ -124,16 +124,10 @@ class DatasetSpec:
   def from_json(cls, data: dict) -> DatasetSpec:
     """The spec `to_json` wrote (JSON lists back to tuples)."""
     fields = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: _tuples(v) for k, v in data.items() if k in fields}
-    skel = {k: _tuples(v) for k, v in data["skeleton"].items()}
+    kwargs = {k: fileio.json_tuples(v) for k, v in data.items() if k in fields}
+    skel = {k: fileio.json_tuples(v) for k, v in data["skeleton"].items()}
     kwargs["skeleton"] = joints_lib.Skeleton(**skel)
     return cls(**kwargs)
-
-
-def _tuples(x):
-  if isinstance(x, list | tuple):
-    return tuple(_tuples(v) for v in x)
-  return x
 
 
 _SKELETONS = joints_lib.SKELETONS

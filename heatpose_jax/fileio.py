@@ -47,6 +47,15 @@ def _json_default(x):
   return float(x)
 
 
+def json_tuples(x):
+  """JSON's lists back to the tuples that configs and specs use (dicts recursed)."""
+  if isinstance(x, dict):
+    return {k: json_tuples(v) for k, v in x.items()}
+  if isinstance(x, list | tuple):
+    return tuple(json_tuples(v) for v in x)
+  return x
+
+
 def write_json(path: str, obj) -> None:
   """JSON with numpy values turned into lists and floats."""
   with atomic_open(path) as f:

@@ -22,6 +22,7 @@ from heatpose_jax import (
   dataset_specs,
   datasets,
   evaluators,
+  fileio,
   flic_labels,
   input_pipeline,
   models,
@@ -430,7 +431,7 @@ def saved_config(data: dict) -> ml_collections.ConfigDict:
   """
   from heatpose_jax.configs import common
 
-  data = _upgrade(_tuples(data))
+  data = _upgrade(fileio.json_tuples(data))
   base = common.base_config()
   saved_phases = data.pop("phases", None)
   out = _merge(base, data)
@@ -491,12 +492,3 @@ def _merge(base: ml_collections.ConfigDict, data: dict) -> ml_collections.Config
     else:
       out[k] = v
   return out
-
-
-def _tuples(x):
-  """JSON lists back to the tuples the configs use."""
-  if isinstance(x, dict):
-    return {k: _tuples(v) for k, v in x.items()}
-  if isinstance(x, list):
-    return tuple(_tuples(v) for v in x)
-  return x

@@ -357,9 +357,7 @@ def fit_for_run(
       log_fn=log,
     )
   finally:
-    close = getattr(it, "close", None)
-    if close:
-      close()
+    input_pipeline.close(it)
   mrf = FittedMRF(spec, mrf_params, {**record, "final_loss": seen[-1] if seen else None})
   if jax.process_index() == 0:
     logging.info("spatial model: saved %s", save(save_dir, mrf))

@@ -68,12 +68,6 @@ def _any_process(flag: bool) -> bool:
   return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
 
 
-def _close(it) -> None:
-  close = getattr(it, "close", None)
-  if close:
-    close()
-
-
 def train_and_evaluate(
   config: ml_collections.ConfigDict,
   workdir: str,
@@ -267,7 +261,7 @@ def _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source)
   finally:
     for signum, handler in previous.items():
       signal.signal(signum, handler)
-    _close(batch_iter)
+    input_pipeline.close(batch_iter)
   mngr.wait_until_finished()
   return state
 

@@ -24,9 +24,7 @@ from heatpose_jax.configs import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(
-    arg, tiny=False, tfds="coco", pool=0, steps=0, standard=False, dropout="", bf16=False
-  )
+  a = common.parse_arg(arg, **common.SHARED_ARGS, tfds="coco")
   c = common.base_config()
   c.dataset = "coco"  # every COCO-format build; its joints come from the build
   c.tfds_name = "coco_keypoints"

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import ml_collections
 
+# The arguments every dataset config takes (`finish` applies them).
+SHARED_ARGS = dict(tiny=False, pool=0, steps=0, standard=False, dropout="", bf16=False)
+
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """Parses 'tiny,pool=4,steps=100'-style config arguments (big_vision's idea).

@@ -16,17 +16,7 @@ from heatpose_jax.configs import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(
-    arg,
-    tiny=False,
-    pool=0,
-    steps=0,
-    standard=False,
-    dropout="",
-    bf16=False,
-    coarse_only=False,
-    protocol="modec",
-  )
+  a = common.parse_arg(arg, **common.SHARED_ARGS, coarse_only=False, protocol="modec")
   c = common.base_config()
   c.dataset = c.tfds_name = "flic"
   c.flic_protocol = a.protocol

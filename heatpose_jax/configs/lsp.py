@@ -10,7 +10,7 @@ from heatpose_jax.configs import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, tiny=False, pool=0, steps=0, standard=False, dropout="", bf16=False)
+  a = common.parse_arg(arg, **common.SHARED_ARGS)
   c = common.base_config()
   c.dataset = c.tfds_name = "lsp"
   common.apply_half_size(c)

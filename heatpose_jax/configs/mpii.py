@@ -11,17 +11,7 @@ from heatpose_jax.configs import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(
-    arg,
-    tiny=False,
-    pool=0,
-    steps=0,
-    standard=False,
-    dropout="",
-    bf16=False,
-    coarse_only=False,
-    unnormalized=False,
-  )
+  a = common.parse_arg(arg, **common.SHARED_ARGS, coarse_only=False, unnormalized=False)
   c = common.base_config()
   c.dataset = c.tfds_name = "mpii"
   c.eval_split = "validation"  # Tompson et al.'s 2958 people; the test split has no labels

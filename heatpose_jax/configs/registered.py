@@ -20,18 +20,7 @@ from heatpose_jax.configs import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(
-    arg,
-    name="",
-    module="",
-    tfds="",
-    tiny=False,
-    pool=0,
-    steps=0,
-    standard=False,
-    dropout="",
-    bf16=False,
-  )
+  a = common.parse_arg(arg, **common.SHARED_ARGS, name="", module="", tfds="")
   if not a.name:
     raise ValueError("configs/registered.py needs name=DATASET (a registered dataset)")
   dataset_specs.import_modules(a.module, "module")

@@ -25,19 +25,7 @@ from heatpose_jax.configs import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(
-    arg,
-    tiny=False,
-    cpu=False,
-    paper=False,
-    pool=0,
-    tfds="",
-    steps=0,
-    standard=False,
-    dropout="",
-    bf16=False,
-    noise=0.0,
-  )
+  a = common.parse_arg(arg, **common.SHARED_ARGS, cpu=False, paper=False, tfds="", noise=0.0)
   c = common.base_config()
   c.dataset = c.tfds_name = "synthetic"
   c.tfds_config = a.tfds
