@@ -71,9 +71,9 @@ def one_device_mesh():
   (8-device SPMD programs take longer to compile)."""
   import jax
 
-  from heatpose_jax import input_pipeline
+  from heatpose_jax import sharding
 
-  return input_pipeline.make_mesh(jax.devices()[:1])
+  return sharding.make_mesh(jax.devices()[:1])
 
 
 @pytest.fixture(scope="session")

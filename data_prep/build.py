@@ -74,10 +74,18 @@ EXPECTED_ERRORS = (
 # `--overwrite` builds into DATA_DIR/<this>NAME.XXXXXX/ (one level above TFDS's own
 # `incomplete.*` dirs, outside DATA_DIR/NAME where readers look for versions).
 STAGING_PREFIX = "incomplete.rebuild-"
-# Flags that override a field of the chosen BuilderConfig (where it has one).
-OVERRIDE_FLAGS = (
-  "num_train", "num_test", "seed", "height", "width", "label_noise", "distractor_prob",
-)  # fmt: skip
+# Flags that override a field of the chosen BuilderConfig (where it has one):
+# (name, type, what it overrides, of which datasets).
+_OVERRIDES = (
+  ("num_train", int, "training examples (synthetic, lsp)"),
+  ("num_test", int, "test examples (synthetic)"),
+  ("seed", int, "base seed (synthetic)"),
+  ("height", int, "image height (synthetic)"),
+  ("width", int, "image width (synthetic)"),
+  ("label_noise", float, "label noise sigma in pixels (synthetic)"),
+  ("distractor_prob", float, "P(second person) (synthetic)"),
+)
+OVERRIDE_FLAGS = tuple(name for name, _, _ in _OVERRIDES)
 # Flags that say where the source files are: builder arguments (a builder's `SOURCES`).
 SOURCE_FLAGS = ("annotations", "images", "flip_pairs")
 
@@ -356,13 +364,9 @@ def _define_flags() -> None:
   flags.DEFINE_bool(
     "overwrite", False, "Rebuild even if prepared; the old one stays until the new one is complete."
   )
-  flags.DEFINE_integer("num_train", None, "Override: training examples (synthetic, lsp).")
-  flags.DEFINE_integer("num_test", None, "Override: test examples (synthetic).")
-  flags.DEFINE_integer("seed", None, "Override: base seed (synthetic).")
-  flags.DEFINE_integer("height", None, "Override: image height (synthetic).")
-  flags.DEFINE_integer("width", None, "Override: image width (synthetic).")
-  flags.DEFINE_float("label_noise", None, "Override: label noise sigma in pixels (synthetic).")
-  flags.DEFINE_float("distractor_prob", None, "Override: P(second person) (synthetic).")
+  for name, kind, what in _OVERRIDES:
+    define = flags.DEFINE_integer if kind is int else flags.DEFINE_float
+    define(name, None, f"Override: {what}.")
   flags.DEFINE_multi_string(
     "annotations", None, "SPLIT=FILE.json, once per split: COCO-format annotation files."
   )

@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import scipy.io as sio
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from heatpose_jax import joints as joints_lib
@@ -348,6 +349,25 @@ def check_example(ex: dict, hw, *, needs_joints: bool = True) -> tuple[str, str]
     if problem:
       return problem, ""
   return None
+
+
+def load_mat(mat_path: Path, dataset: str, variable: str | None = None, **kwargs) -> dict:
+  """A dataset's MATLAB annotation file: `scipy.io.loadmat(mat_path, **kwargs)`.
+
+  Raises:
+    FileNotFoundError: no such file (the message names `dataset`).
+    DataError: not a MATLAB file, or one without `variable` (when given).
+  """
+  if not mat_path.is_file():
+    raise FileNotFoundError(f"{dataset} annotation file {mat_path} not found")
+  try:
+    mat = sio.loadmat(mat_path, **kwargs)
+  except Exception as e:  # scipy raises several types for non-MATLAB files.
+    raise DataError(f"{mat_path}: not a readable MATLAB file ({e})") from e
+  if variable is not None and variable not in mat:
+    found = sorted(k for k in mat if not k.startswith("__"))
+    raise DataError(f"{mat_path}: no variable {variable!r} (found {found})")
+  return mat
 
 
 def mat_text(value) -> str:

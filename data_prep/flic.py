@@ -27,7 +27,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import scipy.io as sio
 import tensorflow_datasets as tfds
 
 from data_prep import common
@@ -66,15 +65,7 @@ def read_examples(mat_path) -> list[dict]:
       FLIC's fields.
   """
   mat_path = Path(mat_path)
-  if not mat_path.is_file():
-    raise FileNotFoundError(f"FLIC annotation file {mat_path} not found")
-  try:
-    mat = sio.loadmat(mat_path, squeeze_me=True, struct_as_record=False)
-  except Exception as e:  # scipy raises several types for non-MATLAB files.
-    raise common.DataError(f"{mat_path}: not a readable MATLAB file ({e})") from e
-  if "examples" not in mat:
-    found = sorted(k for k in mat if not k.startswith("__"))
-    raise common.DataError(f"{mat_path}: no variable 'examples' (found {found})")
+  mat = common.load_mat(mat_path, "FLIC", "examples", squeeze_me=True, struct_as_record=False)
   examples = np.atleast_1d(mat["examples"])
   if examples.size:
     missing = [f for f in _FIELDS if f not in getattr(examples[0], "_fieldnames", ())]

@@ -44,7 +44,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import scipy.io as sio
 import tensorflow_datasets as tfds
 
 from data_prep import common
@@ -120,15 +119,7 @@ def read_joints(mat_path, dataset: str | None = None) -> tuple[np.ndarray, np.nd
     `joints`, or the layout of the other dataset than `dataset`.
   """
   mat_path = Path(mat_path)
-  if not mat_path.is_file():
-    raise FileNotFoundError(f"LSP annotation file {mat_path} not found")
-  try:
-    mat = sio.loadmat(mat_path)
-  except Exception as e:  # scipy raises several types for non-MATLAB files.
-    raise common.DataError(f"{mat_path}: not a readable MATLAB file ({e})") from e
-  if "joints" not in mat:
-    found = sorted(k for k in mat if not k.startswith("__"))
-    raise common.DataError(f"{mat_path}: no variable 'joints' (found {found})")
+  mat = common.load_mat(mat_path, "LSP", "joints")
   arr = np.asarray(mat["joints"], np.float64)
   if arr.ndim == 2:  # a single image: MATLAB drops the trailing singleton axis.
     arr = arr[..., None]

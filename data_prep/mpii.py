@@ -227,12 +227,7 @@ def read_annotations(mat_path) -> tuple[list[str], list[dict], list[dict]]:
     FileNotFoundError, common.DataError: a missing or malformed annotation file.
   """
   mat_path = Path(mat_path)
-  if not mat_path.is_file():
-    raise FileNotFoundError(f"MPII annotation file {mat_path} not found")
-  try:
-    mat = sio.loadmat(mat_path, squeeze_me=True, struct_as_record=False)
-  except Exception as e:  # scipy raises several types for non-MATLAB files.
-    raise common.DataError(f"{mat_path}: not a readable MATLAB file ({e})") from e
+  mat = common.load_mat(mat_path, "MPII", squeeze_me=True, struct_as_record=False)
   release = mat.get("RELEASE")
   for name in ("annolist", "img_train"):
     if _field(release, name) is None:

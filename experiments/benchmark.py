@@ -21,22 +21,15 @@ Compile times are cold: the persistent compilation cache is off unless
 
 import json
 import os
-import shlex
-import sys
 
-import jax
 from absl import flags
 
 from experiments import launch
 from heatpose_jax import fileio
 from studies import benchmark
 
-_TINY = flags.DEFINE_bool("tiny", False, "CPU-sized model, batches and iterations (tests).")
+_MODEL = launch.define_model_flags("CPU-sized model, batches and iterations (tests).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "", "Writes benchmark.json and benchmark.md.")
-_MODEL = flags.DEFINE_enum("model", "mpii", ["mpii", "flic"], "The paper's model.")
-_POOL = flags.DEFINE_integer("pool", 8, "Pooling factor.")
-_DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Compute dtype.")
-_TRAIN_BATCH = flags.DEFINE_integer("train_batch", 64, "Global training batch (tiny: 8).")
 _PHASES = flags.DEFINE_list("phases", ["coarse", "joint"], "Train steps to time.")
 _FORWARD_BATCHES = flags.DEFINE_list(
   "forward_batches", ["1", "32"], "Forward batch sizes (tiny: 1,4)."
@@ -100,7 +93,7 @@ def _merge() -> None:
 
 
 def _command() -> str:
-  return "python -m experiments.benchmark " + shlex.join(sys.argv[1:])
+  return launch.command_line("experiments.benchmark")
 
 
 def main(argv):
@@ -112,11 +105,11 @@ def main(argv):
   if _CPU_LATENCY.value:
     benchmark.cpu_latency_report(
       _CPU_LATENCY.value,
-      pool=_POOL.value,
+      pool=_MODEL.pool.value,
       iters=launch.tiny_default(_LATENCY_ITERS, 2),
       warmup=launch.tiny_default(_WARMUP, 1),
       batches=[int(b) for b in _CPU_BATCHES.value],
-      tiny=_TINY.value,
+      tiny=_MODEL.tiny.value,
       command=_command(),
       output_dir=_OUTPUT_DIR.value,
       torch_python=_TORCH_PYTHON.value,
@@ -125,13 +118,7 @@ def main(argv):
       output_name=_OUTPUT_NAME.value if flags.FLAGS["output_name"].present else "cpu_latency",
     )
     return
-  config = benchmark.model_config(
-    _MODEL.value,
-    pool=_POOL.value,
-    dtype=_DTYPE.value,
-    batch_size=launch.tiny_default(_TRAIN_BATCH, max(8, jax.device_count())),
-    tiny=_TINY.value,
-  )
+  config = _MODEL.config()
   cases = benchmark.default_cases(
     forward_batches=[int(b) for b in launch.tiny_default(_FORWARD_BATCHES, ["1", "4"])],
     phases=_PHASES.value,

@@ -1,5 +1,7 @@
 """What every launcher shares: flags for multi-host runs, the run's config,
-quiet logs, the compilation cache, and one-line errors.
+quiet logs, the compilation cache, and one-line errors; and the flags some share
+(the studies': `define_study_flags`, `define_record_flags`; the benchmark's and
+the profile's model: `define_model_flags`).
 
   launch.run(main)                      # instead of absl's app.run(main)
 
@@ -21,15 +23,18 @@ quiet logs, the compilation cache, and one-line errors.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging as py_logging
 import os
 import re
+import shlex
 import sys
 import traceback
 
 import jax
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 from heatpose_jax import checkpoints, from_config, predictor, workdir_lock
 
@@ -56,6 +61,10 @@ flags.DEFINE_string(
   "JAX's persistent compilation cache (default $JAX_COMPILATION_CACHE_DIR, else "
   "~/.cache/heatpose_jax/jax; '' disables it).",
 )
+
+# The flags the functions below define belong to the launcher that calls them (its
+# `--help` lists them), not to this module.
+flags.disclaim_key_flags()
 
 # Errors a user can act on: one line, no traceback.
 EXPECTED = (
@@ -146,6 +155,70 @@ def config(workdir: str | None = None):
   raise app.UsageError("--config is required")
 
 
+def command_line(module: str) -> str:
+  """This invocation as the command a report records: `python -m MODULE ARGS...`."""
+  return f"python -m {module} " + shlex.join(sys.argv[1:])
+
+
+def define_study_flags(
+  workdir_help: str, *, max_parallel: int, checkpoints_per_run: int, checkpoints_help: str
+) -> None:
+  """The flags of a study that trains runs as subprocesses (`studies.runs`): the
+  base `--config` and `--workdir` (both required), `--max_parallel` and
+  `--checkpoints_per_run`. Passed on by `study_args`."""
+  config_flags.DEFINE_config_file("config", None, "Base config file, with :args.", lock_config=True)
+  flags.DEFINE_string("workdir", None, workdir_help)
+  flags.DEFINE_integer(
+    "max_parallel",
+    max_parallel,
+    "Training runs at a time (one subprocess each); 0: in this process.",
+  )
+  flags.DEFINE_integer("checkpoints_per_run", checkpoints_per_run, checkpoints_help)
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
+def define_record_flags(outputs: str, figures_help: str) -> None:
+  """The flags of a study that keeps one record per run and rewrites its outputs
+  from all of them (`studies.records`): `--out_dir` (for `outputs`),
+  `--figures_dir`, `--seeds`, `--train`. Passed on by `record_args`."""
+  flags.DEFINE_string("out_dir", "", f"{outputs} (default WORKDIR).")
+  flags.DEFINE_string("figures_dir", "", figures_help)
+  flags.DEFINE_list("seeds", ["0", "1", "2"], "Seed indices (seed = config.seed + index).")
+  flags.DEFINE_bool(
+    "train", True, "Train missing runs; --notrain only measures finished runs and reports."
+  )
+
+
+def record_args() -> dict:
+  """The `run_study` arguments of `define_record_flags`' flags."""
+  f = flags.FLAGS
+  return dict(
+    out_dir=f.out_dir or f.workdir,
+    seeds=[int(s) for s in f.seeds],
+    train=f.train,
+    figures_dir=f.figures_dir,
+  )
+
+
+def study_args(module: str) -> dict:
+  """The `run_study` / `run_experiments` arguments of `define_study_flags`' flags,
+  the training runs' arguments and this command (`module`'s)."""
+  f = flags.FLAGS
+  return dict(
+    max_parallel=f.max_parallel,
+    train_args=study_train_args(),
+    checkpoints_per_run=f.checkpoints_per_run,
+    command=command_line(module),
+  )
+
+
+def run_study(main) -> None:
+  """`run(main)` for a launcher whose training subprocesses share the accelerator:
+  this process allocates device memory on demand."""
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+  run(main)
+
+
 def study_train_args() -> list[str]:
   """`experiments.train` arguments for a study's runs: this command's `--config`
   (absolute) and `--config.*` overrides, and its compilation cache."""
@@ -161,6 +234,42 @@ def tiny_default(flag: flags.FlagHolder, tiny_value):
   f = flags.FLAGS
   tiny = "tiny" in f and f.tiny
   return tiny_value if tiny and not f[flag.name].present else flag.value
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFlags:
+  """The paper's model on the command line, as the benchmark and the profile measure
+  it: `--model`, `--pool`, `--dtype`, `--train_batch` and `--tiny`."""
+
+  tiny: flags.FlagHolder
+  model: flags.FlagHolder
+  pool: flags.FlagHolder
+  dtype: flags.FlagHolder
+  train_batch: flags.FlagHolder
+
+  def config(self):
+    """`studies.benchmark.model_config` of these flags (under --tiny without
+    --train_batch, a batch of max(8, the number of devices))."""
+    from studies import benchmark
+
+    return benchmark.model_config(
+      self.model.value,
+      pool=self.pool.value,
+      dtype=self.dtype.value,
+      batch_size=tiny_default(self.train_batch, max(8, jax.device_count())),
+      tiny=self.tiny.value,
+    )
+
+
+def define_model_flags(tiny_help: str) -> ModelFlags:
+  """Defines `ModelFlags`' flags (`--tiny`: `tiny_help`)."""
+  return ModelFlags(
+    tiny=flags.DEFINE_bool("tiny", False, tiny_help),
+    model=flags.DEFINE_enum("model", "mpii", ["mpii", "flic"], "The paper's model."),
+    pool=flags.DEFINE_integer("pool", 8, "Pooling factor."),
+    dtype=flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Compute dtype."),
+    train_batch=flags.DEFINE_integer("train_batch", 64, "Global training batch (tiny: 8)."),
+  )
 
 
 def _last_line(e: BaseException) -> str:

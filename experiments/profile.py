@@ -15,25 +15,17 @@ OUTPUT_DIR/trace_<target>/ (TensorBoard's profile plugin or Perfetto read it).
 Compare two commits by running the same command at each.
 """
 
-import shlex
-import sys
-
-import jax
 from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
-from studies import benchmark, profile
+from studies import profile
 
 config_flags.DEFINE_config_file(
   "config", None, "A run's config (default: the paper's --model at --pool).", lock_config=False
 )
-_TINY = flags.DEFINE_bool("tiny", False, "CPU-sized model, batch and steps (tests).")
+_MODEL = launch.define_model_flags("CPU-sized model, batch and steps (tests).")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Writes profile.json, profile.md, traces.")
-_MODEL = flags.DEFINE_enum("model", "mpii", ["mpii", "flic"], "The paper's model.")
-_POOL = flags.DEFINE_integer("pool", 8, "Pooling factor.")
-_DTYPE = flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Compute dtype.")
-_TRAIN_BATCH = flags.DEFINE_integer("train_batch", 64, "Global training batch (tiny: 8).")
 _FORWARD_BATCH = flags.DEFINE_integer("forward_batch", 1, "Batch of the cascade forward.")
 _TARGETS = flags.DEFINE_list(
   "targets", ["coarse", "joint", "cascade"], f"Of {', '.join(profile.TARGETS)}."
@@ -58,23 +50,17 @@ def main(argv):
     raise ValueError(f"--targets must be some of {profile.TARGETS}, got {_TARGETS.value}")
   if flags.FLAGS["config"].present:  # its dtype and batch unless given here
     config = launch.config()
-    for flag, field in ((_DTYPE, "dtype"), (_TRAIN_BATCH, "batch_size")):
+    for flag, field in ((_MODEL.dtype, "dtype"), (_MODEL.train_batch, "batch_size")):
       if flags.FLAGS[flag.name].present:
         config[field] = flag.value
   else:
-    config = benchmark.model_config(
-      _MODEL.value,
-      pool=_POOL.value,
-      dtype=_DTYPE.value,
-      batch_size=launch.tiny_default(_TRAIN_BATCH, max(8, jax.device_count())),
-      tiny=_TINY.value,
-    )
+    config = _MODEL.config()
   report = profile.run_profile(
     config,
     _TARGETS.value,
     forward_batch=_FORWARD_BATCH.value,
     output_dir=_OUTPUT_DIR.value,
-    command="python -m experiments.profile " + shlex.join(sys.argv[1:]),
+    command=launch.command_line("experiments.profile"),
     steps=launch.tiny_default(_STEPS, 2),
     warmup=launch.tiny_default(_WARMUP, 1),
     trace=_TRACE.value,

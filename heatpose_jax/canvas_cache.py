@@ -22,7 +22,9 @@ import numpy as np
 
 from heatpose_jax import fileio, input_pipeline
 
-CACHE_VERSION = 3  # Bump when crop_example changes its output (3: EXIF orientation applied).
+# Bump when crop_example changes its output (3: EXIF orientation applied; 4: COCO-format
+# builds' image_id, bbox, area).
+CACHE_VERSION = 4
 
 
 def _source_fingerprint(source: Sequence[dict[str, Any]]) -> str:

@@ -80,6 +80,24 @@ def evaluate(
   sig, source = coco_format.oks_sigmas(cat["keypoints"], sigmas)
   gt, area = ground_truth_for_eval(gt, cat, ground_truth, box_area=source == "crowdpose")
   dts = read_results(results, gt, cat)
+  return scores(gt, dts, cat, (sig, source), area, thresholds=thresholds)
+
+
+def scores(
+  gt: dict,
+  dts: list[dict],
+  cat: dict,
+  sigmas: tuple[np.ndarray, str],
+  area: str,
+  *,
+  thresholds: Sequence[float] | None = PCK_THRESHOLDS,
+) -> dict:
+  """`evaluate`'s result of ground truth and results held in memory, both checked:
+  `gt` as `ground_truth_for_eval` returns it (with its `area`), `dts` as
+  `read_results` returns them, `sigmas` as `coco_format.oks_sigmas` returns them.
+  The files' path and the OKS evaluator's (`evaluators.oks`) share it, so their
+  numbers are the same computation. `thresholds` None: no PCK."""
+  sig, source = sigmas
   cocoeval = run_cocoeval(gt, dts, cat["id"], sig)
   out = {
     "stats": dict(zip(STAT_NAMES, (float(v) for v in cocoeval.stats), strict=True)),
@@ -90,8 +108,9 @@ def evaluate(
     "num_results": len(dts),
     "num_people": sum(not g["iscrowd"] and g["num_keypoints"] > 0 for g in gt["annotations"]),
     "category_id": cat["id"],
-    "pck": pck_of_matches(cocoeval, cat, thresholds),
   }
+  if thresholds is not None:
+    out["pck"] = pck_of_matches(cocoeval, cat, thresholds)
   if source == "crowdpose" and all("crowdIndex" in im for im in gt["images"]):
     out["crowd_index"] = crowd_index_ap(cocoeval, gt)
   return out

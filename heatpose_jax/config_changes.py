@@ -198,17 +198,7 @@ def load_saved(workdir: str) -> ml_collections.ConfigDict | None:
 
 def history(workdir: str) -> list[dict]:
   """The entries of `workdir/config_history.jsonl` (a torn last line is skipped)."""
-  path = os.path.join(workdir, HISTORY_FILE)
-  if not os.path.exists(path):
-    return []
-  out = []
-  with open(path) as f:
-    for line in f:
-      try:
-        out.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
-  return out
+  return fileio.read_jsonl(os.path.join(workdir, HISTORY_FILE))
 
 
 def _append(workdir: str, entry: dict) -> None:

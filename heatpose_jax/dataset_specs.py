@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +34,9 @@ NORMALIZERS = ("head_size", "torso_size")  # PCKh, PCK
 PREDICTION_FORMATS = ("mpii", "flic", "coco")
 # The key of a built dataset's metadata.json that holds its spec (`to_json`).
 METADATA_KEY = "dataset_spec"
+# A training run's copy of its dataset's spec, in the layout of a build's metadata
+# ({METADATA_KEY: to_json()}): `from_config.save_run_spec` / `use_run_spec`.
+RUN_SPEC_FILE = "dataset_spec.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,33 +136,38 @@ class DatasetSpec:
 
 
 _SKELETONS = joints_lib.SKELETONS
-FLIC = DatasetSpec(
-  skeleton=_SKELETONS["flic"],
-  tfds_name="flic",
-  builder="data_prep.flic:Flic",
-  manual=True,
-  crop_mode="torso",
-  normalizer="torso_size",
-  prediction_format="flic",
-)  # The FLIC table has no pooled columns (the paper's Fig. 14 columns only).
-MPII = DatasetSpec(
-  skeleton=_SKELETONS["mpii"],
-  tfds_name="mpii",
-  builder="data_prep.mpii:Mpii",
-  manual=True,
+
+
+def _downloaded(name: str, builder_class: str, **fields) -> DatasetSpec:
+  """A dataset of photographs the user downloads (`manual`): TFDS name, skeleton
+  (`joints.SKELETONS`) and builder module (`data_prep.NAME`) all called `name`."""
+  return DatasetSpec(
+    skeleton=_SKELETONS[name],
+    tfds_name=name,
+    builder=f"data_prep.{name}:{builder_class}",
+    manual=True,
+    **fields,
+  )
+
+
+# The FLIC table has no pooled columns (the paper's Fig. 14 columns only).
+FLIC = _downloaded(
+  "flic", "Flic", crop_mode="torso", normalizer="torso_size", prediction_format="flic"
+)
+MPII = _downloaded(
+  "mpii",
+  "Mpii",
   crop_mode="scale_normalized",
   eval_split="validation",
   normalizer="head_size",
   pools=joints_lib.body_pools(_SKELETONS["mpii"]),
   prediction_format="mpii",
 )
-LSP = DatasetSpec(
-  skeleton=_SKELETONS["lsp"],
-  tfds_name="lsp",
-  builder="data_prep.lsp:Lsp",
+LSP = _downloaded(
+  "lsp",
+  "Lsp",
   configs=("default",),
   default_config="default",
-  manual=True,
   normalizer="torso_size",
   pools=joints_lib.body_pools(_SKELETONS["lsp"]),
 )
@@ -213,6 +223,29 @@ SPECS: dict[str, DatasetSpec] = {
   "synthetic": SYNTHETIC,
   "coco": COCO,
 }
+
+
+def write_spec_file(path: str, spec: DatasetSpec) -> None:
+  """Stores `spec` as a build's metadata holds it: {METADATA_KEY: spec.to_json()}."""
+  fileio.write_json(path, {METADATA_KEY: spec.to_json()})
+
+
+def read_spec_file(path: str) -> DatasetSpec | None:
+  """The spec `write_spec_file` (or a build's metadata.json) stored; None where the
+  file or its key is absent.
+
+  Raises:
+    ValueError: not JSON, or not a spec (one line naming the file).
+  """
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      data = json.load(f)
+    data = data.get(METADATA_KEY) if isinstance(data, dict) else None
+    return None if data is None else DatasetSpec.from_json(data)
+  except (ValueError, TypeError, KeyError, AttributeError) as e:
+    raise ValueError(f"{path}: not a dataset spec ({type(e).__name__}: {e})") from None
 
 
 def register(spec: DatasetSpec, *, replace: bool = False) -> DatasetSpec:

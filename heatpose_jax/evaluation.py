@@ -39,9 +39,9 @@ from heatpose_jax import (
   fileio,
   from_config,
   inference,
-  input_pipeline,
   metrics,
   prediction_io,
+  sharding,
   spatial_training,
   visualize,
 )
@@ -78,7 +78,7 @@ def predict_dataset(
   parts: dict[str, list] = {}
   bar = tqdm(total=total, desc=desc or "predicting", unit="img", disable=None, leave=False)
   for batch in batches:
-    args = (params, input_pipeline.to_global_array(batch, mesh))
+    args = (params, sharding.to_global_array(batch, mesh))
     if selector_params is not None:
       args += (selector_params,)
     out = jax.device_get(predict_fn(*args))
@@ -222,7 +222,8 @@ class Evaluator:
     self.skeleton, self.pools = skeleton, pools
     self.normalizer, self.thresholds, self.curve_max = normalizer, tuple(thresholds), curve_max
     self.num_examples, self.selector_params, self.protocol = num_examples, selector_params, protocol
-    self.evals = evaluators.load_all(evals or {})  # a bad entry fails before anything runs
+    # A bad entry fails before anything runs.
+    self.evals = evaluators.load_all(evals or {}, skeleton=skeleton)
     self.preds: dict | None = None
     self.result: dict | None = None
 
@@ -356,11 +357,13 @@ def evaluate_checkpoint(
   predictions_mrf.mat. The evaluators of `config.evals` go into results.json
   under `"evals"` and their tables (`format_table`, where they have one) at
   the end of table.txt. Only the parameters are restored (no optimizer state,
-  nothing compiled to build them).
+  nothing compiled to build them). The dataset's spec is the run's own
+  (`from_config.use_run_spec`: its dataset_spec.json) where it has one.
   """
+  from_config.use_run_spec(workdir, config)
   from_config.check(config)
   split = split or config.eval_split
-  mesh = input_pipeline.make_mesh() if mesh is None else mesh
+  mesh = sharding.make_mesh() if mesh is None else mesh
   model = from_config.model(config)
   params, step = checkpoints.restore_params(
     workdir, from_config.abstract_params(config, mesh), step
@@ -408,9 +411,11 @@ def _write_predictions_files(config, preds: dict, result: dict, out: str) -> Non
 
 
 def _write_overlays(config, evaluator: Evaluator, out: str, split: str, num: int) -> None:
-  """overlay_<index>.png of the first `num` examples: the cascade in red, the labels in green."""
+  """overlay_<index>.png of the first `num` examples (the cascade in red, the labels in
+  green) and overlays.png, all of them on one sheet, four to a row."""
   preds, source = evaluator.preds, evaluator.source
   skeleton, crop = from_config.skeleton(config), from_config.crop(config)
+  tiles = []
   for k in range(min(num, len(preds["index"]))):
     ex = source[k]
     if isinstance(ex["image"], bytes):  # dataset features, not a cached canvas
@@ -424,3 +429,6 @@ def _write_overlays(config, evaluator: Evaluator, out: str, split: str, num: int
       title=f"{config.dataset} {split} #{int(preds['index'][k])}",
     )
     fileio.save_image(os.path.join(out, f"overlay_{int(preds['index'][k]):05d}.png"), over)
+    tiles.append(over)
+  if tiles:
+    fileio.save_image(os.path.join(out, "overlays.png"), visualize.contact_sheet(tiles, 4))

@@ -2,7 +2,8 @@
 
 Everything is written to a temporary name in the same directory and renamed
 into place (`os.replace` is atomic on POSIX), so an interrupted run leaves
-either the old file or the new one.
+either the old file or the new one. The files that grow by appended lines
+(JSON lines) are read with `read_jsonl`, which skips a torn last line.
 """
 
 from __future__ import annotations
@@ -61,6 +62,21 @@ def write_json(path: str, obj) -> None:
   with atomic_open(path) as f:
     json.dump(obj, f, indent=1, default=_json_default)
     f.write("\n")
+
+
+def read_jsonl(path: str) -> list:
+  """The JSON values of `path`, one a line ([] without the file); a line that is not
+  JSON (one being appended when a run was killed) is skipped."""
+  if not os.path.exists(path):
+    return []
+  out = []
+  with open(path) as f:
+    for line in f:
+      try:
+        out.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return out
 
 
 def write_npz(path: str, **arrays) -> None:

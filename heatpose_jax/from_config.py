@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 
 import jax.numpy as jnp
@@ -47,7 +48,7 @@ def check(config: ml_collections.ConfigDict) -> None:
         value = value[part] if part in value else "(missing)"
       raise ConfigError(f"config.{field}={value!r}: {why}")
 
-  dataset_spec(config)
+  spec = dataset_spec(config)
   need(config.dtype in ("float32", "bfloat16"), "dtype", "must be 'float32' or 'bfloat16'")
   need(config.model.variant in models.BANKS, "model.variant", f"known: {sorted(models.BANKS)}")
   need(config.model.pool_factor in (4, 8, 16), "model.pool_factor", "must be 4, 8 or 16")
@@ -109,7 +110,7 @@ def check(config: ml_collections.ConfigDict) -> None:
     "must be a non-empty list of values >= 0",
   )
   try:  # imports each evaluator's module and binds its arguments
-    evaluators.load_all(config.get("evals", {}), where="config.evals")
+    evaluators.load_all(config.get("evals", {}), where="config.evals", skeleton=spec.skeleton)
   except ValueError as e:
     raise ConfigError(str(e)) from None
 
@@ -157,8 +158,12 @@ def with_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_col
 
 
 def dataset_spec(config: ml_collections.ConfigDict) -> dataset_specs.DatasetSpec:
-  """`config.dataset`'s spec, after importing `config.dataset_module` (`datasets.find_spec`)."""
+  """`config.dataset`'s spec, after importing `config.dataset_module`: the spec of the
+  run `use_run_spec` read for this config, else `datasets.find_spec`'s."""
   dataset_specs.import_modules(config.get("dataset_module", ""), "config.dataset_module")
+  run = _RUN_SPECS.get(_spec_key(config))
+  if run is not None:
+    return dataset_specs.register(run, replace=True)
   spec = datasets.find_spec(
     config.dataset,
     tfds_name=config.tfds_name,
@@ -175,6 +180,73 @@ def dataset_spec(config: ml_collections.ConfigDict) -> dataset_specs.DatasetSpec
 
 def skeleton(config: ml_collections.ConfigDict) -> joints_lib.Skeleton:
   return dataset_spec(config).skeleton
+
+
+# The specs runs were trained with (`use_run_spec`), by the config fields that find a
+# spec (`_spec_key`): `dataset_spec` returns them before a data dir's build.
+_RUN_SPECS: dict[tuple, dataset_specs.DatasetSpec] = {}
+
+
+def _spec_key(config: ml_collections.ConfigDict) -> tuple:
+  return (
+    config.dataset,
+    config.tfds_name,
+    config.tfds_config,
+    config.data_dir,
+    config.get("dataset_module", ""),
+  )
+
+
+def save_run_spec(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes `config`'s dataset spec (`dataset_spec`) to `WORKDIR/dataset_spec.json`,
+  in the layout of a build's metadata (`dataset_specs.write_spec_file`); its path.
+
+  Training writes it (process 0) before its first step: the joints, flip pairs,
+  limbs and crop the run's checkpoints mean, which `use_run_spec` reads back.
+  """
+  path = os.path.join(workdir, dataset_specs.RUN_SPEC_FILE)
+  dataset_specs.write_spec_file(path, dataset_spec(config))
+  return path
+
+
+def use_run_spec(workdir: str, config: ml_collections.ConfigDict):
+  """Makes the spec `workdir` was trained with (`save_run_spec`) `config`'s dataset
+  spec in this process (`dataset_spec`), before the data dir's build; returns it.
+
+  Only where the joints are not the library's to know: a dataset whose spec comes
+  from its build (`from_build`: COCO format) or that nothing registers (a
+  `config.dataset_module` that cannot be imported here is still an error). So a
+  COCO-format run keeps its skeleton (names, flip pairs, limbs) and box crop when
+  its data dir is gone or holds another build (a warning names the difference).
+  Returns None and changes nothing for a workdir without the file (a run from
+  before it was written: the data dir's build, else the registered spec, as
+  before), a spec of another dataset than `config.dataset`, or a registered one.
+
+  Raises:
+    ValueError: a dataset_spec.json that is not a spec (one line naming it).
+  """
+  path = os.path.join(workdir, dataset_specs.RUN_SPEC_FILE)
+  spec = dataset_specs.read_spec_file(path)
+  if spec is None or spec.name != config.dataset:
+    return None
+  dataset_specs.import_modules(config.get("dataset_module", ""), "config.dataset_module")
+  registered = dataset_specs.SPECS.get(spec.name)
+  if registered is not None and not registered.from_build:
+    return None
+  try:
+    built = datasets.built_spec(config.tfds_name, config.tfds_config, config.data_dir)
+  except (OSError, ValueError):
+    built = None
+  if built is not None and built.name == spec.name and built.skeleton != spec.skeleton:
+    logging.warning(
+      "%s: the run's joints %s differ from the build's in %s %s: using the run's",
+      path,
+      list(spec.skeleton.model_joints),
+      datasets.default_data_dir(config.data_dir),
+      list(built.skeleton.model_joints),
+    )
+  _RUN_SPECS[_spec_key(config)] = spec
+  return dataset_specs.register(spec, replace=True)
 
 
 def protocol(config: ml_collections.ConfigDict) -> str:

@@ -48,7 +48,6 @@ from typing import Any
 import grain
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
 
 from heatpose_jax import flic_labels
@@ -247,7 +246,10 @@ def crop_example(
     joints_visible (J,) float32, 0 for joints outside the canvas; head_size,
     torso_size () float32 canvas px; torso_box (4,) float32 canvas x1, y1, x2, y2;
     canvas_to_image (2, 3) float32; index () int32; and, when the features have
-    them, distractor_joints (J, 2) float32 canvas and has_distractor () bool.
+    them, distractor_joints (J, 2) float32 canvas and has_distractor () bool; a
+    COCO-format build's annotation as stored (image frame, for OKS:
+    `evaluators.oks`): image_id () int32 (−1 where it does not fit), bbox (4,)
+    float32 x1, y1, x2, y2, area () float32 (0 where the file has none).
   """
   c2i = crop_transform(
     features, crop_mode=crop_mode, canvas_hw=canvas_hw, image_scale=image_scale, box_scale=box_scale
@@ -327,6 +329,11 @@ def _canvas_labels(
     d = _map_points(i2c, np.asarray(features["distractor_joints"])[model])
     out["distractor_joints"] = d.astype(np.float32)
     out["has_distractor"] = np.bool_(features["has_distractor"])
+  if "image_id" in features and "bbox" in features:  # COCO-format builds
+    image_id = int(features["image_id"])
+    out["image_id"] = np.int32(image_id if abs(image_id) < 2**31 else -1)
+    out["bbox"] = np.asarray(features["bbox"], np.float32)
+    out["area"] = np.float32(features.get("area", 0.0))
   return out
 
 
@@ -521,7 +528,7 @@ def _host_block(
   """(first row, number of rows) of this host's block of each global batch.
 
   Host p of P takes rows [p·B/P, (p+1)·B/P) of each global batch of B: the global
-  array that `to_global_array` assembles then has the rows in the same order as a
+  array that `sharding.to_global_array` assembles then has the rows in the same order as a
   one-host run, so per-row randomness (augmentation, dropout) and the results are
   the same whatever the number of hosts. None: `jax.process_index()` /
   `jax.process_count()`.
@@ -616,38 +623,8 @@ def _worker_init(worker_index: int, worker_count: int) -> None:
     os._exit(0)
 
 
-def make_mesh(devices: Sequence[jax.Device] | None = None, data_axis: str = "data") -> Mesh:
-  """The 1-D data-parallel mesh over `devices` (default: every device of every host).
-
-  Built once per run by the top-level entry point and passed down.
-  """
-  return Mesh(np.array(jax.devices() if devices is None else devices), (data_axis,))
-
-
 def close(batches) -> None:
   """Ends a batch stream's reads (a grain iterator's `close`; nothing for others)."""
   end = getattr(batches, "close", None)
   if end:
     end()
-
-
-def to_global_array(
-  batch: dict[str, np.ndarray], mesh: Mesh, data_axis: str = "data"
-) -> dict[str, jax.Array]:
-  """Places a host-local batch on the mesh, batch axis sharded over `data_axis`.
-
-  Works single- and multi-host: each host passes its own (B / P, ...) rows and the
-  result is a global (B, ...) array.
-
-  Args:
-    batch: dict of host-local numpy arrays, leading axis the local batch.
-    mesh: the device mesh.
-    data_axis: mesh axis for the batch dimension.
-
-  Returns:
-    dict of global `jax.Array`s with `NamedSharding(mesh, P(data_axis))`.
-  """
-  sharding = NamedSharding(mesh, PartitionSpec(data_axis))
-  return {
-    k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
-  }

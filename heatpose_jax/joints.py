@@ -149,6 +149,22 @@ _BODY_LIMBS = (
   ("l_hip", "l_knee"), ("l_knee", "l_ankle"),
 )  # fmt: skip
 
+
+def _full_body(name: str, joints: tuple[str, ...], scored: tuple[str, ...]) -> Skeleton:
+  """A full-body skeleton: annotated = model joints, flip pairs by name, the body
+  table and limbs, PCK torso ‖r_shoulder − l_hip‖."""
+  return Skeleton(
+    name=name,
+    annotated=joints,
+    model_joints=joints,
+    flip_pairs=_lr_pairs(joints),
+    torso=("r_shoulder", "l_hip"),
+    scored=scored,
+    table=_BODY_TABLE,
+    limbs=_BODY_LIMBS,
+  )
+
+
 SKELETONS: dict[str, Skeleton] = {
   "flic": Skeleton(
     name="flic",
@@ -173,36 +189,9 @@ SKELETONS: dict[str, Skeleton] = {
       ("r_elbow", "r_wrist"),
     ),  # fmt: skip
   ),
-  "mpii": Skeleton(
-    name="mpii",
-    annotated=_MPII,
-    model_joints=_MPII,
-    flip_pairs=_lr_pairs(_MPII),
-    torso=("r_shoulder", "l_hip"),
-    scored=tuple(n for n in _MPII if n not in ("pelvis", "thorax")),
-    table=_BODY_TABLE,
-    limbs=_BODY_LIMBS,
-  ),
-  "lsp": Skeleton(
-    name="lsp",
-    annotated=_LSP,
-    model_joints=_LSP,
-    flip_pairs=_lr_pairs(_LSP),
-    torso=("r_shoulder", "l_hip"),
-    scored=_LSP,
-    table=_BODY_TABLE,
-    limbs=_BODY_LIMBS,
-  ),
-  "synthetic": Skeleton(
-    name="synthetic",
-    annotated=_SYNTHETIC,
-    model_joints=_SYNTHETIC,
-    flip_pairs=_lr_pairs(_SYNTHETIC),
-    torso=("r_shoulder", "l_hip"),
-    scored=_SYNTHETIC,
-    table=_BODY_TABLE,
-    limbs=_BODY_LIMBS,
-  ),
+  "mpii": _full_body("mpii", _MPII, tuple(n for n in _MPII if n not in ("pelvis", "thorax"))),
+  "lsp": _full_body("lsp", _LSP, _LSP),
+  "synthetic": _full_body("synthetic", _SYNTHETIC, _SYNTHETIC),
 }
 
 # The MPII table's upper-body column pools these columns (count-weighted).

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 import jax
 import numpy as np
 
+from heatpose_jax import fileio
+
 FILE = "metrics.jsonl"
 
 
@@ -56,17 +58,7 @@ class MetricWriter:
 
 def read_rows(workdir: str) -> list[dict]:
   """Every row of `workdir/metrics.jsonl` (a cut-off last line is ignored)."""
-  path = os.path.join(workdir, FILE)
-  if not os.path.exists(path):
-    return []
-  rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue  # a line being written when the run was killed
-  return rows
+  return fileio.read_jsonl(os.path.join(workdir, FILE))
 
 
 def read_scalars(workdir: str, names: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -155,11 +155,15 @@ class Predictor:
       step: a checkpoint step (default the newest usable one).
       config: the run's config (default: the workdir's config.json). A config
         whose model differs from the checkpoint's is a one-line ValueError
-        naming both shapes.
+        naming both shapes. The dataset's spec (joints, flip pairs, limbs, box
+        crop) is the run's own `dataset_spec.json` where it has one
+        (`from_config.use_run_spec`: a COCO-format run needs no data dir), else
+        the data dir's build, else the registered one.
       scales, batch_size: see the class.
       spatial_model: load the workdir's fitted MRF (used with `torso_box`).
     """
     config = from_config.load_run_config(workdir) if config is None else config
+    from_config.use_run_spec(workdir, config)
     from_config.check(config)
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
     params, step = checkpoints.restore_params(

@@ -31,7 +31,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from heatpose_jax import fileio, from_config, input_pipeline
+from heatpose_jax import fileio, from_config, input_pipeline, sharding
 from heatpose_jax import spatial_model as sm
 from heatpose_jax.joints import Skeleton
 
@@ -203,7 +203,7 @@ def fit_from_cascade(
   def stream() -> Iterator[dict]:
     for batch in batches:
       if mesh is not None:
-        batch = input_pipeline.to_global_array(batch, mesh)
+        batch = sharding.to_global_array(batch, mesh)
       yield prep(params, batch)
 
   return sm.fit_params(

@@ -31,6 +31,7 @@ from heatpose_jax import (
   from_config,
   input_pipeline,
   metric_writer,
+  sharding,
   spatial_training,
   workdir_lock,
 )
@@ -93,9 +94,10 @@ def train_and_evaluate(
 
   Args:
     config: see `heatpose_jax/configs`.
-    workdir: checkpoints, metrics.jsonl, tensorboard/, eval/, config.json and
-      config_history.jsonl.
-    mesh: the data mesh (default: every device, `input_pipeline.make_mesh`).
+    workdir: checkpoints, metrics.jsonl, tensorboard/, eval/, config.json,
+      config_history.jsonl and dataset_spec.json (the dataset's spec:
+      `from_config.save_run_spec`).
+    mesh: the data mesh (default: every device, `sharding.make_mesh`).
     allow_config_change: resume despite config changes that alter what the
       saved steps mean (`--allow_config_change`).
 
@@ -104,7 +106,7 @@ def train_and_evaluate(
     config_changes.ConfigChangeError: the config changes what the saved steps mean.
   """
   from_config.check(config)
-  mesh = input_pipeline.make_mesh() if mesh is None else mesh
+  mesh = sharding.make_mesh() if mesh is None else mesh
   from_config.check_devices(config, mesh)
   os.makedirs(workdir, exist_ok=True)
   with contextlib.ExitStack() as stack:
@@ -150,6 +152,7 @@ def _train_and_evaluate(config, workdir, mesh, allow_config_change):
       if changes and changes["changed"]:
         print(config_changes.describe(changes), flush=True)
       config_changes.record(workdir, config, start, changes)
+      from_config.save_run_spec(config, workdir)  # prediction's joints without the data dir
     writer = metric_writer.MetricWriter(workdir)
     stack.callback(writer.close)
     evaluator = None
@@ -229,7 +232,7 @@ def _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source)
   try:
     for step in range(start, total):
       phase = next(name for name, s, e in bounds if s <= step < e)
-      batch = input_pipeline.to_global_array(next(batch_iter), mesh)
+      batch = sharding.to_global_array(next(batch_iter), mesh)
       state, metrics = steps[phase](state, batch, key)
       pending.append(metrics)
       done = step + 1

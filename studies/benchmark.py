@@ -51,7 +51,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from heatpose_jax import fileio, from_config, inference, input_pipeline, model_stats
+from heatpose_jax import fileio, from_config, inference, model_stats, sharding
 
 GIB = 2.0**30
 
@@ -230,6 +230,16 @@ def matmul_peak(n: int, dtype, device: jax.Device, *, iters: int = 10) -> dict[s
   }
 
 
+def _one_device_model(config, mesh, seed: int, timer: str):
+  """(the mesh's one device, the model, random parameters, a numpy generator) of a
+  timing that runs on one device (`timer` names it in the error otherwise)."""
+  if mesh.devices.size != 1:
+    raise ValueError(f"{timer} times one device; the mesh has {mesh.devices.size}")
+  model = from_config.model(config)
+  params = random_params(from_config.abstract_params(config, mesh), seed)
+  return mesh.devices.flat[0], model, params, np.random.default_rng(seed)
+
+
 def forward_stats(
   config: ml_collections.ConfigDict,
   batch_size: int,
@@ -252,12 +262,7 @@ def forward_stats(
     `{part}_gflop_per_image`, `{part}_tflops`, `{part}_compile_s`,
     `{part}_flop_source` and the memory fields; `fine_ms_per_image` with both parts.
   """
-  if mesh.devices.size != 1:
-    raise ValueError(f"forward_stats times one device; the mesh has {mesh.devices.size}")
-  device = mesh.devices.flat[0]
-  model = from_config.model(config)
-  params = random_params(from_config.abstract_params(config, mesh), seed)
-  rng = np.random.default_rng(seed)
+  device, model, params, rng = _one_device_model(config, mesh, seed, "forward_stats")
   xs = [
     jax.device_put(rng.integers(0, 256, (batch_size, *config.input_hw, 3), np.uint8), device)
     for _ in range(3)
@@ -330,12 +335,7 @@ def latency_stats(
     gflop_per_image, tflops (aot), compile_s, flop_source, the memory fields
     and device_peak_gib.
   """
-  if mesh.devices.size != 1:
-    raise ValueError(f"latency_stats times one device; the mesh has {mesh.devices.size}")
-  device = mesh.devices.flat[0]
-  model = from_config.model(config)
-  params = random_params(from_config.abstract_params(config, mesh), seed)
-  rng = np.random.default_rng(seed)
+  device, model, params, rng = _one_device_model(config, mesh, seed, "latency_stats")
   hosts = [rng.integers(0, 256, (batch_size, *config.input_hw, 3), np.uint8) for _ in range(3)]
   xs = [jax.device_put(h, device) for h in hosts]
   jitted = jax.jit(
@@ -436,7 +436,7 @@ def train_stats(
   b = config.batch_size
   step_fn = from_config.train_step(config, phase, mesh)
   num_joints = from_config.skeleton(config).num_joints
-  batch = input_pipeline.to_global_array(
+  batch = sharding.to_global_array(
     synthetic_batch(b, tuple(config.input_hw), num_joints, seed), mesh
   )
   key = jax.device_put(jax.random.key(seed), NamedSharding(mesh, PartitionSpec()))
@@ -555,7 +555,7 @@ def run_benchmark(
     measurements and `status`), and the run's settings.
   """
   start = time.perf_counter()
-  mesh = input_pipeline.make_mesh() if mesh is None else mesh
+  mesh = sharding.make_mesh() if mesh is None else mesh
   report = _new_report(config, cases, command, variant, max_seconds)
   emit = functools.partial(_emit, report, start, output_dir, output_name)
   meshes = _measure_peaks(report, mesh, cases, matmul_size)
@@ -620,10 +620,10 @@ def _measure_peaks(report: dict[str, Any], mesh, cases, matmul_size: int) -> dic
   """
   first = mesh.devices.flat[0]
   cpu = _cpu_device()
-  meshes = {"default": input_pipeline.make_mesh([first])}
+  meshes = {"default": sharding.make_mesh([first])}
   report["peaks"]["default"] = matmul_peak(matmul_size, jnp.bfloat16, first)
   if cpu is not None and any(c["device"] == "cpu" for c in cases):
-    meshes["cpu"] = input_pipeline.make_mesh([cpu])
+    meshes["cpu"] = sharding.make_mesh([cpu])
     report["peaks"]["cpu"] = matmul_peak(min(matmul_size, 2048), jnp.float32, cpu)
   for name, p in report["peaks"].items():
     print(f"matrix-product peak ({name}, {p['dtype']} {p['n']}): {p['tflops']:.2f} TFLOP/s")
@@ -1109,7 +1109,7 @@ def cpu_latency_report(
   cpu = _cpu_device()
   if cpu is None:
     raise ValueError("no CPU backend: JAX_PLATFORMS must include cpu")
-  mesh = input_pipeline.make_mesh([cpu])
+  mesh = sharding.make_mesh([cpu])
   report = {
     "device": {**device_info(), "device_kind": cpu.device_kind, "platform": "cpu"},
     "cpu_model": _cpu_model(),

@@ -47,7 +47,7 @@ from heatpose_jax import (
   fileio,
   from_config,
   inference,
-  input_pipeline,
+  sharding,
   spatial_training,
   train,
   visualize,
@@ -297,7 +297,7 @@ def run_study(
   config = ml_collections.ConfigDict(config.to_dict())
   config.spatial_model.enabled = True
   out_dir = out_dir or os.path.join(workdir, "mrf_study")
-  mesh = input_pipeline.make_mesh() if mesh is None else mesh
+  mesh = sharding.make_mesh() if mesh is None else mesh
   if train_first:
     train.train_and_evaluate(config, workdir, mesh=mesh)
   model = from_config.model(config)

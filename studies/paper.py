@@ -37,7 +37,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from heatpose_jax import from_config, input_pipeline, metric_writer, metrics, model_stats
+from heatpose_jax import from_config, metric_writer, metrics, model_stats, sharding
 from heatpose_jax import joints as joints_lib
 from studies import benchmark, tables
 from studies import predictions as preds_lib
@@ -339,7 +339,7 @@ def timing(ctx: Context, out_dir: str) -> Table:
     columns += [f"coarse ms (batch {b})", f"fine ms (batch {b})", f"cascade ms (batch {b})"]
   t = Table("timing: forward-propagation time per image (paper Table 2)", columns)
   hw = tuple(base.input_hw)
-  one_device = input_pipeline.make_mesh(ctx.mesh.devices.flat[:1])
+  one_device = sharding.make_mesh(ctx.mesh.devices.flat[:1])
   ms = {}
   for p in ctx.pools:
     cfg = preds_lib.eval_config(
@@ -503,7 +503,7 @@ def run_experiments(
   _check_experiments(config, names, pools, seeds)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  mesh = input_pipeline.make_mesh() if mesh is None else mesh
+  mesh = sharding.make_mesh() if mesh is None else mesh
   kinds = list(dict.fromkeys(k for n in names for k in runs_of(n, config, pools)))
   runs = _make_runs(config, workdir, kinds, seeds, pools, checkpoints_per_run)
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

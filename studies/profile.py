@@ -58,7 +58,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from heatpose_jax import fileio, from_config, inference, input_pipeline
+from heatpose_jax import fileio, from_config, inference, sharding
 from studies import benchmark
 
 # The issue's op categories, in report order.
@@ -791,7 +791,7 @@ def _compiled_call(
 ) -> tuple[jax.stages.Compiled, float, str, Callable[[], Any]]:
   """(compiled, compile seconds, optimized HLO, one call) of a target on the first
   device, with random parameters (or state) and inputs of `batch_size`."""
-  mesh = input_pipeline.make_mesh(jax.devices()[:1])
+  mesh = sharding.make_mesh(jax.devices()[:1])
   if target == "cascade":
     model = from_config.model(config)
     params = benchmark.random_params(from_config.abstract_params(config, mesh), seed)
@@ -807,7 +807,7 @@ def _compiled_call(
     return compiled, compile_s, text, lambda: compiled(params, x)
   step_fn = from_config.train_step(config, target, mesh)
   joints = from_config.skeleton(config).num_joints
-  batch = input_pipeline.to_global_array(
+  batch = sharding.to_global_array(
     benchmark.synthetic_batch(batch_size, tuple(config.input_hw), joints, seed), mesh
   )
   key = jax.device_put(jax.random.key(seed), NamedSharding(mesh, PartitionSpec()))

@@ -19,7 +19,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from heatpose_jax import fileio, input_pipeline, metric_writer
+from heatpose_jax import fileio, metric_writer, sharding
 from studies import runs as runs_lib
 
 # Config fields that change neither what a run learns nor what its record holds.
@@ -174,7 +174,7 @@ def study_dirs(
   `out_dir`) and its data mesh (default: every device)."""
   out_dir = os.path.abspath(out_dir or workdir)
   figures_dir = os.path.abspath(figures_dir or out_dir)
-  mesh = input_pipeline.make_mesh() if mesh is None else mesh
+  mesh = sharding.make_mesh() if mesh is None else mesh
   return out_dir, figures_dir, mesh
 
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from heatpose_jax import from_config, input_pipeline, model_stats
+from heatpose_jax import from_config, model_stats, sharding
 from studies import benchmark, input_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +159,7 @@ def test_train_step_flops_xla_and_analytic_agree():
   # The train step's FLOPs are forward + backward: about 3x the forward's, and the
   # analytic count (convolutions and matrix products of the jaxpr) matches XLA's.
   config = benchmark.model_config("mpii", pool=8, dtype="float32", batch_size=8, tiny=True)
-  mesh = input_pipeline.make_mesh(jax.devices()[:1])
+  mesh = sharding.make_mesh(jax.devices()[:1])
   state = from_config.abstract_state(config, mesh)
   batch = benchmark.synthetic_batch(8, tuple(config.input_hw), 16)
   batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), batch)
@@ -196,7 +196,7 @@ def test_fine_time_is_never_negative():
 
 def test_random_state_fills_the_abstract_state_without_compiling_init():
   config = benchmark.model_config("flic", pool=16, dtype="float32", batch_size=8, tiny=True)
-  mesh = input_pipeline.make_mesh(jax.devices()[:1])
+  mesh = sharding.make_mesh(jax.devices()[:1])
   abstract = from_config.abstract_state(config, mesh)
   state = benchmark.random_state(abstract)
   assert jax.tree.map(lambda a: (a.shape, a.dtype), state) == jax.tree.map(

@@ -1,5 +1,6 @@
 """COCO-format keypoints (issue 21): the builder, the flip pairs from joint names, OKS
-AP by pycocotools, top-down prediction on boxes, and MPII's JSON layout.
+AP by pycocotools (of results files, and of training's evaluation: `evaluators/oks.py`),
+top-down prediction on boxes, a run's own dataset spec, and MPII's JSON layout.
 
 The fakes (`fake_coco`) are COCO's layout with a few stick-figure images, 2-3
 people per image, a crowd region and a person without labelled keypoints.
@@ -480,6 +481,183 @@ def test_predict_with_boxes_writes_results_that_evaluate_predictions_reads(
   )
   assert r.returncode == 0, r.stderr[-3000:]
   assert "OKS sigmas: coco; area: annotation; 5 results, 5 people" in r.stdout
+
+
+# --- OKS AP in the evaluation (`evaluators/oks.py`) ----------------------------------------
+
+
+STATS = coco_eval.STAT_NAMES
+
+
+def test_the_oks_evaluator_scores_training_as_evaluate_predictions_scores_its_results(
+  coco_build, coco_run, tmp_path
+):
+  from heatpose_jax import checkpoints, evaluation, metric_writer
+  from heatpose_jax.evaluators import oks as oks_evaluator
+
+  workdir, config = coco_run
+  # Training's evaluation: OKS AP beside PCK in eval/<step>.json and metrics.jsonl.
+  step = max(int(p.stem) for p in (workdir / "eval").glob("*.json"))
+  logged = json.loads((workdir / "eval" / f"{step}.json").read_text())
+  oks = logged["evals"]["oks"]
+  assert "cascade" in logged and "PCK" in logged["metric"]
+  assert (oks["sigmas_source"], oks["area"]) == ("coco", "annotation")
+  assert (oks["num_people"], oks["num_images"]) == (4, 2)  # max_eval_examples: 4 of 5
+  for m in ("coarse", "cascade"):
+    assert list(oks[m]["stats"]) == list(STATS)
+    assert all(0 <= v <= 1 or v == -1 for v in oks[m]["stats"].values())
+  rows = [r for r in metric_writer.read_rows(str(workdir)) if "eval/oks/cascade/AP" in r]
+  assert rows and rows[-1]["eval/oks/cascade/AP"] == oks["cascade"]["stats"]["AP"]
+  assert {f"eval/oks/cascade/{s}" for s in STATS} <= set(rows[-1])
+
+  # The same prediction pass again, its cascade written as a COCO results file by hand:
+  # image frame through canvas_to_image, the example's image_id, score = mean joint score.
+  mesh = one_device_mesh()
+  params, _ = checkpoints.restore_params(str(workdir), from_config.abstract_params(config, mesh))
+  ev = evaluation.build_evaluator(config, from_config.model(config), mesh, str(workdir))
+  dict(ev.run(params))
+  assert ev.result["evals"]["oks"] == oks  # what training logged
+  preds, source = ev.preds, from_config.eval_examples(config)  # the examples' features
+  examples = [source[i] for i in range(len(source))]
+  assert preds["index"].tolist() == [int(ex["index"]) for ex in examples]
+  # The annotation file's people that were evaluated (its crowd region, the person
+  # without labels and the fifth person are not in the evaluation).
+  ids = {int(ex["annotation_id"]) for ex in examples}
+  val = json.loads(coco_build["val"]["path"].read_text())
+  val["annotations"] = [a for a in val["annotations"] if a["id"] in ids]
+  gt = _write(tmp_path / "gt.json", val)
+  # The model's estimates (2 steps: AP about 0), and the labels plus 1 canvas px of
+  # noise (AP between 0 and 1: the frames, images and areas must all be right).
+  noisy = preds["joints"] + np.random.default_rng(0).normal(0, 1.0, preds["joints"].shape)
+  got = oks_evaluator.evaluate({**preds, "cascade": noisy}, skeleton=ev.skeleton, pools=())
+  assert 0.1 < got["cascade"]["stats"]["AP"] < 0.9
+  for name, estimate, stats in (
+    ("model", preds["cascade"], oks["cascade"]["stats"]),
+    ("noisy", noisy, got["cascade"]["stats"]),
+  ):
+    m = np.asarray(preds["canvas_to_image"], np.float64)
+    xy = np.einsum("nij,nkj->nki", m[:, :, :2], estimate) + m[:, None, :, 2]
+    results = [
+      {
+        "image_id": int(ex["image_id"]),
+        "category_id": 1,
+        "keypoints": np.concatenate([xy[i], preds["scores"][i][:, None]], 1).ravel().tolist(),
+        "score": float(np.mean(preds["scores"][i])),
+      }
+      for i, ex in enumerate(examples)
+    ]
+    res = _write(tmp_path / f"{name}.json", results)
+    out = tmp_path / f"{name}_scores.json"
+    r = run_cli(
+      "experiments.evaluate_predictions",
+      "--dataset=coco",
+      f"--predictions={res}",
+      f"--ground_truth={gt}",
+      f"--output_json={out}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    scores = json.loads(out.read_text())
+    want = [stats[s] for s in STATS]
+    np.testing.assert_allclose([scores[s] for s in STATS], want, atol=1e-9, err_msg=name)
+    np.testing.assert_allclose(_pycocotools_stats(gt, res), want, atol=1e-9, err_msg=name)
+
+
+def test_oks_sigmas_by_dataset_and_a_skeleton_without_them_is_one_line(tmp_path):
+  from heatpose_jax.configs import coco as coco_config
+  from heatpose_jax.evaluators import oks
+
+  assert oks.oks_sigmas(coco_format.COCO_KEYPOINTS)[1] == "coco"
+  assert oks.oks_sigmas(coco_format.CROWDPOSE_KEYPOINTS)[1] == "crowdpose"
+  config = coco_config.get_config("tiny")
+  config.data_dir = str(tmp_path)  # unbuilt: the registered spec
+  names = ["left_shoulder", "right_shoulder", "left_hip", "right_hip", "left_thumb", "right_thumb"]
+  skeleton = coco_format.make_skeleton(names, (), coco_format.derive_flip_pairs(names, "f"))
+  try:
+    dataset_specs.register(dataset_specs.coco_spec(skeleton, 0.75), replace=True)
+    with pytest.raises(from_config.ConfigError) as e:
+      from_config.check(config)
+    assert str(e.value) == (
+      "config.evals.oks: sigmas: no OKS sigma known for 'left_thumb', 'right_thumb' of the "
+      "dataset's 6 joints: give sigmas=(6 numbers) or remove this evaluator"
+    )
+    config.evals.oks.sigmas = "0.079,0.079,0.107,0.107,0.05,0.05"
+    from_config.check(config)
+    config.evals.oks.sigmas = "coco"
+    with pytest.raises(from_config.ConfigError, match=r"^config\.evals\.oks: sigmas='coco': "):
+      from_config.check(config)
+  finally:
+    dataset_specs.register(dataset_specs.COCO, replace=True)
+  # Predictions without a COCO-format build's annotations (another dataset).
+  preds = {"joints": np.zeros((1, 6, 2)), "cascade": np.zeros((1, 6, 2))}
+  with pytest.raises(ValueError, match=r"lack \['image_id', 'bbox', 'area'\]"):
+    oks.evaluate(preds, skeleton=skeleton, pools=(), sigmas=(0.1,) * 6)
+
+
+# --- a run keeps its dataset's spec (WORKDIR/dataset_spec.json) ----------------------------
+
+
+def test_a_run_predicts_with_its_own_skeleton_without_the_data_dir(tmp_path):
+  import shutil
+
+  from heatpose_jax import predictor, train
+  from heatpose_jax.configs import coco as coco_config
+
+  names = coco_format.CROWDPOSE_KEYPOINTS
+  f = fake_coco.write(tmp_path / "src", names=names, limbs=coco_format.COCO_SKELETON)
+  data_dir = tmp_path / "data"
+  build.build(
+    "coco_keypoints",
+    data_dir,
+    config="crowdpose",
+    annotations=[f"train={f['path']}", f"validation={f['path']}"],
+    images=str(f["images"]),
+  )
+  config = coco_config.get_config("tiny,tfds=crowdpose")
+  overrides = {
+    "data_dir": str(data_dir),
+    "phases.coarse.steps": 1,
+    "phases.fine.steps": 0,
+    "phases.joint.steps": 0,
+    "batch_size": 4,
+    "log_every": 1,
+    "max_eval_examples": 4,
+    "model.norm": "none",
+  }
+  config = from_config.with_overrides(config, overrides)
+  workdir = tmp_path / "run"
+  try:
+    train.train_and_evaluate(config, str(workdir), mesh=one_device_mesh())
+    saved = dataset_specs.read_spec_file(str(workdir / "dataset_spec.json"))
+    assert saved == datasets.built_spec("coco_keypoints", "crowdpose", str(data_dir))
+    oks = json.loads((workdir / "eval" / "1.json").read_text())["evals"]["oks"]
+    # CrowdPose's sigmas go with its area, 0.53 × the box's w · h (crowdposetools').
+    assert (oks["sigmas_source"], oks["area"]) == ("crowdpose", "box053")
+    # A workdir from before the file: the data dir's build, as before.
+    old = tmp_path / "old_run"
+    shutil.copytree(workdir, old)
+    (old / "dataset_spec.json").unlink()
+    dataset_specs.register(dataset_specs.COCO, replace=True)  # a fresh process's registry
+    assert predictor.Predictor.from_workdir(str(old), spatial_model=False).names == names
+    # The data dir gone: the run's own spec (names, flip pairs, limbs), not COCO's 17.
+    shutil.rmtree(data_dir)
+    dataset_specs.register(dataset_specs.COCO, replace=True)
+    pred = predictor.Predictor.from_workdir(str(workdir), spatial_model=False)
+    assert pred.names == names and pred.skeleton == saved.skeleton
+    assert ("left_shoulder", "right_shoulder") in pred.skeleton.flip_pairs
+    assert ("head", "neck") in pred.skeleton.limbs
+  finally:
+    dataset_specs.register(dataset_specs.COCO, replace=True)
+  out = tmp_path / "out"
+  r = run_cli(
+    "experiments.predict",
+    f"--workdir={workdir}",
+    f"--images={f['images']}",
+    f"--boxes={f['path']}",  # the annotation file's people: ground-truth boxes
+    f"--output_dir={out}",
+  )
+  assert r.returncode == 0, r.stderr[-3000:]
+  results = json.loads((out / "keypoint_results.json").read_text())
+  assert len(results) == len(_people(f["data"])) and len(results[0]["keypoints"]) == 3 * 14
 
 
 # --- MPII's JSON layout (HRNet / mmpose) ---------------------------------------------------

@@ -136,49 +136,16 @@ def _person(kind: str, shift=(0.0, 0.0)) -> np.ndarray:
   Torsos: hourglass ‖rsho − lhip‖ = 100 for all; modec ‖lsho − rhip‖ after the
   flip = 130, 80, 40; observer-centric = 100, ‖(100, 80)‖, 40.
   """
+  # Columns: lsho, lelb, lwri, rsho, relb, rwri, lhip, rhip, leye, reye, nose.
   people = {
-    "front": dict(
-      lsho=(220, 100),
-      lelb=(240, 160),
-      lwri=(250, 220),
-      rsho=(100, 100),
-      relb=(80, 160),
-      rwri=(70, 220),
-      lhip=(160, 180),
-      rhip=(170, 220),
-      leye=(150, 60),
-      reye=(170, 60),
-      nose=(160, 70),
-    ),
-    "back": dict(
-      lsho=(100, 100),
-      lelb=(90, 160),
-      lwri=(80, 220),
-      rsho=(200, 100),
-      relb=(210, 160),
-      rwri=(220, 220),
-      lhip=(140, 180),
-      rhip=(200, 180),
-      leye=(140, 60),
-      reye=(160, 60),
-      nose=(150, 70),
-    ),
-    "crossed": dict(
-      lsho=(150, 150),
-      lelb=(260, 200),
-      lwri=(270, 250),
-      rsho=(170, 100),
-      relb=(120, 200),
-      rwri=(110, 250),
-      lhip=(230, 180),
-      rhip=(174, 182),
-      leye=(150, 60),
-      reye=(170, 60),
-      nose=(160, 70),
-    ),
-  }[kind]
-  short = ("lsho", "lelb", "lwri", "rsho", "relb", "rwri", "lhip", "rhip", "leye", "reye", "nose")
-  return np.array([people[s] for s in short], float) + shift
+    "front": ((220, 100), (240, 160), (250, 220), (100, 100), (80, 160), (70, 220),
+              (160, 180), (170, 220), (150, 60), (170, 60), (160, 70)),
+    "back": ((100, 100), (90, 160), (80, 220), (200, 100), (210, 160), (220, 220),
+             (140, 180), (200, 180), (140, 60), (160, 60), (150, 70)),
+    "crossed": ((150, 150), (260, 200), (270, 250), (170, 100), (120, 200), (110, 250),
+                (230, 180), (174, 182), (150, 60), (170, 60), (160, 70)),
+  }  # fmt: skip
+  return np.array(people[kind], float) + shift
 
 
 # File rows: 0 and 3 are training rows; the test rows in file order are 1, 2, 4, 5.

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import zlib
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 import scipy.io as sio
 import tensorflow_datasets as tfds
 from PIL import Image
@@ -514,6 +516,19 @@ def build(builder_cls, data_dir, manual_dir, **kwargs):
     download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir))
   )
   return builder
+
+
+def check_missing_sources(builder_cls, tmp_path: Path, annotations: str) -> Path:
+  """Builds `builder_cls` from a manual dir that does not exist, then from one with an
+  empty `images/` and no annotation file `annotations`: each a FileNotFoundError that
+  names what is missing. Returns that manual dir."""
+  with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
+    build(builder_cls, tmp_path / "data", tmp_path / "nowhere")
+  manual = tmp_path / "manual"
+  (manual / "images").mkdir(parents=True)
+  with pytest.raises(FileNotFoundError, match=re.escape(annotations) + " not found"):
+    build(builder_cls, tmp_path / "data", manual)
+  return manual
 
 
 def read_split(builder, split: str) -> list[dict]:

@@ -101,12 +101,7 @@ def test_read_examples_flags_bad_torso_boxes(tmp_path):
 
 
 def test_missing_manual_dir_and_annotation_file(tmp_path):
-  with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
-    fake.build(flic.Flic, tmp_path / "data", tmp_path / "nowhere")
-  manual = tmp_path / "manual"
-  (manual / "images").mkdir(parents=True)
-  with pytest.raises(FileNotFoundError, match=r"examples\.mat not found"):
-    fake.build(flic.Flic, tmp_path / "data", manual)
+  fake.check_missing_sources(flic.Flic, tmp_path, "examples.mat")
 
 
 def test_read_examples_rejects_bad_files(tmp_path):

@@ -5,13 +5,12 @@ import json
 import os
 import pickle
 
-import jax
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 from PIL import Image
 
-from heatpose_jax import canvas_cache
+from heatpose_jax import canvas_cache, sharding
 from heatpose_jax import input_pipeline as ip
 from heatpose_jax import joints as joints_lib
 
@@ -250,11 +249,11 @@ def test_worker_processes_give_same_batches():
 def test_to_global_array_shards_over_devices():
   ds = ip.make_dataset(_source(8), crop=CROP, global_batch_size=8, shuffle=False, num_epochs=1)
   batch = next(iter(ds))
-  mesh = Mesh(np.array(jax.devices()), ("data",))
-  arrays = ip.to_global_array(batch, mesh)
-  sharding = NamedSharding(mesh, PartitionSpec("data"))
+  mesh = sharding.make_mesh()
+  arrays = sharding.to_global_array(batch, mesh)
+  want = NamedSharding(mesh, PartitionSpec("data"))
   for k, v in arrays.items():
-    assert v.shape == batch[k].shape and v.sharding == sharding
+    assert v.shape == batch[k].shape and v.sharding == want
     assert len(v.addressable_shards) == 8
     np.testing.assert_array_equal(np.asarray(v), batch[k])
 

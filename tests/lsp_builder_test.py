@@ -90,12 +90,7 @@ def test_configured_split_and_default_rule(tmp_path):
 
 
 def test_bad_inputs(tmp_path):
-  with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
-    fake.build(lsp.Lsp, tmp_path / "data", tmp_path / "nowhere")
-  manual = tmp_path / "manual"
-  (manual / "images").mkdir(parents=True)
-  with pytest.raises(FileNotFoundError, match=r"joints\.mat not found"):
-    fake.build(lsp.Lsp, tmp_path / "data", manual)
+  manual = fake.check_missing_sources(lsp.Lsp, tmp_path, "joints.mat")
   sio.savemat(manual / "joints.mat", {"joints": np.zeros((14, 2, 5))})
   with pytest.raises(ValueError, match=r"joints\.mat: 'joints' has shape \(14, 2, 5\)"):
     lsp.read_joints(manual / "joints.mat")

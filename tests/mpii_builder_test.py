@@ -151,12 +151,7 @@ def test_h5_with_one_based_index_is_rejected(tmp_path):
 
 
 def test_missing_manual_dir_and_annotation_file(tmp_path):
-  with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
-    fake.build(mpii.Mpii, tmp_path / "data", tmp_path / "nowhere")
-  manual = tmp_path / "manual"
-  (manual / "images").mkdir(parents=True)
-  with pytest.raises(FileNotFoundError, match=r"mpii_human_pose_v1_u12_1\.mat not found"):
-    fake.build(mpii.Mpii, tmp_path / "data", manual)
+  fake.check_missing_sources(mpii.Mpii, tmp_path, "mpii_human_pose_v1_u12_1.mat")
 
 
 def test_as_list_and_number_helpers():

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from heatpose_jax import from_config, input_pipeline
+from heatpose_jax import from_config, sharding
 from studies import mrf_study
 
 
@@ -18,7 +18,7 @@ def test_study_trains_fits_and_writes_finite_table(tiny_config, tmp_path):
   config = tiny_config(steps=(1, 0, 0), **{"spatial_model.steps": 2})
   work = tmp_path / "work"
   summary = mrf_study.run_study(
-    config, str(work), num_overlays=2, mesh=input_pipeline.make_mesh(jax.devices()[:1])
+    config, str(work), num_overlays=2, mesh=sharding.make_mesh(jax.devices()[:1])
   )
   out = work / "mrf_study"
   assert json.loads((out / "table.json").read_text()) == summary

@@ -11,7 +11,7 @@ import jax
 import pytest
 
 from conftest import STUDY_OVERRIDES, SYNTHETIC_CONFIG, config_flags, run_cli
-from heatpose_jax import input_pipeline
+from heatpose_jax import sharding
 from heatpose_jax.configs import synthetic
 from studies import paper, runs
 
@@ -65,7 +65,7 @@ def test_experiments_then_the_cli_reuses_the_runs(tiny_data, tmp_path):
     timing_iters=2,
     timing_batch_sizes=(2,),
     command="python -m experiments.paper (test)",
-    mesh=input_pipeline.make_mesh(jax.devices()[:1]),
+    mesh=sharding.make_mesh(jax.devices()[:1]),
   )
   _check_outputs(workdir, results)
   _check_cli_reuse(workdir, tiny_data)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import STUDY_OVERRIDES, SYNTHETIC_CONFIG, config_flags, run_cli
-from heatpose_jax import from_config, input_pipeline
+from heatpose_jax import from_config, input_pipeline, sharding
 from heatpose_jax.configs import synthetic
 from studies import precision, regularization, runs
 
@@ -32,7 +32,7 @@ def _config(tiny_data, **extra):
 
 
 def _mesh():
-  return input_pipeline.make_mesh(jax.devices()[:1])
+  return sharding.make_mesh(jax.devices()[:1])
 
 
 def _finite(x, where=""):

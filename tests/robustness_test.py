@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import SYNTHETIC_CONFIG, one_device_mesh, one_line_error, run_cli
-from heatpose_jax import checkpoints, from_config, input_pipeline, synthetic, train
+from heatpose_jax import checkpoints, from_config, sharding, synthetic, train
 
 # The tests sharing the session fixture `tiny_run` run on one xdist worker (built once).
 pytestmark = pytest.mark.xdist_group("tiny_run")
@@ -126,7 +126,7 @@ def test_a_truncated_checkpoint_is_skipped_and_kept_aside(
 
 def _nan_checkpoint(tiny_run, workdir: Path, config):
   """`workdir` with one checkpoint whose parameters are all NaN (written behind the guard)."""
-  mesh = input_pipeline.make_mesh()
+  mesh = sharding.make_mesh()
   params, _ = checkpoints.restore_params(str(tiny_run), from_config.abstract_params(config, mesh))
   nan = jax.tree.map(lambda x: np.full(x.shape, np.nan, np.float32), params)
   workdir.mkdir()
@@ -147,7 +147,7 @@ def test_nan_checkpoints_are_refused_by_evaluate_and_predict(tiny_run, tiny_conf
   _nan_checkpoint(tiny_run, work, tiny_config())
   with pytest.raises(ValueError, match="non-finite"):
     checkpoints.restore_params(
-      str(work), from_config.abstract_params(tiny_config(), input_pipeline.make_mesh())
+      str(work), from_config.abstract_params(tiny_config(), sharding.make_mesh())
     )
   _one_line_error(
     _cli("experiments.evaluate", f"--workdir={work}"), "no usable checkpoint", "non-finite"

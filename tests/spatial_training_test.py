@@ -18,9 +18,9 @@ from heatpose_jax import (
   evaluation,
   from_config,
   inference,
-  input_pipeline,
   joints,
   predictor,
+  sharding,
   spatial_training,
   train,
 )
@@ -119,7 +119,7 @@ def test_fit_from_cascade_and_select(trained, loaded, batch):
 
   # The one prediction path with the MRF as its selector.
   predict = inference.make_predict_fn(model, mesh, selector=spatial_training.mrf_selector(spec))
-  out = jax.device_get(predict(params, input_pipeline.to_global_array(batch, mesh), mrf_params))
+  out = jax.device_get(predict(params, sharding.to_global_array(batch, mesh), mrf_params))
   b, j = batch["joints"].shape[:2]
   for k in evaluation.MODEL_KEYS:
     assert out[k].shape == (b, j, 2) and np.isfinite(out[k]).all()

@@ -21,7 +21,7 @@ import scipy.io as sio
 from PIL import Image
 
 from conftest import SYNTHETIC_CONFIG, one_device_mesh, run_cli
-from heatpose_jax import Predictor, evaluation, from_config, input_pipeline, train
+from heatpose_jax import Predictor, evaluation, from_config, input_pipeline, sharding, train
 from heatpose_jax import joints as joints_lib
 
 # The CLI test reads the session's trained run `tiny_run` (one xdist worker builds it).
@@ -112,7 +112,7 @@ def _fake_predict_fn(mesh):
 
 
 def test_evaluator_scores_every_example_once_on_8_devices():
-  mesh = input_pipeline.make_mesh()
+  mesh = sharding.make_mesh()
   assert mesh.devices.size == B
   fn = _fake_predict_fn(mesh)
   for n in SIZES:
@@ -158,13 +158,19 @@ def test_evaluate_cli_scores_a_split_smaller_than_half_a_batch(tiny_run, tmp_pat
   assert config["batch_size"] == B
   config["max_eval_examples"] = 3  # < B / 2 and < the 8 devices: no batch came out before
   (work / "config.json").write_text(json.dumps(config))
-  r = run_cli("experiments.evaluate", f"--workdir={work}", "--num_overlays=1", devices=8)
+  r = run_cli("experiments.evaluate", f"--workdir={work}", "--num_overlays=2", devices=8)
   assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
   assert "3 examples" in r.stdout
   result = json.loads((work / "eval_test" / "results.json").read_text())
   assert result["num_examples"] == 3
   preds = sio.loadmat(work / "eval_test" / "predictions.mat")
   assert 3 in np.shape(next(v for k, v in preds.items() if not k.startswith("__")))
+  # One overlay per example asked for, and the same on one sheet (two side by side).
+  overlays = sorted(p.name for p in (work / "eval_test").glob("overlay_*.png"))
+  assert len(overlays) == 2, overlays
+  tile = np.asarray(Image.open(work / "eval_test" / overlays[0]))
+  sheet = np.asarray(Image.open(work / "eval_test" / "overlays.png"))
+  assert sheet.shape[0] > tile.shape[0] and sheet.shape[1] > 2 * tile.shape[1]
 
 
 def test_training_stops_before_its_first_step_without_an_eval_example(

@@ -21,8 +21,8 @@ from conftest import SYNTHETIC_CONFIG, one_device_mesh
 from heatpose_jax import (
   checkpoints,
   from_config,
-  input_pipeline,
   metric_writer,
+  sharding,
   train,
   train_step,
   workdir_lock,
@@ -68,6 +68,14 @@ def _args(data, workdir, steps=STEPS, extra=()):
     *(f"--config.{k}={v}" for k, v in OVERRIDES.items()),
     *extra,
   ]
+
+
+def _start(args, env=None, output=subprocess.PIPE) -> subprocess.Popen:
+  """Starts `args` in the repository (environment `_env()` unless given), stdout and
+  stderr to `output`: pipes read as text by default."""
+  return subprocess.Popen(
+    args, cwd=REPO, env=env or _env(), stdout=output, stderr=output, text=True
+  )
 
 
 def _run(args, env=None, timeout=600):
@@ -139,7 +147,7 @@ def test_each_phase_has_its_own_optimizer(tiny_config):
   assert names == ["coarse", "fine", "joint"]
   state = train_step.create_state(model, phases, (64, 64), mesh, jax.random.key(0, impl="rbg"))
   batch = next(iter(from_config.train_batches(config, "")))
-  batch = input_pipeline.to_global_array(batch, mesh)
+  batch = sharding.to_global_array(batch, mesh)
   key = jax.random.key(0)
   step = {p: from_config.train_step(config, p, mesh, donate=False) for p in names}
   for _ in range(2):
@@ -203,13 +211,7 @@ def test_sigkill_then_resume_equals_uninterrupted_and_one_writer_per_workdir(
   tiny_data, tiny_config, baseline, tmp_path
 ):
   killed = tmp_path / "killed"
-  proc = subprocess.Popen(
-    _args(tiny_data, killed),
-    cwd=REPO,
-    env=_env(),
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.DEVNULL,
-  )
+  proc = _start(_args(tiny_data, killed), output=subprocess.DEVNULL)
   deadline = time.time() + 300
   while time.time() < deadline and proc.poll() is None and not _steps(killed):
     time.sleep(0.02)
@@ -219,14 +221,7 @@ def test_sigkill_then_resume_equals_uninterrupted_and_one_writer_per_workdir(
   stopped = _steps(killed)[-1]
   assert stopped < sum(STEPS)
   assert f"pid {proc.pid} " in _lock_holder(killed)  # what a SIGKILL leaves: not a stale lock
-  resumed = subprocess.Popen(
-    _args(tiny_data, killed),
-    cwd=REPO,
-    env=_env(),
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-  )
+  resumed = _start(_args(tiny_data, killed))
   try:
     # The next run starts; once it holds the lock, hold it still while a second one tries.
     while time.time() < deadline and f"pid {resumed.pid} " not in _lock_holder(killed):
@@ -257,18 +252,14 @@ def test_sigkill_then_resume_equals_uninterrupted_and_one_writer_per_workdir(
 @pytest.mark.slow
 def test_sigterm_saves_before_exit(tiny_data, tmp_path):
   work = tmp_path / "term"
-  proc = subprocess.Popen(
+  proc = _start(
     _args(
       tiny_data,
       work,
       steps=(400, 0, 0),
       extra=["--config.checkpoint_every=1000", "--config.log_every=1"],
     ),
-    cwd=REPO,
     env=_env(devices=1),  # signals, not data parallelism: the cheaper compile
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
   )
   # Wait for training to run (the first progress line), then ask it to stop.
   seen = _wait_for_training(proc)
@@ -305,14 +296,7 @@ def _start_long_run(tiny_data, work, env=None, extra=()):
   )
   reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
   reset += "os.execv(sys.argv[1], sys.argv[1:])"
-  return subprocess.Popen(
-    [sys.executable, "-c", reset, *args],
-    cwd=REPO,
-    env=env or _env(devices=1),
-    stdout=subprocess.PIPE,
-    stderr=subprocess.PIPE,
-    text=True,
-  )
+  return _start([sys.executable, "-c", reset, *args], env=env or _env(devices=1))
 
 
 @pytest.mark.slow
@@ -377,7 +361,7 @@ def _free_port():
 def _two_processes(tiny_data, workdir, steps, extra=()):
   port = _free_port()
   return [
-    subprocess.Popen(
+    _start(
       _args(
         tiny_data,
         workdir,
@@ -391,11 +375,7 @@ def _two_processes(tiny_data, workdir, steps, extra=()):
           *extra,
         ],
       ),
-      cwd=REPO,
       env=_env(devices=4),
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
     )
     for i in range(2)
   ]

@@ -12,8 +12,9 @@
 aspect, times the 1.25 margin fills the canvas (crop mode 'box', as HRNet and the
 simple baselines crop); the paper's 8× pooling (a 32×24 heat-map), the MPII bank
 and the cascade; HRNet's augmentation (±40°, scale 0.65–1.35, flips); PCK by the
-torso in training, OKS AP from `experiments.predict --boxes` and
-`experiments.evaluate_predictions --dataset=coco`. The joints are the build's
+torso and OKS AP on the ground-truth boxes in training and `experiments.evaluate`
+(`config.evals.oks`, `evaluators/oks.py`), OKS AP of detections' boxes from
+`experiments.predict --boxes` and `experiments.evaluate_predictions --dataset=coco`. The joints are the build's
 (its stored spec); `tfds` names the builder config (coco, crowdpose, generic), the
 splits are `train_split` / `eval_split` (default train / validation).
 
@@ -43,6 +44,9 @@ def get_config(arg=None):
   c.max_eval_examples = 2_000
   c.eval.normalizer = "torso_size"
   c.eval.thresholds = (0.05, 0.1, 0.2)
+  # OKS AP / AR (pycocotools) of the same prediction pass: eval/oks/cascade/AP, ...;
+  # sigmas '' = by the joint names (COCO's 17, CrowdPose's 14, else per part).
+  c.evals.oks = dict(type="oks", sigmas="")
   if a.tiny:
     common.apply_tiny(c)
     c.input_hw = (64, 48)  # the 3:4 aspect of the build's boxes

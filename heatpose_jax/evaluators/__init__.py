@@ -7,7 +7,9 @@ An evaluator is a module that exports
 
 and optionally `format_table(result) -> str` (its text in table.txt and on
 stdout) and `check(**kwargs)` (raises ValueError on a bad value, when the config
-is checked, before anything is compiled).
+is checked, before anything is compiled; a `check` that takes a `skeleton`
+argument also gets the dataset's, where the caller knows it: `oks` checks that
+its sigmas fit the joints).
 
 `preds` is `evaluation.predict_dataset`'s output, in the canvas frame ((x, y),
 0-based input pixels): the estimates present among `MODEL_KEYS` `(N, J, 2)`,
@@ -15,11 +17,13 @@ is checked, before anything is compiled).
 `(N, J, 2)`, `joints_valid` `(N, J)` (1 = annotated), `joints_visible`, the
 normalizers `head_size` / `torso_size` `(N,)`, `torso_box` `(N, 4)`,
 `canvas_to_image` `(N, 2, 3)`, `index` `(N,)`, the coarse loss `e1_sum` /
-`e1_count` `(N,)`. `skeleton` is the dataset's `joints.Skeleton` (model-order
+`e1_count` `(N,)`; COCO-format builds add each person's annotation as stored, in
+the image frame: `image_id` `(N,)` int32, `bbox` `(N, 4)` x1, y1, x2, y2, `area`
+`(N,)` (0 where the file has none). `skeleton` is the dataset's `joints.Skeleton` (model-order
 joints), `pools` its table's pooled columns (`DatasetSpec.pools`).
 
 A run configures them by name, `config.evals.NAME = dict(type=TYPE, **kwargs)`:
-TYPE is a bare name for a module of this package (`pck`, `sigma`) or a dotted
+TYPE is a bare name for a module of this package (`pck`, `sigma`, `oks`) or a dotted
 module path, imported as is (a user's module: no library file changes; the
 path travels in the run's config.json, so `experiments.evaluate` imports it in
 its own process). How to add one: docs/design.md, "How to add an evaluator".
@@ -44,8 +48,9 @@ def estimates(preds: Mapping) -> list[str]:
   return [m for m in MODEL_KEYS if m in preds]
 
 
-def load(entry: Mapping) -> tuple[ModuleType, dict]:
-  """`(module, kwargs)` of one `config.evals` entry, its arguments checked.
+def load(entry: Mapping, skeleton=None) -> tuple[ModuleType, dict]:
+  """`(module, kwargs)` of one `config.evals` entry, its arguments checked
+  (with `skeleton`, the dataset's `joints.Skeleton`, where its `check` takes one).
 
   Raises:
     ValueError: no `type`, no such module, a module without `evaluate` /
@@ -79,12 +84,16 @@ def load(entry: Mapping) -> tuple[ModuleType, dict]:
   except TypeError as e:
     raise ValueError(f"type={type_!r}: {e}") from None
   if callable(getattr(module, "check", None)):
-    module.check(**kwargs)
+    extra = {}
+    if skeleton is not None and "skeleton" in inspect.signature(module.check).parameters:
+      extra["skeleton"] = skeleton
+    module.check(**kwargs, **extra)
   return module, kwargs
 
 
-def load_all(evals: Mapping[str, Mapping], where: str = "evals") -> dict[str, tuple]:
-  """`{name: (module, kwargs)}` of every entry of `evals` (`config.evals`), in order.
+def load_all(evals: Mapping[str, Mapping], where: str = "evals", skeleton=None) -> dict[str, tuple]:
+  """`{name: (module, kwargs)}` of every entry of `evals` (`config.evals`), in order;
+  `skeleton` (the dataset's) goes to the `check` of the modules that take it.
 
   Raises:
     ValueError: one line naming `where.NAME` and what is wrong with it (`load`),
@@ -95,7 +104,7 @@ def load_all(evals: Mapping[str, Mapping], where: str = "evals") -> dict[str, tu
     try:
       if name in RESERVED_NAMES:
         raise ValueError(f"the name is one of the headline's scalar prefixes {RESERVED_NAMES}")
-      out[name] = load(entry)
+      out[name] = load(entry, skeleton)
     except ValueError as e:
       raise ValueError(f"{where}.{name}: {e}") from None
   return out
