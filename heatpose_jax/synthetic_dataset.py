@@ -78,24 +78,22 @@ class SyntheticConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
+def _cpu_config(name: str, num_train: int, num_test: int, use: str) -> SyntheticConfig:
+  """A 64×64 config for the CPU (tests, the quick start)."""
+  return SyntheticConfig(
+    name=name,
+    description=f"64x64, {num_train}/{num_test}: {use}.",
+    num_train=num_train,
+    num_test=num_test,
+    height=64,
+    width=64,
+  )
+
+
 BUILDER_CONFIGS = [
   SyntheticConfig(name="default", description="256x256, 4000/500, one person per image."),
-  SyntheticConfig(
-    name="tiny",
-    description="64x64, 128/64: builds in seconds (tests, quick start).",
-    num_train=128,
-    num_test=64,
-    height=64,
-    width=64,
-  ),
-  SyntheticConfig(
-    name="small",
-    description="64x64, 3000/300: the quick start's CPU training set (about 20 s to build).",
-    num_train=3000,
-    num_test=300,
-    height=64,
-    width=64,
-  ),
+  _cpu_config("tiny", 128, 64, "builds in seconds (tests, quick start)"),
+  _cpu_config("small", 3000, 300, "the quick start's CPU training set (about 20 s to build)"),
   SyntheticConfig(
     name="distractor",
     description="256x256, 4000/500, a second person in every image (MRF study).",
