@@ -4,7 +4,8 @@ the bookkeeping of what a build skipped.
 The feature set is the contract of `docs/design.md` ("Dataset features"), defined
 once in `heatpose_jax.features` (`common_features`, `dataset_info`,
 `extent_center_scale`) and re-exported here; the PCK normalizers come from
-`heatpose_jax.metrics`, the module that scores with them.
+`heatpose_jax.joints` (`torso_size`, `head_size_from_boxes`), beside the joints
+they measure.
 
 The validation rules (what is skipped, what is marked invalid, and why) are listed in
 `docs/data.md`. In short: a row whose image or annotation cannot be trusted is
@@ -27,7 +28,7 @@ import scipy.io as sio
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from heatpose_jax import joints as joints_lib
-from heatpose_jax import metrics, orientation
+from heatpose_jax import orientation
 from heatpose_jax.features import (  # noqa: F401
   ArrayRecordBuilder,
   common_features,
@@ -407,8 +408,8 @@ def skip_image(skips: SkipCounter, error: Exception, where: str) -> None:
 
 
 def head_size(head_box) -> np.float32:
-  """MPII's PCKh normalizer of one head box (`metrics.head_size_from_boxes`)."""
-  return np.float32(metrics.head_size_from_boxes(np.asarray(head_box)[None])[0])
+  """MPII's PCKh normalizer of one head box (`joints_lib.head_size_from_boxes`)."""
+  return np.float32(joints_lib.head_size_from_boxes(np.asarray(head_box)[None])[0])
 
 
 def torso_size(skeleton: joints_lib.Skeleton, joints, valid) -> np.float32:

@@ -15,7 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
-from heatpose_jax import evaluation, outputs, spatial_training
+from heatpose_jax import evaluate, outputs, spatial_training
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -51,7 +51,7 @@ def main(argv):
       spatial_training.load(FLAGS.workdir)
     except ValueError as e:
       raise ValueError(f"{e}, or pass --nospatial_model") from None
-  result = evaluation.evaluate_checkpoint(
+  result = evaluate.evaluate_checkpoint(
     config,
     FLAGS.workdir,
     split=FLAGS.split,

@@ -30,7 +30,7 @@ from heatpose_jax import joints as joints_lib
 
 NORMALIZERS = ("head_size", "torso_size")  # PCKh, PCK
 # Community prediction / ground-truth file formats (`prediction_io`), read by
-# `experiments.evaluate_predictions` and written by `evaluation.evaluate_checkpoint`.
+# `experiments.evaluate_predictions` and written by `evaluate.evaluate_checkpoint`.
 PREDICTION_FORMATS = ("mpii", "flic", "coco")
 # The key of a built dataset's metadata.json that holds its spec (`to_json`).
 METADATA_KEY = "dataset_spec"

@@ -1,4 +1,5 @@
-"""Joint definitions of every dataset: names, flips, torso and head joints.
+"""Joint definitions of every dataset: names, flips, torso and head joints, and
+the normalizers the labels give (PCK's torso size, PCKh's head size).
 
 Two orders exist per dataset:
   * the *annotated* order: the joints a dataset builder stores, in the order of
@@ -16,6 +17,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+# MPII head size = SC_BIAS x head-box diagonal (`util_get_head_size` in the toolkit).
+HEAD_SIZE_FACTOR = 0.6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,3 +248,16 @@ def torso_size(
   g = np.asarray(gt_annotated, np.float64)
   v = np.asarray(valid, bool)
   return np.where(v[:, a] & v[:, b], np.linalg.norm(g[:, a] - g[:, b], axis=-1), 0.0)
+
+
+def head_size_from_boxes(head_boxes) -> np.ndarray:
+  """MPII's PCKh normalizer from head boxes.
+
+  Args:
+    head_boxes: (N, 4) x1, y1, x2, y2 in pixels.
+
+  Returns:
+    (N,) 0.6 × ‖(x2, y2) − (x1, y1)‖ (0 for an all-zero box, so the row is excluded).
+  """
+  b = np.asarray(head_boxes, np.float64)
+  return HEAD_SIZE_FACTOR * np.hypot(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])

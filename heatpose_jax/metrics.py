@@ -50,8 +50,6 @@ FLIC_TABLE_THRESHOLDS = (0.05, 0.2)
 MPII_TABLE_THRESHOLD = 0.5
 # Pooled table columns: ((column, model joint names), ...) (`DatasetSpec.pools`).
 Pools = Sequence[tuple[str, Sequence[str]]]
-# MPII head size = SC_BIAS x head-box diagonal (`util_get_head_size` in the toolkit).
-HEAD_SIZE_FACTOR = 0.6
 
 
 def _evaluated(valid, normalizer) -> tuple[np.ndarray, np.ndarray]:
@@ -211,19 +209,6 @@ def pck_tables(
 # --- MPII --------------------------------------------------------------------
 
 
-def head_size_from_boxes(head_boxes) -> np.ndarray:
-  """MPII's PCKh normalizer from head boxes.
-
-  Args:
-    head_boxes: (N, 4) x1, y1, x2, y2 in pixels.
-
-  Returns:
-    (N,) 0.6 × ‖(x2, y2) − (x1, y1)‖ (0 for an all-zero box, so the row is excluded).
-  """
-  b = np.asarray(head_boxes, np.float64)
-  return HEAD_SIZE_FACTOR * np.hypot(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-
-
 def mpii_pckh_table(
   pred, gt, valid, head_size, threshold: float = MPII_TABLE_THRESHOLD
 ) -> dict[str, float]:
@@ -232,7 +217,7 @@ def mpii_pckh_table(
   Args:
     pred, gt: (N, 16, 2) (x, y) in MPII joint-id order, one frame.
     valid: (N, 16) bool annotated (occluded joints count).
-    head_size: (N,) 0.6 × head-box diagonal, same units.
+    head_size: (N,) 0.6 × head-box diagonal (`joints.head_size_from_boxes`), same units.
     threshold: α (0.5 for the paper's table).
 
   Returns:

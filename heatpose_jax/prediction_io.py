@@ -56,7 +56,7 @@ import h5py
 import numpy as np
 import scipy.io
 
-from heatpose_jax import flic_labels, metrics
+from heatpose_jax import flic_labels
 from heatpose_jax import joints as joints_lib
 
 MPII_NUM_JOINTS = 16
@@ -395,7 +395,7 @@ def _read_hrnet_gt(path: Path) -> GroundTruth:
   _check_finite(path, "pos_gt_src", joints, valid, joints_lib.SKELETONS["mpii"].annotated)
   joints = np.where(valid[..., None], joints, 0.0)
   # headboxes_src[0] = (x1, y1), [1] = (x2, y2) → (N, 4) x1, y1, x2, y2.
-  head = metrics.head_size_from_boxes(boxes.transpose(2, 0, 1).reshape(n, 4))
+  head = joints_lib.head_size_from_boxes(boxes.transpose(2, 0, 1).reshape(n, 4))
   _check_normalizer(path, "headboxes_src", head, "head size")
   return GroundTruth(joints, valid, head)
 

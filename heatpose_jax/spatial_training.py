@@ -10,6 +10,9 @@
     (`inference.predict(..., selector=...)`): coarse heat-maps and the torso box →
     marginals, whose argmax the cascade refines ("cascade+MRF").
 
+Nothing here reads a config: a run's MRF (its config's steps and learning rate,
+loaded if saved, else fitted on its training batches) is `train.fit_spatial_model`.
+
 Frames (docs/design.md): points are (x, y) canvas (input) pixels, 0-based, pixel
 centres at integers; heat-maps NHWC `(B, h, w, J)` at stride s.
 """
@@ -26,12 +29,10 @@ from typing import Any
 import flax.traverse_util
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-from absl import logging
 from jax.sharding import Mesh
 
-from heatpose_jax import fileio, from_config, input_pipeline, sharding
+from heatpose_jax import fileio, sharding
 from heatpose_jax import spatial_model as sm
 from heatpose_jax.joints import Skeleton
 
@@ -299,79 +300,3 @@ def mrf_selector(spec: MRFSpec):
     return jnp.exp(logp.astype(jnp.float32))
 
   return select
-
-
-def fit_for_run(
-  config: ml_collections.ConfigDict,
-  model,
-  params,
-  mesh: Mesh,
-  workdir: str,
-  step: int,
-  *,
-  source=None,
-  save_dir: str = "",
-) -> FittedMRF:
-  """The MRF of a run's step-`step` cascade: loaded if saved, else fitted and saved.
-
-  The one function here that reads a config (as `evaluation.build_evaluator`):
-  what training calls after its last step, and the MRF study.
-
-  Fitted for `config.spatial_model.steps` Adam steps on the coarse model's
-  heat-maps of un-augmented, shuffled training batches (`source`: these dataset
-  features instead of the training split), and saved to
-  `save_dir/spatial_model/mrf.npz` (default `save_dir`: `workdir`). A saved one
-  is reused when its graph, cascade step, steps and learning rate match.
-  """
-  c = model.coarse_codec
-  spec = MRFSpec.for_skeleton(
-    from_config.skeleton(config), stride=c.stride, heatmap_hw=c.heatmap_hw(config.input_hw)
-  )
-  steps = int(config.spatial_model.steps)
-  save_dir = save_dir or workdir
-  record = {
-    "cascade_step": step,
-    "steps": steps,
-    "learning_rate": float(config.spatial_model.learning_rate),
-  }
-  saved = _saved_spatial_model(save_dir, spec, record)
-  if saved is not None:
-    return saved
-  batches = from_config.train_batches(config, workdir, source=source, seed_offset=1)
-  it, seen = iter(batches), []
-
-  def log(i, loss):
-    seen.append(loss)
-    logging.info("spatial model step %d/%d: loss %.4f", i, steps, loss)
-
-  try:
-    mrf_params = fit_from_cascade(
-      model,
-      params,
-      it,
-      spec=spec,
-      steps=steps,
-      learning_rate=record["learning_rate"],
-      mesh=mesh,
-      log_every=max(1, min(config.log_every, steps)),
-      log_fn=log,
-    )
-  finally:
-    input_pipeline.close(it)
-  mrf = FittedMRF(spec, mrf_params, {**record, "final_loss": seen[-1] if seen else None})
-  if jax.process_index() == 0:
-    logging.info("spatial model: saved %s", save(save_dir, mrf))
-  return mrf
-
-
-def _saved_spatial_model(save_dir: str, spec: MRFSpec, record: dict) -> FittedMRF | None:
-  """The MRF saved in `save_dir` if its graph is `spec` and its info matches `record`."""
-  saved = load(save_dir)
-  if (
-    saved is not None
-    and saved.spec == spec
-    and all(saved.info.get(k) == v for k, v in record.items())
-  ):
-    logging.info("spatial model: loaded %s", saved_path(save_dir))
-    return saved
-  return None

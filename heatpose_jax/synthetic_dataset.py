@@ -44,7 +44,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from heatpose_jax import features, metrics
+from heatpose_jax import features
 from heatpose_jax import joints as joints_lib
 from heatpose_jax import synthetic as render
 
@@ -163,7 +163,7 @@ def make_example(cfg: SyntheticConfig, split: str, index: int) -> dict:
     "scale": scale,
     "head_box": ex["head_box"],
     "torso_box": ex["torso_box"],
-    "head_size": np.float32(metrics.head_size_from_boxes(ex["head_box"][None])[0]),
+    "head_size": np.float32(joints_lib.head_size_from_boxes(ex["head_box"][None])[0]),
     "torso_size": np.float32(joints_lib.torso_size(clean[None], valid[None], SKELETON)[0]),
     "joints_clean": clean,
     "distractor_joints": ex["distractor_joints"],

@@ -4,7 +4,7 @@ with a distractor: `run_study(config, workdir)`.
 Images of the synthetic people may hold a second, complete person (the
 `distractor_prob` of the dataset config); the annotated one is marked by its
 torso box (the MRF's observed node). The study trains the cascade (or resumes /
-reuses `workdir`), fits the MRF (`spatial_training.fit_for_run`), and reports for
+reuses `workdir`), fits the MRF (`train.fit_spatial_model`), and reports for
 coarse, cascade, coarse+MRF and cascade+MRF:
 
   * the right-person rate: the share of valid joints of images with a distractor
@@ -345,12 +345,12 @@ def _fit_view(config, model, params, mesh: Mesh, workdir: str, step: int, out_di
   (`WholeImageView`) for fitting and scoring, the MRF in `out_dir/image_view`.
   """
   if view == "person":
-    mrf = spatial_training.fit_for_run(config, model, params, mesh, workdir, step)
+    mrf = train.fit_spatial_model(config, model, params, mesh, workdir, step)
     source = from_config.eval_source(config, workdir)
     return mrf, source, f"the config's '{config.crop_mode}' person-centred crop"
   box_scale = config.box_scale or _DEFAULT_BOX_SCALE[config.crop_mode]
   train_src = WholeImageView(from_config.dataset_source(config, config.train_split), box_scale)
-  mrf = spatial_training.fit_for_run(
+  mrf = train.fit_spatial_model(
     config,
     model,
     params,

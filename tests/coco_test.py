@@ -492,7 +492,7 @@ STATS = coco_eval.STAT_NAMES
 def test_the_oks_evaluator_scores_training_as_evaluate_predictions_scores_its_results(
   coco_build, coco_run, tmp_path
 ):
-  from heatpose_jax import checkpoints, evaluation, metric_writer
+  from heatpose_jax import checkpoints, evaluate, metric_writer
   from heatpose_jax.evaluators import oks as oks_evaluator
 
   workdir, config = coco_run
@@ -514,7 +514,7 @@ def test_the_oks_evaluator_scores_training_as_evaluate_predictions_scores_its_re
   # image frame through canvas_to_image, the example's image_id, score = mean joint score.
   mesh = one_device_mesh()
   params, _ = checkpoints.restore_params(str(workdir), from_config.abstract_params(config, mesh))
-  ev = evaluation.build_evaluator(config, from_config.model(config), mesh, str(workdir))
+  ev = evaluate.build_evaluator(config, from_config.model(config), mesh, str(workdir))
   dict(ev.run(params))
   assert ev.result["evals"]["oks"] == oks  # what training logged
   preds, source = ev.preds, from_config.eval_examples(config)  # the examples' features

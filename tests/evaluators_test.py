@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import one_device_mesh, one_line_error, run_cli
-from heatpose_jax import checkpoints, evaluation, from_config, metric_writer, train
+from heatpose_jax import checkpoints, evaluate, evaluation, from_config, metric_writer, train
 from heatpose_jax.configs import synthetic
 
 # The tests sharing the session fixture `tiny_run` run on one xdist worker (built once).
@@ -47,7 +47,7 @@ def test_evaluators_score_the_one_prediction_pass(tiny_run, monkeypatch):
   monkeypatch.setattr(
     evaluation, "predict_dataset", lambda *a, **k: passes.append(1) or real(*a, **k)
   )
-  ev = evaluation.build_evaluator(config, from_config.model(config), mesh, str(tiny_run))
+  ev = evaluate.build_evaluator(config, from_config.model(config), mesh, str(tiny_run))
   got = dict(ev.run(params))
   assert len(passes) == 1
   preds, result, skeleton = ev.preds, ev.result, from_config.skeleton(config)

@@ -103,7 +103,7 @@ def test_mpii_pckh_missing_skipped_occluded_counted():
 
 def test_head_size_from_boxes():
   np.testing.assert_allclose(
-    metrics.head_size_from_boxes([[5, 5, 20, 25], [0, 0, 0, 0]]), [15.0, 0.0]
+    joints.head_size_from_boxes([[5, 5, 20, 25], [0, 0, 0, 0]]), [15.0, 0.0]
   )
 
 

@@ -63,7 +63,7 @@ def test_train_and_evaluate_fits_saves_and_scores_the_mrf(trained, loaded):
   # Resumable: the saved MRF of this step is loaded, not refitted.
   mtime = os.path.getmtime(path)
   mesh, model, params, step = loaded
-  again = spatial_training.fit_for_run(config, model, params, mesh, workdir, step)
+  again = train.fit_spatial_model(config, model, params, mesh, workdir, step)
   assert os.path.getmtime(path) == mtime
   assert again.info["cascade_step"] == step == 1 and again.info["steps"] == 2
   assert np.isfinite(again.info["final_loss"])
