@@ -3,7 +3,7 @@
 one checkpoint (`evaluate_checkpoint`, `python -m experiments.evaluate`).
 
 The config is read here and turned into the explicit arguments of
-`evaluation.Evaluator` (the library: prediction pass, headline, `config.evals`,
+`evaluator.Evaluator` (the library: prediction pass, headline, `config.evals`,
 tables and curves), `inference.make_predict_fn` and the MRF's selector.
 """
 
@@ -17,16 +17,13 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from heatpose_jax import (
-  checkpoints,
-  evaluation,
-  fileio,
-  from_config,
-  inference,
-  sharding,
-  spatial_training,
-  visualize,
-)
+from heatpose_jax import from_config
+from heatpose_jax.core import fileio, sharding
+from heatpose_jax.evaluation import evaluator as evaluator_lib
+from heatpose_jax.evaluation import visualize
+from heatpose_jax.model import inference
+from heatpose_jax.mrf import spatial_training
+from heatpose_jax.training import checkpoints
 
 
 def build_evaluator(
@@ -38,7 +35,7 @@ def build_evaluator(
   mrf: spatial_training.FittedMRF | None = None,
   split: str = "",
   keep_heatmaps: bool = False,
-) -> evaluation.Evaluator:
+) -> evaluator_lib.Evaluator:
   """The evaluator of `config.eval_split` (or `split`): coarse and cascade, their
   MRF variants with a fitted `mrf`, and the validation E1, scored by the headline
   (`config.eval`) and by `config.evals`."""
@@ -54,7 +51,7 @@ def build_evaluator(
   selector_params = None
   if mrf is not None:
     selector_params = jax.device_put(mrf.params, NamedSharding(mesh, PartitionSpec()))
-  evaluator = evaluation.Evaluator(
+  evaluator = evaluator_lib.Evaluator(
     predict_fn,
     lambda: from_config.eval_batches(config, source),
     mesh,
@@ -120,14 +117,16 @@ def evaluate_checkpoint(
   if jax.process_index() == 0:
     out = os.path.join(workdir, f"eval_{split}")
     fileio.write_json(os.path.join(out, "results.json"), result)
-    text = f"{title}\n{evaluation.format_table(result)}\n\n{evaluation.format_details(result)}\n"
+    text = (
+      f"{title}\n{evaluator_lib.format_table(result)}\n\n{evaluator_lib.format_details(result)}\n"
+    )
     fileio.write_text(
       os.path.join(out, "table.txt"), text + (f"\n{evals_text}\n" if evals_text else "")
     )
-    evaluation.plot_curves(result, os.path.join(out, "pck_curves.png"), title)
+    evaluator_lib.plot_curves(result, os.path.join(out, "pck_curves.png"), title)
     _write_predictions_files(config, evaluator.preds, result, out)
     _write_overlays(config, evaluator, out, split, num_overlays)
-  print(evaluation.format_table(result, title), flush=True)
+  print(evaluator_lib.format_table(result, title), flush=True)
   if evals_text:
     print(evals_text, flush=True)
   return result
@@ -140,13 +139,13 @@ def _write_predictions_files(config, preds: dict, result: dict, out: str) -> Non
   for key, name in (("cascade", "predictions.mat"), ("cascade_mrf", "predictions_mrf.mat")):
     if key in preds:
       xy = inference.canvas_to_image_points(preds[key], preds["canvas_to_image"])[order]
-      result[f"predictions_file{key[7:]}"] = evaluation.write_predictions_file(
+      result[f"predictions_file{key[7:]}"] = evaluator_lib.write_predictions_file(
         from_config.dataset_spec(config), xy, os.path.join(out, name)
       )
 
 
 def _write_overlays(
-  config, evaluator: evaluation.Evaluator, out: str, split: str, num: int
+  config, evaluator: evaluator_lib.Evaluator, out: str, split: str, num: int
 ) -> None:
   """overlay_<index>.png of the first `num` examples (the cascade in red, the labels in
   green) and overlays.png, all of them on one sheet, four to a row."""

@@ -5,7 +5,7 @@ paper's three) run back to back on one global step counter, each with
 its own jitted step (`train_step.make_train_step`, built from the config by
 `from_config.train_step`) and its own optimizer state. The loop resumes, trains,
 checkpoints (`checkpoints`), evaluates (`evaluate.build_evaluator`'s
-`evaluation.Evaluator`) and writes metrics as JSON lines and TensorBoard events
+`evaluator.Evaluator`) and writes metrics as JSON lines and TensorBoard events
 (`metric_writer`); after SIGTERM or Ctrl-C (SIGINT) on any process, all processes
 agree on the step to stop at. One writer per workdir (`workdir_lock`); a resumed
 run's config is compared with the saved one (`config_changes`). After the last
@@ -26,20 +26,13 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from heatpose_jax import (
-  checkpoints,
-  config_changes,
-  evaluate,
-  evaluation,
-  fileio,
-  from_config,
-  input_pipeline,
-  metric_writer,
-  sharding,
-  spatial_training,
-  workdir_lock,
-)
-from heatpose_jax.train_step import abstract_state, create_state, parameter_overview
+from heatpose_jax import config_changes, evaluate, from_config
+from heatpose_jax.core import fileio, sharding, workdir_lock
+from heatpose_jax.data import input_pipeline
+from heatpose_jax.evaluation import evaluator as evaluator_lib
+from heatpose_jax.mrf import spatial_training
+from heatpose_jax.training import checkpoints, metric_writer
+from heatpose_jax.training.train_step import abstract_state, create_state, parameter_overview
 
 
 class _Progress:
@@ -170,7 +163,7 @@ def _train_and_evaluate(config, workdir, mesh, allow_config_change):
       if jax.process_index() == 0:
         fileio.write_json(os.path.join(workdir, "eval", f"{step}.json"), result)
         title = f"{config.dataset} {config.eval_split}, step {step}"
-        print(evaluation.format_table(result, title), flush=True)
+        print(evaluator_lib.format_table(result, title), flush=True)
       return result
 
     if start < total:

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from heatpose_jax import flic_labels, joints, metrics
+from heatpose_jax.data import flic_labels, joints
+from heatpose_jax.evaluation import metrics
 
 MPII = joints.SKELETONS["mpii"]
 FLIC = joints.SKELETONS["flic"]
