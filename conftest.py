@@ -33,7 +33,7 @@ import pytest  # noqa: E402
 def tiny_data(tmp_path_factory):
   """(data_dir, config name) of the one small synthetic build every training test shares:
   64 train / 24 test images at 64×64, half of them with a distractor person."""
-  from heatpose_jax import synthetic_dataset
+  from heatpose_jax.data import synthetic_dataset
 
   d = tmp_path_factory.mktemp("tiny_data")
   builder = synthetic_dataset.prepare(
@@ -71,7 +71,7 @@ def one_device_mesh():
   (8-device SPMD programs take longer to compile)."""
   import jax
 
-  from heatpose_jax import sharding
+  from heatpose_jax.core import sharding
 
   return sharding.make_mesh(jax.devices()[:1])
 

@@ -9,7 +9,7 @@ r"""Builds a dataset into a TFDS data dir, without TensorFlow (`tfds build` need
       --annotations=train=person_keypoints_train2017.json \
       --annotations=validation=person_keypoints_val2017.json --images=DIR --data_dir=~/tfds
 
-`--dataset` is any dataset of `heatpose_jax.dataset_specs.SPECS`, or its TFDS name
+`--dataset` is any dataset of `heatpose_jax.data.dataset_specs.SPECS`, or its TFDS name
 (`coco_keypoints` is the dataset `coco`); `--dataset_module` imports a module first
 that registers more (`dataset_specs.register`). `--annotations`, `--images` and
 `--flip_pairs` say where a builder's source files are (COCO format,
@@ -58,7 +58,8 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from data_prep import common
-from heatpose_jax import dataset_specs, features, workdir_lock
+from heatpose_jax.core import workdir_lock
+from heatpose_jax.data import dataset_specs, features
 
 # The project-wide exit statuses.
 EXIT_OK, EXIT_ERROR, EXIT_SKIPPED = 0, 1, 3
@@ -354,7 +355,7 @@ def _define_flags() -> None:
     "dataset_module",
     None,
     "Module(s) to import first (comma-separated) that register datasets "
-    "(heatpose_jax.dataset_specs.register).",
+    "(heatpose_jax.data.dataset_specs.register).",
   )
   flags.DEFINE_string("data_dir", None, "TFDS data dir to write to.")
   flags.DEFINE_string(

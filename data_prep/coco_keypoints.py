@@ -58,7 +58,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_prep import common
-from heatpose_jax import coco_format, dataset_specs, features, topdown
+from heatpose_jax.data import coco_format, dataset_specs, features, topdown
 
 # Skipped items (counted, logged, exit status 3).
 NOT_AN_OBJECT = "annotation is not an object"

@@ -2,9 +2,10 @@
 the bookkeeping of what a build skipped.
 
 The feature set is the contract of `docs/design.md` ("Dataset features"), defined
-once in `heatpose_jax.features` (`common_features`, `dataset_info`,
+once in `heatpose_jax.data.features` (`common_features`, `dataset_info`,
 `extent_center_scale`) and re-exported here; the PCK normalizers come from
-`heatpose_jax.metrics`, the module that scores with them.
+`heatpose_jax.data.joints` (`torso_size`, `head_size_from_boxes`), beside the joints
+they measure.
 
 The validation rules (what is skipped, what is marked invalid, and why) are listed in
 `docs/data.md`. In short: a row whose image or annotation cannot be trusted is
@@ -26,9 +27,9 @@ import numpy as np
 import scipy.io as sio
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from heatpose_jax import joints as joints_lib
-from heatpose_jax import metrics, orientation
-from heatpose_jax.features import (  # noqa: F401
+from heatpose_jax.data import joints as joints_lib
+from heatpose_jax.data import orientation
+from heatpose_jax.data.features import (  # noqa: F401
   ArrayRecordBuilder,
   common_features,
   dataset_info,
@@ -99,7 +100,7 @@ def _strict_pil():
 def image_hw(data: bytes, path) -> np.ndarray:
   """(height, width) int32 of an encoded image as it is shown, after decoding every pixel.
 
-  The frame is the upright one (`heatpose_jax.orientation`): a photo with an EXIF
+  The frame is the upright one (`heatpose_jax.data.orientation`): a photo with an EXIF
   Orientation of 5-8 (a phone's portrait stored as landscape pixels) has its
   width and height swapped, as the input pipeline and `Predictor` read it, and
   its joints are checked against that frame. `Image.verify()` does not decode,
@@ -407,8 +408,8 @@ def skip_image(skips: SkipCounter, error: Exception, where: str) -> None:
 
 
 def head_size(head_box) -> np.float32:
-  """MPII's PCKh normalizer of one head box (`metrics.head_size_from_boxes`)."""
-  return np.float32(metrics.head_size_from_boxes(np.asarray(head_box)[None])[0])
+  """MPII's PCKh normalizer of one head box (`joints_lib.head_size_from_boxes`)."""
+  return np.float32(joints_lib.head_size_from_boxes(np.asarray(head_box)[None])[0])
 
 
 def torso_size(skeleton: joints_lib.Skeleton, joints, valid) -> np.float32:

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_prep import common
-from heatpose_jax import joints as joints_lib
+from heatpose_jax.data import joints as joints_lib
 
 ANNOTATIONS = "examples.mat"
 SKELETON = joints_lib.SKELETONS["flic"]

@@ -66,7 +66,7 @@ import scipy.io as sio
 import tensorflow_datasets as tfds
 
 from data_prep import common
-from heatpose_jax import joints as joints_lib
+from heatpose_jax.data import joints as joints_lib
 
 ANNOTATIONS = "mpii_human_pose_v1_u12_1.mat"
 SPLIT_FILES = ("valid.h5", "valid.json")

@@ -25,7 +25,7 @@ import os
 from absl import flags
 
 from experiments import launch
-from heatpose_jax import fileio
+from heatpose_jax.core import fileio
 from studies import benchmark
 
 _MODEL = launch.define_model_flags("CPU-sized model, batches and iterations (tests).")

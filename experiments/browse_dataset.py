@@ -22,8 +22,11 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
-from heatpose_jax import dataset_specs, fileio, from_config, outputs, visualize
+from heatpose_jax import from_config
 from heatpose_jax.configs import registered
+from heatpose_jax.core import fileio, outputs
+from heatpose_jax.data import dataset_specs
+from heatpose_jax.evaluation import visualize
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "A training config, with :args (crop, input size).")

@@ -4,7 +4,7 @@
   python -m experiments.evaluate --workdir=/tmp/run [--split=test] [--step=N]
 
 The run's own config (WORKDIR/config.json) is used unless --config is given.
-Its evaluators (`config.evals`, modules of heatpose_jax.evaluators or dotted
+Its evaluators (`config.evals`, modules of heatpose_jax.evaluation.evaluators or dotted
 module paths, imported here) score the same predictions as the headline: their
 results go into results.json under "evals", their tables at the end of table.txt.
 """
@@ -15,7 +15,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
-from heatpose_jax import evaluation, outputs, spatial_training
+from heatpose_jax import evaluate
+from heatpose_jax.core import outputs
+from heatpose_jax.mrf import spatial_training
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -51,7 +53,7 @@ def main(argv):
       spatial_training.load(FLAGS.workdir)
     except ValueError as e:
       raise ValueError(f"{e}, or pass --nospatial_model") from None
-  result = evaluation.evaluate_checkpoint(
+  result = evaluate.evaluate_checkpoint(
     config,
     FLAGS.workdir,
     split=FLAGS.split,

@@ -17,13 +17,13 @@ only at --threshold; ground truth = `examples.mat` (test rows in file order),
 labels and torso of --flic_protocol (default modec, the FLIC authors' own
 `eval_dataset.m`). Each row of the printed table names metric, threshold and
 protocol, e.g. `PCK@0.2 (FLIC, modec protocol)` or `PCKh@0.5 (MPII)`.
-COCO (any COCO-format keypoint file, `heatpose_jax/coco_eval.py`): OKS AP / AR,
+COCO (any COCO-format keypoint file, `heatpose_jax/evaluation/coco_eval.py`): OKS AP / AR,
 COCO's ten numbers, computed by pycocotools (`COCOeval(iouType="keypoints")`) from
 the standard results file ([{image_id, category_id, keypoints [x, y, s]×K,
 score}]) and the annotation file; the OKS sigmas by the file's joint names (COCO's
 17, CrowdPose's 14, or per part) or --sigmas=coco|crowdpose|V1,...,VK; PCK (torso,
 --threshold or 0.05, 0.1, 0.2) of the same results beside it (docs/coco.md).
-File formats: `heatpose_jax/prediction_io.py`; protocols: `docs/protocols.md`.
+File formats: `heatpose_jax/evaluation/prediction_io.py`; protocols: `docs/protocols.md`.
 --dataset is any registered dataset with a community format
 (`DatasetSpec.prediction_format`: `READERS`); --dataset_module imports a module
 first that registers more.
@@ -56,15 +56,9 @@ from collections.abc import Sequence
 
 from absl import app, flags
 
-from heatpose_jax import (
-  coco_eval,
-  dataset_specs,
-  fileio,
-  flic_labels,
-  metrics,
-  outputs,
-  prediction_io,
-)
+from heatpose_jax.core import fileio, outputs
+from heatpose_jax.data import dataset_specs, flic_labels
+from heatpose_jax.evaluation import coco_eval, metrics, prediction_io
 
 # What the JSON calls MPII's one protocol (MPII's evaluatePCKh.m).
 MPII_PROTOCOL = "evaluatePCKh"

@@ -19,7 +19,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
-from heatpose_jax import fileio, outputs, predictor
+from heatpose_jax import predictor
+from heatpose_jax.core import fileio, outputs
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(

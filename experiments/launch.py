@@ -36,7 +36,9 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from heatpose_jax import checkpoints, from_config, predictor, workdir_lock
+from heatpose_jax import from_config, predictor
+from heatpose_jax.core import workdir_lock
+from heatpose_jax.training import checkpoints
 
 EXIT_ERROR = 1
 EXIT_SKIPPED = 3
@@ -99,7 +101,7 @@ def _quiet_logs() -> None:
 def _usable_cache(path: str) -> bool:
   """Whether the compilation cache can live in `path`; if not, one warning line (the
   command runs, compiling without the cache) instead of JAX's warning at every compile."""
-  from heatpose_jax import outputs
+  from heatpose_jax.core import outputs
 
   try:
     outputs.prepare_dir(path, "--compilation_cache_dir")

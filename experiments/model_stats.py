@@ -1,6 +1,6 @@
 """Prints parameter counts and GFLOP per image of the paper's models (nothing is
 compiled; FLOPs from XLA's cost analysis of the lowered module, else counted
-from the jaxpr, see heatpose_jax/model_stats.py).
+from the jaxpr, see heatpose_jax/model/model_stats.py).
 
   python -m experiments.model_stats [--pools=4,8,16]
 """
@@ -8,7 +8,7 @@ from the jaxpr, see heatpose_jax/model_stats.py).
 from absl import flags
 
 from experiments import launch
-from heatpose_jax import model_stats
+from heatpose_jax.model import model_stats
 
 _POOLS = flags.DEFINE_list("pools", ["4", "8", "16"], "Pooling factors.")
 

@@ -22,7 +22,7 @@ workdir, the MRF picks the person whose torso that is (paper §3.3).
 Top-down, with --boxes (a COCO detection-results file, [{image_id, category_id,
 bbox [x, y, w, h], score}], or an annotation file: its people's boxes, score 1):
 each box scoring at least --box_threshold gives one pose, cropped as the
-dataset's builder crops its people (`heatpose_jax.topdown`). A box's image_id is
+dataset's builder crops its people (`heatpose_jax.data.topdown`). A box's image_id is
 matched to an image of --images by --annotations' `images` (id → file_name, matched
 by base name) when given (or when --boxes is an annotation file), else by file
 name: `000000397133.jpg` is image_id 397133 (and "000000397133"). D gets
@@ -63,7 +63,9 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
-from heatpose_jax import coco_format, fileio, outputs, predictor
+from heatpose_jax import predictor
+from heatpose_jax.core import fileio, outputs
+from heatpose_jax.data import coco_format
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(

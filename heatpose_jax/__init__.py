@@ -4,7 +4,8 @@ Networks (CVPR 2015), in JAX/Flax.
     from heatpose_jax import Predictor
     result = Predictor.from_workdir("workdir/quickstart")("photo.jpg")
 
-The module map and the import direction are in docs/design.md.
+The packages (core, data, model, evaluation, mrf, training, under the entry
+points that read a config) and the import direction are in docs/design.md.
 """
 
 __version__ = "0.2.0"

@@ -30,7 +30,8 @@ from typing import Any
 
 import ml_collections
 
-from heatpose_jax import fileio, from_config
+from heatpose_jax import from_config
+from heatpose_jax.core import fileio
 
 HISTORY_FILE = "config_history.jsonl"
 ALLOW_FLAG = "--allow_config_change"

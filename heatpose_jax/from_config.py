@@ -17,19 +17,19 @@ import os
 import jax.numpy as jnp
 import ml_collections
 
-from heatpose_jax import (
+from heatpose_jax.core import fileio
+from heatpose_jax.data import (
   augment,
   canvas_cache,
   dataset_specs,
   datasets,
-  evaluators,
-  fileio,
   flic_labels,
   input_pipeline,
-  models,
 )
-from heatpose_jax import joints as joints_lib
-from heatpose_jax import train_step as step_lib
+from heatpose_jax.data import joints as joints_lib
+from heatpose_jax.evaluation import evaluators
+from heatpose_jax.model import models
+from heatpose_jax.training import train_step as step_lib
 
 CONFIG_FILE = "config.json"
 

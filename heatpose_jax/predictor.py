@@ -29,17 +29,13 @@ import jax
 import numpy as np
 from PIL import Image
 
-from heatpose_jax import (
-  checkpoints,
-  from_config,
-  inference,
-  input_pipeline,
-  orientation,
-  spatial_training,
-  topdown,
-  visualize,
-)
-from heatpose_jax import joints as joints_lib
+from heatpose_jax import from_config
+from heatpose_jax.data import input_pipeline, orientation, topdown
+from heatpose_jax.data import joints as joints_lib
+from heatpose_jax.evaluation import visualize
+from heatpose_jax.model import inference
+from heatpose_jax.mrf import spatial_training
+from heatpose_jax.training import checkpoints
 
 
 class ImageError(ValueError):

@@ -4,11 +4,13 @@ The config's phases (`config.phase_order`, `config.phases`: by default the
 paper's three) run back to back on one global step counter, each with
 its own jitted step (`train_step.make_train_step`, built from the config by
 `from_config.train_step`) and its own optimizer state. The loop resumes, trains,
-checkpoints (`checkpoints`), evaluates (`evaluation.Evaluator`) and writes
-metrics as JSON lines and TensorBoard events (`metric_writer`); after SIGTERM or
-Ctrl-C (SIGINT) on any process, all processes agree on the step to stop at. One
-writer per workdir (`workdir_lock`); a resumed run's config is compared with the
-saved one (`config_changes`). Only the top-level functions here read the config.
+checkpoints (`checkpoints`), evaluates (`evaluate.build_evaluator`'s
+`evaluator.Evaluator`) and writes metrics as JSON lines and TensorBoard events
+(`metric_writer`); after SIGTERM or Ctrl-C (SIGINT) on any process, all processes
+agree on the step to stop at. One writer per workdir (`workdir_lock`); a resumed
+run's config is compared with the saved one (`config_changes`). After the last
+phase, `fit_spatial_model` fits the run's MRF (`config.spatial_model`) with the
+library's `spatial_training`. Only the top-level functions here read the config.
 """
 
 from __future__ import annotations
@@ -22,20 +24,15 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.sharding import Mesh
 
-from heatpose_jax import (
-  checkpoints,
-  config_changes,
-  evaluation,
-  fileio,
-  from_config,
-  input_pipeline,
-  metric_writer,
-  sharding,
-  spatial_training,
-  workdir_lock,
-)
-from heatpose_jax.train_step import abstract_state, create_state, parameter_overview
+from heatpose_jax import config_changes, evaluate, from_config
+from heatpose_jax.core import fileio, sharding, workdir_lock
+from heatpose_jax.data import input_pipeline
+from heatpose_jax.evaluation import evaluator as evaluator_lib
+from heatpose_jax.mrf import spatial_training
+from heatpose_jax.training import checkpoints, metric_writer
+from heatpose_jax.training.train_step import abstract_state, create_state, parameter_overview
 
 
 class _Progress:
@@ -157,26 +154,106 @@ def _train_and_evaluate(config, workdir, mesh, allow_config_change):
     stack.callback(writer.close)
     evaluator = None
 
-    def evaluate(params, step, mrf=None):
+    def run_evaluation(params, step, mrf=None):
       nonlocal evaluator
       if evaluator is None or mrf is not None:
-        evaluator = evaluation.build_evaluator(config, model, mesh, workdir, mrf=mrf)
+        evaluator = evaluate.build_evaluator(config, model, mesh, workdir, mrf=mrf)
       writer.write(step, {f"eval/{k}": v for k, v in evaluator.run(params)})
       result = {**evaluator.result, "step": step}
       if jax.process_index() == 0:
         fileio.write_json(os.path.join(workdir, "eval", f"{step}.json"), result)
         title = f"{config.dataset} {config.eval_split}, step {step}"
-        print(evaluation.format_table(result, title), flush=True)
+        print(evaluator_lib.format_table(result, title), flush=True)
       return result
 
     if start < total:
-      state = _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source)
+      state = _train(config, workdir, state, bounds, mesh, mngr, writer, run_evaluation, source)
       if isinstance(state, _Stopped):
         return {"stopped_at": int(checkpoints.last_step(mngr)), "signal": state.signal}
     mrf = None
     if config.spatial_model.enabled:  # after the three phases; reused when already saved
-      mrf = spatial_training.fit_for_run(config, model, state.params, mesh, workdir, total)
-    return evaluate(state.params, total, mrf)
+      mrf = fit_spatial_model(config, model, state.params, mesh, workdir, total)
+    return run_evaluation(state.params, total, mrf)
+
+
+def fit_spatial_model(
+  config: ml_collections.ConfigDict,
+  model,
+  params,
+  mesh: Mesh,
+  workdir: str,
+  step: int,
+  *,
+  source=None,
+  save_dir: str = "",
+) -> spatial_training.FittedMRF:
+  """The MRF of a run's step-`step` cascade: loaded if saved, else fitted and saved.
+
+  What training calls after its last step (`config.spatial_model.enabled`), and the
+  MRF study; the library part is `spatial_training` (fit, save, load).
+
+  Fitted for `config.spatial_model.steps` Adam steps on the coarse model's
+  heat-maps of un-augmented, shuffled training batches (`source`: these dataset
+  features instead of the training split), and saved to
+  `save_dir/spatial_model/mrf.npz` (default `save_dir`: `workdir`). A saved one
+  is reused when its graph, cascade step, steps and learning rate match.
+  """
+  c = model.coarse_codec
+  spec = spatial_training.MRFSpec.for_skeleton(
+    from_config.skeleton(config), stride=c.stride, heatmap_hw=c.heatmap_hw(config.input_hw)
+  )
+  steps = int(config.spatial_model.steps)
+  save_dir = save_dir or workdir
+  record = {
+    "cascade_step": step,
+    "steps": steps,
+    "learning_rate": float(config.spatial_model.learning_rate),
+  }
+  saved = _saved_spatial_model(save_dir, spec, record)
+  if saved is not None:
+    return saved
+  batches = from_config.train_batches(config, workdir, source=source, seed_offset=1)
+  it, seen = iter(batches), []
+
+  def log(i, loss):
+    seen.append(loss)
+    logging.info("spatial model step %d/%d: loss %.4f", i, steps, loss)
+
+  try:
+    mrf_params = spatial_training.fit_from_cascade(
+      model,
+      params,
+      it,
+      spec=spec,
+      steps=steps,
+      learning_rate=record["learning_rate"],
+      mesh=mesh,
+      log_every=max(1, min(config.log_every, steps)),
+      log_fn=log,
+    )
+  finally:
+    input_pipeline.close(it)
+  mrf = spatial_training.FittedMRF(
+    spec, mrf_params, {**record, "final_loss": seen[-1] if seen else None}
+  )
+  if jax.process_index() == 0:
+    logging.info("spatial model: saved %s", spatial_training.save(save_dir, mrf))
+  return mrf
+
+
+def _saved_spatial_model(
+  save_dir: str, spec: spatial_training.MRFSpec, record: dict
+) -> spatial_training.FittedMRF | None:
+  """The MRF saved in `save_dir` if its graph is `spec` and its info matches `record`."""
+  saved = spatial_training.load(save_dir)
+  if (
+    saved is not None
+    and saved.spec == spec
+    and all(saved.info.get(k) == v for k, v in record.items())
+  ):
+    logging.info("spatial model: loaded %s", spatial_training.saved_path(save_dir))
+    return saved
+  return None
 
 
 def _check_config(config, workdir, mngr, abstract, allow: bool) -> dict | None:
@@ -208,7 +285,7 @@ class _Stopped:
     self.signal = signal_name
 
 
-def _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source):
+def _train(config, workdir, state, bounds, mesh, mngr, writer, run_evaluation, source):
   """The loop from `state.step` to the end; the final state, or `_Stopped` after a signal.
 
   SIGTERM and the first SIGINT (Ctrl-C) set a flag: the step under way ends,
@@ -254,7 +331,7 @@ def _train(config, workdir, state, bounds, mesh, mngr, writer, evaluate, source)
       if done % config.checkpoint_every == 0 or done in ends or stopping:
         checkpoints.save(mngr, done, state)
       if done % config.eval_every == 0 and done != total:
-        evaluate(state.params, done)
+        run_evaluation(state.params, done)
       if stopping:
         mngr.wait_until_finished()
         if stop["SIGINT"]:  # the command says it in one line (exit status 130)

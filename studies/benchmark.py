@@ -51,7 +51,9 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from heatpose_jax import fileio, from_config, inference, model_stats, sharding
+from heatpose_jax import from_config
+from heatpose_jax.core import fileio, sharding
+from heatpose_jax.model import inference, model_stats
 
 GIB = 2.0**30
 
@@ -804,7 +806,7 @@ def _markdown_header(report: dict[str, Any]) -> list[str]:
     )
   return lines + [
     "- FLOPs from: 'xla' = XLA's cost analysis of the lowered module, 'analytic' = "
-    "convolutions and matrix products of the jaxpr (`heatpose_jax.model_stats`).",
+    "convolutions and matrix products of the jaxpr (`heatpose_jax.model.model_stats`).",
     "",
   ]
 

@@ -29,8 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from heatpose_jax import augment, fileio
-from heatpose_jax import joints as joints_lib
+from heatpose_jax.core import fileio
+from heatpose_jax.data import augment
+from heatpose_jax.data import joints as joints_lib
 
 SKELETON = joints_lib.SKELETONS["lsp"]
 
@@ -109,7 +110,7 @@ def bench_host(
     batch_size: host batch size.
     threads, workers: the `num_threads` and `worker_count` values to try.
   """
-  from heatpose_jax import input_pipeline as ip
+  from heatpose_jax.data import input_pipeline as ip
 
   rows = []
   configs = {
@@ -129,7 +130,7 @@ def bench_host(
 def _piece_rows(name: str, source: list[dict[str, Any]], crop) -> list[dict[str, Any]]:
   """Single-thread rates of the pieces on the first 64 examples: PIL's full decode,
   and `crop_example` (also without the JPEG draft for 'torso')."""
-  from heatpose_jax import input_pipeline as ip
+  from heatpose_jax.data import input_pipeline as ip
 
   rows = []
   n = min(64, len(source))
@@ -158,8 +159,8 @@ def _dataset_rows(
 ) -> list[dict[str, Any]]:
   """`make_dataset` rates with each of `threads` threads and `workers` worker
   processes, building the canvas cache, and `make_dataset` on it (4× the images)."""
-  from heatpose_jax import canvas_cache  # grain: host part only
-  from heatpose_jax import input_pipeline as ip
+  from heatpose_jax.data import canvas_cache  # grain: host part only
+  from heatpose_jax.data import input_pipeline as ip
 
   rows = []
   common = dict(crop=crop, global_batch_size=bs, shuffle=True, seed=0)

@@ -4,7 +4,7 @@ with a distractor: `run_study(config, workdir)`.
 Images of the synthetic people may hold a second, complete person (the
 `distractor_prob` of the dataset config); the annotated one is marked by its
 torso box (the MRF's observed node). The study trains the cascade (or resumes /
-reuses `workdir`), fits the MRF (`spatial_training.fit_for_run`), and reports for
+reuses `workdir`), fits the MRF (`train.fit_spatial_model`), and reports for
 coarse, cascade, coarse+MRF and cascade+MRF:
 
   * the right-person rate: the share of valid joints of images with a distractor
@@ -12,7 +12,7 @@ coarse, cascade, coarse+MRF and cascade+MRF:
     (`spatial_model.right_person_rate`);
   * the on-distractor rate: the share of the same joints placed within α ·
     normalizer of the distractor's same joint (α: the largest threshold);
-  * PCK / PCKh (`evaluation.score`, the config's normalizer and thresholds).
+  * PCK / PCKh (`evaluator.score`, the config's normalizer and thresholds).
 
 Two views of the same test images:
   * 'person': the config's person-centred crop (what training and evaluation
@@ -41,19 +41,15 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import ImageDraw
 
-from heatpose_jax import (
-  checkpoints,
-  evaluation,
-  fileio,
-  from_config,
-  inference,
-  sharding,
-  spatial_training,
-  train,
-  visualize,
-)
-from heatpose_jax import joints as joints_lib
-from heatpose_jax import spatial_model as sm
+from heatpose_jax import from_config, train
+from heatpose_jax.core import fileio, sharding
+from heatpose_jax.data import joints as joints_lib
+from heatpose_jax.evaluation import evaluator as evaluator_lib
+from heatpose_jax.evaluation import visualize
+from heatpose_jax.model import inference
+from heatpose_jax.mrf import spatial_model as sm
+from heatpose_jax.mrf import spatial_training
+from heatpose_jax.training import checkpoints
 from studies import tables
 
 VIEWS = ("person", "image")
@@ -345,12 +341,12 @@ def _fit_view(config, model, params, mesh: Mesh, workdir: str, step: int, out_di
   (`WholeImageView`) for fitting and scoring, the MRF in `out_dir/image_view`.
   """
   if view == "person":
-    mrf = spatial_training.fit_for_run(config, model, params, mesh, workdir, step)
+    mrf = train.fit_spatial_model(config, model, params, mesh, workdir, step)
     source = from_config.eval_source(config, workdir)
     return mrf, source, f"the config's '{config.crop_mode}' person-centred crop"
   box_scale = config.box_scale or _DEFAULT_BOX_SCALE[config.crop_mode]
   train_src = WholeImageView(from_config.dataset_source(config, config.train_split), box_scale)
-  mrf = spatial_training.fit_for_run(
+  mrf = train.fit_spatial_model(
     config,
     model,
     params,
@@ -366,7 +362,7 @@ def _fit_view(config, model, params, mesh: Mesh, workdir: str, step: int, out_di
 
 
 def _predict_view(config, model, params, mesh: Mesh, mrf, source, view: str, predict_fns: dict):
-  """`evaluation.predict_dataset` of the view's eval `source` with the MRF as the
+  """`evaluator.predict_dataset` of the view's eval `source` with the MRF as the
   selector; the compiled function of each MRF graph and size is kept in `predict_fns`."""
   if mrf.spec not in predict_fns:
     predict_fns[mrf.spec] = inference.make_predict_fn(
@@ -375,7 +371,7 @@ def _predict_view(config, model, params, mesh: Mesh, mrf, source, view: str, pre
       coarse_refine=config.eval.coarse_refine,
       selector=spatial_training.mrf_selector(mrf.spec),
     )
-  return evaluation.predict_dataset(
+  return evaluator_lib.predict_dataset(
     predict_fns[mrf.spec],
     params,
     from_config.eval_batches(config, source),
@@ -389,7 +385,7 @@ def _view_summary(config, view: str, preds: dict, mrf, description: str, alpha: 
   """table.json's entry of one view: its examples, the MRF's final loss and the
   rows of `view_rows`; logs the view's evaluation table."""
   skeleton = from_config.skeleton(config)
-  scored = evaluation.score(
+  scored = evaluator_lib.score(
     preds,
     skeleton,
     normalizer=config.eval.normalizer,
@@ -405,7 +401,7 @@ def _view_summary(config, view: str, preds: dict, mrf, description: str, alpha: 
     "mrf_loss": mrf.info.get("final_loss"),
     "rows": view_rows(preds, scored, config.eval.normalizer, alpha),
   }
-  logging.info("view %s:\n%s", view, evaluation.format_table(scored, f"{view} view"))
+  logging.info("view %s:\n%s", view, evaluator_lib.format_table(scored, f"{view} view"))
   return summary
 
 

@@ -37,8 +37,12 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from heatpose_jax import from_config, metric_writer, metrics, model_stats, sharding
-from heatpose_jax import joints as joints_lib
+from heatpose_jax import from_config
+from heatpose_jax.core import sharding
+from heatpose_jax.data import joints as joints_lib
+from heatpose_jax.evaluation import metrics
+from heatpose_jax.model import model_stats
+from heatpose_jax.training import metric_writer
 from studies import benchmark, tables
 from studies import predictions as preds_lib
 from studies import runs as runs_lib

@@ -48,8 +48,10 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from heatpose_jax import from_config, input_pipeline, metrics
-from heatpose_jax import joints as joints_lib
+from heatpose_jax import from_config
+from heatpose_jax.data import input_pipeline
+from heatpose_jax.data import joints as joints_lib
+from heatpose_jax.evaluation import metrics
 from studies import predictions as preds_lib
 from studies import runs as runs_lib
 from studies import tables

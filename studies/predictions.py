@@ -21,16 +21,14 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from heatpose_jax import (
-  checkpoints,
-  evaluation,
-  fileio,
-  from_config,
-  inference,
-  input_pipeline,
-  metrics,
-)
-from heatpose_jax import joints as joints_lib
+from heatpose_jax import from_config
+from heatpose_jax.core import fileio
+from heatpose_jax.data import input_pipeline
+from heatpose_jax.data import joints as joints_lib
+from heatpose_jax.evaluation import evaluator as evaluator_lib
+from heatpose_jax.evaluation import metrics
+from heatpose_jax.model import inference
+from heatpose_jax.training import checkpoints
 from studies import runs as runs_lib
 
 HIST_RANGE_PX = 20.0  # the paper's outlier bound: histograms and σ use |e| <= 20
@@ -77,7 +75,7 @@ class PredictionCache:
     eval split, optionally cropped with another crop mode / image scale.
 
     Returns:
-      `evaluation.predict_dataset` arrays: `coarse`, `cascade` `(N, J, 2)` canvas
+      `evaluator.predict_dataset` arrays: `coarse`, `cascade` `(N, J, 2)` canvas
       px, `scores`, the batch fields, and `e1_sum`, `e1_count` `(N,)`.
     """
     step = run.total if step is None else step
@@ -108,7 +106,7 @@ class PredictionCache:
       abstract = from_config.abstract_params(run.config, self.mesh)
       params, _ = checkpoints.restore_params(run.directory, abstract, step)
       source = from_config.eval_source(cfg, run.directory)
-      preds = evaluation.predict_dataset(
+      preds = evaluator_lib.predict_dataset(
         self._fn(cfg), params, from_config.eval_batches(cfg, source), self.mesh
       )
       if jax.process_index() == 0:

@@ -58,7 +58,9 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from heatpose_jax import fileio, from_config, inference, sharding
+from heatpose_jax import from_config
+from heatpose_jax.core import fileio, sharding
+from heatpose_jax.model import inference
 from studies import benchmark
 
 # The op categories, in report order.

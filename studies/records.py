@@ -19,7 +19,8 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
-from heatpose_jax import fileio, metric_writer, sharding
+from heatpose_jax.core import fileio, sharding
+from heatpose_jax.training import metric_writer
 from studies import runs as runs_lib
 
 # Config fields that change neither what a run learns nor what its record holds.

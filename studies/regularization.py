@@ -43,14 +43,11 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from heatpose_jax import (
-  datasets,
-  evaluation,
-  features,
-  from_config,
-  metric_writer,
-)
-from heatpose_jax import synthetic_dataset as synth
+from heatpose_jax import from_config
+from heatpose_jax.data import datasets, features
+from heatpose_jax.data import synthetic_dataset as synth
+from heatpose_jax.evaluation import evaluator as evaluator_lib
+from heatpose_jax.training import metric_writer
 from studies import predictions as preds_lib
 from studies import records as records_lib
 from studies import runs as runs_lib
@@ -189,7 +186,7 @@ def plan_study(
 def _pck_names(config: ml_collections.ConfigDict, run_dir: str) -> dict[str, str]:
   """The metrics.jsonl names of the cascade's PCK at the largest threshold: 'all'
   (the Total column, else the mean column) and 'wrist'."""
-  metric = evaluation.metric_name(config.eval.normalizer).split()[0]
+  metric = evaluator_lib.metric_name(config.eval.normalizer).split()[0]
   t = max(float(x) for x in config.eval.thresholds)
   names = set()
   for row in metric_writer.read_rows(run_dir):
@@ -254,7 +251,7 @@ def measure_run(run: runs_lib.Run, cache: preds_lib.PredictionCache) -> dict:
     "pck_train_minus_val": final["train_pck_all"] - final["val_pck_all"],
   }
   return {
-    "pck_metric": f"{evaluation.metric_name(cfg.eval.normalizer)}@{alpha:g}",
+    "pck_metric": f"{evaluator_lib.metric_name(cfg.eval.normalizer)}@{alpha:g}",
     "metric_names": names,
     "curves": curves,
     "final": final,

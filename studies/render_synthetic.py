@@ -1,4 +1,4 @@
-"""The synthetic-people renderer (`heatpose_jax.synthetic`) seen and timed:
+"""The synthetic-people renderer (`heatpose_jax.data.synthetic`) seen and timed:
 a contact sheet of rendered examples with their labels drawn, and the rendering
 speed with and without JPEG encoding (`run`)."""
 
@@ -9,7 +9,9 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
-from heatpose_jax import fileio, synthetic, visualize
+from heatpose_jax.core import fileio
+from heatpose_jax.data import synthetic
+from heatpose_jax.evaluation import visualize
 
 
 def draw_skeleton(image: np.ndarray, ex: dict, zoom: int = 1) -> Image.Image:

@@ -29,7 +29,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from heatpose_jax import checkpoints, from_config, train
+from heatpose_jax import from_config, train
+from heatpose_jax.training import checkpoints
 
 POOLS = (4, 8, 16)
 # The shared-features and dropout comparisons run at this pooling (the paper used

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from heatpose_jax import fileio
+from heatpose_jax.core import fileio
 
 
 @dataclasses.dataclass

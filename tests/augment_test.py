@@ -1,4 +1,4 @@
-"""Tests of heatpose_jax.augment: image and joints move together under one affine."""
+"""Tests of heatpose_jax.data.augment: image and joints move together under one affine."""
 
 import math
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from heatpose_jax import augment
+from heatpose_jax.data import augment
 
 HW = (24, 32)  # non-square, so that x/y mix-ups show
 

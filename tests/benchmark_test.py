@@ -14,7 +14,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from heatpose_jax import from_config, model_stats, sharding
+from heatpose_jax import from_config
+from heatpose_jax.core import sharding
+from heatpose_jax.model import model_stats
 from studies import benchmark, input_benchmark
 
 REPO = Path(__file__).resolve().parents[1]

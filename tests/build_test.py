@@ -18,8 +18,8 @@ from PIL import Image
 
 import data_prep  # noqa: F401  (registers the builders)
 from data_prep import build
-from heatpose_jax import synthetic_dataset as synthetic_builder
-from heatpose_jax import workdir_lock
+from heatpose_jax.core import workdir_lock
+from heatpose_jax.data import synthetic_dataset as synthetic_builder
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = str(synthetic_builder.Synthetic.VERSION)

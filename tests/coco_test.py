@@ -18,7 +18,9 @@ import scipy.io as sio
 
 from conftest import one_device_mesh, one_line_error, run_cli
 from data_prep import build, mpii
-from heatpose_jax import coco_eval, coco_format, dataset_specs, datasets, from_config
+from heatpose_jax import from_config
+from heatpose_jax.data import coco_format, dataset_specs, datasets
+from heatpose_jax.evaluation import coco_eval
 
 # --- joint names ---------------------------------------------------------------------
 
@@ -250,8 +252,8 @@ def test_the_gpu_sized_config_traces_at_256x192(tmp_path):
   """The full-size config's cascade, traced only (no compile: a CPU cannot run it)."""
   import jax
 
-  from heatpose_jax import inference
   from heatpose_jax.configs import coco as coco_config
+  from heatpose_jax.model import inference
 
   config = coco_config.get_config()
   config.data_dir = str(tmp_path)  # unbuilt: COCO 2017's 17 joints
@@ -423,7 +425,8 @@ def coco_run(coco_build, tmp_path_factory):
 
 
 def test_predictor_crops_a_box_as_training_crops_its_person(coco_build, coco_run):
-  from heatpose_jax import predictor, topdown
+  from heatpose_jax import predictor
+  from heatpose_jax.data import topdown
 
   workdir, config = coco_run
   pred = predictor.Predictor.from_workdir(str(workdir), spatial_model=False)
@@ -492,8 +495,9 @@ STATS = coco_eval.STAT_NAMES
 def test_the_oks_evaluator_scores_training_as_evaluate_predictions_scores_its_results(
   coco_build, coco_run, tmp_path
 ):
-  from heatpose_jax import checkpoints, evaluation, metric_writer
-  from heatpose_jax.evaluators import oks as oks_evaluator
+  from heatpose_jax import evaluate
+  from heatpose_jax.evaluation.evaluators import oks as oks_evaluator
+  from heatpose_jax.training import checkpoints, metric_writer
 
   workdir, config = coco_run
   # Training's evaluation: OKS AP beside PCK in eval/<step>.json and metrics.jsonl.
@@ -514,7 +518,7 @@ def test_the_oks_evaluator_scores_training_as_evaluate_predictions_scores_its_re
   # image frame through canvas_to_image, the example's image_id, score = mean joint score.
   mesh = one_device_mesh()
   params, _ = checkpoints.restore_params(str(workdir), from_config.abstract_params(config, mesh))
-  ev = evaluation.build_evaluator(config, from_config.model(config), mesh, str(workdir))
+  ev = evaluate.build_evaluator(config, from_config.model(config), mesh, str(workdir))
   dict(ev.run(params))
   assert ev.result["evals"]["oks"] == oks  # what training logged
   preds, source = ev.preds, from_config.eval_examples(config)  # the examples' features
@@ -564,7 +568,7 @@ def test_the_oks_evaluator_scores_training_as_evaluate_predictions_scores_its_re
 
 def test_oks_sigmas_by_dataset_and_a_skeleton_without_them_is_one_line(tmp_path):
   from heatpose_jax.configs import coco as coco_config
-  from heatpose_jax.evaluators import oks
+  from heatpose_jax.evaluation.evaluators import oks
 
   assert oks.oks_sigmas(coco_format.COCO_KEYPOINTS)[1] == "coco"
   assert oks.oks_sigmas(coco_format.CROWDPOSE_KEYPOINTS)[1] == "crowdpose"

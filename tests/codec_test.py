@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from heatpose_jax import codec, losses
+from heatpose_jax.model import codec, losses
 
 
 @pytest.mark.parametrize("stride", [1, 4, 8, 16])

@@ -4,7 +4,8 @@ other backends untouched."""
 import jax
 import numpy as np
 
-from heatpose_jax import from_config, inference
+from heatpose_jax import from_config
+from heatpose_jax.model import inference
 from studies import benchmark
 
 

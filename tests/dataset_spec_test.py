@@ -1,4 +1,4 @@
-"""The dataset extension point (`heatpose_jax.dataset_specs`): a dataset defined
+"""The dataset extension point (`heatpose_jax.data.dataset_specs`): a dataset defined
 and registered here, outside the library, is built, read, cropped, scored and
 found by a command through the registry, with no library file edited.
 
@@ -19,8 +19,8 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from heatpose_jax import dataset_specs, features
-from heatpose_jax import joints as joints_lib
+from heatpose_jax.data import dataset_specs, features
+from heatpose_jax.data import joints as joints_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 _NAMES = ("head", "l_hand", "r_hand", "l_foot", "r_foot")
@@ -130,8 +130,9 @@ def test_register_refuses_another_spec_under_a_taken_name():
 
 
 def test_a_registered_dataset_is_prepared_read_cropped_and_described_by_its_build(tmp_path):
-  from heatpose_jax import datasets, from_config
+  from heatpose_jax import from_config
   from heatpose_jax.configs import registered
+  from heatpose_jax.data import datasets
 
   config = registered.get_config("name=toy,tiny")
   config.data_dir = str(tmp_path)
@@ -156,7 +157,7 @@ def test_a_registered_dataset_is_prepared_read_cropped_and_described_by_its_buil
 
 
 def test_tables_pool_the_columns_the_spec_names():
-  from heatpose_jax import evaluation
+  from heatpose_jax.evaluation import evaluator as evaluator_lib
 
   rng = np.random.default_rng(0)
   n = 6
@@ -169,14 +170,14 @@ def test_tables_pool_the_columns_the_spec_names():
     "coarse": near + 20.0,  # every joint wrong
     "cascade": near,
   }
-  result = evaluation.score(
+  result = evaluator_lib.score(
     preds, TOY_SKELETON, normalizer="head_size", thresholds=(0.5,), curve_max=0.5
   )
   table = result["cascade"]["table"]["0.5"]
   assert list(table) == ["Head", "Hand", "Foot", "Limbs", "Total"]
   assert table["Total"] == 100.0 and result["coarse"]["table"]["0.5"]["Limbs"] == 0.0
   assert "Limbs" in result["cascade"]["curve"]
-  assert "Total" in evaluation.format_table(result).splitlines()[1]
+  assert "Total" in evaluator_lib.format_table(result).splitlines()[1]
 
 
 def test_the_build_command_finds_a_dataset_its_module_registers(tmp_path):

@@ -1,4 +1,4 @@
-"""Finding built datasets (`heatpose_jax.datasets`): the datasets that need no
+"""Finding built datasets (`heatpose_jax.data.datasets`): the datasets that need no
 files are prepared on demand, by `data_source` and by training on a fresh data
 dir; the others say which command builds them."""
 
@@ -7,8 +7,9 @@ import logging
 import pytest
 
 from conftest import one_device_mesh
-from heatpose_jax import datasets, train
+from heatpose_jax import train
 from heatpose_jax.configs import common, synthetic
+from heatpose_jax.data import datasets
 
 
 def test_data_source_prepares_synthetic_people_on_demand(tmp_path, caplog):

@@ -19,7 +19,8 @@ from absl import flags
 from absl.testing import flagsaver
 
 from experiments import evaluate_predictions
-from heatpose_jax import flic_labels, joints, metrics, prediction_io
+from heatpose_jax.data import flic_labels, joints
+from heatpose_jax.evaluation import metrics, prediction_io
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

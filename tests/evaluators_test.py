@@ -1,4 +1,4 @@
-"""The evaluator extension point (`config.evals`, `heatpose_jax.evaluators`).
+"""The evaluator extension point (`config.evals`, `heatpose_jax.evaluation.evaluators`).
 
 An evaluator from outside the library (`tests/toy_evaluator.py`, configured by
 its dotted path; no library file edited) and two entries of the built-in `pck`
@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from conftest import one_device_mesh, one_line_error, run_cli
-from heatpose_jax import checkpoints, evaluation, from_config, metric_writer, train
+from heatpose_jax import evaluate, from_config, train
 from heatpose_jax.configs import synthetic
+from heatpose_jax.evaluation import evaluator as evaluator_lib
+from heatpose_jax.training import checkpoints, metric_writer
 
 # The tests sharing the session fixture `tiny_run` run on one xdist worker (built once).
 pytestmark = pytest.mark.xdist_group("tiny_run")
@@ -43,17 +45,17 @@ def test_evaluators_score_the_one_prediction_pass(tiny_run, monkeypatch):
   mesh = one_device_mesh()
   params, _ = checkpoints.restore_params(str(tiny_run), from_config.abstract_params(config, mesh))
   passes = []
-  real = evaluation.predict_dataset
+  real = evaluator_lib.predict_dataset
   monkeypatch.setattr(
-    evaluation, "predict_dataset", lambda *a, **k: passes.append(1) or real(*a, **k)
+    evaluator_lib, "predict_dataset", lambda *a, **k: passes.append(1) or real(*a, **k)
   )
-  ev = evaluation.build_evaluator(config, from_config.model(config), mesh, str(tiny_run))
+  ev = evaluate.build_evaluator(config, from_config.model(config), mesh, str(tiny_run))
   got = dict(ev.run(params))
   assert len(passes) == 1
   preds, result, skeleton = ev.preds, ev.result, from_config.skeleton(config)
 
   # The headline: the names and values of a run without evaluators.
-  headline = evaluation.score(
+  headline = evaluator_lib.score(
     preds,
     skeleton,
     normalizer=config.eval.normalizer,
@@ -61,7 +63,7 @@ def test_evaluators_score_the_one_prediction_pass(tiny_run, monkeypatch):
     curve_max=config.eval.curve_max,
   )
   np.testing.assert_equal({k: v for k, v in got.items() if k.split("/")[0] not in EVALS},
-                          dict(evaluation.scalars(headline)))  # fmt: skip
+                          dict(evaluator_lib.scalars(headline)))  # fmt: skip
   assert "cascade/PCKh@0.5/Total" in got and "val_e1" in got
   np.testing.assert_equal(result["cascade"], headline["cascade"])
 
@@ -70,7 +72,7 @@ def test_evaluators_score_the_one_prediction_pass(tiny_run, monkeypatch):
   err = np.linalg.norm(preds["cascade"] - preds["joints"], axis=-1)[valid].mean()
   assert got["toy/cascade/mean_px_error"] == pytest.approx(2 * err)
   # PCK (torso) and PCKh (head) in one run: each the headline's tables with its normalizer.
-  torso = evaluation.score(
+  torso = evaluator_lib.score(
     preds, skeleton, normalizer="torso_size", thresholds=(0.1, 0.2), curve_max=0.2
   )
   np.testing.assert_equal(
@@ -126,7 +128,7 @@ def test_the_evaluate_cli_imports_the_configured_evaluators(tiny_run, tmp_path):
   [
     ("x", {"type": "no_such_evaluator"}, ["no module", "no_such_evaluator"]),
     ("x", {"type": "my_evals.nope"}, ["no module 'my_evals'"]),
-    ("x", {"type": "heatpose_jax.metrics"}, ["has no evaluate() or scalars()"]),
+    ("x", {"type": "heatpose_jax.evaluation.metrics"}, ["has no evaluate() or scalars()"]),
     ("x", {"normalizer": "torso_size"}, ["needs a type"]),
     ("x", {"type": "pck"}, ["normalizer"]),
     ("x", {"type": "pck", "normaliser": "torso_size"}, ["normaliser"]),

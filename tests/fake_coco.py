@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from heatpose_jax import coco_format
+from heatpose_jax.data import coco_format
 
 # Where each COCO joint sits in a person's unit box (x right, y down).
 _LAYOUT = {

@@ -25,7 +25,7 @@ import scipy.io as sio
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from heatpose_jax import joints as joints_lib
+from heatpose_jax.data import joints as joints_lib
 
 EMPTY = np.zeros((0, 0))  # MATLAB's []
 

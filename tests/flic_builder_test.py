@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from data_prep import flic
-from heatpose_jax import joints as joints_lib
+from heatpose_jax.data import joints as joints_lib
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL_FLIC = DATA / "flic" / "examples.mat"

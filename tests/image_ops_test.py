@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from heatpose_jax import image_ops
+from heatpose_jax.model import image_ops
 
 
 def test_pyramid_shapes_and_smoothing():

@@ -1,4 +1,4 @@
-"""Tests of heatpose_jax.input_pipeline on in-memory lists of small JPEG examples."""
+"""Tests of heatpose_jax.data.input_pipeline on in-memory lists of small JPEG examples."""
 
 import io
 import json
@@ -10,9 +10,10 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 from PIL import Image
 
-from heatpose_jax import canvas_cache, sharding
-from heatpose_jax import input_pipeline as ip
-from heatpose_jax import joints as joints_lib
+from heatpose_jax.core import sharding
+from heatpose_jax.data import canvas_cache
+from heatpose_jax.data import input_pipeline as ip
+from heatpose_jax.data import joints as joints_lib
 
 LSP = joints_lib.SKELETONS["lsp"]
 FLIC = joints_lib.SKELETONS["flic"]
@@ -273,8 +274,8 @@ def test_iterator_state_resumes():
 
 
 def test_training_label_noise_is_fixed_per_example_and_evaluation_scores_clean_labels():
-  from heatpose_jax import synthetic_dataset
   from heatpose_jax.configs import synthetic as synthetic_config
+  from heatpose_jax.data import synthetic_dataset
 
   from_config = pytest.importorskip("heatpose_jax.from_config")
   config = synthetic_config.get_config("tiny,noise=2.0")

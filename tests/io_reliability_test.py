@@ -21,7 +21,9 @@ from evaluate_predictions_test import expect_error, run_main
 from PIL import Image
 
 from conftest import FAST_COMPILE, SYNTHETIC_CONFIG, one_line_error, run_cli
-from heatpose_jax import Predictor, outputs, synthetic
+from heatpose_jax import Predictor
+from heatpose_jax.core import outputs
+from heatpose_jax.data import synthetic
 
 # The tests sharing the session fixture `tiny_run` run on one xdist worker (built once).
 pytestmark = pytest.mark.xdist_group("tiny_run")

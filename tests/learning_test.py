@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import one_device_mesh
-from heatpose_jax import from_config, models, synthetic_dataset, train
+from heatpose_jax import from_config, train
 from heatpose_jax.configs import common, synthetic
+from heatpose_jax.data import synthetic_dataset
+from heatpose_jax.model import models
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from heatpose_jax import flic_labels, joints, metrics
+from heatpose_jax.data import flic_labels, joints
+from heatpose_jax.evaluation import metrics
 
 MPII = joints.SKELETONS["mpii"]
 FLIC = joints.SKELETONS["flic"]
@@ -103,7 +104,7 @@ def test_mpii_pckh_missing_skipped_occluded_counted():
 
 def test_head_size_from_boxes():
   np.testing.assert_allclose(
-    metrics.head_size_from_boxes([[5, 5, 20, 25], [0, 0, 0, 0]]), [15.0, 0.0]
+    joints.head_size_from_boxes([[5, 5, 20, 25], [0, 0, 0, 0]]), [15.0, 0.0]
   )
 
 

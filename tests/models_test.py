@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from heatpose_jax import codec, losses, models
+from heatpose_jax.model import codec, losses, models
 
 TINY = 1 / 16
 

@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from heatpose_jax import from_config, sharding
+from heatpose_jax import from_config
+from heatpose_jax.core import sharding
 from studies import mrf_study
 
 

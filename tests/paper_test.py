@@ -11,8 +11,8 @@ import jax
 import pytest
 
 from conftest import STUDY_OVERRIDES, SYNTHETIC_CONFIG, config_flags, run_cli
-from heatpose_jax import sharding
 from heatpose_jax.configs import synthetic
+from heatpose_jax.core import sharding
 from studies import paper, runs
 
 POOLS = (8, 16)

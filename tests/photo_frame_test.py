@@ -1,7 +1,7 @@
 """Builders read what the photo shows (issue 18, class 9), and a quiet build.
 
 * One rule for every decoded photo: its EXIF orientation is applied
-  (`heatpose_jax.orientation`, as `PIL.ImageOps.exif_transpose`) by the builders'
+  (`heatpose_jax.data.orientation`, as `PIL.ImageOps.exif_transpose`) by the builders'
   `image_hw` and checks, the input pipeline's decode (draft or not) and `Predictor`.
   Tested with JPEGs carrying each EXIF Orientation (1-8).
 * LSP / LSPet: the image names say which dataset it is, and `joints.mat` must have
@@ -25,7 +25,8 @@ import scipy.io as sio
 from PIL import Image, ImageOps
 
 from data_prep import common, lsp
-from heatpose_jax import input_pipeline, orientation, predictor
+from heatpose_jax import predictor
+from heatpose_jax.data import input_pipeline, orientation
 
 ROOT = Path(__file__).resolve().parents[1]
 # The transpose that stores an upright photo so that EXIF orientation `o` shows it upright.

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from conftest import STUDY_OVERRIDES, SYNTHETIC_CONFIG, config_flags, run_cli
-from heatpose_jax import from_config, input_pipeline, sharding
+from heatpose_jax import from_config
 from heatpose_jax.configs import synthetic
+from heatpose_jax.core import sharding
+from heatpose_jax.data import input_pipeline
 from studies import precision, regularization, runs
 
 SEEDS = (0, 1)
@@ -262,7 +264,7 @@ def test_cpu_geometry_keeps_the_papers_proportions():
   """`synthetic.py:cpu`: cell / torso ≈ 0.1 and window / torso ≈ 0.45 as the paper's
   8× FLIC model (8 / 80, 36 / 80), torso ≥ 40 px, the paper's σ, measured on the
   renders its dataset holds (the default config's first test images)."""
-  from heatpose_jax import synthetic_dataset
+  from heatpose_jax.data import synthetic_dataset
 
   c = synthetic.get_config("cpu")
   from_config.check(c)

@@ -12,8 +12,10 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
-from heatpose_jax import Predictor, from_config, inference, synthetic
+from heatpose_jax import Predictor, from_config
 from heatpose_jax.configs import synthetic as synthetic_config
+from heatpose_jax.data import synthetic
+from heatpose_jax.model import inference
 
 # The tests sharing the session fixture `tiny_run` run on one xdist worker (built once).
 pytestmark = pytest.mark.xdist_group("tiny_run")

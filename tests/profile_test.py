@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from heatpose_jax import models
+from heatpose_jax.model import models
 from studies import benchmark, profile
 
 # A module as XLA:GPU prints it: cuDNN and cuBLAS custom calls, a gather fusion,
@@ -19,7 +19,7 @@ from studies import benchmark, profile
 GPU_HLO = """HloModule jit_step, is_scheduled=true
 
 FileNames
-1 "/x/heatpose_jax/models.py"
+1 "/x/heatpose_jax/model/models.py"
 
 FunctionNames
 1 "crop_windows"

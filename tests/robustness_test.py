@@ -15,7 +15,10 @@ import pytest
 from PIL import Image
 
 from conftest import SYNTHETIC_CONFIG, one_device_mesh, one_line_error, run_cli
-from heatpose_jax import checkpoints, from_config, sharding, synthetic, train
+from heatpose_jax import from_config, train
+from heatpose_jax.core import sharding
+from heatpose_jax.data import synthetic
+from heatpose_jax.training import checkpoints
 
 # The tests sharing the session fixture `tiny_run` run on one xdist worker (built once).
 pytestmark = pytest.mark.xdist_group("tiny_run")

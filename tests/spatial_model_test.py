@@ -1,13 +1,13 @@
-"""Tests of the MRF spatial model (heatpose_jax/spatial_model.py)."""
+"""Tests of the MRF spatial model (heatpose_jax/mrf/spatial_model.py)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from heatpose_jax import codec
-from heatpose_jax import spatial_model as sm
-from heatpose_jax.joints import SKELETONS
+from heatpose_jax.data.joints import SKELETONS
+from heatpose_jax.model import codec
+from heatpose_jax.mrf import spatial_model as sm
 
 
 def _inv_softplus(y):

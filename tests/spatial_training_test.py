@@ -1,4 +1,4 @@
-"""The MRF spatial model wired to the cascade (heatpose_jax/spatial_training.py):
+"""The MRF spatial model wired to the cascade (heatpose_jax/mrf/spatial_training.py):
 fitting on coarse heat-maps, save/load, the MRF as the selector of the one
 prediction path, `config.spatial_model.enabled` in train_and_evaluate, and the
 Predictor's person selection by torso box."""
@@ -12,18 +12,13 @@ import numpy as np
 import pytest
 
 from conftest import one_device_mesh
-from heatpose_jax import (
-  Predictor,
-  checkpoints,
-  evaluation,
-  from_config,
-  inference,
-  joints,
-  predictor,
-  sharding,
-  spatial_training,
-  train,
-)
+from heatpose_jax import Predictor, from_config, predictor, train
+from heatpose_jax.core import sharding
+from heatpose_jax.data import joints
+from heatpose_jax.evaluation import evaluator as evaluator_lib
+from heatpose_jax.model import inference
+from heatpose_jax.mrf import spatial_training
+from heatpose_jax.training import checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +48,17 @@ def test_train_and_evaluate_fits_saves_and_scores_the_mrf(trained, loaded):
   path = spatial_training.saved_path(workdir)
   assert os.path.exists(path)
   on_disk = json.loads((Path(workdir) / "eval" / "1.json").read_text())
-  for m in evaluation.MODEL_KEYS:
+  for m in evaluator_lib.MODEL_KEYS:
     for table in (result[m]["table"], on_disk[m]["table"]):
       assert set(table) == {"0.05", "0.1", "0.2", "0.5"}
       assert all(np.isfinite(v) for cols in table.values() for v in cols.values())
-  text = evaluation.format_table(result)
+  text = evaluator_lib.format_table(result)
   assert "coarse_mrf" in text and "cascade_mrf" in text and "PCKh@0.5" in text
 
   # Resumable: the saved MRF of this step is loaded, not refitted.
   mtime = os.path.getmtime(path)
   mesh, model, params, step = loaded
-  again = spatial_training.fit_for_run(config, model, params, mesh, workdir, step)
+  again = train.fit_spatial_model(config, model, params, mesh, workdir, step)
   assert os.path.getmtime(path) == mtime
   assert again.info["cascade_step"] == step == 1 and again.info["steps"] == 2
   assert np.isfinite(again.info["final_loss"])
@@ -121,7 +116,7 @@ def test_fit_from_cascade_and_select(trained, loaded, batch):
   predict = inference.make_predict_fn(model, mesh, selector=spatial_training.mrf_selector(spec))
   out = jax.device_get(predict(params, sharding.to_global_array(batch, mesh), mrf_params))
   b, j = batch["joints"].shape[:2]
-  for k in evaluation.MODEL_KEYS:
+  for k in evaluator_lib.MODEL_KEYS:
     assert out[k].shape == (b, j, 2) and np.isfinite(out[k]).all()
   for k in ("scores", "scores_mrf"):
     assert out[k].shape == (b, j) and np.all((out[k] >= 0) & (out[k] <= 1))

@@ -3,7 +3,7 @@ example exactly once for any size >= 1 and any batch size (1, B - 1, B, B + 1,
 2B + 1, fewer examples than devices), and an evaluation split with nothing to
 score stops training before its first step, in one line.
 
-Through the public API (`input_pipeline.make_dataset`, `evaluation.Evaluator`,
+Through the public API (`input_pipeline.make_dataset`, `evaluator.Evaluator`,
 `Predictor`, `train.train_and_evaluate`) and the CLIs (`experiments.evaluate`,
 `experiments.train`). Before the fix the last-batch padding could not pad more
 than the split's own length, so a split shorter than half a batch gave no batch
@@ -21,8 +21,11 @@ import scipy.io as sio
 from PIL import Image
 
 from conftest import SYNTHETIC_CONFIG, one_device_mesh, run_cli
-from heatpose_jax import Predictor, evaluation, from_config, input_pipeline, sharding, train
-from heatpose_jax import joints as joints_lib
+from heatpose_jax import Predictor, from_config, train
+from heatpose_jax.core import sharding
+from heatpose_jax.data import input_pipeline
+from heatpose_jax.data import joints as joints_lib
+from heatpose_jax.evaluation import evaluator as evaluator_lib
 
 # The CLI test reads the session's trained run `tiny_run` (one xdist worker builds it).
 pytestmark = pytest.mark.xdist_group("tiny_run")
@@ -117,7 +120,7 @@ def test_evaluator_scores_every_example_once_on_8_devices():
   fn = _fake_predict_fn(mesh)
   for n in SIZES:
     source = _source(n)
-    ev = evaluation.Evaluator(
+    ev = evaluator_lib.Evaluator(
       fn, lambda source=source: _eval_stream(source, B), mesh, LSP,
       normalizer="torso_size", thresholds=(0.2,), curve_max=0.5, num_examples=n,
     )  # fmt: skip

@@ -1,10 +1,10 @@
-"""Tests of the synthetic-people renderer (heatpose_jax.synthetic)."""
+"""Tests of the synthetic-people renderer (heatpose_jax.data.synthetic)."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from heatpose_jax import synthetic
+from heatpose_jax.data import synthetic
 
 J = {n: i for i, n in enumerate(synthetic.SKELETON.annotated)}
 

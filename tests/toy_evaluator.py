@@ -9,7 +9,7 @@ whichever process evaluates.
 
 import numpy as np
 
-from heatpose_jax import evaluators
+from heatpose_jax.evaluation import evaluators
 
 
 def evaluate(preds, *, skeleton, pools, scale=1.0):

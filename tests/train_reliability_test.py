@@ -21,8 +21,10 @@ import pytest
 from orbax.checkpoint._src.serialization import serialization
 
 from conftest import SYNTHETIC_CONFIG, config_flags, one_device_mesh, run_cli
-from heatpose_jax import checkpoints, config_changes, from_config, workdir_lock
+from heatpose_jax import config_changes, from_config
 from heatpose_jax.configs import common, synthetic
+from heatpose_jax.core import workdir_lock
+from heatpose_jax.training import checkpoints
 
 # The tests sharing the session fixture `tiny_run` run on its xdist worker (built once).
 pytestmark = pytest.mark.xdist_group("tiny_run")
@@ -146,7 +148,7 @@ def test_a_failed_restore_leaves_no_reads_in_flight(
 
 _HOLDER = (
   "import sys, time\n"
-  "from heatpose_jax import workdir_lock as w\n"
+  "from heatpose_jax.core import workdir_lock as w\n"
   "with w.hold(sys.argv[1], w.TRAIN_LOCK, what='x'):\n"
   "  print('held', flush=True)\n"
   "  time.sleep(120)\n"

@@ -18,16 +18,10 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import SYNTHETIC_CONFIG, one_device_mesh
-from heatpose_jax import (
-  checkpoints,
-  from_config,
-  metric_writer,
-  sharding,
-  train,
-  train_step,
-  workdir_lock,
-)
+from heatpose_jax import from_config, train
 from heatpose_jax.configs import common
+from heatpose_jax.core import sharding, workdir_lock
+from heatpose_jax.training import checkpoints, metric_writer, train_step
 from studies import records
 
 # One xdist worker runs this file: the in-process baseline is trained once.

@@ -73,7 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   # Data: a TFDS dataset built by `python -m data_prep.build`.
-  c.dataset = "synthetic"  # a registered dataset (heatpose_jax.dataset_specs.SPECS)
+  c.dataset = "synthetic"  # a registered dataset (heatpose_jax.data.dataset_specs.SPECS)
   c.dataset_module = ""  # module(s) imported first, which `register` c.dataset (not a library one)
   c.tfds_name = "synthetic"
   c.tfds_config = ""  # builder config name, "" for the default
@@ -137,7 +137,7 @@ def base_config() -> ml_collections.ConfigDict:
   # More evaluators over the same prediction pass, after the headline above
   # (`config.eval`: its PCK/PCKh tables, curves and σ), e.g.
   #   c.evals.pck_torso = dict(type="pck", normalizer="torso_size", thresholds=(0.2,))
-  # `type`: a module of heatpose_jax.evaluators or a dotted module path; the rest
+  # `type`: a module of heatpose_jax.evaluation.evaluators or a dotted module path; the rest
   # are its `evaluate` arguments. Scalars `NAME/...`; results.json "evals": {NAME: ...}.
   c.evals = ml_collections.ConfigDict()
 

@@ -1,4 +1,4 @@
-"""Any registered dataset, from its spec (`heatpose_jax.dataset_specs`): a dataset
+"""Any registered dataset, from its spec (`heatpose_jax.data.dataset_specs`): a dataset
 trains, evaluates and predicts without a config file of its own.
 
   python -m experiments.train \
@@ -15,8 +15,8 @@ registers but whose build stored its spec (`features.spec_metadata`) gets the
 defaults of a spec here; its own spec is read from the build when the run starts.
 """
 
-from heatpose_jax import dataset_specs
 from heatpose_jax.configs import common
+from heatpose_jax.data import dataset_specs
 
 
 def get_config(arg=None):
