@@ -108,7 +108,7 @@ def coco_build(tmp_path_factory):
 
 
 def _people(data):
-  return [a for a in data["annotations"] if not a["iscrowd"] and a["num_keypoints"] > 0]
+  return [a for a in data["annotations"] if not a.get("iscrowd") and a["num_keypoints"] > 0]
 
 
 def test_build_keeps_every_annotated_person_with_its_ids_and_visibility(coco_build):
@@ -246,6 +246,49 @@ def test_crowdpose_config_its_limbs_and_the_spec_from_the_build(tmp_path):
     assert ex["image"].shape == (64, 48, 3) and ex["joints"].shape == (14, 2)
   finally:
     dataset_specs.register(dataset_specs.COCO, replace=True)
+
+
+def test_aic_in_mmposes_coco_style_layout_builds_with_the_generic_config(tmp_path):
+  """AI Challenger as mmpose's `aic_*.json` (no area, no iscrowd): 14 joints in the
+  file's order, flip pairs from the names (head top and neck centre), one example per
+  person with num_keypoints > 0, v kept."""
+  f = fake_coco.write_aic(tmp_path / "src", name="aic_train.json")
+  r = run_cli(
+    "data_prep.build",
+    "--dataset=coco_keypoints",
+    "--config=generic",
+    f"--annotations=train={f['path']}",
+    f"--images={f['images']}",
+    f"--data_dir={tmp_path / 'data'}",
+  )
+  assert r.returncode == 0, r.stderr[-3000:]
+  people = _people(f["data"])
+  assert len(people) == 7 and len(f["data"]["annotations"]) == 8
+  assert "  train: 7 examples" in r.stdout
+  spec = datasets.built_spec("coco_keypoints", "generic", str(tmp_path / "data"))
+  names = spec.skeleton.annotated
+  # mmpose's `configs/_base_/datasets/aic.py` names, in its id order.
+  assert [n.lower().replace(" ", "_") for n in names] == [
+    *(f"{s}_{p}" for s in ("right", "left") for p in ("shoulder", "elbow", "wrist")),
+    *(f"{s}_{p}" for s in ("right", "left") for p in ("hip", "knee", "ankle")),
+    "head_top",
+    "neck",
+  ]
+  pairs = spec.skeleton.flip_pairs
+  assert sorted(pairs) == sorted(
+    (f"Left {p}", f"Right {p}") for p in ("Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle")
+  )
+  assert not {"Head top", "Neck"} & {n for pair in pairs for n in pair}
+  source = datasets.data_source(
+    "coco_keypoints", "train", config_name="generic", data_dir=str(tmp_path / "data")
+  )
+  assert len(source) == 7
+  for i, ann in enumerate(people):
+    ex = source[i]
+    kp = np.asarray(ann["keypoints"], np.float64).reshape(14, 3)
+    assert (int(ex["image_id"]), int(ex["annotation_id"])) == (ann["image_id"], ann["id"])
+    np.testing.assert_array_equal(ex["keypoint_visibility"], kp[:, 2])
+    np.testing.assert_allclose(ex["joints"], np.where(kp[:, 2:] > 0, kp[:, :2], 0))
 
 
 def test_the_gpu_sized_config_traces_at_256x192(tmp_path):

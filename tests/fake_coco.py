@@ -163,3 +163,70 @@ def perfect_results(data: dict, *, noise: float = 0.0, seed: int = 0) -> list[di
       }
     )
   return out
+
+
+# AI Challenger in mmpose's COCO-style files (`aic_train.json` / `aic_val.json`), as
+# mmpose's own sample `tests/data/aic/test_aic.json`: `info` {description, version,
+# year, date_created}, `licenses`, `categories` [{supercategory, id, name, keypoints,
+# skeleton}] (these names, 1-based links = `configs/_base_/datasets/aic.py`'s
+# skeleton_info), `images` [{url, file_name (sha1 hex .jpg), height, width, id from
+# 1}], `annotations` [{bbox, keypoints [x, y, v] × 14, num_keypoints, image_id,
+# category_id, id}]: no segmentation, area or iscrowd (mmpose scores AIC with
+# use_area=False), so no crowd region.
+AIC_KEYPOINTS = (
+  "Right Shoulder", "Right Elbow", "Right Wrist", "Left Shoulder", "Left Elbow",
+  "Left Wrist", "Right Hip", "Right Knee", "Right Ankle", "Left Hip", "Left Knee",
+  "Left Ankle", "Head top", "Neck",
+)  # fmt: skip
+AIC_SKELETON = (
+  (3, 2), (2, 1), (1, 14), (14, 4), (4, 5), (5, 6), (9, 8), (8, 7), (7, 10), (10, 11),
+  (11, 12), (13, 14), (1, 7), (4, 10),
+)  # fmt: skip
+_AIC_ANNOTATION = ("bbox", "keypoints", "num_keypoints", "image_id", "category_id", "id")
+
+
+def write_aic(root: Path, *, num_images: int = 3, seed: int = 0, name: str = "aic_val.json"):
+  """Writes ROOT/images/<sha1>.jpg and ROOT/NAME in AIC's layout; image 1 also holds a
+  person with no labelled keypoint (num_keypoints 0). Returns data, path, images."""
+  import hashlib
+
+  rng = np.random.default_rng(seed)
+  (root / "images").mkdir(parents=True, exist_ok=True)
+  images, anns = [], []
+  for i in range(num_images):
+    image_id = i + 1
+    file_name = hashlib.sha1(f"{seed}/{image_id}".encode()).hexdigest() + ".jpg"
+    images.append({
+      "url": f"http://www.example.org/{i}.jpg", "file_name": file_name,
+      "height": HW[0], "width": HW[1], "id": image_id,
+    })  # fmt: skip
+    people = [
+      {k: p[k] for k in _AIC_ANNOTATION}
+      for p in image_people(AIC_KEYPOINTS, rng, i, image_id)
+      if not p["iscrowd"]
+    ]
+    anns += people
+    draw(root / "images" / file_name, people, AIC_KEYPOINTS, AIC_SKELETON, seed + i)
+  data = {
+    "info": {
+      "description": "fake aic",
+      "version": "1.0",
+      "year": "2020",
+      "date_created": "2020/08/25",
+    },
+    "licenses": [{"url": "", "id": 1, "name": ""}],
+    "categories": [
+      {
+        "supercategory": "person",
+        "id": 1,
+        "name": "person",
+        "keypoints": list(AIC_KEYPOINTS),
+        "skeleton": [list(p) for p in AIC_SKELETON],
+      }
+    ],
+    "images": images,
+    "annotations": anns,
+  }
+  path = root / name
+  path.write_text(json.dumps(data))
+  return {"data": data, "path": path, "images": root / "images"}
