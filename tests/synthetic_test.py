@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from heatpose_jax.data import synthetic
+from heatpose_jax.data import synthetic, synthetic_paint
 
 J = {n: i for i, n in enumerate(synthetic.SKELETON.annotated)}
 
@@ -90,30 +90,30 @@ def test_figures_are_upright_with_plausible_proportions(examples):
 def test_shapes_cover_their_geometry():
   # Primitives on a black canvas, painted white: 1 inside, 0 outside, in (x, y).
   def canvas():
-    return synthetic._Canvas(img=np.zeros((40, 50, 3), np.float32), noise=np.zeros((40, 50)))
+    return synthetic_paint.Canvas(img=np.zeros((40, 50, 3), np.float32), noise=np.zeros((40, 50)))
 
-  white = synthetic._Paint(np.ones(3, np.float32))
+  white = synthetic_paint.Paint(np.ones(3, np.float32))
   cv = canvas()
-  synthetic._capsule(cv, (10, 20), (40, 20), 3.0, white)
+  synthetic_paint.capsule(cv, (10, 20), (40, 20), 3.0, white)
   img = cv.img[..., 0]
   assert img[20, 10] == img[20, 25] == img[22, 25] == img[20, 42] == 1.0  # (row, col)
   assert img[23, 25] == img[20, 43] == 0.5  # pixel centres on the edge: half covered
   assert img[25, 25] == img[20, 5] == img[20, 45] == 0.0
   cv = canvas()
-  synthetic._ellipse(cv, (25, 20), 10.0, 4.0, 0.0, white)  # long axis along x
+  synthetic_paint.ellipse(cv, (25, 20), 10.0, 4.0, 0.0, white)  # long axis along x
   img = cv.img[..., 0]
   assert img[20, 16] == img[20, 34] == img[17, 25] == 1.0
   assert img[20, 15] == pytest.approx(0.5) and img[16, 25] == pytest.approx(0.5)
   assert img[20, 37] == img[15, 25] == 0.0
   cv = canvas()
-  synthetic._polygon(cv, [(10, 5), (30, 5), (30, 25), (10, 25)], 0.0, white)
+  synthetic_paint.polygon(cv, [(10, 5), (30, 5), (30, 25), (10, 25)], 0.0, white)
   img = cv.img[..., 0]
   assert img[6, 11] == img[24, 29] == img[15, 20] == 1.0 and img[5, 20] == img[15, 30] == 0.5
   assert img[15, 32] == img[3, 20] == 0.0
   # Shapes drawn after the target mark the cover mask.
   cv = canvas()
   cv.over = np.zeros((40, 50), np.float32)
-  synthetic._capsule(cv, (10, 20), (40, 20), 3.0, white)
+  synthetic_paint.capsule(cv, (10, 20), (40, 20), 3.0, white)
   np.testing.assert_array_equal(cv.over, cv.img[..., 0])
 
 

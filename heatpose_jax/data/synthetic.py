@@ -25,7 +25,6 @@ sheet with the labels drawn, `--benchmark` times the renderer.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import io
 import math
 
@@ -33,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from heatpose_jax.data import joints as joints_lib
+from heatpose_jax.data import synthetic_paint as paint
 
 SKELETON = joints_lib.SKELETONS["synthetic"]
 NUM_JOINTS = len(SKELETON.annotated)  # 14
@@ -61,246 +61,6 @@ def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
   if split not in SPLIT_CODES:
     raise ValueError(f"split must be one of {sorted(SPLIT_CODES)}, got {split!r}")
   return np.random.default_rng([seed, SPLIT_CODES[split], index])
-
-
-# ---------------------------------------------------------------------------
-# Drawing primitives. Each computes an anti-aliased coverage `alpha` (h, w) on
-# the shape's clipped bounding box and blends a colour into the canvas.
-
-
-@dataclasses.dataclass
-class _Canvas:
-  """The float image being drawn and the cover mask of the target figure."""
-
-  img: np.ndarray  # (H, W, 3) float32 in [0, 1]
-  noise: np.ndarray  # (H, W) float32 in [-1, 1], low-frequency texture
-  # (H, W) float32: how much of each pixel is painted over the target figure;
-  # None until the target is drawn (drawing under the target hides nothing).
-  over: np.ndarray | None = None
-
-  @property
-  def hw(self) -> tuple[int, int]:
-    return self.img.shape[0], self.img.shape[1]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Paint:
-  """A colour with an optional texture: 0 plain, 1 stripes, 2 noise."""
-
-  rgb: np.ndarray  # (3,) float32
-  texture: int = 0
-  amp: float = 0.0
-  period: float = 6.0  # stripes: period in pixels
-  angle: float = 0.0  # stripes: direction in radians
-
-
-def _box(x0: float, y0: float, x1: float, y1: float, hw: tuple[int, int]):
-  """Integer pixel box [y0, y1) x [x0, x1) covering [x0, x1] x [y0, y1], clipped; None if empty."""
-  bx0, by0 = max(math.floor(x0), 0), max(math.floor(y0), 0)
-  bx1, by1 = min(math.ceil(x1) + 1, hw[1]), min(math.ceil(y1) + 1, hw[0])
-  if bx0 >= bx1 or by0 >= by1:
-    return None
-  return by0, by1, bx0, bx1
-
-
-_COORDS = np.arange(8192, dtype=np.float32)  # sliced instead of a new arange per shape
-
-
-def _grid(box) -> tuple[np.ndarray, np.ndarray]:
-  """Pixel-centre coordinates of a box: xs (1, w), ys (h, 1), float32."""
-  y0, y1, x0, x1 = box
-  return _COORDS[None, x0:x1], _COORDS[y0:y1, None]
-
-
-def _clamp01(x: np.ndarray) -> np.ndarray:
-  """Clips to [0, 1] in place (two ufunc calls: np.clip's wrapper costs more here)."""
-  np.maximum(x, 0.0, out=x)
-  return np.minimum(x, 1.0, out=x)
-
-
-def _blend(cv: _Canvas, box, alpha: np.ndarray, paint: _Paint, shade=None) -> None:
-  """Paints `paint` with coverage `alpha` (h, w) and optional shading (h, w)."""
-  y0, y1, x0, x1 = box
-  factor = None
-  if paint.texture == 1:
-    xs, ys = _grid(box)
-    k = 2 * math.pi / paint.period
-    proj = xs * (k * math.cos(paint.angle)) + ys * (k * math.sin(paint.angle))
-    factor = 1.0 + paint.amp * np.tanh(3.0 * np.sin(proj))
-  elif paint.texture == 2:
-    factor = 1.0 + paint.amp * cv.noise[y0:y1, x0:x1]
-  if shade is not None:
-    factor = shade if factor is None else factor * shade
-  colour = paint.rgb if factor is None else factor[..., None] * paint.rgb
-  region = cv.img[y0:y1, x0:x1]
-  region += alpha[..., None] * (colour - region)
-  if cv.over is not None:
-    np.maximum(cv.over[y0:y1, x0:x1], alpha, out=cv.over[y0:y1, x0:x1])
-
-
-def _capsule(cv: _Canvas, p, q, radius: float, paint: _Paint, shading: float = 0.0) -> None:
-  """A segment p-q (x, y) thickened by `radius` px; `shading` darkens its rims."""
-  px, py, qx, qy = float(p[0]), float(p[1]), float(q[0]), float(q[1])
-  r = max(float(radius), 0.5)
-  box = _box(
-    min(px, qx) - r - 1, min(py, qy) - r - 1, max(px, qx) + r + 1, max(py, qy) + r + 1, cv.hw
-  )
-  if box is None:
-    return
-  xs, ys = _grid(box)
-  ddx, ddy = qx - px, qy - py
-  inv = 1.0 / max(ddx * ddx + ddy * ddy, 1e-6)
-  dx, dy = xs - px, ys - py
-  t = _clamp01(dx * (ddx * inv) + dy * (ddy * inv))
-  dist = np.sqrt((dx - t * ddx) ** 2 + (dy - t * ddy) ** 2)
-  alpha = _clamp01((r + 0.5) - dist)
-  shade = None
-  shading = float(shading)
-  if shading:
-    # A cylinder lit from the front: darker towards the rims.
-    shade = 1.0 - shading * np.minimum(dist * (1.0 / r), 1.0) ** 2
-  _blend(cv, box, alpha, paint, shade)
-
-
-def _ellipse(cv: _Canvas, centre, a: float, b: float, angle: float, paint: _Paint) -> None:
-  """An ellipse with semi-axis `a` along direction `angle` (radians from +x), `b` across."""
-  cx, cy = float(centre[0]), float(centre[1])
-  a, b = max(float(a), 0.5), max(float(b), 0.5)
-  ext = max(a, b) + 1
-  box = _box(cx - ext, cy - ext, cx + ext, cy + ext, cv.hw)
-  if box is None:
-    return
-  xs, ys = _grid(box)
-  cos, sin = math.cos(angle), math.sin(angle)
-  dx, dy = xs - cx, ys - cy
-  u = dx * (cos / a) + dy * (sin / a)  # normalized: the ellipse is u² + v² = 1
-  v = dx * (-sin / b) + dy * (cos / b)
-  # Distance to the edge to first order: (f - 1) / |grad f| with f = u² + v².
-  grad = 2.0 * np.sqrt((u * (1 / a)) ** 2 + (v * (1 / b)) ** 2)
-  dist = (u * u + v * v - 1.0) / np.maximum(grad, 1e-6)
-  alpha = _clamp01(0.5 - dist)
-  _blend(cv, box, alpha, paint)
-
-
-def _polygon(cv: _Canvas, verts, radius: float, paint: _Paint) -> None:
-  """A convex polygon (V, 2) of (x, y) vertices grown by `radius` px."""
-  v = [(float(x), float(y)) for x, y in verts]
-  r = float(radius)
-  xs_v, ys_v = [x for x, _ in v], [y for _, y in v]
-  box = _box(min(xs_v) - r - 1, min(ys_v) - r - 1, max(xs_v) + r + 1, max(ys_v) + r + 1, cv.hw)
-  if box is None:
-    return
-  xs, ys = _grid(box)
-  # Outward normals whatever the vertex order (sign of the shoelace area).
-  nxt = v[1:] + v[:1]
-  area = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(v, nxt, strict=True))
-  sign = 1.0 if area >= 0 else -1.0
-  dist = None
-  for (x0, y0), (x1, y1) in zip(v, nxt, strict=True):
-    nx, ny = (y1 - y0) * sign, (x0 - x1) * sign
-    norm = max(math.hypot(nx, ny), 1e-6)
-    nx, ny = nx / norm, ny / norm
-    di = xs * nx + (ys * ny - (x0 * nx + y0 * ny))
-    dist = di if dist is None else np.maximum(dist, di)
-  _blend(cv, box, _clamp01((r + 0.5) - dist), paint)
-
-
-# ---------------------------------------------------------------------------
-# Colours, textures, backgrounds.
-
-
-def _random_paint(rng: np.random.Generator, rgb=None, texture_prob: float = 0.4) -> _Paint:
-  rgb = rng.random(3).astype(np.float32) if rgb is None else np.asarray(rgb, np.float32)
-  if rng.random() >= texture_prob:
-    return _Paint(rgb)
-  return _Paint(
-    rgb,
-    texture=int(rng.integers(1, 3)),
-    amp=float(rng.uniform(0.1, 0.35)),
-    period=float(rng.uniform(3.0, 12.0)),
-    angle=float(rng.uniform(0, np.pi)),
-  )
-
-
-def _skin(rng: np.random.Generator) -> np.ndarray:
-  light, dark = np.array([0.96, 0.80, 0.68]), np.array([0.33, 0.21, 0.14])
-  t = rng.random()
-  return ((1 - t) * light + t * dark + rng.normal(0, 0.03, 3)).clip(0, 1).astype(np.float32)
-
-
-def _hair(rng: np.random.Generator) -> np.ndarray:
-  palette = np.array(
-    [[0.08, 0.06, 0.05], [0.30, 0.18, 0.10], [0.75, 0.60, 0.35], [0.6, 0.6, 0.6], [0.5, 0.2, 0.1]]
-  )
-  rgb = palette[rng.choice(len(palette), p=[0.45, 0.25, 0.12, 0.1, 0.08])]
-  return (rgb + rng.normal(0, 0.03, 3)).clip(0, 1).astype(np.float32)
-
-
-def _noise_field(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
-  """(h, w) float32 smooth noise in [-1, 1] with features about `cell` px wide."""
-  small = rng.integers(0, 256, (h // cell + 2, w // cell + 2), dtype=np.uint8)
-  big = Image.fromarray(small).resize((w, h), Image.BILINEAR)
-  return np.asarray(big, np.float32) * (2.0 / 255.0) - 1.0
-
-
-@functools.lru_cache(maxsize=4)
-def _noise_table(h: int, w: int) -> np.ndarray:
-  """(2h, 2w, 3) float32 standard normal noise, the same in every process."""
-  return np.random.default_rng(12345).standard_normal((2 * h, 2 * w, 3), dtype=np.float32)
-
-
-def _background(rng: np.random.Generator, h: int, w: int) -> _Canvas:
-  """Gradient + coloured noise + stripes + clutter shapes (some limb-like)."""
-  # Gradient and coloured noise are smooth: build them on a coarse grid and let
-  # PIL upsample the uint8 result (one full-size float op instead of five).
-  cell = int(rng.integers(4, 16))
-  gh, gw = h // cell + 2, w // cell + 2
-  c0, c1 = rng.random(3, dtype=np.float32), rng.random(3, dtype=np.float32)
-  ang = rng.uniform(0, 2 * math.pi)
-  ramp = np.arange(gw, dtype=np.float32)[None, :] * math.cos(ang) + np.arange(gh, dtype=np.float32)[
-    :, None
-  ] * math.sin(ang)
-  ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1.0)
-  small = c0 + (c1 - c0) * ramp[..., None]
-  if rng.random() < 0.7:
-    small += rng.uniform(-0.25, 0.25, (gh, gw, 3)).astype(np.float32)
-  small = (np.clip(small, 0, 1) * 255).astype(np.uint8)
-  big = Image.fromarray(small).resize((w, h), Image.BILINEAR)
-  img = np.asarray(big, np.float32) * np.float32(1 / 255)
-  cv = _Canvas(img=img, noise=_noise_field(rng, h, w, int(rng.integers(2, 12))))
-  if rng.random() < 0.3:  # fine texture
-    cv.img *= 1.0 + rng.uniform(0.05, 0.25) * cv.noise[..., None]
-  if rng.random() < 0.3:
-    full = (0, h, 0, w)
-    stripes = _Paint(
-      rng.random(3).astype(np.float32), 1, 0.3, rng.uniform(4, 30), rng.uniform(0, np.pi)
-    )
-    _blend(cv, full, np.full((h, w), rng.uniform(0.2, 0.7), np.float32), stripes)
-  size = min(h, w)
-  for _ in range(int(rng.integers(2, 8))):
-    _clutter_shape(cv, rng, rng.uniform((0, 0), (w, h)), size * rng.uniform(0.05, 0.3))
-  np.clip(cv.img, 0.0, 1.0, out=cv.img)
-  return cv
-
-
-def _clutter_shape(cv: _Canvas, rng: np.random.Generator, centre, size: float) -> None:
-  """One random rectangle, ellipse or capsule of about `size` px around `centre`."""
-  kind = rng.integers(0, 3)
-  limb_like = rng.random() < 0.3
-  paint = _random_paint(rng, _skin(rng) if limb_like else None)
-  ang = rng.uniform(0, np.pi)
-  if kind == 0:
-    hx, hy = size * rng.uniform(0.3, 1.0, 2)
-    cos, sin = math.cos(ang), math.sin(ang)
-    corners = np.array([[-hx, -hy], [hx, -hy], [hx, hy], [-hx, hy]]) @ np.array(
-      [[cos, sin], [-sin, cos]]
-    )
-    _polygon(cv, corners + centre, 0.0, paint)
-  elif kind == 1:
-    _ellipse(cv, centre, size * rng.uniform(0.3, 1.0), size * rng.uniform(0.2, 0.8), ang, paint)
-  else:
-    half = 0.5 * size * np.array([np.cos(ang), np.sin(ang)])
-    _capsule(cv, centre - half, centre + half, size * rng.uniform(0.08, 0.25), paint, 0.2)
 
 
 # ---------------------------------------------------------------------------
@@ -468,61 +228,61 @@ def _sample_figure(rng, h: int, w: int, person_height, centre=None, px=None) -> 
 class _Outfit:
   """A figure's colours: skin, clothes and hair."""
 
-  skin: _Paint
-  shirt: _Paint
-  pants: _Paint
-  shoes: _Paint
-  hair: _Paint
+  skin: paint.Paint
+  shirt: paint.Paint
+  pants: paint.Paint
+  shoes: paint.Paint
+  hair: paint.Paint
   sleeve: int  # 0 none, 1 short, 2 long
   long_pants: bool
   shading: float  # how much the limbs darken towards their rims
 
 
 def _sample_outfit(rng: np.random.Generator) -> _Outfit:
-  skin = _Paint(_skin(rng))
-  shirt = _random_paint(rng)
-  pants = _random_paint(rng, rng.random(3) * rng.uniform(0.3, 1.0))
-  shoes = _Paint((rng.random(3) * 0.4).astype(np.float32))
-  hair = _Paint(_hair(rng))
+  skin = paint.Paint(paint.skin(rng))
+  shirt = paint.random_paint(rng)
+  pants = paint.random_paint(rng, rng.random(3) * rng.uniform(0.3, 1.0))
+  shoes = paint.Paint((rng.random(3) * 0.4).astype(np.float32))
+  hair = paint.Paint(paint.hair(rng))
   sleeve = rng.choice(3, p=[0.15, 0.35, 0.5])
   long_pants = rng.random() < 0.75
   shading = rng.uniform(0.1, 0.4)
   return _Outfit(skin, shirt, pants, shoes, hair, sleeve, long_pants, shading)
 
 
-def _draw_arm(cv: _Canvas, fig: _Figure, side: str, o: _Outfit) -> None:
+def _draw_arm(cv: paint.Canvas, fig: _Figure, side: str, o: _Outfit) -> None:
   """Upper arm, forearm and hand of `side` ('l' or 'r'), sleeves as the outfit has them."""
   j, px = fig.joints, fig.px
   s, e, wr = (j[_J[f"{side}_{n}"]] for n in ("shoulder", "elbow", "wrist"))
-  _capsule(cv, s, e, _R_UPPER_ARM * px, o.shirt if o.sleeve else o.skin, o.shading)
-  _capsule(cv, e, wr, _R_FOREARM * px, o.shirt if o.sleeve == 2 else o.skin, o.shading)
-  _capsule(cv, wr, fig.points[f"{side}_hand"], _R_HAND * px, o.skin, o.shading)
+  paint.capsule(cv, s, e, _R_UPPER_ARM * px, o.shirt if o.sleeve else o.skin, o.shading)
+  paint.capsule(cv, e, wr, _R_FOREARM * px, o.shirt if o.sleeve == 2 else o.skin, o.shading)
+  paint.capsule(cv, wr, fig.points[f"{side}_hand"], _R_HAND * px, o.skin, o.shading)
 
 
-def _draw_leg(cv: _Canvas, fig: _Figure, side: str, o: _Outfit) -> None:
+def _draw_leg(cv: paint.Canvas, fig: _Figure, side: str, o: _Outfit) -> None:
   """Thigh, shin and foot of `side`; the shin is bare under short pants."""
   j, px = fig.joints, fig.px
   hp, k, a = (j[_J[f"{side}_{n}"]] for n in ("hip", "knee", "ankle"))
-  _capsule(cv, hp, k, _R_THIGH * px, o.pants, o.shading)
-  _capsule(cv, k, a, _R_SHIN * px, o.pants if o.long_pants else o.skin, o.shading)
-  _capsule(cv, a, fig.points[f"{side}_toe"], _R_FOOT * px, o.shoes, o.shading)
+  paint.capsule(cv, hp, k, _R_THIGH * px, o.pants, o.shading)
+  paint.capsule(cv, k, a, _R_SHIN * px, o.pants if o.long_pants else o.skin, o.shading)
+  paint.capsule(cv, a, fig.points[f"{side}_toe"], _R_FOOT * px, o.shoes, o.shading)
 
 
-def _draw_head(cv: _Canvas, fig: _Figure, o: _Outfit) -> None:
+def _draw_head(cv: paint.Canvas, fig: _Figure, o: _Outfit) -> None:
   """The hair ellipse, and a face with two eyes when the figure faces the camera."""
   centre, a, b, ang = fig.head
-  _ellipse(cv, centre, a, b, ang, o.hair)
+  paint.ellipse(cv, centre, a, b, ang, o.hair)
   if fig.front:
     axis = np.array([np.cos(ang), np.sin(ang)])  # points from the chin to the head top
     side = np.array([-axis[1], axis[0]])
-    _ellipse(cv, centre - 0.15 * a * axis, 0.82 * a, 0.9 * b, ang, o.skin)
-    eye = _Paint((o.skin.rgb * 0.25).astype(np.float32))
+    paint.ellipse(cv, centre - 0.15 * a * axis, 0.82 * a, 0.9 * b, ang, o.skin)
+    eye = paint.Paint((o.skin.rgb * 0.25).astype(np.float32))
     for k in (-1, 1):
-      _ellipse(cv, centre + 0.1 * a * axis + k * 0.38 * b * side, 0.09 * a, 0.09 * a, ang, eye)
+      paint.ellipse(cv, centre + 0.1 * a * axis + k * 0.38 * b * side, 0.09 * a, 0.09 * a, ang, eye)
 
 
 def _draw_figure(
-  cv: _Canvas, rng: np.random.Generator, fig: _Figure, self_occluded: np.ndarray | None = None
+  cv: paint.Canvas, rng: np.random.Generator, fig: _Figure, self_occluded: np.ndarray | None = None
 ) -> None:
   """Draws the figure with random clothes, skin and hair.
 
@@ -567,11 +327,11 @@ def _draw_figure(
     part([f"{s}_{n}" for n in ("hip", "knee", "ankle")], lambda s=s: _draw_leg(cv, fig, s, o))
   part(
     ["l_shoulder", "r_shoulder", "l_hip", "r_hip"],
-    lambda: _polygon(cv, fig.torso, 0.02 * px, o.shirt),
+    lambda: paint.polygon(cv, fig.torso, 0.02 * px, o.shirt),
   )
   part(
     ["upper_neck"],
-    lambda: _capsule(cv, pts["thorax"], j[_J["upper_neck"]], _R_NECK * px, o.skin, o.shading),
+    lambda: paint.capsule(cv, pts["thorax"], j[_J["upper_neck"]], _R_NECK * px, o.skin, o.shading),
   )
   part(["upper_neck", "head_top"], lambda: _draw_head(cv, fig, o))
   for s in sides:
@@ -646,7 +406,7 @@ def render_example(
   """
   _check_size(height, width, person_height)
   h, w = int(height), int(width)
-  cv = _background(rng, h, w)
+  cv = paint.background(rng, h, w)
   target = _sample_figure(rng, h, w, person_height)
   other = _sample_distractor(rng, target, h, w, person_height) if distractor else None
   self_occluded = _draw_people(cv, rng, target, other)
@@ -677,7 +437,7 @@ def _sample_distractor(rng: np.random.Generator, target: _Figure, h: int, w: int
 
 
 def _draw_people(
-  cv: _Canvas, rng: np.random.Generator, target: _Figure, other: _Figure | None
+  cv: paint.Canvas, rng: np.random.Generator, target: _Figure, other: _Figure | None
 ) -> np.ndarray:
   """Draws the target and the distractor `other` (behind or in front, even odds).
 
@@ -695,12 +455,14 @@ def _draw_people(
   return self_occluded
 
 
-def _add_occluders(cv: _Canvas, rng: np.random.Generator, target: _Figure) -> None:
+def _add_occluders(cv: paint.Canvas, rng: np.random.Generator, target: _Figure) -> None:
   """1-2 clutter shapes near random joints of the target."""
   h = cv.hw[0]
   for _ in range(int(rng.integers(1, 3))):
     anchor = target.joints[rng.integers(NUM_JOINTS)]
-    _clutter_shape(cv, rng, anchor + rng.normal(0, 0.05, 2) * h, target.px * rng.uniform(0.08, 0.2))
+    paint.clutter_shape(
+      cv, rng, anchor + rng.normal(0, 0.05, 2) * h, target.px * rng.uniform(0.08, 0.2)
+    )
 
 
 def _camera(rng: np.random.Generator, img: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -709,7 +471,7 @@ def _camera(rng: np.random.Generator, img: np.ndarray, h: int, w: int) -> np.nda
   # Sensor noise: a random window of a fixed noise table (drawing fresh normals
   # per pixel would take longer than everything else together).
   oy, ox = rng.integers(0, h), rng.integers(0, w)
-  img += rng.uniform(0.0, 0.03) * _noise_table(h, w)[oy : oy + h, ox : ox + w]
+  img += rng.uniform(0.0, 0.03) * paint.noise_table(h, w)[oy : oy + h, ox : ox + w]
   image = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
   if rng.random() < 0.3:
     radius = rng.uniform(0.3, 1.0)
