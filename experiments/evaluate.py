@@ -33,6 +33,12 @@ flags.DEFINE_bool(
   "Also score the MRF variants (coarse_mrf, cascade_mrf) when the workdir has a fitted "
   "spatial model (workdir/spatial_model/mrf.npz); --nospatial_model: never.",
 )
+flags.DEFINE_bool(
+  "flip_test",
+  None,
+  "Average each estimate with its mirrored image's (config.eval.flip_test; default: the "
+  "run's config).",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -40,6 +46,9 @@ def main(argv):
   del argv
   launch.setup()
   config = launch.config(FLAGS.workdir)
+  if FLAGS.flip_test is not None:
+    with config.unlocked():
+      config.eval.flip_test = FLAGS.flip_test
   if FLAGS.num_overlays < 0:
     raise ValueError(f"--num_overlays={FLAGS.num_overlays}: must be >= 0")
   # Settled before the model loads: where the results go (inside the run's own

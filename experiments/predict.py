@@ -89,6 +89,9 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("batch_size", 8, "Images per device call.")
 flags.DEFINE_bool(
+  "flip_test", False, "Average each estimate with its mirrored image's (2x the compute)."
+)
+flags.DEFINE_bool(
   "skip_unreadable",
   False,
   "Exit 0 when some images or video frames could not be read (they are still reported); "
@@ -257,6 +260,7 @@ def predict_images(
       {
         "checkpoint_step": pred.step,
         "scales": list(pred.scales),
+        "flip_test": pred.flip_test,
         "torso_box": box,
         "frame": "source image pixels, 0-based, pixel centres at integers: (x, y, score in [0, 1])",
         "complete": complete,
@@ -458,6 +462,7 @@ def _write_box_outputs(pred, inputs, out_dir, plan, records, results, skipped, c
     {
       "checkpoint_step": pred.step,
       "scales": list(pred.scales),
+      "flip_test": pred.flip_test,
       "boxes": plan.sources[0],
       "box_threshold": FLAGS.box_threshold,
       "frame": "source image pixels, 0-based, pixel centres at integers: (x, y, score in [0, 1])",
@@ -712,6 +717,7 @@ def main(argv):
     config=config,
     scales=scales,
     batch_size=FLAGS.batch_size,
+    flip_test=FLAGS.flip_test,
     spatial_model=box is not None,  # a damaged mrf.npz matters only to --torso_box
   )
   if box is not None and pred.mrf is None:

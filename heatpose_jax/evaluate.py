@@ -47,6 +47,7 @@ def build_evaluator(
     selector=None if mrf is None else spatial_training.mrf_selector(mrf.spec),
     keep_heatmaps=keep_heatmaps,
     loss_codec=model.coarse_codec,
+    flip_perm=flip_perm(config),
   )
   selector_params = None
   if mrf is not None:
@@ -67,6 +68,14 @@ def build_evaluator(
   )
   evaluator.source = source
   return evaluator
+
+
+def flip_perm(config: ml_collections.ConfigDict) -> tuple[int, ...] | None:
+  """The skeleton's flip permutation when `config.eval.flip_test` (a config from
+  before the option: off), else None."""
+  if not config.eval.get("flip_test", False):
+    return None
+  return tuple(int(i) for i in from_config.skeleton(config).flip_permutation)
 
 
 def evaluate_checkpoint(
@@ -90,7 +99,9 @@ def evaluate_checkpoint(
   under `"evals"` and their tables (`format_table`, where they have one) at
   the end of table.txt. Only the parameters are restored (no optimizer state,
   nothing compiled to build them). The dataset's spec is the run's own
-  (`from_config.use_run_spec`: its dataset_spec.json) where it has one.
+  (`from_config.use_run_spec`: its dataset_spec.json) where it has one. With
+  `config.eval.flip_test`, every estimate is the flip test's (results.json's
+  `flip_test`).
   """
   from_config.use_run_spec(workdir, config)
   from_config.check(config)
@@ -112,7 +123,8 @@ def evaluate_checkpoint(
   dict(evaluator.run(params))
   result = evaluator.result
   result["step"] = step
-  title = f"{config.dataset} {split}, step {step}"
+  result["flip_test"] = flip_perm(config) is not None
+  title = f"{config.dataset} {split}, step {step}" + (", flip test" if result["flip_test"] else "")
   evals_text = evaluator.format_evals()
   if jax.process_index() == 0:
     out = os.path.join(workdir, f"eval_{split}")

@@ -107,6 +107,8 @@ class Predictor:
     box_scale: the margin of a person box (`boxes`): the box, widened to
       `box_aspect`, times this fills the canvas height (crop mode 'box').
     box_aspect: width / height a person box is widened to (0: the canvas's).
+    flip_test: also run each canvas mirrored and average the two estimates
+      (`inference.predict`'s `flip_perm`; 2× the compute).
   """
 
   def __init__(
@@ -122,8 +124,10 @@ class Predictor:
     step: int | None = None,
     box_scale: float = 1.25,
     box_aspect: float = 0.0,
+    flip_test: bool = False,
   ):
     self.model, self.params, self.skeleton = model, params, skeleton
+    self.flip_test = bool(flip_test)
     self.box_scale, self.box_aspect = float(box_scale), float(box_aspect)
     self.input_hw = tuple(int(v) for v in input_hw)
     self.scales = inference.check_scales(scales)
@@ -143,6 +147,7 @@ class Predictor:
     scales: Sequence[float] = (1.0,),
     spatial_model: bool = True,
     batch_size: int = 8,
+    flip_test: bool = False,
   ) -> Predictor:
     """The predictor of a training run's checkpoint.
 
@@ -155,7 +160,7 @@ class Predictor:
         crop) is the run's own `dataset_spec.json` where it has one
         (`from_config.use_run_spec`: a COCO-format run needs no data dir), else
         the data dir's build, else the registered one.
-      scales, batch_size: see the class.
+      scales, batch_size, flip_test: see the class.
       spatial_model: load the workdir's fitted MRF (used with `torso_box`).
     """
     config = from_config.load_run_config(workdir) if config is None else config
@@ -181,19 +186,29 @@ class Predictor:
       mrf=mrf,
       batch_size=batch_size,
       step=step,
+      flip_test=flip_test,
       **box_crop(config),
     )
     out.mrf_error = mrf_error
     return out
 
   @property
+  def _flip_perm(self) -> tuple[int, ...] | None:
+    if not self.flip_test:
+      return None
+    return tuple(int(i) for i in self.skeleton.flip_permutation)
+
+  @property
   def _plain(self):
-    return _predict_program(self.model, tuple(self.scales))
+    return _predict_program(self.model, tuple(self.scales), flip_perm=self._flip_perm)
 
   @property
   def _selected(self):
     return _predict_program(
-      self.model, tuple(self.scales), spatial_training.mrf_selector(self.mrf.spec)
+      self.model,
+      tuple(self.scales),
+      spatial_training.mrf_selector(self.mrf.spec),
+      flip_perm=self._flip_perm,
     )
 
   def canvases(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -330,7 +345,7 @@ class Predictor:
     The exported function takes uint8 canvases `(B, H, W, 3)` at the model's
     input size (B symbolic: any batch) and returns `{"joints": (B, J, 2)
     float32 (x, y) in canvas pixels, "scores": (B, J) in [0, 1]}`: single scale,
-    no selector. Letterbox photographs into canvases with `inference.letterbox`
+    no selector, the flip test as the predictor's. Letterbox photographs into canvases with `inference.letterbox`
     (it also returns the `canvas_to_image` map back to the photograph).
     `exported.serialize()` gives bytes that `jax.export.deserialize` reloads
     without this code (TF Serving-style deployment, or any JAX process).
@@ -342,10 +357,10 @@ class Predictor:
 
     (batch,) = jax.export.symbolic_shape("b")
     spec = jax.ShapeDtypeStruct((batch, *self.input_hw, 3), jnp.uint8)
-    model, params = self.model, self.params
+    model, params, flip_perm = self.model, self.params, self._flip_perm
 
     def serve(images):
-      out = inference.predict(model, params, images)
+      out = inference.predict(model, params, images, flip_perm=flip_perm)
       return {"joints": out["cascade"].astype(jnp.float32), "scores": out["scores"]}
 
     return jax.export.export(jax.jit(serve), platforms=platforms)(spec)
@@ -459,11 +474,14 @@ def image_box_to_canvas(box: Sequence[float], canvas_to_image: np.ndarray) -> np
 
 
 @functools.lru_cache(maxsize=16)
-def _predict_program(model, scales: tuple[float, ...], selector=None):
+def _predict_program(model, scales: tuple[float, ...], selector=None, flip_perm=None):
   """`inference.predict` of `model` jitted, with the MRF `selector` (its estimates
-  only) or without. Cached: Predictors of one model (`from_config.model` gives
-  equal configs one module) share the traced and compiled program."""
-  kw = {} if selector is None else {"selector": selector, "plain": False}
+  only) or without, with the flip test (`flip_perm`) or without. Cached:
+  Predictors of one model (`from_config.model` gives equal configs one module)
+  share the traced and compiled program."""
+  kw = {"flip_perm": flip_perm}
+  if selector is not None:
+    kw.update(selector=selector, plain=False)
   return jax.jit(
     functools.partial(inference.predict, model, scales=scales, **kw),
     compiler_options=inference.compiler_options(),

@@ -112,10 +112,11 @@ def test_the_evaluate_cli_imports_the_configured_evaluators(tiny_run, tmp_path):
 
   config["evals"] = EVALS
   (work / "config.json").write_text(json.dumps(config))
-  r = run_cli("experiments.evaluate", f"--workdir={work}", "--num_overlays=0")
+  r = run_cli("experiments.evaluate", f"--workdir={work}", "--num_overlays=0", "--flip_test")
   assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
   assert "toy:\nmean pixel error" in r.stdout
   results = json.loads((work / "eval_test" / "results.json").read_text())
+  assert results["flip_test"] is True and "step 4, flip test" in r.stdout
   assert set(results["evals"]) == set(EVALS)
   assert results["evals"]["toy"]["cascade"] > 0
   assert "0.5" in results["cascade"]["table"]  # the headline where it always was

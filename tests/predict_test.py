@@ -67,9 +67,48 @@ def test_joints_come_back_in_the_image_frame(predictor):
   np.testing.assert_allclose(c2i[:, 2], [59.5 - 31.5 * 120 / 64, 44.5 - 31.5 * 120 / 64])
 
 
+def _mirrored(xy, perm, width):
+  """Estimates `(B, J, 2)` of a canvas → those of its mirror (x → W − 1 − x, sides swapped)."""
+  xy = np.asarray(xy)
+  return np.stack([width - 1 - xy[..., 0], xy[..., 1]], axis=-1)[:, perm]
+
+
+def test_the_flip_test_averages_an_image_with_its_mirror(predictor):
+  model, params = predictor.model, predictor.params
+  perm = tuple(int(i) for i in predictor.skeleton.flip_permutation)
+  assert perm != tuple(range(len(perm)))  # the synthetic skeleton has sides
+  canvas, c2i = inference.letterbox(_photo(), (64, 64))
+  canvases = np.stack([canvas, np.asarray(_photo(9, (64, 64)))])
+  flipped = jax.jit(functools.partial(inference.predict, model, flip_perm=perm, keep_heatmaps=True))
+  a = jax.device_get(flipped(params, canvases))
+  # The coarse maps: the image's averaged with its mirror's, mirrored back, sides swapped.
+  maps = jax.jit(
+    lambda x: model.apply({"params": params}, x, train=False, method="coarse_heatmaps")
+  )
+  expected = (maps(canvases) + maps(canvases[:, :, ::-1])[:, :, ::-1][..., list(perm)]) / 2
+  np.testing.assert_allclose(a["coarse_heatmaps"], expected, atol=1e-5)
+  # So its estimates mirror exactly: the mirror's are the image's, mirrored.
+  b = jax.device_get(flipped(params, canvases[:, :, ::-1]))
+  for key in ("coarse", "cascade"):
+    np.testing.assert_allclose(b[key], _mirrored(a[key], perm, 64), atol=1e-3, err_msg=key)
+  np.testing.assert_allclose(b["scores"], a["scores"][:, list(perm)], atol=1e-5)
+  plain = jax.device_get(jax.jit(functools.partial(inference.predict, model))(params, canvases))
+  assert np.abs(plain["cascade"] - a["cascade"]).max() > 1e-3  # two estimates averaged
+  # Predictor(flip_test=True) and its exported function give the same estimate.
+  p = Predictor(
+    model, params, skeleton=predictor.skeleton, input_hw=(64, 64), step=4, flip_test=True
+  )
+  xy = np.asarray(a["cascade"][0], np.float64) @ c2i[:, :2].T + c2i[:, 2]
+  np.testing.assert_allclose(p(_photo())["joints"], xy, atol=1e-3)
+  served = p.export().call(canvases)
+  np.testing.assert_allclose(served["joints"], a["cascade"], atol=1e-4)
+
+
 def test_multi_scale_and_bad_inputs(tiny_run):
   p = Predictor.from_workdir(str(tiny_run), scales=(0.8, 1.0, 1.25))
   assert p(_photo())["joints"].shape == (14, 2)
+  both = Predictor.from_workdir(str(tiny_run), scales=(0.8, 1.0, 1.25), flip_test=True)
+  assert np.abs(both(_photo())["joints"] - p(_photo())["joints"]).max() > 1e-3
   with pytest.raises(ValueError, match="include 1.0"):
     Predictor.from_workdir(str(tiny_run), scales=(0.5,))
   with pytest.raises(ValueError, match="positive"):

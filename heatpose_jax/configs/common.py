@@ -133,6 +133,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.thresholds = (0.05, 0.1, 0.2)
   c.eval.curve_max = 0.2
   c.eval.coarse_refine = False  # the paper's coarse estimate is the argmax
+  # Flip test: average each image's estimate with its mirror's (HRNet's, mmpose's
+  # test-time flip; 2x the evaluation's compute). Not in the paper.
+  c.eval.flip_test = False
   c.eval.clean_labels = True  # score against `joints_clean` where a dataset has them
   # More evaluators over the same prediction pass, after the headline above
   # (`config.eval`: its PCK/PCKh tables, curves and σ), e.g.

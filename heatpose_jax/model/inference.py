@@ -141,6 +141,7 @@ def predict(
   torso_box: jax.Array | None = None,
   plain: bool = True,
   keep_heatmaps: bool = False,
+  flip_perm: Sequence[int] | None = None,
 ) -> dict[str, jax.Array]:
   """Joints of a batch of canvases (pure: jit it).
 
@@ -159,6 +160,11 @@ def predict(
     selector_params, torso_box: its parameters and `(B, 4)` canvas torso boxes.
     plain: also the estimates without the selector (False: only the `_mrf` ones).
     keep_heatmaps: add the averaged `coarse_heatmaps` `(B, h, w, J)`.
+    flip_perm: flip test (HRNet's and mmpose's test-time flip): the skeleton's
+      `flip_permutation` `(J,)`; every canvas also runs mirrored, its coarse maps
+      are mirrored back with left and right swapped and averaged with the
+      original's, and the cascade refines the averaged location in both and
+      averages the two refined estimates. None: no flip (the paper).
 
   Returns:
     `(B, J, 2)` canvas (x, y): `coarse` (argmax of the averaged coarse maps),
@@ -172,52 +178,100 @@ def predict(
   v = {"params": params}
   base = scales.index(1.0)
   heat_codec = model.coarse_codec
-  others = _other_scales(model, v, canvases, scales, base)
-  averaged = functools.partial(_average, others=others, num_scales=len(scales))
+  flip = _Flip(flip_perm, canvases.shape[3])
+  others = _other_scales(model, v, canvases, scales, base, flip)
+  averaged = functools.partial(_average, others=others, num_scales=len(scales), fold=flip.fold_maps)
   variants = _variants(
-    heat_codec, averaged, bool(others), plain, selector, selector_params, torso_box
+    heat_codec, averaged, bool(others) or flip.on, plain, selector, selector_params, torso_box
   )
   out = {}
   for suffix, locate, maps_of in variants:
-    res = model.apply(v, canvases[base], train=False, locate=locate)
+    located = None if locate is None else (lambda h, f=locate: flip.pair_xy(f(h)))
+    res = model.apply(v, flip.pair_images(canvases[base]), train=False, locate=located)
     heat = averaged(res.coarse_heatmaps)
     coarse, _ = heat_codec.decode(maps_of(res.coarse_heatmaps), refine=coarse_refine)
     out[f"coarse{suffix}"] = coarse
-    out[f"cascade{suffix}"] = res.xy
-    out[f"scores{suffix}"] = jnp.clip(heat_codec.value_at(heat, res.coarse_xy), 0.0, 1.0)
+    out[f"cascade{suffix}"] = flip.fold_xy(res.xy)
+    out[f"scores{suffix}"] = jnp.clip(
+      heat_codec.value_at(heat, flip.fold_xy(res.coarse_xy)), 0.0, 1.0
+    )
     if keep_heatmaps and "coarse_heatmaps" not in out:
       out["coarse_heatmaps"] = heat
   return out
 
 
-def _other_scales(model, v, canvases: jax.Array, scales: tuple[float, ...], base: int) -> dict:
+class _Flip:
+  """The flip test's bookkeeping: a batch of B canvases runs as 2B (the originals,
+  then their mirrors about the canvas centre, x → W − 1 − x); `fold_*` bring the
+  mirrored half back (left and right swapped by `perm`) and average it with the
+  first. With `perm` None every method is the identity."""
+
+  def __init__(self, perm: Sequence[int] | None, width: int):
+    self.on = perm is not None
+    self.perm = None if perm is None else np.asarray(perm, np.int32)
+    self.width = width
+
+  def _mirror_xy(self, xy: jax.Array) -> jax.Array:  # (B, J, 2), swapped sides
+    return jnp.stack([self.width - 1 - xy[..., 0], xy[..., 1]], axis=-1)[:, self.perm]
+
+  def pair_images(self, images: jax.Array) -> jax.Array:  # (B, H, W, 3) -> (2B, ...)
+    return jnp.concatenate([images, images[:, :, ::-1]]) if self.on else images
+
+  def pair_xy(self, xy: jax.Array) -> jax.Array:  # (B, J, 2) -> (2B, J, 2)
+    return jnp.concatenate([xy, self._mirror_xy(xy)]) if self.on else xy
+
+  def fold_xy(self, xy: jax.Array) -> jax.Array:  # (2B, J, 2) -> (B, J, 2)
+    if not self.on:
+      return xy
+    b = xy.shape[0] // 2
+    return (xy[:b] + self._mirror_xy(xy[b:])) / 2
+
+  def fold_maps(self, heat: jax.Array) -> jax.Array:  # (2B, h, w, J) -> (B, h, w, J)
+    # The heat-map grid mirrors exactly: cell u's centre s·u + (s − 1)/2 goes to
+    # cell w − 1 − u's when the canvas width is w·s.
+    if not self.on:
+      return heat
+    b = heat.shape[0] // 2
+    return (heat[:b] + heat[b:, :, ::-1][..., self.perm]) / 2
+
+
+def _other_scales(
+  model, v, canvases: jax.Array, scales: tuple[float, ...], base: int, flip: _Flip
+) -> dict:
   """{scale index: `(B, h, w, J)` coarse heat-maps} of every scale but `scales[base]`
-  (1.0), resampled to its grid (`resample_heatmaps`); `canvases` `(S, B, H, W, 3)`."""
+  (1.0), flip-averaged (`flip`) and resampled to its grid (`resample_heatmaps`);
+  `canvases` `(S, B, H, W, 3)`."""
   stride = model.coarse_codec.stride
   canvas_hw = tuple(canvases.shape[2:4])
-  return {
-    i: resample_heatmaps(
-      model.apply(v, canvases[i], train=False, method="coarse_heatmaps"), s, stride, canvas_hw
+
+  def maps(images):
+    return flip.fold_maps(
+      model.apply(v, flip.pair_images(images), train=False, method="coarse_heatmaps")
     )
+
+  return {
+    i: resample_heatmaps(maps(canvases[i]), s, stride, canvas_hw)
     for i, s in enumerate(scales)
     if i != base
   }
 
 
-def _average(heat: jax.Array, *, others: dict, num_scales: int) -> jax.Array:
-  """Scale 1's `(B, h, w, J)` heat-maps averaged with `_other_scales`' (the same maps alone)."""
+def _average(heat: jax.Array, *, others: dict, num_scales: int, fold=lambda h: h) -> jax.Array:
+  """Scale 1's `(B, h, w, J)` heat-maps (`fold`ed: the flip test's pair averaged)
+  averaged with `_other_scales`' (the same maps alone)."""
+  heat = fold(heat)
   if not others:
     return heat
   return jnp.mean(jnp.stack([others.get(i, heat) for i in range(num_scales)]), axis=0)
 
 
-def _variants(heat_codec, averaged, multi_scale, plain, selector, selector_params, torso_box):
+def _variants(heat_codec, averaged, averaging, plain, selector, selector_params, torso_box):
   """The estimates `predict` makes: (output suffix, the cascade's `locate`, the maps
   the coarse estimate is the argmax of) for the plain one ('') and the selector's ('_mrf')."""
   variants = []
   if plain:
-    # Single scale, no selector: the cascade's own argmax (one forward pass).
-    locate = (lambda h: heat_codec.decode(averaged(h))[0]) if multi_scale else None
+    # Single scale, no flip, no selector: the cascade's own argmax (one forward pass).
+    locate = (lambda h: heat_codec.decode(averaged(h))[0]) if averaging else None
     variants.append(("", locate, averaged))
   if selector is not None:
 
@@ -237,6 +291,7 @@ def make_predict_fn(
   selector: Selector | None = None,
   keep_heatmaps: bool = False,
   loss_codec: codec.HeatmapCodec | None = None,
+  flip_perm: tuple[int, ...] | None = None,
 ):
   """`predict` jitted over dataset batches: `(params, batch, selector_params=None) -> dict`.
 
@@ -244,7 +299,8 @@ def make_predict_fn(
   `joints`, ...), sharded over the mesh's 'data' axis. Returns `predict`'s
   outputs plus every batch field but the image, replicated so every host sees
   the whole batch; with `loss_codec`, also the coarse loss E1 per example
-  against the un-augmented batch (`e1_sum` over its valid joints, `e1_count`).
+  against the un-augmented batch (`e1_sum` over its valid joints, `e1_count`);
+  with `flip_perm` (the skeleton's `flip_permutation` as a tuple), the flip test.
   Cached on its (hashable) arguments: evaluations of one model share a trace.
   """
 
@@ -258,6 +314,7 @@ def make_predict_fn(
       selector_params=selector_params,
       torso_box=batch.get("torso_box"),
       keep_heatmaps=keep_heatmaps or loss_codec is not None,
+      flip_perm=flip_perm,
     )
     heat = out["coarse_heatmaps"] if keep_heatmaps else out.pop("coarse_heatmaps", None)
     result = {k: v for k, v in batch.items() if k != "image"}
