@@ -134,8 +134,31 @@ def create_state(
   normals slowly, and the init is replicated, so its values do not depend on
   the device layout.
   """
-  init = functools.partial(_init_state, model, tuple(phases), tuple(input_hw))
-  return jax.jit(init, out_shardings=NamedSharding(mesh, PartitionSpec()))(key)
+  return _jitted_init(model, tuple(phases), tuple(input_hw), mesh)(key)
+
+
+# Cached on the model (a hashable Flax module), the phases and the shapes: runs and
+# restores of one model in a process (tests, studies, serving) trace its init once.
+@functools.lru_cache(maxsize=16)
+def _jitted_init(model, phases: tuple[Phase, ...], input_hw: tuple[int, int], mesh: Mesh):
+  init = functools.partial(_init_state, model, phases, input_hw)
+  return jax.jit(init, out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+
+@functools.lru_cache(maxsize=32)
+def _state_shapes(model, phases: tuple[Phase, ...], input_hw: tuple[int, int]):
+  init = functools.partial(_init_state, model, phases, input_hw)
+  return jax.eval_shape(init, jax.random.key(0, impl="rbg"))
+
+
+@functools.lru_cache(maxsize=32)
+def _param_shapes(model, input_hw: tuple[int, int]):
+  x = jax.ShapeDtypeStruct((1, *input_hw, 3), jnp.uint8)
+  return jax.eval_shape(
+    lambda k, x: model.init({"params": k}, x, train=False)["params"],
+    jax.random.key(0, impl="rbg"),
+    x,
+  )
 
 
 def abstract_state(
@@ -146,8 +169,7 @@ def abstract_state(
   Nothing is compiled: resume, parameters-only restore and the benchmark all
   start from this.
   """
-  init = functools.partial(_init_state, model, tuple(phases), tuple(input_hw))
-  shapes = jax.eval_shape(init, jax.random.key(0, impl="rbg"))
+  shapes = _state_shapes(model, tuple(phases), tuple(input_hw))
   replicated = NamedSharding(mesh, PartitionSpec())
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
 
@@ -156,12 +178,7 @@ def abstract_params(model, input_hw: tuple[int, int], mesh: Mesh) -> dict:
   """The parameters' shapes, dtypes and (replicated) shardings alone, by
   `jax.eval_shape` of the model's init: what serving restores into, with no
   optimizer built (`abstract_state(...).params` without the optimizers)."""
-  x = jax.ShapeDtypeStruct((1, *input_hw, 3), jnp.uint8)
-  shapes = jax.eval_shape(
-    lambda k, x: model.init({"params": k}, x, train=False)["params"],
-    jax.random.key(0, impl="rbg"),
-    x,
-  )
+  shapes = _param_shapes(model, tuple(input_hw))
   replicated = NamedSharding(mesh, PartitionSpec())
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
 
