@@ -179,16 +179,18 @@ def apply_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config's (the synthetic quick start picks the FLIC bank).
   """
   c.input_hw = (64, 64)
-  c.model.pool_factor = 4
-  c.model.sigma_coarse = 0.75
-  c.model.sigma_fine = 1.0
-  c.model.norm = "group"
-  c.model.width = 1 / 8
-  c.model.head_features = (32, 32)
-  c.model.fine_convs = ((5, 16), (3, 32))
-  c.model.fine_merge_features = 32
-  c.model.context = 16
-  c.model.dropout = "none"
+  c.model.update(
+    pool_factor=4,
+    sigma_coarse=0.75,
+    sigma_fine=1.0,
+    norm="group",
+    width=1 / 8,
+    head_features=(32, 32),
+    fine_convs=((5, 16), (3, 32)),
+    fine_merge_features=32,
+    context=16,
+    dropout="none",
+  )
   c.augment.rotation = 15.0
   c.augment.scale = (0.8, 1.25)
   c.batch_size = 16
