@@ -128,20 +128,28 @@ def evaluate_checkpoint(
   evals_text = evaluator.format_evals()
   if jax.process_index() == 0:
     out = os.path.join(workdir, f"eval_{split}")
-    fileio.write_json(os.path.join(out, "results.json"), result)
-    text = (
-      f"{title}\n{evaluator_lib.format_table(result)}\n\n{evaluator_lib.format_details(result)}\n"
-    )
-    fileio.write_text(
-      os.path.join(out, "table.txt"), text + (f"\n{evals_text}\n" if evals_text else "")
-    )
-    evaluator_lib.plot_curves(result, os.path.join(out, "pck_curves.png"), title)
-    _write_predictions_files(config, evaluator.preds, result, out)
-    _write_overlays(config, evaluator, out, split, num_overlays)
+    _write_outputs(config, evaluator, out, split, title, num_overlays)
   print(evaluator_lib.format_table(result, title), flush=True)
   if evals_text:
     print(evals_text, flush=True)
   return result
+
+
+def _write_outputs(
+  config, evaluator: evaluator_lib.Evaluator, out: str, split: str, title: str, num: int
+) -> None:
+  """`evaluate_checkpoint`'s files in `out` (its docstring names them)."""
+  result, evals_text = evaluator.result, evaluator.format_evals()
+  fileio.write_json(os.path.join(out, "results.json"), result)
+  text = (
+    f"{title}\n{evaluator_lib.format_table(result)}\n\n{evaluator_lib.format_details(result)}\n"
+  )
+  fileio.write_text(
+    os.path.join(out, "table.txt"), text + (f"\n{evals_text}\n" if evals_text else "")
+  )
+  evaluator_lib.plot_curves(result, os.path.join(out, "pck_curves.png"), title)
+  _write_predictions_files(config, evaluator.preds, result, out)
+  _write_overlays(config, evaluator, out, split, num)
 
 
 def _write_predictions_files(config, preds: dict, result: dict, out: str) -> None:

@@ -50,28 +50,46 @@ def check(config: ml_collections.ConfigDict) -> None:
 
   spec = dataset_spec(config)
   need(config.dtype in ("float32", "bfloat16"), "dtype", "must be 'float32' or 'bfloat16'")
-  need(config.model.variant in models.BANKS, "model.variant", f"known: {sorted(models.BANKS)}")
-  need(config.model.pool_factor in (4, 8, 16), "model.pool_factor", "must be 4, 8 or 16")
+  _check_model(config, need)
+  _check_data(config, need)
+  _check_phases(config, need)
+  for field in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+    need(config[field] > 0, field, "must be > 0")
+  _check_eval(config, need)
+  try:  # imports each evaluator's module and binds its arguments
+    evaluators.load_all(config.get("evals", {}), where="config.evals", skeleton=spec.skeleton)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
+def _check_model(config: ml_collections.ConfigDict, need) -> None:
+  m = config.model
+  need(m.variant in models.BANKS, "model.variant", f"known: {sorted(models.BANKS)}")
+  need(m.pool_factor in (4, 8, 16), "model.pool_factor", "must be 4, 8 or 16")
   need(
-    config.model.dropout in ("spatial", "standard", "none"),
+    m.dropout in ("spatial", "standard", "none"),
     "model.dropout",
     "must be 'spatial', 'standard' or 'none'",
   )
-  need(0 <= config.model.dropout_rate < 1, "model.dropout_rate", "must be in [0, 1)")
+  need(0 <= m.dropout_rate < 1, "model.dropout_rate", "must be in [0, 1)")
   need(
-    config.model.context > 0 and config.model.context % models.CROP_ALIGN == 0,
+    m.context > 0 and m.context % models.CROP_ALIGN == 0,
     "model.context",
     f"must be a positive multiple of {models.CROP_ALIGN}",
   )
-  need(config.model.width > 0, "model.width", "must be > 0")
-  need(config.model.sigma_coarse > 0, "model.sigma_coarse", "must be > 0")
-  need(config.model.sigma_fine > 0, "model.sigma_fine", "must be > 0")
+  need(m.width > 0, "model.width", "must be > 0")
+  need(m.sigma_coarse > 0, "model.sigma_coarse", "must be > 0")
+  need(m.sigma_fine > 0, "model.sigma_fine", "must be > 0")
   h, w = config.input_hw
   need(
-    h >= config.model.pool_factor and w >= config.model.pool_factor,
+    h >= m.pool_factor and w >= m.pool_factor,
     "input_hw",
     "each side must be at least the pooling factor",
   )
+
+
+def _check_data(config: ml_collections.ConfigDict, need) -> None:
+  """The input side: crops, batches, augmentation."""
   need(
     config.crop_mode in input_pipeline.CROP_MODES,
     "crop_mode",
@@ -86,13 +104,13 @@ def check(config: ml_collections.ConfigDict) -> None:
     "max_eval_examples",
     "must be >= 0 (0: the whole split)",
   )
-  _check_phases(config, need)
-  for field in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
-    need(config[field] > 0, field, "must be > 0")
   need(config.augment.rotation >= 0, "augment.rotation", "must be >= 0 (degrees)")
   lo, hi = config.augment.scale
   need(0 < lo <= hi, "augment.scale", "must be (low, high) with 0 < low <= high")
   need(0 <= config.augment.flip <= 1, "augment.flip", "must be a probability")
+
+
+def _check_eval(config: ml_collections.ConfigDict, need) -> None:
   need(
     config.eval.normalizer in ("head_size", "torso_size"),
     "eval.normalizer",
@@ -109,10 +127,9 @@ def check(config: ml_collections.ConfigDict) -> None:
     "eval.thresholds",
     "must be a non-empty list of values >= 0",
   )
-  try:  # imports each evaluator's module and binds its arguments
-    evaluators.load_all(config.get("evals", {}), where="config.evals", skeleton=spec.skeleton)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
+  need(
+    isinstance(config.eval.get("flip_test", False), bool), "eval.flip_test", "must be True or False"
+  )
 
 
 def _check_phases(config: ml_collections.ConfigDict, need) -> None:

@@ -187,17 +187,13 @@ def fit_spatial_model(
   source=None,
   save_dir: str = "",
 ) -> spatial_training.FittedMRF:
-  """The MRF of a run's step-`step` cascade: loaded if saved, else fitted and saved.
-
-  What training calls after its last step (`config.spatial_model.enabled`), and the
-  MRF study; the library part is `spatial_training` (fit, save, load).
-
-  Fitted for `config.spatial_model.steps` Adam steps on the coarse model's
-  heat-maps of un-augmented, shuffled training batches (`source`: these dataset
-  features instead of the training split), and saved to
-  `save_dir/spatial_model/mrf.npz` (default `save_dir`: `workdir`). A saved one
-  is reused when its graph, cascade step, steps and learning rate match.
-  """
+  """The MRF of a run's step-`step` cascade: loaded if saved, else fitted and saved
+  (after training's last step with `config.spatial_model.enabled`, and the MRF study;
+  the library part: `spatial_training`). Fitted for `config.spatial_model.steps`
+  Adam steps on the coarse heat-maps of un-augmented, shuffled training batches
+  (`source`: these dataset features instead), saved to `save_dir/spatial_model/mrf.npz`
+  (default `save_dir`: `workdir`); reused when its graph, cascade step, steps and
+  learning rate match."""
   c = model.coarse_codec
   spec = spatial_training.MRFSpec.for_skeleton(
     from_config.skeleton(config), stride=c.stride, heatmap_hw=c.heatmap_hw(config.input_hw)

@@ -91,20 +91,7 @@ def base_config() -> ml_collections.ConfigDict:
   # per example; evaluation scores against the clean labels (eval.clean_labels).
   c.label_noise = 0.0
 
-  c.model = ml_collections.ConfigDict()
-  c.model.variant = "mpii"  # coarse bank layout: 'flic' or 'mpii'
-  c.model.pool_factor = 8
-  c.model.width = 1.0
-  c.model.head_features = (256, 256)
-  c.model.fine_convs = ((7, 64), (5, 128))
-  c.model.fine_merge_features = 128
-  c.model.context = 36
-  c.model.dropout = "spatial"
-  c.model.dropout_rate = 0.2
-  c.model.norm = "none"  # 'group': GroupNorm after every coarse bank conv (not in the paper)
-  c.model.standard_cascade = False
-  c.model.sigma_coarse = 1.5  # target sigma, heat-map pixels
-  c.model.sigma_fine = 1.5  # target sigma, input pixels
+  c.model = model_config()
 
   c.augment = ml_collections.ConfigDict()
   c.augment.rotation = 20.0
@@ -128,15 +115,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.init_from = ""  # a checkpoint directory (or workdir) to start from
 
-  c.eval = ml_collections.ConfigDict()
-  c.eval.normalizer = "torso_size"  # or 'head_size' (PCKh)
-  c.eval.thresholds = (0.05, 0.1, 0.2)
-  c.eval.curve_max = 0.2
-  c.eval.coarse_refine = False  # the paper's coarse estimate is the argmax
-  # Flip test: average each image's estimate with its mirror's (HRNet's, mmpose's
-  # test-time flip; 2x the evaluation's compute). Not in the paper.
-  c.eval.flip_test = False
-  c.eval.clean_labels = True  # score against `joints_clean` where a dataset has them
+  c.eval = eval_config()
   # More evaluators over the same prediction pass, after the headline above
   # (`config.eval`: its PCK/PCKh tables, curves and σ), e.g.
   #   c.evals.pck_torso = dict(type="pck", normalizer="torso_size", thresholds=(0.2,))
@@ -149,6 +128,39 @@ def base_config() -> ml_collections.ConfigDict:
   c.spatial_model.steps = 500
   c.spatial_model.learning_rate = 1e-2
   return c
+
+
+def model_config() -> ml_collections.ConfigDict:
+  """`config.model`: the paper's MPII cascade (`from_config.model` builds it)."""
+  m = ml_collections.ConfigDict()
+  m.variant = "mpii"  # coarse bank layout: 'flic' or 'mpii'
+  m.pool_factor = 8
+  m.width = 1.0
+  m.head_features = (256, 256)
+  m.fine_convs = ((7, 64), (5, 128))
+  m.fine_merge_features = 128
+  m.context = 36
+  m.dropout = "spatial"
+  m.dropout_rate = 0.2
+  m.norm = "none"  # 'group': GroupNorm after every coarse bank conv (not in the paper)
+  m.standard_cascade = False
+  m.sigma_coarse = 1.5  # target sigma, heat-map pixels
+  m.sigma_fine = 1.5  # target sigma, input pixels
+  return m
+
+
+def eval_config() -> ml_collections.ConfigDict:
+  """`config.eval`: the headline evaluation (PCK / PCKh tables, curves, σ)."""
+  e = ml_collections.ConfigDict()
+  e.normalizer = "torso_size"  # or 'head_size' (PCKh)
+  e.thresholds = (0.05, 0.1, 0.2)
+  e.curve_max = 0.2
+  e.coarse_refine = False  # the paper's coarse estimate is the argmax
+  # Flip test: average each image's estimate with its mirror's (HRNet's, mmpose's
+  # test-time flip; 2x the evaluation's compute). Not in the paper.
+  e.flip_test = False
+  e.clean_labels = True  # score against `joints_clean` where a dataset has them
+  return e
 
 
 def apply_half_size(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -400,6 +400,34 @@ def _read_hrnet_gt(path: Path) -> GroundTruth:
   return GroundTruth(joints, valid, head)
 
 
+def _read_flic_examples(path: Path, flag: str) -> tuple[np.ndarray, np.ndarray]:
+  """examples.mat's `coords` `(N, 2, 29)` (1-based, NaN: not annotated) and the rows
+  with `flag` ('istest' or 'istrain') set; a one-line ValueError naming the file and
+  the field that is missing or malformed."""
+  if not path.is_file():
+    raise ValueError(f"{path}: no such file")
+  try:
+    data = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+  except Exception as e:
+    raise ValueError(f"{path}: not a readable MATLAB v5 .mat file ({e})") from None
+  if "examples" not in data:
+    found = sorted(k for k in data if not k.startswith("__"))
+    raise ValueError(f"{path}: missing key 'examples'; found {found}")
+  ex = np.atleast_1d(data["examples"])
+  try:
+    coords = np.stack([np.asarray(e.coords, np.float64) for e in ex])
+    rows = np.flatnonzero([bool(getattr(e, flag)) for e in ex])
+  except AttributeError as e:
+    raise ValueError(f"{path}: 'examples' lacks a field ({e})") from None
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{path}: 'coords' are not (2, 29) numbers in every example ({e})") from None
+  if coords.shape[1:] != (2, 29):
+    raise ValueError(f"{path}: 'coords' have shape {coords.shape[1:]}; expected (2, 29)")
+  if rows.size == 0:
+    raise ValueError(f"{path}: no example has {flag!r} set")
+  return coords, rows
+
+
 def read_flic_ground_truth(
   path: str | os.PathLike, split: str = "test", protocol: str = "modec"
 ) -> GroundTruth:
@@ -427,28 +455,7 @@ def read_flic_ground_truth(
     raise ValueError(f"unknown FLIC split {split!r}; expected 'test' or 'train'")
   if protocol not in flic_labels.PROTOCOLS:
     raise ValueError(f"unknown FLIC protocol {protocol!r}; expected one of {flic_labels.PROTOCOLS}")
-  if not path.is_file():
-    raise ValueError(f"{path}: no such file")
-  try:
-    data = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
-  except Exception as e:
-    raise ValueError(f"{path}: not a readable MATLAB v5 .mat file ({e})") from None
-  if "examples" not in data:
-    found = sorted(k for k in data if not k.startswith("__"))
-    raise ValueError(f"{path}: missing key 'examples'; found {found}")
-  ex = np.atleast_1d(data["examples"])
-  flag = "istest" if split == "test" else "istrain"
-  try:
-    coords = np.stack([np.asarray(e.coords, np.float64) for e in ex])
-    rows = np.flatnonzero([bool(getattr(e, flag)) for e in ex])
-  except AttributeError as e:
-    raise ValueError(f"{path}: 'examples' lacks a field ({e})") from None
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{path}: 'coords' are not (2, 29) numbers in every example ({e})") from None
-  if coords.shape[1:] != (2, 29):
-    raise ValueError(f"{path}: 'coords' have shape {coords.shape[1:]}; expected (2, 29)")
-  if rows.size == 0:
-    raise ValueError(f"{path}: no example has {flag!r} set")
+  coords, rows = _read_flic_examples(path, "istest" if split == "test" else "istrain")
   pts = coords[rows][:, :, list(joints_lib.FLIC_COORD_COLUMNS)].transpose(0, 2, 1)
   # NaN marks a joint that is not annotated; anything else must be a finite point.
   valid = ~np.isnan(pts).all(-1)

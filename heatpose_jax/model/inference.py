@@ -146,25 +146,20 @@ def predict(
   """Joints of a batch of canvases (pure: jit it).
 
   Args:
-    model: the cascade (`models.Cascade` or `StandardCascade`).
-    params: its parameters.
+    model, params: the cascade (`models.Cascade` or `StandardCascade`), its parameters.
     canvases: `(S, B, H, W, 3)` uint8 (values 0–255), one canvas per scale of
       `scales` (letterboxed at each zoom), or `(B, H, W, 3)` when `scales` is (1,).
     scales: zooms; the coarse heat-maps of every scale are resampled to scale 1
       and averaged; the cascade refines at scale 1.
     coarse_refine: sub-pixel refinement of the reported `coarse` estimate (the
-      paper's coarse estimate is the plain argmax; the location the cascade
-      refines is always refined).
+      paper's is the plain argmax; where the cascade crops is always refined).
     selector: picks the locations from the averaged heat-maps instead of their
       argmax (`spatial_training.mrf_selector`); adds the `_mrf` outputs.
-    selector_params, torso_box: its parameters and `(B, 4)` canvas torso boxes.
-    plain: also the estimates without the selector (False: only the `_mrf` ones).
+    selector_params, torso_box: its parameters and `(B, 4)` canvas torso boxes;
+      `plain`: also the estimates without it (False: only the `_mrf` ones).
     keep_heatmaps: add the averaged `coarse_heatmaps` `(B, h, w, J)`.
-    flip_perm: flip test (HRNet's and mmpose's test-time flip): the skeleton's
-      `flip_permutation` `(J,)`; every canvas also runs mirrored, its coarse maps
-      are mirrored back with left and right swapped and averaged with the
-      original's, and the cascade refines the averaged location in both and
-      averages the two refined estimates. None: no flip (the paper).
+    flip_perm: the flip test (`_Flip`) with the skeleton's `flip_permutation`
+      `(J,)`; None: none (the paper).
 
   Returns:
     `(B, J, 2)` canvas (x, y): `coarse` (argmax of the averaged coarse maps),
@@ -175,9 +170,7 @@ def predict(
   canvases = canvases[None] if canvases.ndim == 4 else canvases
   if canvases.shape[0] != len(scales):
     raise ValueError(f"{canvases.shape[0]} canvases per image for {len(scales)} scales")
-  v = {"params": params}
-  base = scales.index(1.0)
-  heat_codec = model.coarse_codec
+  v, base, heat_codec = {"params": params}, scales.index(1.0), model.coarse_codec
   flip = _Flip(flip_perm, canvases.shape[3])
   others = _other_scales(model, v, canvases, scales, base, flip)
   averaged = functools.partial(_average, others=others, num_scales=len(scales), fold=flip.fold_maps)
@@ -189,22 +182,22 @@ def predict(
     located = None if locate is None else (lambda h, f=locate: flip.pair_xy(f(h)))
     res = model.apply(v, flip.pair_images(canvases[base]), train=False, locate=located)
     heat = averaged(res.coarse_heatmaps)
-    coarse, _ = heat_codec.decode(maps_of(res.coarse_heatmaps), refine=coarse_refine)
-    out[f"coarse{suffix}"] = coarse
+    out[f"coarse{suffix}"] = heat_codec.decode(maps_of(res.coarse_heatmaps), coarse_refine)[0]
     out[f"cascade{suffix}"] = flip.fold_xy(res.xy)
-    out[f"scores{suffix}"] = jnp.clip(
-      heat_codec.value_at(heat, flip.fold_xy(res.coarse_xy)), 0.0, 1.0
-    )
+    score = heat_codec.value_at(heat, flip.fold_xy(res.coarse_xy))
+    out[f"scores{suffix}"] = jnp.clip(score, 0.0, 1.0)
     if keep_heatmaps and "coarse_heatmaps" not in out:
       out["coarse_heatmaps"] = heat
   return out
 
 
 class _Flip:
-  """The flip test's bookkeeping: a batch of B canvases runs as 2B (the originals,
-  then their mirrors about the canvas centre, x → W − 1 − x); `fold_*` bring the
-  mirrored half back (left and right swapped by `perm`) and average it with the
-  first. With `perm` None every method is the identity."""
+  """The flip test (HRNet's and mmpose's test-time flip): a batch of B canvases
+  runs as 2B (the originals, then their mirrors about the canvas centre,
+  x → W − 1 − x); `fold_*` bring the mirrored half back (left and right swapped
+  by `perm`) and average it with the first. So the coarse maps are averaged, the
+  cascade refines the argmax of the average in both canvases, and the two refined
+  estimates are averaged. With `perm` None every method is the identity."""
 
   def __init__(self, perm: Sequence[int] | None, width: int):
     self.on = perm is not None

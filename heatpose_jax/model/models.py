@@ -605,8 +605,7 @@ def make_model(
     fine_convs: (kernel, features) per fine bank conv.
     fine_merge_features: the fine model's shared 1x1 conv.
     context: crop window side in input pixels.
-    sigma_coarse, sigma_fine: σ of the targets (heat-map pixels, input pixels)
-      of the model's codecs.
+    sigma_coarse, sigma_fine: the codecs' target σ (heat-map px, input px).
     dropout, dropout_rate, norm: see `CoarseNet`.
     standard_cascade: build the image-patch comparison model instead, with its
       extra conv sized to match the fine model's parameter count.
