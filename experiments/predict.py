@@ -3,7 +3,7 @@
   python -m experiments.predict --workdir=W --images='photos/*.jpg' --output_dir=D
   python -m experiments.predict --workdir=W --video=in.mp4 --output_dir=D
   python -m experiments.predict --workdir=W --images=DIR --boxes=DETECTIONS.json \
-    --box_threshold=0.5 [--annotations=ANNOTATIONS.json] --output_dir=D
+    --box_threshold=0.5 [--oks_nms=0.9] [--annotations=ANNOTATIONS.json] --output_dir=D
 
 Images: D/predictions.json and one overlay per image, named after it
 (photos/a.jpg → D/a.png; names that would meet, x.jpg and x.png or a/p/x.jpg and
@@ -32,7 +32,10 @@ keypoints [x, y, s] × K, score}]: what `experiments.evaluate_predictions
 score; category_id the detection's, or the keypoint category of the annotation
 file), predictions.json (per image its `poses`) and one overlay per image with
 boxes. Entries of --boxes that cannot be read are listed and skipped (exit 3);
-boxes of images not in --images are counted.
+boxes of images not in --images are counted. --oks_nms=T (HRNet: 0.9) drops, per
+image, every pose whose OKS to a better-scoring kept pose exceeds T (HRNet's greedy
+OKS-NMS, area the box's w·h: `heatpose_jax.evaluation.oks_nms`, docs/coco.md); they
+are listed per image under `removed` and counted.
 
 Outputs never replace a file this command did not write: an overlay that would
 land on an input (--output_dir = the photos' folder, a video's own folder) or on
@@ -66,6 +69,7 @@ from experiments import launch
 from heatpose_jax import predictor
 from heatpose_jax.core import fileio, outputs
 from heatpose_jax.data import coco_format
+from heatpose_jax.evaluation import oks_nms
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -86,6 +90,12 @@ flags.DEFINE_string(
 flags.DEFINE_float("box_threshold", 0.0, "--boxes: use the boxes scoring at least this.")
 flags.DEFINE_string(
   "annotations", None, "--boxes: a COCO annotation file whose images map image_id to file_name."
+)
+flags.DEFINE_float(
+  "oks_nms",
+  None,
+  "--boxes: OKS-NMS of each image's poses, dropping those with OKS > this to a better one "
+  "(HRNet: 0.9); default off.",
 )
 flags.DEFINE_integer("batch_size", 8, "Images per device call.")
 flags.DEFINE_bool(
@@ -398,17 +408,49 @@ def image_ids(paths: list[str], gt: dict | None) -> dict:
   return out
 
 
+def _keypoints(result: dict) -> np.ndarray:
+  """(K, 3) x, y (image pixels, 0-based), joint score."""
+  return np.concatenate([result["joints"], result["scores"][:, None]], axis=1)
+
+
+def _pose_score(result: dict, det: dict) -> float:
+  return float(det["score"]) * float(np.mean(result["scores"]))
+
+
 def coco_result(result: dict, det: dict, category_id) -> dict:
   """One pose as a COCO keypoint result: keypoints [x, y, joint score] × K (image
   pixels, 0-based: COCO's keypoint frame), score = box score × mean joint score."""
-  kp = np.concatenate([result["joints"], result["scores"][:, None]], axis=1)
   cat = category_id if category_id is not None else det.get("category_id")
   return {
     "image_id": det["image_id"],
     "category_id": 1 if cat is None else cat,
-    "keypoints": [round(float(v), 3) for v in kp.ravel()],
-    "score": round(float(det["score"]) * float(np.mean(result["scores"])), 6),
+    "keypoints": [round(float(v), 3) for v in _keypoints(result).ravel()],
+    "score": round(_pose_score(result, det), 6),
   }
+
+
+def nms_poses(
+  poses: list[dict], dets: list[dict], sigmas: np.ndarray, threshold: float
+) -> tuple[list[int], list[dict]]:
+  """--oks_nms on the poses of one image (`oks_nms.oks_nms`; area: the box's w·h,
+  score: the result's). Returns the kept indices (file order) and the others as
+  {box, box_score, reason "oks_nms", oks: their highest OKS to a kept pose}."""
+  kp = np.stack([_keypoints(r) for r in poses])
+  scores = [_pose_score(r, d) for r, d in zip(poses, dets, strict=True)]
+  boxes = np.array([d["box"] for d in dets], np.float64)
+  areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+  keep = sorted(oks_nms.oks_nms(kp, scores, areas, sigmas, threshold).tolist())
+  oks = oks_nms.pairwise_oks(kp, areas, sigmas)
+  removed = [
+    {
+      "box": [float(v) for v in dets[i]["box"]],
+      "box_score": dets[i]["score"],
+      "reason": "oks_nms",
+      "oks": round(float(oks[keep, i].max()), 4),
+    }
+    for i in sorted(set(range(len(poses))) - set(keep))
+  ]
+  return keep, removed
 
 
 def _pose_record(result: dict, det: dict) -> dict:
@@ -416,13 +458,21 @@ def _pose_record(result: dict, det: dict) -> dict:
 
 
 def predict_boxes(
-  pred: predictor.Predictor, inputs: Inputs, out_dir: str, names: list[str], plan: BoxPlan
+  pred: predictor.Predictor,
+  inputs: Inputs,
+  out_dir: str,
+  names: list[str],
+  plan: BoxPlan,
+  nms: tuple[np.ndarray, float] | None = None,
 ) -> list[dict]:
   """A pose per box of `plan`: keypoint_results.json, predictions.json and an overlay
-  per image with boxes. Returns the images skipped, {"image", "reason"}."""
+  per image with boxes. `nms`: (sigmas, threshold) of --oks_nms, or None. Returns the
+  images skipped, {"image", "reason"}."""
   from tqdm.auto import tqdm
 
   records, results, skipped = [], [], []
+  if nms is not None:
+    plan.report["not used: oks_nms"] = 0
   todo = [(p, n) for p, n in zip(inputs.paths, names, strict=True) if plan.by_path.get(p)]
   complete = False
   try:
@@ -436,11 +486,20 @@ def predict_boxes(
         skipped.append({"image": path, "reason": reason})
         print(f"skipped {path}: {reason}", flush=True)
         continue
+      removed = None
+      if nms is not None:
+        keep, removed = nms_poses(poses, dets, *nms)
+        poses, dets = [poses[i] for i in keep], [dets[i] for i in keep]
+        plan.report["used"] -= len(removed)
+        plan.report["not used: oks_nms"] += len(removed)
       fileio.save_image(
         os.path.join(out_dir, f"{name}.png"), pred.draw(image, poses, title=os.path.basename(path))
       )
       pose_records = [_pose_record(r, d) for r, d in zip(poses, dets, strict=True)]
-      records.append({"image": path, "overlay": f"{name}.png", "poses": pose_records})
+      record = {"image": path, "overlay": f"{name}.png", "poses": pose_records}
+      if removed is not None:
+        record["removed"] = removed
+      records.append(record)
       results += [coco_result(r, d, plan.category_id) for r, d in zip(poses, dets, strict=True)]
     complete = True
   finally:
@@ -465,6 +524,7 @@ def _write_box_outputs(pred, inputs, out_dir, plan, records, results, skipped, c
       "flip_test": pred.flip_test,
       "boxes": plan.sources[0],
       "box_threshold": FLAGS.box_threshold,
+      "oks_nms": FLAGS.oks_nms,
       "frame": "source image pixels, 0-based, pixel centres at integers: (x, y, score in [0, 1])",
       "complete": complete,
       "keypoint_results": KEYPOINT_RESULTS_JSON,
@@ -682,6 +742,11 @@ def _check_flags() -> tuple[list[float], list[float] | None]:
     raise ValueError("--boxes goes with --images, without --torso_box")
   if FLAGS.annotations and not FLAGS.boxes:
     raise ValueError("--annotations goes with --boxes")
+  if FLAGS.oks_nms is not None:
+    if not FLAGS.boxes:
+      raise ValueError("--oks_nms goes with --boxes")
+    if not 0 < FLAGS.oks_nms <= 1:  # NaN too
+      raise ValueError(f"--oks_nms={FLAGS.oks_nms}: an OKS threshold in (0, 1] (HRNet: 0.9)")
   scales = _floats("scales", FLAGS.scales)
   box = _floats("torso_box", FLAGS.torso_box, 4) if FLAGS.torso_box else None
   if box is not None:
@@ -738,7 +803,13 @@ def main(argv):
         )
     return
   if plan is not None:
-    skipped = predict_boxes(pred, inputs, out_dir, names, plan) + plan.problems
+    nms = None
+    if FLAGS.oks_nms is not None:
+      try:
+        nms = (oks_nms.joint_sigmas(pred.names), FLAGS.oks_nms)
+      except ValueError as e:
+        raise ValueError(f"--oks_nms: {e}") from None
+    skipped = predict_boxes(pred, inputs, out_dir, names, plan, nms) + plan.problems
     what = "image file(s) or --boxes entries"
   else:
     skipped = predict_images(pred, inputs, out_dir, box, names)

@@ -21,6 +21,7 @@ from heatpose_jax import from_config
 from heatpose_jax.core import fileio, sharding
 from heatpose_jax.evaluation import evaluator as evaluator_lib
 from heatpose_jax.evaluation import visualize
+from heatpose_jax.evaluation.evaluators import oks
 from heatpose_jax.model import inference
 from heatpose_jax.mrf import spatial_training
 from heatpose_jax.training import checkpoints
@@ -91,7 +92,8 @@ def evaluate_checkpoint(
   """Scores a checkpoint of `workdir` (default the newest) on `split`.
 
   Writes into `workdir/eval_<split>/`: results.json, table.txt, pck_curves.png,
-  predictions.mat (original image frame, `write_predictions_file`) and
+  predictions.mat (original image frame, `write_predictions_file`; COCO-format
+  datasets: keypoint_results.json, COCO's results format) and
   overlay_<index>.png (prediction in red, ground truth in green). With
   `spatial_model` and an MRF saved in `workdir`, the MRF variants `coarse_mrf`
   / `cascade_mrf` are scored too and the cascade+MRF estimates go to
@@ -154,14 +156,26 @@ def _write_outputs(
 
 def _write_predictions_files(config, preds: dict, result: dict, out: str) -> None:
   """predictions.mat (cascade) and predictions_mrf.mat (cascade + MRF), image frame,
-  in the split's order; their paths go into `result`."""
+  in the split's order; for a COCO-format dataset keypoint_results.json (and
+  keypoint_results_mrf.json) instead: COCO keypoint results, as `experiments.predict
+  --boxes` writes them (`evaluate_predictions --dataset=coco` reads them). Their paths
+  go into `result`."""
+  spec = from_config.dataset_spec(config)
   order = np.argsort(preds["index"], kind="stable")
-  for key, name in (("cascade", "predictions.mat"), ("cascade_mrf", "predictions_mrf.mat")):
-    if key in preds:
+  for key in ("cascade", "cascade_mrf"):
+    if key not in preds:
+      continue
+    suffix = key[len("cascade") :]
+    if spec.prediction_format == "coco":
+      path = os.path.join(out, f"keypoint_results{suffix}.json")
+      found = oks.results(preds, key)
+      fileio.write_json(path, [found[i] for i in order])
+    else:
       xy = inference.canvas_to_image_points(preds[key], preds["canvas_to_image"])[order]
-      result[f"predictions_file{key[7:]}"] = evaluator_lib.write_predictions_file(
-        from_config.dataset_spec(config), xy, os.path.join(out, name)
+      path = evaluator_lib.write_predictions_file(
+        spec, xy, os.path.join(out, f"predictions{suffix}.mat")
       )
+    result[f"predictions_file{suffix}"] = path
 
 
 def _write_overlays(

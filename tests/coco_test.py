@@ -1,6 +1,7 @@
 """COCO-format keypoints (issue 21): the builder, the flip pairs from joint names, OKS
 AP by pycocotools (of results files, and of training's evaluation: `evaluators/oks.py`),
-top-down prediction on boxes, a run's own dataset spec, and MPII's JSON layout.
+top-down prediction on boxes and its OKS-NMS, a run's own dataset spec, and MPII's JSON
+layout.
 
 The fakes (`fake_coco`) are COCO's layout with a few stick-figure images, 2-3
 people per image, a crowd region and a person without labelled keypoints.
@@ -8,6 +9,7 @@ people per image, a crowd region and a person without labelled keypoints.
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import fake_coco
@@ -20,7 +22,7 @@ from conftest import one_device_mesh, one_line_error, run_cli
 from data_prep import build, mpii
 from heatpose_jax import from_config
 from heatpose_jax.data import coco_format, dataset_specs, datasets
-from heatpose_jax.evaluation import coco_eval
+from heatpose_jax.evaluation import coco_eval, oks_nms
 
 # --- joint names ---------------------------------------------------------------------
 
@@ -498,20 +500,23 @@ def test_predict_with_boxes_writes_results_that_evaluate_predictions_reads(
   ]
   dets.append({**dets[0], "score": 0.2})  # below the threshold
   dets.append({"image_id": 5000, "category_id": 1, "bbox": [1, 2, 3], "score": 0.9})  # bad
+  # A detector's duplicate of the first person's box, scoring lower. The same box: the
+  # 2-step model's joints jump with a 1 px shift (OKS 0.33 measured), so a shifted box
+  # would test the model, not the NMS.
+  dets.append({**dets[0], "score": 0.8})
   boxes = _write(tmp_path / "dets.json", dets)
-  out = tmp_path / "out"
-  r = run_cli(
-    "experiments.predict",
+  args = (
     f"--workdir={workdir}",
     f"--images={val['images']}",
     f"--boxes={boxes}",
     "--box_threshold=0.5",
-    f"--output_dir={out}",
   )
+  out = tmp_path / "out"
+  r = run_cli("experiments.predict", *args, f"--output_dir={out}")
   assert r.returncode == 3, r.stderr[-3000:]  # the bad entry, listed
   assert "skipped --boxes entry [6]: bbox not 4 numbers" in r.stdout
   results = json.loads((out / "keypoint_results.json").read_text())
-  assert len(results) == len(dets) - 2 == 5
+  assert len(results) == len(dets) - 2 == 6  # without --oks_nms: a pose per box
   assert set(results[0]) == {"image_id", "category_id", "keypoints", "score"}
   assert len(results[0]["keypoints"]) == 3 * 17
   record = json.loads((out / "predictions.json").read_text())
@@ -519,14 +524,168 @@ def test_predict_with_boxes_writes_results_that_evaluate_predictions_reads(
   # Images of the train split share the folder: they have no box and no overlay.
   assert len(record["predictions"]) == 2 and len(record["without_boxes"]) == 4
   assert (out / "000000005000.png").is_file()
+  box = coco_format.bbox_to_box(dets[0]["bbox"]).tolist()
+  twins = [p for im in record["predictions"] for p in im["poses"] if p["box"] == box]
+  assert [p["box_score"] for p in twins] == [0.9, 0.8] and twins[0]["joints"] == twins[1]["joints"]
+  # --oks_nms=0.9 (HRNet's): one pose of the two near-duplicates, the other removed.
+  nms_out = tmp_path / "nms_out"
+  r = run_cli("experiments.predict", *args, "--oks_nms=0.9", f"--output_dir={nms_out}")
+  assert r.returncode == 3, r.stderr[-3000:]
+  assert "not used: oks_nms 1 boxes" in r.stdout
+  nms_results = json.loads((nms_out / "keypoint_results.json").read_text())
+  assert len(nms_results) == 5
+  record = json.loads((nms_out / "predictions.json").read_text())
+  assert record["oks_nms"] == 0.9
+  assert record["boxes_report"]["used"] == 5 and record["boxes_report"]["not used: oks_nms"] == 1
+  (removed,) = [r for p in record["predictions"] for r in p["removed"]]
+  assert removed == {"box": box, "box_score": 0.8, "reason": "oks_nms", "oks": 1.0}
+  (kept,) = [p for im in record["predictions"] for p in im["poses"] if p["box"] == box]
+  assert kept["box_score"] == 0.9  # the better score (box score × mean joint score)
   r = run_cli(
     "experiments.evaluate_predictions",
     "--dataset=coco",
-    f"--predictions={out / 'keypoint_results.json'}",
+    f"--predictions={nms_out / 'keypoint_results.json'}",
     f"--ground_truth={val['path']}",
   )
   assert r.returncode == 0, r.stderr[-3000:]
   assert "OKS sigmas: coco; area: annotation; 5 results, 5 people" in r.stdout
+
+
+# --- OKS-NMS (`evaluation/oks_nms.py`) -----------------------------------------------------
+
+
+def _pose(rng, k=17, centre=(50.0, 80.0)):
+  """(K, 3) a pose in image pixels around `centre`, joint scores in [0.5, 1]."""
+  xy = np.asarray(centre) + rng.uniform(-30, 30, (k, 2))
+  return np.concatenate([xy, rng.uniform(0.5, 1, (k, 1))], axis=1)
+
+
+def test_oks_nms_keeps_the_better_of_identical_poses_and_poses_far_apart():
+  rng = np.random.default_rng(0)
+  sig = oks_nms.joint_sigmas(coco_format.COCO_KEYPOINTS)
+  a, b = _pose(rng), _pose(rng, centre=(400.0, 80.0))
+  areas = [3000.0] * 3
+  keep = oks_nms.oks_nms(np.stack([a, a, b]), [0.5, 0.9, 0.7], areas, sig, 0.9)
+  np.testing.assert_array_equal(keep, [1, 2])  # by decreasing score
+  assert keep.dtype == np.int64
+  np.testing.assert_array_equal(
+    oks_nms.oks_nms(np.stack([a, b]), [0.6, 0.7], areas[:2], sig, 0.1), [1, 0]
+  )
+  assert oks_nms.oks_nms(np.zeros((0, 17, 3)), [], [], sig, 0.9).shape == (0,)
+  # Equal scores: file order wins.
+  np.testing.assert_array_equal(
+    oks_nms.oks_nms(np.stack([a, a]), [0.8, 0.8], areas[:2], sig, 0.9), [0]
+  )
+
+
+def test_oks_nms_drops_above_the_threshold_and_keeps_at_it():
+  """HRNet's `inds = np.where(oks_ovr <= thresh)`: a pose at exactly the threshold stays."""
+  rng = np.random.default_rng(1)
+  sig = oks_nms.joint_sigmas(coco_format.COCO_KEYPOINTS)
+  a = _pose(rng)
+  b = a + np.concatenate([rng.normal(0, 2, (17, 2)), np.zeros((17, 1))], axis=1)
+  kp, areas = np.stack([a, b]), [2500.0, 3500.0]
+  oks = oks_nms.pairwise_oks(kp, areas, sig)
+  assert oks[0, 1] == oks[1, 0] and 0.5 < oks[0, 1] < 1 and np.allclose(np.diag(oks), 1)
+  np.testing.assert_array_equal(oks_nms.oks_nms(kp, [0.9, 0.8], areas, sig, oks[0, 1]), [0, 1])
+  np.testing.assert_array_equal(oks_nms.oks_nms(kp, [0.9, 0.8], areas, sig, oks[0, 1] - 1e-9), [0])
+  # Identical poses have OKS 1: threshold 1 keeps both.
+  np.testing.assert_array_equal(
+    oks_nms.oks_nms(np.stack([a, a]), [0.9, 0.8], areas, sig, 1.0), [0, 1]
+  )
+  # Greedy: c is dropped by a (kept), so c cannot drop b; b is kept although OKS(b, c) is high.
+  c = (a + b) / 2
+  kp3 = np.stack([a, b, c])
+  o = oks_nms.pairwise_oks(kp3, [3000.0] * 3, sig)
+  t = (o[0, 2] + max(o[0, 1], 0)) / 2
+  assert o[0, 2] > t >= o[0, 1] and o[1, 2] > t
+  np.testing.assert_array_equal(oks_nms.oks_nms(kp3, [0.9, 0.5, 0.7], [3000.0] * 3, sig, t), [0, 1])
+
+
+def test_oks_nms_oks_is_pycocotools_computeoks():
+  """With equal areas, OKS of (g, d) is pycocotools' of d to a ground truth g labelled
+  at every joint, `area` the same."""
+  import contextlib
+  import io
+
+  from pycocotools.coco import COCO
+  from pycocotools.cocoeval import COCOeval
+
+  rng = np.random.default_rng(2)
+  g = _pose(rng)
+  g[:, 2] = 2  # v = 2: labelled and visible
+  d = g.copy()
+  d[:, :2] += rng.normal(0, 4, (17, 2))
+  d[:, 2] = rng.uniform(0, 1, 17)
+  area = 2345.0
+  gt = COCO()
+  gt.dataset = {
+    "images": [{"id": 7, "width": 200, "height": 200}],
+    "annotations": [{
+      "id": 1, "image_id": 7, "category_id": 1, "keypoints": g.ravel().tolist(),
+      "num_keypoints": 17, "iscrowd": 0, "area": area, "bbox": [20.0, 50.0, 60.0, 60.0],
+    }],
+    "categories": [{"id": 1, "name": "person", "keypoints": list(coco_format.COCO_KEYPOINTS)}],
+  }  # fmt: skip
+  with contextlib.redirect_stdout(io.StringIO()):
+    gt.createIndex()
+    dt = gt.loadRes(
+      [{"image_id": 7, "category_id": 1, "keypoints": d.ravel().tolist(), "score": 0.9}]
+    )
+    e = COCOeval(gt, dt, "keypoints")
+    e.evaluate()
+  want = e.ious[7, 1][0, 0]
+  sig = oks_nms.joint_sigmas(coco_format.COCO_KEYPOINTS)
+  np.testing.assert_allclose(sig, e.params.kpt_oks_sigmas)
+  got = oks_nms.pairwise_oks(np.stack([g, d]), [area, area], sig)
+  assert 0.2 < want < 0.95
+  assert got[0, 1] == pytest.approx(want, rel=1e-12) and got[1, 0] == got[0, 1]
+
+
+def test_oks_nms_keypoint_threshold_counts_joints_above_it_in_both_poses():
+  rng = np.random.default_rng(3)
+  sig = oks_nms.joint_sigmas(coco_format.COCO_KEYPOINTS)
+  a = _pose(rng)
+  b = a.copy()
+  b[:8, :2] += 60  # far off, and unsure there
+  b[:8, 2] = 0.1
+  kp, areas = np.stack([a, b]), [3000.0, 3000.0]
+  assert oks_nms.pairwise_oks(kp, areas, sig)[0, 1] < 0.6
+  assert oks_nms.pairwise_oks(kp, areas, sig, keypoint_threshold=0.3)[0, 1] == 1.0
+  np.testing.assert_array_equal(oks_nms.oks_nms(kp, [0.9, 0.8], areas, sig, 0.9), [0, 1])
+  np.testing.assert_array_equal(oks_nms.oks_nms(kp, [0.9, 0.8], areas, sig, 0.9, 0.3), [0])
+  # A joint counts only where both poses score above it: b's low scores exclude a's joints too.
+  swapped = np.stack([b, a])
+  assert oks_nms.pairwise_oks(swapped, areas, sig, keypoint_threshold=0.3)[0, 1] == 1.0
+  # No joint above it in both: OKS 0, both kept.
+  c = a.copy()
+  c[:, 2] = 0.1
+  assert oks_nms.pairwise_oks(np.stack([a, c]), areas, sig, keypoint_threshold=0.3)[0, 1] == 0
+  np.testing.assert_array_equal(
+    oks_nms.oks_nms(np.stack([a, c]), [0.9, 0.8], areas, sig, 0.9, 0.3), [0, 1]
+  )
+
+
+def test_oks_nms_sigmas_by_joint_names_and_unknown_joints_are_one_line(tmp_path):
+  np.testing.assert_array_equal(
+    oks_nms.joint_sigmas(coco_format.COCO_KEYPOINTS), coco_format.COCO_SIGMAS
+  )
+  np.testing.assert_array_equal(
+    oks_nms.joint_sigmas(coco_format.CROWDPOSE_KEYPOINTS), coco_format.CROWDPOSE_SIGMAS
+  )
+  with pytest.raises(ValueError) as e:
+    oks_nms.joint_sigmas(["left_shoulder", "right_shoulder", "left_thumb", "right_thumb"])
+  assert str(e.value) == "no OKS sigma known for 'left_thumb', 'right_thumb' (of the 4 joints)"
+  # The flag: a threshold in (0, 1], checked before anything is read.
+  r = run_cli(
+    "experiments.predict",
+    f"--workdir={tmp_path / 'run'}",
+    f"--images={tmp_path}",
+    f"--boxes={tmp_path / 'dets.json'}",
+    "--oks_nms=0",
+    f"--output_dir={tmp_path / 'out'}",
+  )
+  one_line_error(r, "--oks_nms=0.0", "(0, 1]")
 
 
 # --- OKS AP in the evaluation (`evaluators/oks.py`) ----------------------------------------
@@ -594,6 +753,17 @@ def test_the_oks_evaluator_scores_training_as_evaluate_predictions_scores_its_re
       for i, ex in enumerate(examples)
     ]
     res = _write(tmp_path / f"{name}.json", results)
+    if name == "model":  # what `experiments.evaluate` writes for a COCO-format run
+      work = tmp_path / "run"
+      shutil.copytree(workdir, work)
+      evaluate.evaluate_checkpoint(config, str(work), num_overlays=0, mesh=mesh)
+      written = json.loads(
+        (work / f"eval_{config.eval_split}" / "keypoint_results.json").read_text()
+      )
+      assert [r["image_id"] for r in written] == [r["image_id"] for r in results]
+      for w, r in zip(written, results, strict=True):
+        np.testing.assert_allclose(w["keypoints"], r["keypoints"], atol=1e-4)
+        assert w["score"] == pytest.approx(r["score"], abs=1e-6)
     out = tmp_path / f"{name}_scores.json"
     r = run_cli(
       "experiments.evaluate_predictions",
