@@ -48,10 +48,10 @@ from heatpose_jax.data import datasets, features
 from heatpose_jax.data import synthetic_dataset as synth
 from heatpose_jax.evaluation import evaluator as evaluator_lib
 from heatpose_jax.training import metric_writer
+from studies import precision, tables
 from studies import predictions as preds_lib
 from studies import records as records_lib
 from studies import runs as runs_lib
-from studies import tables
 from studies.records import fmt
 
 STUDY = "regularization"
@@ -516,7 +516,8 @@ def write_report(
     "geometry": {
       "input_hw": list(plan.base.input_hw),
       "context": int(plan.base.model.context),
-      "pool": 8,
+      "pool": runs_lib.MAIN_POOL,
+      "torso_px": float(np.median(precision.torso_px(plan.base))),
       "width": float(plan.base.model.width),
     },
     "pck_metric": metric,
@@ -580,7 +581,8 @@ def markdown(res: dict) -> str:
     "",
     f"- dataset: {res['dataset']} ({res['num_train']} training images)",
     f"- input {res['geometry']['input_hw'][1]}×{res['geometry']['input_hw'][0]}, model width "
-    f"{res['geometry']['width']:g}, 8x pooling",
+    f"{res['geometry']['width']:g}, {res['geometry']['pool']}x pooling, torso "
+    f"{res['geometry']['torso_px']:.1f} px (median of the eval split)",
     f"- steps coarse/fine/joint: {st['coarse']}/{st['fine']}/{st['joint']}, batch "
     f"{st['batch_size']}, {st['dtype']}, evaluated every {st['eval_every']} steps",
     f"- seeds: {res['seeds']} (mean ± std over seeds)",

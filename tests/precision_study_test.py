@@ -200,6 +200,8 @@ def test_regularization_study(tiny_data, tmp_path, capsys):
   )
   assert json.loads((out / "regularization.json").read_text()) == res
   assert res["seeds"] == [0, 1] and res["num_train"] == 16
+  g = res["geometry"]  # recorded with every result (issue 17)
+  assert g["pool"] == 8 and g["torso_px"] > 0 and len(g["input_hw"]) == 2 and g["context"] > 0
   assert res["dataset"].startswith("synthetic/") and "num_train16" in res["dataset"]
   assert set(res["results"]) == set(groups)
   assert res["missing_groups"] == ["standard_dropout", "no_dropout"]
