@@ -9,11 +9,16 @@
 #   bash scripts/cpu_studies.sh p16     # precision, 16× (cell ≈ 0.38 torso), clean, seeds 0,1,2
 #   bash scripts/cpu_studies.sh r1      # regularization, 300 training images: SpatialDropout, none
 #   bash scripts/cpu_studies.sh r2      # regularization: standard dropout, standard cascade (Fig. 13)
+#   bash scripts/cpu_studies.sh r3      # regularization, 100 training images: SpatialDropout, none
+#   bash scripts/cpu_studies.sh r4      # the same: standard dropout
 #   bash scripts/cpu_studies.sh report  # rewrite both studies' outputs from the records
 #
 # The regularization runs compare at 8× (`studies.runs.MAIN_POOL`; 0.19 torso here)
 # with the model's dropout set per variant; 2,000 steps over 300 images are ≈ 107
-# epochs, where over-fitting shows. Each piece is 6 runs (≈ 65 min).
+# epochs. Each piece is 6 runs (≈ 65 min; r4: 3). At 300 images no variant
+# over-fitted (r1, BUILD_NOTES.md), so r3/r4 keep 100 (≈ 320 epochs), with their
+# outputs in docs/results/regularization_n100/ and docs/figures/regularization_n100/
+# and their runs in $WORK/n100.
 #
 # Each run (one seed) trains 1,200 / 400 / 400 steps at batch 16 (≈ 11 min on two
 # cores), so a piece of three seeds takes ≈ 35 min. A piece can be stopped (Ctrl-C checkpoints the run) and
@@ -26,11 +31,12 @@
 # renders are built on first use, ≈ 1.5 min), WORK (default workdir/cpu_studies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PIECE=${1:?usage: cpu_studies.sh p4|p4n|p8|p16|r1|r2|report}
+PIECE=${1:?usage: cpu_studies.sh p4|p4n|p8|p16|r1|r2|r3|r4|report}
 DATA_DIR=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}
 WORK=${WORK:-workdir/cpu_studies}
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
 STUDY=precision
+OUT=docs/results FIGS=docs/figures
 case $PIECE in
   p4) SEL=(--pools=4 --groups=clean --seeds=0,1,2) ;;
   p4n) SEL=(--pools=4 --groups=noise --seeds=0,1,2) ;;
@@ -38,15 +44,23 @@ case $PIECE in
   p16) SEL=(--pools=16 --groups=clean --seeds=0,1,2) ;;
   r1) STUDY=regularization SEL=(--groups=spatial_dropout,no_dropout --seeds=0,1,2) ;;
   r2) STUDY=regularization SEL=(--groups=standard_dropout,standard_cascade --seeds=0,1,2) ;;
+  r3 | r4)
+    # Their own workdir: runs are reused by name, and these have the names of r1's.
+    STUDY=regularization OUT=docs/results/regularization_n100 FIGS=docs/figures/regularization_n100
+    WORK=$WORK/n100
+    groups=spatial_dropout,no_dropout
+    [[ $PIECE == r4 ]] && groups=standard_dropout
+    SEL=(--num_train=100 --groups=$groups --seeds=0,1,2)
+    ;;
   report) STUDY="precision regularization" SEL=(--notrain) ;;
   *)
-    echo "cpu_studies.sh: unknown piece '$PIECE' (p4, p4n, p8, p16, r1, r2, report)" >&2
+    echo "cpu_studies.sh: unknown piece '$PIECE' (p4, p4n, p8, p16, r1, r2, r3, r4, report)" >&2
     exit 2
     ;;
 esac
 for study in $STUDY; do
   .venv/bin/python -m "experiments.${study}_study" \
     --config=heatpose_jax/configs/synthetic.py:cpu --config.data_dir="$DATA_DIR" \
-    --workdir="$WORK" --out_dir=docs/results --figures_dir=docs/figures \
+    --workdir="$WORK" --out_dir="$OUT" --figures_dir="$FIGS" \
     --max_parallel=1 "${SEL[@]}"
 done
