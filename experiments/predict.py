@@ -3,7 +3,8 @@
   python -m experiments.predict --workdir=W --images='photos/*.jpg' --output_dir=D
   python -m experiments.predict --workdir=W --video=in.mp4 --output_dir=D
   python -m experiments.predict --workdir=W --images=DIR --boxes=DETECTIONS.json \
-    --box_threshold=0.5 [--oks_nms=0.9] [--annotations=ANNOTATIONS.json] --output_dir=D
+    --box_threshold=0.5 [--rescore=0.2] [--oks_nms=0.9] [--annotations=ANNOTATIONS.json] \
+    --output_dir=D
 
 Images: D/predictions.json and one overlay per image, named after it
 (photos/a.jpg → D/a.png; names that would meet, x.jpg and x.png or a/p/x.jpg and
@@ -29,8 +30,8 @@ name: `000000397133.jpg` is image_id 397133 (and "000000397133"). D gets
 keypoint_results.json, COCO's keypoint results ([{image_id, category_id,
 keypoints [x, y, s] × K, score}]: what `experiments.evaluate_predictions
 --dataset=coco` reads; s the joint's score, score = the box's × the mean joint
-score; category_id the detection's, or the keypoint category of the annotation
-file), predictions.json (per image its `poses`) and one overlay per image with
+score, or with --rescore=T (HRNet: 0.2) × the mean of the joint scores above T;
+category_id the detection's, or the keypoint category of the annotation file), predictions.json (per image its `poses`) and one overlay per image with
 boxes. Entries of --boxes that cannot be read are listed and skipped (exit 3);
 boxes of images not in --images are counted. --oks_nms=T (HRNet: 0.9) drops, per
 image, every pose whose OKS to a better-scoring kept pose exceeds T (HRNet's greedy
@@ -96,6 +97,12 @@ flags.DEFINE_float(
   None,
   "--boxes: OKS-NMS of each image's poses, dropping those with OKS > this to a better one "
   "(HRNet: 0.9); default off.",
+)
+flags.DEFINE_float(
+  "rescore",
+  None,
+  "--boxes: a pose's score = box score × the mean of its joint scores above this (HRNet: "
+  "0.2); default the mean of all.",
 )
 flags.DEFINE_integer("batch_size", 8, "Images per device call.")
 flags.DEFINE_bool(
@@ -414,12 +421,17 @@ def _keypoints(result: dict) -> np.ndarray:
 
 
 def _pose_score(result: dict, det: dict) -> float:
-  return float(det["score"]) * float(np.mean(result["scores"]))
+  """Box score × the mean joint score; with --rescore=T the mean of the joint
+  scores above T only, 0 when none is (HRNet's rescoring, `in_vis_thre` 0.2)."""
+  joint = np.asarray(result["scores"], np.float64)
+  if FLAGS.rescore is not None:
+    joint = joint[joint > FLAGS.rescore]
+  return float(det["score"]) * (float(np.mean(joint)) if joint.size else 0.0)
 
 
 def coco_result(result: dict, det: dict, category_id) -> dict:
   """One pose as a COCO keypoint result: keypoints [x, y, joint score] × K (image
-  pixels, 0-based: COCO's keypoint frame), score = box score × mean joint score."""
+  pixels, 0-based: COCO's keypoint frame), score = `_pose_score`."""
   cat = category_id if category_id is not None else det.get("category_id")
   return {
     "image_id": det["image_id"],
@@ -525,6 +537,7 @@ def _write_box_outputs(pred, inputs, out_dir, plan, records, results, skipped, c
       "boxes": plan.sources[0],
       "box_threshold": FLAGS.box_threshold,
       "oks_nms": FLAGS.oks_nms,
+      "rescore": FLAGS.rescore,
       "frame": "source image pixels, 0-based, pixel centres at integers: (x, y, score in [0, 1])",
       "complete": complete,
       "keypoint_results": KEYPOINT_RESULTS_JSON,
@@ -747,6 +760,11 @@ def _check_flags() -> tuple[list[float], list[float] | None]:
       raise ValueError("--oks_nms goes with --boxes")
     if not 0 < FLAGS.oks_nms <= 1:  # NaN too
       raise ValueError(f"--oks_nms={FLAGS.oks_nms}: an OKS threshold in (0, 1] (HRNet: 0.9)")
+  if FLAGS.rescore is not None:
+    if not FLAGS.boxes:
+      raise ValueError("--rescore goes with --boxes")
+    if not 0 <= FLAGS.rescore < 1:  # NaN too
+      raise ValueError(f"--rescore={FLAGS.rescore}: a joint score threshold in [0, 1) (HRNet: 0.2)")
   scales = _floats("scales", FLAGS.scales)
   box = _floats("torso_box", FLAGS.torso_box, 4) if FLAGS.torso_box else None
   if box is not None:

@@ -527,13 +527,25 @@ def test_predict_with_boxes_writes_results_that_evaluate_predictions_reads(
   box = coco_format.bbox_to_box(dets[0]["bbox"]).tolist()
   twins = [p for im in record["predictions"] for p in im["poses"] if p["box"] == box]
   assert [p["box_score"] for p in twins] == [0.9, 0.8] and twins[0]["joints"] == twins[1]["joints"]
-  # --oks_nms=0.9 (HRNet's): one pose of the two near-duplicates, the other removed.
+  for res in results:  # score = box score × mean joint score
+    assert res["score"] == pytest.approx(0.9 * np.mean(res["keypoints"][2::3]), abs=1e-3)
+  # --oks_nms=0.9 (HRNet's): one pose of the two near-duplicates, the other removed;
+  # --rescore=T: the mean of the joint scores above T only. T near the median joint
+  # score, ≥ 0.001 from every score (the file rounds them to 3 decimals).
+  written = sorted({s for res in results for s in res["keypoints"][2::3]})
+  gaps = [(a + b) / 2 for a, b in zip(written, written[1:], strict=False) if b - a >= 0.002]
+  t = min(gaps, key=lambda m: abs(m - np.median(written)))
   nms_out = tmp_path / "nms_out"
-  r = run_cli("experiments.predict", *args, "--oks_nms=0.9", f"--output_dir={nms_out}")
+  r = run_cli(
+    "experiments.predict", *args, "--oks_nms=0.9", f"--rescore={t}", f"--output_dir={nms_out}"
+  )
   assert r.returncode == 3, r.stderr[-3000:]
   assert "not used: oks_nms 1 boxes" in r.stdout
   nms_results = json.loads((nms_out / "keypoint_results.json").read_text())
   assert len(nms_results) == 5
+  for res in nms_results:
+    above = [s for s in res["keypoints"][2::3] if s > t]
+    assert res["score"] == pytest.approx(0.9 * (np.mean(above) if above else 0.0), abs=1e-3)
   record = json.loads((nms_out / "predictions.json").read_text())
   assert record["oks_nms"] == 0.9
   assert record["boxes_report"]["used"] == 5 and record["boxes_report"]["not used: oks_nms"] == 1
@@ -676,16 +688,17 @@ def test_oks_nms_sigmas_by_joint_names_and_unknown_joints_are_one_line(tmp_path)
   with pytest.raises(ValueError) as e:
     oks_nms.joint_sigmas(["left_shoulder", "right_shoulder", "left_thumb", "right_thumb"])
   assert str(e.value) == "no OKS sigma known for 'left_thumb', 'right_thumb' (of the 4 joints)"
-  # The flag: a threshold in (0, 1], checked before anything is read.
-  r = run_cli(
-    "experiments.predict",
-    f"--workdir={tmp_path / 'run'}",
-    f"--images={tmp_path}",
-    f"--boxes={tmp_path / 'dets.json'}",
-    "--oks_nms=0",
-    f"--output_dir={tmp_path / 'out'}",
-  )
-  one_line_error(r, "--oks_nms=0.0", "(0, 1]")
+  # The flags: thresholds in (0, 1] and [0, 1), checked before anything is read.
+  for flag, needles in (("--oks_nms=0", ("--oks_nms=0.0", "(0, 1]")), ("--rescore=1", ("[0, 1)",))):
+    r = run_cli(
+      "experiments.predict",
+      f"--workdir={tmp_path / 'run'}",
+      f"--images={tmp_path}",
+      f"--boxes={tmp_path / 'dets.json'}",
+      flag,
+      f"--output_dir={tmp_path / 'out'}",
+    )
+    one_line_error(r, *needles)
 
 
 # --- OKS AP in the evaluation (`evaluators/oks.py`) ----------------------------------------
