@@ -34,11 +34,19 @@ _DIGEST_IGNORE = (
 )
 
 
+# Fields added after records were made, at the value that reproduces what came
+# before: left out of the digest at that value, so the records stay matched.
+_DIGEST_NEUTRAL = {("eval", "flip_test"): False}
+
+
 def config_digest(config: ml_collections.ConfigDict, **extra) -> str:
   """A short hash of what a run learns and how the study measures it."""
   d = json.loads(config.to_json_best_effort())
   for k in _DIGEST_IGNORE:
     d.pop(k, None)
+  for (section, key), neutral in _DIGEST_NEUTRAL.items():
+    if d.get(section, {}).get(key, neutral) == neutral:
+      d.get(section, {}).pop(key, None)
   text = json.dumps([d, extra], sort_keys=True, default=str)
   return hashlib.sha1(text.encode()).hexdigest()[:12]
 

@@ -284,3 +284,16 @@ def test_cpu_geometry_keeps_the_papers_proportions():
   assert c.model.context / t == pytest.approx(0.45, abs=0.05)
   assert (c.model.sigma_coarse, c.model.sigma_fine) == (1.5, 1.5)
   assert precision.main_pool(c) == 4
+
+
+def test_a_field_added_at_its_neutral_value_keeps_the_records_matched():
+  # Records made before `eval.flip_test` existed stay matched while it is off.
+  from studies import records
+
+  c = synthetic.get_config("cpu")
+  before = records.config_digest(c, study="x")
+  with c.unlocked():
+    del c.eval["flip_test"]
+  assert records.config_digest(c, study="x") == before
+  c.eval.flip_test = True
+  assert records.config_digest(c, study="x") != before
