@@ -9,26 +9,21 @@ from absl import flags
 from experiments import launch
 from studies import render_synthetic
 
-_PREVIEW = flags.DEFINE_string("preview", "", "Write a contact sheet PNG to this path.")
-_BENCHMARK = flags.DEFINE_bool("benchmark", False, "Measure the rendering speed.")
-_N = flags.DEFINE_integer("n", 200, "Examples (contact sheet or benchmark).")
-_SIZE = flags.DEFINE_integer("size", 256, "Image height = width.")
-_SEED = flags.DEFINE_integer("seed", 0, "Dataset seed of the contact sheet.")
-_DISTRACTOR = flags.DEFINE_bool("distractor", False, "Benchmark with a distractor in every image.")
+# Each flag is the keyword argument of `render_synthetic.run` of the same name.
+_FLAGS = (
+  flags.DEFINE_string("preview", "", "Write a contact sheet PNG to this path."),
+  flags.DEFINE_bool("benchmark", False, "Measure the rendering speed."),
+  flags.DEFINE_integer("n", 200, "Examples (contact sheet or benchmark)."),
+  flags.DEFINE_integer("size", 256, "Image height = width."),
+  flags.DEFINE_integer("seed", 0, "Dataset seed of the contact sheet."),
+  flags.DEFINE_bool("distractor", False, "Benchmark with a distractor in every image."),
+)
 
 
 def main(argv):
   del argv
   launch.setup()
-  lines = render_synthetic.run(
-    preview=_PREVIEW.value,
-    benchmark=_BENCHMARK.value,
-    n=_N.value,
-    size=_SIZE.value,
-    seed=_SEED.value,
-    distractor=_DISTRACTOR.value,
-  )
-  print("\n".join(lines))
+  print("\n".join(render_synthetic.run(**{f.name: f.value for f in _FLAGS})))
 
 
 if __name__ == "__main__":

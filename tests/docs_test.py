@@ -43,6 +43,8 @@ import functools
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # The folders whose paths the docs cite; a path is checked when it starts with one.
@@ -382,23 +384,13 @@ def _report(problems: list[str]) -> str:
   return f"{len(problems)} bad references:\n" + "\n".join(problems)
 
 
-def test_links_resolve():
-  problems = [p for path in doc_files() for p in check_links(load(path))]
-  assert not problems, _report(problems)
-
-
-def test_repository_paths_exist():
-  problems = [p for path in doc_files() for p in check_paths(load(path))]
-  assert not problems, _report(problems)
-
-
-def test_cited_sections_exist():
-  problems = [p for path in doc_files() for p in check_sections(load(path))]
-  assert not problems, _report(problems)
-
-
-def test_commands_and_their_flags_exist():
-  problems = [p for path in doc_files() for p in check_commands(load(path))]
+@pytest.mark.parametrize(
+  "check",
+  [check_links, check_paths, check_sections, check_commands],
+  ids=["links resolve", "repository paths exist", "cited sections exist", "commands and flags"],
+)
+def test_every_doc_passes(check):
+  problems = [p for path in doc_files() for p in check(load(path))]
   assert not problems, _report(problems)
 
 
