@@ -554,9 +554,10 @@ def write_figure(records: list[dict], figures_dir: str, metric: str) -> str:
       if steps.size and all(np.array_equal(s, steps) for s, _ in curves):
         style = "-" if key.startswith("train") else "o-"
         tables.plot_mean(ax, steps, [v for _, v in curves], style, VARIANTS[g][1], f"C{i}")
-      else:
-        for s, v in curves:
-          ax.plot(s, v, "-", color=f"C{i}", alpha=0.6)
+      else:  # seeds logged at different steps (a resumed run): each its own line
+        for j, (s, v) in enumerate(curves):
+          label = VARIANTS[g][1] if j == 0 else None
+          ax.plot(s, v, "-", color=f"C{i}", alpha=0.6, label=label)
       ax.set_title(title, fontsize=8)
       ax.set_xlabel("step", fontsize=8)
       ax.grid(alpha=0.3)
