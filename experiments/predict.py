@@ -451,8 +451,8 @@ def nms_poses(
   scores = [_pose_score(r, d) for r, d in zip(poses, dets, strict=True)]
   boxes = np.array([d["box"] for d in dets], np.float64)
   areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-  keep = sorted(oks_nms.oks_nms(kp, scores, areas, sigmas, threshold).tolist())
   oks = oks_nms.pairwise_oks(kp, areas, sigmas)
+  keep = sorted(oks_nms.suppress(oks, scores, threshold).tolist())
   removed = [
     {
       "box": [float(v) for v in dets[i]["box"]],

@@ -130,7 +130,7 @@ def evaluate_checkpoint(
   evals_text = evaluator.format_evals()
   if jax.process_index() == 0:
     out = os.path.join(workdir, f"eval_{split}")
-    _write_outputs(config, evaluator, out, split, title, num_overlays)
+    _write_outputs(config, evaluator, out, split, title, evals_text, num_overlays)
   print(evaluator_lib.format_table(result, title), flush=True)
   if evals_text:
     print(evals_text, flush=True)
@@ -138,10 +138,16 @@ def evaluate_checkpoint(
 
 
 def _write_outputs(
-  config, evaluator: evaluator_lib.Evaluator, out: str, split: str, title: str, num: int
+  config,
+  evaluator: evaluator_lib.Evaluator,
+  out: str,
+  split: str,
+  title: str,
+  evals_text: str,
+  num: int,
 ) -> None:
   """`evaluate_checkpoint`'s files in `out` (its docstring names them)."""
-  result, evals_text = evaluator.result, evaluator.format_evals()
+  result = evaluator.result
   fileio.write_json(os.path.join(out, "results.json"), result)
   text = (
     f"{title}\n{evaluator_lib.format_table(result)}\n\n{evaluator_lib.format_details(result)}\n"

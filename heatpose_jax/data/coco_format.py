@@ -300,6 +300,18 @@ def parse_flip_pairs(text: str, names: Sequence[str], where: str) -> tuple[tuple
   return tuple(pairs)
 
 
+class UnknownSigmas(ValueError):
+  """Joints whose part has no OKS sigma; `unknown`: their names (callers word the
+  error for their own flag or field)."""
+
+  def __init__(self, unknown: Sequence[str], num_joints: int):
+    self.unknown = list(unknown)
+    super().__init__(
+      f"no OKS sigma known for {', '.join(map(repr, self.unknown))}: give all {num_joints} "
+      "with --sigmas=V1,V2,..."
+    )
+
+
 def oks_sigmas(names: Sequence[str], preset: str = "") -> tuple[np.ndarray, str]:
   """OKS sigmas of the joints `names` and where they come from.
 
@@ -314,7 +326,8 @@ def oks_sigmas(names: Sequence[str], preset: str = "") -> tuple[np.ndarray, str]
     ((K,) float64 sigmas, 'coco' | 'crowdpose' | 'parts' | 'given').
 
   Raises:
-    ValueError: a list of the wrong length or not numbers, or a part without a value.
+    ValueError: a list of the wrong length or not numbers; `UnknownSigmas`: a part
+      without a value.
   """
   parts = [p for _, p in joint_parts(names)]
   lists = {
@@ -342,10 +355,7 @@ def oks_sigmas(names: Sequence[str], preset: str = "") -> tuple[np.ndarray, str]
     return given, "given"
   unknown = [n for n, p in zip(names, parts, strict=True) if p not in PART_SIGMAS]
   if unknown:
-    raise ValueError(
-      f"no OKS sigma known for {', '.join(map(repr, unknown))}: give all {len(names)} "
-      "with --sigmas=V1,V2,..."
-    )
+    raise UnknownSigmas(unknown, len(names))
   return np.array([PART_SIGMAS[p] for p in parts]), "parts"
 
 

@@ -45,13 +45,9 @@ def joint_sigmas(names: Sequence[str]) -> np.ndarray:
   """
   try:
     return coco_format.oks_sigmas(names)[0]
-  except ValueError:
-    parts = coco_format.joint_parts(names)
-    unknown = [
-      n for n, (_, p) in zip(names, parts, strict=True) if p not in coco_format.PART_SIGMAS
-    ]
+  except coco_format.UnknownSigmas as e:
     raise ValueError(
-      f"no OKS sigma known for {', '.join(map(repr, unknown))} (of the {len(names)} joints)"
+      f"no OKS sigma known for {', '.join(map(repr, e.unknown))} (of the {len(names)} joints)"
     ) from None
 
 
@@ -107,10 +103,15 @@ def oks_nms(
   Returns:
     (M,) int64 indices of the kept poses, by decreasing score (ties: file order).
   """
-  scores = np.asarray(scores, np.float64)
   if len(scores) == 0:
     return np.zeros((0,), np.int64)
-  oks = pairwise_oks(keypoints, areas, sigmas, keypoint_threshold)
+  return suppress(pairwise_oks(keypoints, areas, sigmas, keypoint_threshold), scores, threshold)
+
+
+def suppress(oks: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+  """`oks_nms`' greedy step on a `pairwise_oks` matrix `(N, N)`: the kept indices,
+  by decreasing `scores` (ties: file order)."""
+  scores = np.asarray(scores, np.float64)
   dropped = np.zeros(len(scores), bool)
   keep = []
   for i in np.argsort(-scores, kind="stable"):

@@ -79,17 +79,13 @@ def oks_sigmas(names: Sequence[str], sigmas: str | Sequence[float] = "") -> tupl
     return given, "given"
   try:
     return coco_format.oks_sigmas(names, sigmas)
-  except ValueError:
-    if sigmas:  # a preset of another length
-      raise ValueError(f"sigmas={sigmas!r}: its list is not for the dataset's {k} joints") from None
-    parts = coco_format.joint_parts(names)
-    unknown = [
-      n for n, (_, p) in zip(names, parts, strict=True) if p not in coco_format.PART_SIGMAS
-    ]
+  except coco_format.UnknownSigmas as e:
     raise ValueError(
-      f"sigmas: no OKS sigma known for {', '.join(map(repr, unknown))} of the dataset's "
+      f"sigmas: no OKS sigma known for {', '.join(map(repr, e.unknown))} of the dataset's "
       f"{k} joints: give sigmas=({k} numbers) or remove this evaluator"
     ) from None
+  except ValueError:  # a preset of another length
+    raise ValueError(f"sigmas={sigmas!r}: its list is not for the dataset's {k} joints") from None
 
 
 def check(*, sigmas: str | Sequence[float] = "", skeleton: joints_lib.Skeleton | None = None):
