@@ -33,7 +33,7 @@ from heatpose_jax import from_config
 from heatpose_jax.data import input_pipeline, orientation, topdown
 from heatpose_jax.data import joints as joints_lib
 from heatpose_jax.evaluation import visualize
-from heatpose_jax.model import inference
+from heatpose_jax.model import image_ops, inference
 from heatpose_jax.mrf import spatial_training
 from heatpose_jax.training import checkpoints
 
@@ -363,7 +363,10 @@ class Predictor:
       out = inference.predict(model, params, images, flip_perm=flip_perm)
       return {"joints": out["cascade"].astype(jnp.float32), "scores": out["scores"]}
 
-    return jax.export.export(jax.jit(serve), platforms=platforms)(spec)
+    if platforms is None:
+      return jax.export.export(jax.jit(serve))(spec)
+    with image_ops.portable_lowering():
+      return jax.export.export(jax.jit(serve), platforms=platforms)(spec)
 
   def draw(self, image, result, *, title: str = "", min_side: int = 384):
     """The overlay of `result` (one result dict, or a list: the poses of `boxes`) on

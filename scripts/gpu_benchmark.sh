@@ -78,7 +78,7 @@ fi
 
 if [[ "$SMOKE" == 1 ]]; then
   export JAX_PLATFORMS=cpu
-  TINY=(--tiny)
+  TINY=(--tiny --model=flic) # the FLIC bank: half the convs to compile
   BASE=(--phases=joint --forward_batches=2 --latency_batches=1 --cpu)
   PROFILE=(--targets=joint,cascade)
   INPUT=(--num_examples=8 --num_images=16 --batch_size=8 --threads=1 --workers=)

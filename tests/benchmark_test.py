@@ -66,7 +66,9 @@ def test_gpu_script_smoke_run_writes_every_output(tmp_path):
   report = merged["variants"][0]
   assert not report["failed"] and not report["skipped"]
   assert report["device"]["jax"] == jax.__version__ and report["device"]["date"]
-  assert report["command"].startswith("python -m experiments.benchmark --tiny --variant=baseline")
+  assert report["command"].startswith(
+    "python -m experiments.benchmark --tiny --model=flic --variant=baseline"
+  )
   assert {p["dtype"] for p in report["peaks"].values()} == {"bfloat16", "float32"}
   assert all(_positive(p["tflops"]) for p in report["peaks"].values())
   by = {(r["section"], r["device"]): r for r in report["results"]}
@@ -109,8 +111,8 @@ def test_gpu_script_smoke_run_writes_every_output(tmp_path):
   )
   md = (out / "benchmark_h100.md").read_text()
   assert "| latency default b1 | AOT ms |" in md and "## Input side" in md
-  assert "| mpii | 64x64 | 16 | 8x | joint | bfloat16 | 8 |" in md
-  assert "| cpu | mpii | 64x64 | 8x | float32 | 1 |" in md
+  assert "| flic | 64x48 | 7 | 8x | joint | bfloat16 | 8 |" in md
+  assert "| cpu | flic | 64x48 | 8x | float32 | 1 |" in md
   assert "jax " + jax.__version__ in md and "matrix-product peak" in md
   prof = json.loads((out / "profile.json").read_text())
   assert [t["target"] for t in prof["targets"]] == ["joint", "cascade"]

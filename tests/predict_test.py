@@ -170,9 +170,12 @@ def test_predict_cli_on_a_video(tiny_run, tmp_path, monkeypatch):
 
 def test_export_reloads_and_equals_the_live_predictor(tiny_run, predictor, tmp_path):
   out = tmp_path / "predictor.jax"
-  r = _cli("experiments.export", f"--workdir={tiny_run}", f"--output={out}")
+  # Lowered for two platforms: the CPU-only lowerings (`image_ops.cpu_or_default`)
+  # are then chosen when the program runs, and this CPU runs the CPU one.
+  r = _cli("experiments.export", f"--workdir={tiny_run}", f"--output={out}", "--platforms=cpu,cuda")
   assert r.returncode == 0, r.stderr[-3000:]
   exported = jax.export.deserialize(out.read_bytes())
+  assert exported.platforms == ("cpu", "cuda")
   signature = json.loads(out.with_suffix(".json").read_text())
   assert signature["input"]["shape"] == ["B", 64, 64, 3] and len(signature["names"]) == 14
   live = jax.jit(functools.partial(inference.predict, predictor.model))

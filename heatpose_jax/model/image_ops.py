@@ -6,9 +6,40 @@ and differentiable, so they sit inside the model and run on the device.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+_PORTABLE = contextvars.ContextVar("heatpose_jax_portable_lowering", default=False)
+
+
+@contextlib.contextmanager
+def portable_lowering():
+  """Within it, `cpu_or_default` traces both lowerings (`lax.platform_dependent`):
+  for `jax.export` to several platforms at once."""
+  token = _PORTABLE.set(True)
+  try:
+    yield
+  finally:
+    _PORTABLE.reset(token)
+
+
+def cpu_or_default(*args, cpu: Callable, default: Callable):
+  """`cpu(*args)` when the program is for the CPU, else `default(*args)`; both
+  compute the same values (the CPU one is an XLA:CPU-friendly lowering).
+
+  Picked at trace time from `jax.default_backend()`: tracing and compiling only one
+  branch saves ≈ 1 s per traced model against `lax.platform_dependent`, which is
+  kept for `portable_lowering` (a CPU program jitted onto a GPU-default process gets
+  the default lowering: the same values, slower).
+  """
+  if _PORTABLE.get():
+    return jax.lax.platform_dependent(*args, cpu=cpu, default=default)
+  return (cpu if jax.default_backend() == "cpu" else default)(*args)
 
 
 def gaussian_kernel_1d(size: int, sigma: float) -> np.ndarray:
@@ -67,7 +98,7 @@ def gaussian_blur(x: jax.Array, taps: np.ndarray, step: int = 1) -> jax.Array:
   73 % of the tiny coarse model's forward pass (docs/performance.md). Other
   backends keep the convolutions. Both give the same values to float rounding.
   """
-  return jax.lax.platform_dependent(
+  return cpu_or_default(
     x,
     cpu=lambda x: _blur_as_matmul(x, taps, step),
     default=lambda x: _blur_as_conv(x, taps, step),

@@ -134,7 +134,7 @@ def _patches_conv(lhs, rhs, window_strides, padding, **kwargs) -> jax.Array:
     )
     return jnp.matmul(cols, w.reshape(kh * kw * cin, cout), precision=kwargs.get("precision"))
 
-  return jax.lax.platform_dependent(lhs, rhs, cpu=as_matmul, default=conv)
+  return image_ops.cpu_or_default(lhs, rhs, cpu=as_matmul, default=conv)
 
 
 # He (Kaiming) normal for every conv followed by a ReLU: it keeps the activations'
