@@ -1,12 +1,14 @@
 """Evaluates a run's checkpoint: one table, PCK curves, a predictions file for
 `evaluate_predictions`, and skeleton overlays, in WORKDIR/eval_<split>/.
 
-  python -m experiments.evaluate --workdir=/tmp/run [--split=test] [--step=N]
+  python -m experiments.evaluate --workdir=/tmp/run [--split=test] [--step=N] [--evals=errors]
 
 The run's own config (WORKDIR/config.json) is used unless --config is given.
 Its evaluators (`config.evals`, modules of heatpose_jax.evaluation.evaluators or dotted
 module paths, imported here) score the same predictions as the headline: their
 results go into results.json under "evals", their tables at the end of table.txt.
+--evals adds evaluators with their default arguments for this evaluation (`errors`:
+correct / swap / near / miss and what the cascade fixes and breaks; `sigma`).
 """
 
 import os
@@ -39,6 +41,18 @@ flags.DEFINE_bool(
   "Average each estimate with its mirrored image's (config.eval.flip_test; default: the "
   "run's config).",
 )
+flags.DEFINE_bool(
+  "fuse_coarse",
+  None,
+  "Decode the cascade's fine maps weighted by the coarse maps in each window "
+  "(config.eval.fuse_coarse; default: the run's config).",
+)
+flags.DEFINE_list(
+  "evals",
+  [],
+  "Evaluators to add, with their default arguments, by module (errors, sigma, or a dotted "
+  "path): config.evals.<the module's last name> = dict(type=MODULE).",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -46,9 +60,15 @@ def main(argv):
   del argv
   launch.setup()
   config = launch.config(FLAGS.workdir)
-  if FLAGS.flip_test is not None:
-    with config.unlocked():
+  with config.unlocked():
+    if FLAGS.flip_test is not None:
       config.eval.flip_test = FLAGS.flip_test
+    if FLAGS.fuse_coarse is not None:
+      config.eval.fuse_coarse = FLAGS.fuse_coarse
+    if FLAGS.evals and "evals" not in config:  # a run saved before evaluators existed
+      config.evals = {}
+    for module in FLAGS.evals:
+      config.evals[module.rsplit(".", 1)[-1]] = {"type": module}
   if FLAGS.num_overlays < 0:
     raise ValueError(f"--num_overlays={FLAGS.num_overlays}: must be >= 0")
   # Settled before the model loads: where the results go (inside the run's own

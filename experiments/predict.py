@@ -109,6 +109,12 @@ flags.DEFINE_bool(
   "flip_test", False, "Average each estimate with its mirrored image's (2x the compute)."
 )
 flags.DEFINE_bool(
+  "fuse_coarse",
+  None,
+  "Decode the fine maps weighted by the coarse maps in each window (default: the run's "
+  "config.eval.fuse_coarse).",
+)
+flags.DEFINE_bool(
   "skip_unreadable",
   False,
   "Exit 0 when some images or video frames could not be read (they are still reported); "
@@ -278,6 +284,7 @@ def predict_images(
         "checkpoint_step": pred.step,
         "scales": list(pred.scales),
         "flip_test": pred.flip_test,
+        "fuse_coarse": pred.fuse_coarse,
         "torso_box": box,
         "frame": "source image pixels, 0-based, pixel centres at integers: (x, y, score in [0, 1])",
         "complete": complete,
@@ -534,6 +541,7 @@ def _write_box_outputs(pred, inputs, out_dir, plan, records, results, skipped, c
       "checkpoint_step": pred.step,
       "scales": list(pred.scales),
       "flip_test": pred.flip_test,
+      "fuse_coarse": pred.fuse_coarse,
       "boxes": plan.sources[0],
       "box_threshold": FLAGS.box_threshold,
       "oks_nms": FLAGS.oks_nms,
@@ -801,6 +809,7 @@ def main(argv):
     scales=scales,
     batch_size=FLAGS.batch_size,
     flip_test=FLAGS.flip_test,
+    fuse_coarse=FLAGS.fuse_coarse,
     spatial_model=box is not None,  # a damaged mrf.npz matters only to --torso_box
   )
   if box is not None and pred.mrf is None:

@@ -49,6 +49,7 @@ def build_evaluator(
     keep_heatmaps=keep_heatmaps,
     loss_codec=model.coarse_codec,
     flip_perm=flip_perm(config),
+    fuse_coarse=config.eval.get("fuse_coarse", False),
   )
   selector_params = None
   if mrf is not None:
@@ -103,7 +104,7 @@ def evaluate_checkpoint(
   nothing compiled to build them). The dataset's spec is the run's own
   (`from_config.use_run_spec`: its dataset_spec.json) where it has one. With
   `config.eval.flip_test`, every estimate is the flip test's (results.json's
-  `flip_test`).
+  `flip_test`); `config.eval.fuse_coarse` likewise (`fuse_coarse`).
   """
   from_config.use_run_spec(workdir, config)
   from_config.check(config)
@@ -126,6 +127,7 @@ def evaluate_checkpoint(
   result = evaluator.result
   result["step"] = step
   result["flip_test"] = flip_perm(config) is not None
+  result["fuse_coarse"] = bool(config.eval.get("fuse_coarse", False))
   title = f"{config.dataset} {split}, step {step}" + (", flip test" if result["flip_test"] else "")
   evals_text = evaluator.format_evals()
   if jax.process_index() == 0:

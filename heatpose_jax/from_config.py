@@ -127,9 +127,8 @@ def _check_eval(config: ml_collections.ConfigDict, need) -> None:
     "eval.thresholds",
     "must be a non-empty list of values >= 0",
   )
-  need(
-    isinstance(config.eval.get("flip_test", False), bool), "eval.flip_test", "must be True or False"
-  )
+  for key in ("flip_test", "fuse_coarse"):
+    need(isinstance(config.eval.get(key, False), bool), f"eval.{key}", "must be True or False")
 
 
 def _check_phases(config: ml_collections.ConfigDict, need) -> None:

@@ -109,6 +109,8 @@ class Predictor:
     box_aspect: width / height a person box is widened to (0: the canvas's).
     flip_test: also run each canvas mirrored and average the two estimates
       (`inference.predict`'s `flip_perm`; 2× the compute).
+    fuse_coarse: the cascade decodes its fine maps weighted by the coarse maps
+      (`inference.predict`'s; docs/model.md, "Fusing the coarse maps").
   """
 
   def __init__(
@@ -125,9 +127,10 @@ class Predictor:
     box_scale: float = 1.25,
     box_aspect: float = 0.0,
     flip_test: bool = False,
+    fuse_coarse: bool = False,
   ):
     self.model, self.params, self.skeleton = model, params, skeleton
-    self.flip_test = bool(flip_test)
+    self.flip_test, self.fuse_coarse = bool(flip_test), bool(fuse_coarse)
     self.box_scale, self.box_aspect = float(box_scale), float(box_aspect)
     self.input_hw = tuple(int(v) for v in input_hw)
     self.scales = inference.check_scales(scales)
@@ -148,6 +151,7 @@ class Predictor:
     spatial_model: bool = True,
     batch_size: int = 8,
     flip_test: bool = False,
+    fuse_coarse: bool | None = None,
   ) -> Predictor:
     """The predictor of a training run's checkpoint.
 
@@ -161,6 +165,7 @@ class Predictor:
         (`from_config.use_run_spec`: a COCO-format run needs no data dir), else
         the data dir's build, else the registered one.
       scales, batch_size, flip_test: see the class.
+      fuse_coarse: see the class; None: the run's `config.eval.fuse_coarse`.
       spatial_model: load the workdir's fitted MRF (used with `torso_box`).
     """
     config = from_config.load_run_config(workdir) if config is None else config
@@ -187,6 +192,7 @@ class Predictor:
       batch_size=batch_size,
       step=step,
       flip_test=flip_test,
+      fuse_coarse=config.eval.get("fuse_coarse", False) if fuse_coarse is None else fuse_coarse,
       **box_crop(config),
     )
     out.mrf_error = mrf_error
@@ -200,7 +206,9 @@ class Predictor:
 
   @property
   def _plain(self):
-    return _predict_program(self.model, tuple(self.scales), flip_perm=self._flip_perm)
+    return _predict_program(
+      self.model, tuple(self.scales), flip_perm=self._flip_perm, fuse_coarse=self.fuse_coarse
+    )
 
   @property
   def _selected(self):
@@ -209,6 +217,7 @@ class Predictor:
       tuple(self.scales),
       spatial_training.mrf_selector(self.mrf.spec),
       flip_perm=self._flip_perm,
+      fuse_coarse=self.fuse_coarse,
     )
 
   def canvases(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -345,8 +354,9 @@ class Predictor:
     The exported function takes uint8 canvases `(B, H, W, 3)` at the model's
     input size (B symbolic: any batch) and returns `{"joints": (B, J, 2)
     float32 (x, y) in canvas pixels, "scores": (B, J) in [0, 1]}`: single scale,
-    no selector, the flip test as the predictor's. Letterbox photographs into canvases with `inference.letterbox`
-    (it also returns the `canvas_to_image` map back to the photograph).
+    no selector, the flip test and `fuse_coarse` as the predictor's. Letterbox
+    photographs into canvases with `inference.letterbox` (it also returns the
+    `canvas_to_image` map back to the photograph).
     `exported.serialize()` gives bytes that `jax.export.deserialize` reloads
     without this code (TF Serving-style deployment, or any JAX process).
 
@@ -357,10 +367,10 @@ class Predictor:
 
     (batch,) = jax.export.symbolic_shape("b")
     spec = jax.ShapeDtypeStruct((batch, *self.input_hw, 3), jnp.uint8)
-    model, params, flip_perm = self.model, self.params, self._flip_perm
+    model, params, flip_perm, fuse = self.model, self.params, self._flip_perm, self.fuse_coarse
 
     def serve(images):
-      out = inference.predict(model, params, images, flip_perm=flip_perm)
+      out = inference.predict(model, params, images, flip_perm=flip_perm, fuse_coarse=fuse)
       return {"joints": out["cascade"].astype(jnp.float32), "scores": out["scores"]}
 
     if platforms is None:
@@ -477,12 +487,14 @@ def image_box_to_canvas(box: Sequence[float], canvas_to_image: np.ndarray) -> np
 
 
 @functools.lru_cache(maxsize=16)
-def _predict_program(model, scales: tuple[float, ...], selector=None, flip_perm=None):
+def _predict_program(
+  model, scales: tuple[float, ...], selector=None, flip_perm=None, fuse_coarse=False
+):
   """`inference.predict` of `model` jitted, with the MRF `selector` (its estimates
-  only) or without, with the flip test (`flip_perm`) or without. Cached:
+  only) or without, with the flip test (`flip_perm`) or without, `fuse_coarse`. Cached:
   Predictors of one model (`from_config.model` gives equal configs one module)
   share the traced and compiled program."""
-  kw = {"flip_perm": flip_perm}
+  kw = {"flip_perm": flip_perm, "fuse_coarse": fuse_coarse}
   if selector is not None:
     kw.update(selector=selector, plain=False)
   return jax.jit(

@@ -90,3 +90,35 @@ def test_coarse_loss_takes_nhwc():
   a = jnp.zeros((2, 4, 4, 3)).at[:, :, :, 2].set(1.0)
   e = losses.coarse_loss(a, jnp.zeros_like(a), jnp.array([[1.0, 1.0, 1.0], [0.0, 0.0, 1.0]]))
   assert float(e) == pytest.approx(16.0 * 2 / 4)
+
+
+def test_window_samples_are_the_coarse_maps_at_the_window_pixels():
+  # A map linear in (u, v) is interpolated exactly: value = u + 10 v at the window
+  # pixel's heat-map coordinates (input x - (s - 1) / 2) / s, clamped at the edges.
+  stride, size = 4, 6
+  u, v = np.meshgrid(np.arange(8.0), np.arange(5.0))
+  heat = jnp.asarray(np.stack([u + 10 * v, -(u + 10 * v)], -1)[None], jnp.float32)  # (1,5,8,2)
+  origin = jnp.asarray([[[3.0, 2.0], [20.0, 13.0]]])  # (1, J=2, 2)
+  got = np.asarray(codec.window_samples(heat, origin, size, stride))
+  assert got.shape == (1, 2, size, size)
+  for j, sign in enumerate((1, -1)):
+    ox, oy = np.asarray(origin[0, j])
+    cols = np.clip((ox + np.arange(size) - 1.5) / stride, 0, 7)
+    rows = np.clip((oy + np.arange(size) - 1.5) / stride, 0, 4)
+    want = sign * (cols[None, :] + 10 * rows[:, None])
+    np.testing.assert_allclose(got[0, j], want, atol=1e-5)
+
+
+def test_fused_decoding_takes_the_fine_peak_the_coarse_maps_support():
+  c = codec.WindowCodec(size=16, sigma=1.0)
+  origin = jnp.zeros((1, 2, 2))
+  # Two fine peaks per window: 0.9 at x = 3, 0.8 at x = 12 (row 8).
+  fine = c.encode(jnp.asarray([[[3.0, 8.0], [3.0, 8.0]]]), jnp.ones((1, 2)), origin) * 0.9
+  fine = fine + c.encode(jnp.asarray([[[12.0, 8.0], [12.0, 8.0]]]), jnp.ones((1, 2)), origin) * 0.8
+  alone, _ = c.decode(fine, origin)
+  np.testing.assert_allclose(alone[0, :, 0], [3.0, 3.0], atol=0.01)
+  # The coarse maps believe in the right-hand limb for joint 0 and in nothing for
+  # joint 1 (zero everywhere: the fine maps alone decide).
+  prior = jnp.zeros((1, 2, 16, 16)).at[0, 0, :, 9:].set(1.0)
+  fused, _ = c.decode(fine, origin, prior=prior)
+  np.testing.assert_allclose(fused[0, :, 0], [12.0, 3.0], atol=0.01)

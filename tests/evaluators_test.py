@@ -112,12 +112,27 @@ def test_the_evaluate_cli_imports_the_configured_evaluators(tiny_run, tmp_path):
 
   config["evals"] = EVALS
   (work / "config.json").write_text(json.dumps(config))
-  r = run_cli("experiments.evaluate", f"--workdir={work}", "--num_overlays=0", "--flip_test")
+  r = run_cli(
+    "experiments.evaluate",
+    f"--workdir={work}",
+    "--num_overlays=0",
+    "--flip_test",
+    "--fuse_coarse",
+    "--evals=errors",
+  )
   assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+  assert "the cascade fixes" in r.stdout  # --evals adds one with its defaults
   assert "toy:\nmean pixel error" in r.stdout
   results = json.loads((work / "eval_test" / "results.json").read_text())
   assert results["flip_test"] is True and "step 4, flip test" in r.stdout
-  assert set(results["evals"]) == set(EVALS)
+  assert results["fuse_coarse"] is True
+  assert set(results["evals"]) == {*EVALS, "errors"}
+  errors = results["evals"]["errors"]
+  for m in ("coarse", "cascade"):  # every annotated joint is in one class
+    assert sum(errors[m][c]["all"] for c in ("correct", "swap", "near", "miss")) == pytest.approx(
+      100
+    )
+
   assert results["evals"]["toy"]["cascade"] > 0
   assert "0.5" in results["cascade"]["table"]  # the headline where it always was
   table = (work / "eval_test" / "table.txt").read_text()
@@ -156,3 +171,44 @@ def test_the_default_config_has_no_evaluators_and_checks():
   config.evals.sigma_10 = {"type": "sigma", "outlier_px": 10.0}
   config.evals.toy = {"type": TOY}
   from_config.check(config)
+
+
+@pytest.mark.xdist_group("evaluators_unit")
+def test_errors_classes_and_what_the_cascade_fixes():
+  from heatpose_jax.data import dataset_specs
+  from heatpose_jax.evaluation.evaluators import errors
+
+  skeleton = dataset_specs.SPECS["synthetic"].skeleton
+  j = skeleton.index
+  rng = np.random.default_rng(0)
+  gt = rng.uniform(10, 50, (3, skeleton.num_joints, 2))
+  head = np.array([4.0, 4.0, 0.0])  # the third example has no normalizer: not evaluated
+  valid = np.ones(gt.shape[:2], np.int32)
+  coarse, cascade = gt + 1.0, gt.copy()  # coarse off by sqrt(2) = 0.71 t, the cascade exact
+  wl, wr, hd = j("l_wrist"), j("r_wrist"), j("head_top")
+  coarse[0, wl] = gt[0, wr]  # left/right swap
+  coarse[0, hd] += (2.5, 0.0)  # (3.5, 1) from the joint: 1.82 t, near
+  coarse[1, hd] += (9.0, 0.0)  # miss; the cascade keeps it: broken once, fixed twice
+  cascade[1, hd] = coarse[1, hd]
+  valid[1, j("l_knee")] = 0
+  preds = {"coarse": coarse, "cascade": cascade, "joints": gt, "joints_valid": valid}
+  preds["head_size"] = head
+  r = errors.evaluate(preds, skeleton=skeleton, pools={}, normalizer="head_size", alpha=0.5)
+  n = 2 * skeleton.num_joints - 1  # evaluated joints
+  share = lambda k: pytest.approx(100.0 * k / n)  # noqa: E731
+  assert r["coarse"]["swap"]["all"] == share(1) and r["coarse"]["swap"]["l_wrist"] == 50.0
+  assert r["coarse"]["near"]["all"] == share(1) and r["coarse"]["miss"]["all"] == share(1)
+  assert r["coarse"]["correct"]["all"] == share(n - 3)
+  assert r["cascade"]["correct"]["all"] == share(n - 1) and r["cascade"]["miss"]["all"] == share(1)
+  # `correct` is PCK's count, on the joints PCK evaluates.
+  from heatpose_jax.evaluation import metrics
+
+  (ok,), evaluated = metrics.pck(coarse, gt, valid, head, 0.5)
+  assert r["coarse"]["correct"]["all"] == pytest.approx(100.0 * ok[evaluated].mean())
+  ref = r["refinement"]
+  assert (ref["fixed"], ref["broken"], ref["num_joints"]) == (2, 0, n)
+  first = ref["bins"][1]  # [0.5, 1): the joints off by 0.71 t, all corrected
+  assert first["share"] == share(n - 3) and first["cascade_correct"] == 100.0
+  assert sum(b["share"] for b in ref["bins"]) == pytest.approx(100.0)
+  assert "fixes 2 and breaks 0" in errors.format_table(r)
+  assert dict(errors.scalars(r))["cascade/miss"] == share(1)

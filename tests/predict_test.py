@@ -15,7 +15,7 @@ from conftest import run_cli
 from heatpose_jax import Predictor, from_config
 from heatpose_jax.configs import synthetic as synthetic_config
 from heatpose_jax.data import synthetic
-from heatpose_jax.model import inference
+from heatpose_jax.model import codec, inference
 
 # The tests sharing the session fixture `tiny_run` run on one xdist worker (built once).
 pytestmark = pytest.mark.xdist_group("tiny_run")
@@ -59,7 +59,9 @@ def test_joints_come_back_in_the_image_frame(predictor):
   # The canvas estimate, mapped by the letterbox's canvas → image affine.
   photo = _photo()
   canvas, c2i = inference.letterbox(photo, (64, 64))
-  live = jax.jit(functools.partial(inference.predict, predictor.model))
+  live = jax.jit(
+    functools.partial(inference.predict, predictor.model, fuse_coarse=predictor.fuse_coarse)
+  )
   xy = np.asarray(live(predictor.params, canvas[None])["cascade"][0], np.float64)
   np.testing.assert_allclose(predictor(photo)["joints"], xy @ c2i[:, :2].T + c2i[:, 2], atol=1e-3)
   # The letterbox: 120 px wide → 64 px, centred vertically (pixel centres at integers).
@@ -102,6 +104,39 @@ def test_the_flip_test_averages_an_image_with_its_mirror(predictor):
   np.testing.assert_allclose(p(_photo())["joints"], xy, atol=1e-3)
   served = p.export().call(canvases)
   np.testing.assert_allclose(served["joints"], a["cascade"], atol=1e-4)
+
+
+def test_fuse_coarse_decodes_the_fine_maps_weighted_by_the_coarse_maps(tiny_run, predictor):
+  model, params = predictor.model, predictor.params
+  canvases = np.stack([inference.letterbox(_photo(seed), (64, 64))[0] for seed in (7, 9)])
+  res = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))(params, canvases)
+  # The fused estimate: the peak of max(fine, 0) · max(coarse in the window, 0), or of
+  # the fine maps where that product is zero everywhere.
+  prior = np.asarray(
+    codec.window_samples(
+      res.coarse_heatmaps, res.window_origin, model.fine_codec.size, model.coarse_codec.stride
+    )
+  )
+  fine = np.asarray(res.fine_heatmaps)
+  product = np.maximum(fine, 0) * np.maximum(prior, 0)
+  fusing = product.max((-2, -1), keepdims=True) > 0
+  assert fusing.any()
+  product = np.where(fusing, product, fine)
+  fused = jax.device_get(
+    jax.jit(functools.partial(inference.predict, model, fuse_coarse=True))(params, canvases)
+  )
+  b, j, s, _ = product.shape
+  peak = product.reshape(b, j, s * s).argmax(-1)
+  cell = np.stack([peak % s, peak // s], -1) + np.asarray(res.window_origin)
+  assert np.abs(fused["cascade"] - cell).max() <= 0.5  # the sub-pixel step stays in the cell
+  # Predictor: the run's config.eval.fuse_coarse unless told; its results say which.
+  config = from_config.load_run_config(str(tiny_run))
+  assert predictor.fuse_coarse == config.eval.fuse_coarse
+  p = Predictor.from_workdir(str(tiny_run), fuse_coarse=True)
+  photo = _photo()
+  _, c2i = inference.letterbox(photo, (64, 64))
+  xy = np.asarray(fused["cascade"][0], np.float64) @ c2i[:, :2].T + c2i[:, 2]
+  np.testing.assert_allclose(p(photo)["joints"], xy, atol=1e-3)
 
 
 def test_multi_scale_and_bad_inputs(tiny_run):
@@ -178,7 +213,9 @@ def test_export_reloads_and_equals_the_live_predictor(tiny_run, predictor, tmp_p
   assert exported.platforms == ("cpu", "cuda")
   signature = json.loads(out.with_suffix(".json").read_text())
   assert signature["input"]["shape"] == ["B", 64, 64, 3] and len(signature["names"]) == 14
-  live = jax.jit(functools.partial(inference.predict, predictor.model))
+  live = jax.jit(
+    functools.partial(inference.predict, predictor.model, fuse_coarse=predictor.fuse_coarse)
+  )
   for batch in (1, 3):  # the batch axis is symbolic
     canvases = np.stack([inference.letterbox(_photo(i), (64, 64))[0] for i in range(batch)])
     got, want = exported.call(canvases), live(predictor.params, canvases)

@@ -159,6 +159,10 @@ def eval_config() -> ml_collections.ConfigDict:
   # Flip test: average each image's estimate with its mirror's (HRNet's, mmpose's
   # test-time flip; 2x the evaluation's compute). Not in the paper.
   e.flip_test = False
+  # The cascade's refined location: the peak of the fine maps weighted by the coarse
+  # maps in the window (docs/model.md, "Fusing the coarse maps"); False: the fine
+  # maps' peak alone (the paper).
+  e.fuse_coarse = False
   e.clean_labels = True  # score against `joints_clean` where a dataset has them
   return e
 

@@ -22,6 +22,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.ndimage
 
 
 def input_to_heatmap(xy: jax.Array, stride: int) -> jax.Array:
@@ -172,8 +173,42 @@ class WindowCodec:
     return maps * valid[..., None, None].astype(maps.dtype)
 
   def decode(
-    self, maps: jax.Array, origin: jax.Array, refine: bool = True
+    self, maps: jax.Array, origin: jax.Array, refine: bool = True, prior: jax.Array | None = None
   ) -> tuple[jax.Array, jax.Array]:
-    """`(B, J, S, S)` maps and `(B, J, 2)` origins → input-frame `(B, J, 2)` and peaks."""
+    """`(B, J, S, S)` maps and `(B, J, 2)` origins → input-frame `(B, J, 2)` and peaks.
+
+    With a `prior` `(B, J, S, S)` (the coarse maps in the window, `window_samples`),
+    the decoded map is max(maps, 0) · max(prior, 0): the fine model's peak that the
+    coarse model also believes in (`fuse_coarse`); a window where that product is
+    zero everywhere decodes `maps` alone.
+    """
+    if prior is not None:
+      fused = jnp.maximum(maps, 0) * jnp.maximum(prior.astype(maps.dtype), 0)
+      maps = jnp.where(jnp.max(fused, axis=(-2, -1), keepdims=True) > 0, fused, maps)
     xy, peak = argmax_2d(maps, refine)
     return origin + xy, peak
+
+
+def window_samples(heatmaps: jax.Array, origin: jax.Array, size: int, stride: int) -> jax.Array:
+  """The coarse heat-maps at the pixel centres of each joint's window.
+
+  Args:
+    heatmaps: `(B, h, w, J)` at `stride` (`HeatmapCodec`'s frame).
+    origin: `(B, J, 2)` input pixel (x, y) of window pixel (0, 0).
+    size: window side in input pixels.
+    stride: the heat-maps' stride.
+
+  Returns:
+    `(B, J, size, size)`: window pixel (r, c) holds joint j's map, bilinearly
+    interpolated at input pixel origin + (c, r) (edges clamped).
+  """
+  ar = jnp.arange(size, dtype=jnp.float32)
+  u = input_to_heatmap(origin[..., 0, None, None] + ar[None, None, None, :], stride)
+  v = input_to_heatmap(origin[..., 1, None, None] + ar[None, None, :, None], stride)
+  u, v = jnp.broadcast_arrays(u, v)
+  per_joint = jnp.moveaxis(heatmaps, -1, 1).astype(jnp.float32)  # (B, J, h, w)
+
+  def sample(m, vv, uu):
+    return jax.scipy.ndimage.map_coordinates(m, [vv, uu], order=1, mode="nearest")
+
+  return jax.vmap(jax.vmap(sample))(per_joint, v, u)

@@ -142,6 +142,7 @@ def predict(
   plain: bool = True,
   keep_heatmaps: bool = False,
   flip_perm: Sequence[int] | None = None,
+  fuse_coarse: bool = False,
 ) -> dict[str, jax.Array]:
   """Joints of a batch of canvases (pure: jit it).
 
@@ -158,8 +159,8 @@ def predict(
     selector_params, torso_box: its parameters and `(B, 4)` canvas torso boxes;
       `plain`: also the estimates without it (False: only the `_mrf` ones).
     keep_heatmaps: add the averaged `coarse_heatmaps` `(B, h, w, J)`.
-    flip_perm: the flip test (`_Flip`) with the skeleton's `flip_permutation`
-      `(J,)`; None: none (the paper).
+    flip_perm: the flip test (`_Flip`, the skeleton's `flip_permutation`); None: none.
+    fuse_coarse: decode the fine maps weighted by the coarse maps (`Cascade`).
 
   Returns:
     `(B, J, 2)` canvas (x, y): `coarse` (argmax of the averaged coarse maps),
@@ -167,11 +168,10 @@ def predict(
     `scores` (and `scores_mrf`) in [0, 1] (module docstring).
   """
   scales = check_scales(scales)
-  canvases = canvases[None] if canvases.ndim == 4 else canvases
-  if canvases.shape[0] != len(scales):
-    raise ValueError(f"{canvases.shape[0]} canvases per image for {len(scales)} scales")
+  canvases = _per_scale(canvases, scales)
   v, base, heat_codec = {"params": params}, scales.index(1.0), model.coarse_codec
   flip = _Flip(flip_perm, canvases.shape[3])
+  cascade = functools.partial(model.apply, v, flip.pair_images(canvases[base]), train=False)
   others = _other_scales(model, v, canvases, scales, base, flip)
   averaged = functools.partial(_average, others=others, num_scales=len(scales), fold=flip.fold_maps)
   variants = _variants(
@@ -180,7 +180,7 @@ def predict(
   out = {}
   for suffix, locate, maps_of in variants:
     located = None if locate is None else (lambda h, f=locate: flip.pair_xy(f(h)))
-    res = model.apply(v, flip.pair_images(canvases[base]), train=False, locate=located)
+    res = cascade(locate=located, fuse_coarse=fuse_coarse)
     heat = averaged(res.coarse_heatmaps)
     out[f"coarse{suffix}"] = heat_codec.decode(maps_of(res.coarse_heatmaps), coarse_refine)[0]
     out[f"cascade{suffix}"] = flip.fold_xy(res.xy)
@@ -189,6 +189,14 @@ def predict(
     if keep_heatmaps and "coarse_heatmaps" not in out:
       out["coarse_heatmaps"] = heat
   return out
+
+
+def _per_scale(canvases: jax.Array, scales: tuple[float, ...]) -> jax.Array:
+  """`(S, B, H, W, 3)` canvases, one per scale (a `(B, H, W, 3)` batch is scale 1's)."""
+  canvases = canvases[None] if canvases.ndim == 4 else canvases
+  if canvases.shape[0] != len(scales):
+    raise ValueError(f"{canvases.shape[0]} canvases per image for {len(scales)} scales")
+  return canvases
 
 
 class _Flip:
@@ -285,6 +293,7 @@ def make_predict_fn(
   keep_heatmaps: bool = False,
   loss_codec: codec.HeatmapCodec | None = None,
   flip_perm: tuple[int, ...] | None = None,
+  fuse_coarse: bool = False,
 ):
   """`predict` jitted over dataset batches: `(params, batch, selector_params=None) -> dict`.
 
@@ -293,7 +302,8 @@ def make_predict_fn(
   outputs plus every batch field but the image, replicated so every host sees
   the whole batch; with `loss_codec`, also the coarse loss E1 per example
   against the un-augmented batch (`e1_sum` over its valid joints, `e1_count`);
-  with `flip_perm` (the skeleton's `flip_permutation` as a tuple), the flip test.
+  with `flip_perm` (the skeleton's `flip_permutation` as a tuple), the flip test;
+  `fuse_coarse`: `predict`'s.
   Cached on its (hashable) arguments: evaluations of one model share a trace.
   """
 
@@ -308,6 +318,7 @@ def make_predict_fn(
       torso_box=batch.get("torso_box"),
       keep_heatmaps=keep_heatmaps or loss_codec is not None,
       flip_perm=flip_perm,
+      fuse_coarse=fuse_coarse,
     )
     heat = out["coarse_heatmaps"] if keep_heatmaps else out.pop("coarse_heatmaps", None)
     result = {k: v for k, v in batch.items() if k != "image"}

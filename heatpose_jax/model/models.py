@@ -441,9 +441,11 @@ class CascadeModel(Protocol):
     train: bool,
     freeze_coarse: bool = False,
     locate: Callable[[jax.Array], jax.Array] | None = None,
+    fuse_coarse: bool = False,
   ) -> CascadeOutput:
     """The whole model; `freeze_coarse`: no gradient into the coarse part;
-    `locate`: coarse maps `(B, h, w, J)` -> the `(B, J, 2)` locations to refine."""
+    `locate`: coarse maps `(B, h, w, J)` -> the `(B, J, 2)` locations to refine;
+    `fuse_coarse`: decode the fine maps weighted by the coarse maps (`Cascade`)."""
     ...
 
 
@@ -478,6 +480,7 @@ class Cascade(nn.Module):
     train: bool,
     freeze_coarse: bool = False,
     locate: Callable[[jax.Array], jax.Array] | None = None,
+    fuse_coarse: bool = False,
   ) -> CascadeOutput:
     """Runs the cascade.
 
@@ -489,6 +492,10 @@ class Cascade(nn.Module):
       locate: maps this call's coarse heat-maps `(B, h, w, J)` to the `(B, J, 2)`
         input-frame locations to refine (multi-scale averaging, the spatial
         model's choice); default the coarse argmax.
+      fuse_coarse: the refined location is the peak of the fine maps weighted by
+        this image's coarse maps in the window (`WindowCodec.decode`'s `prior`),
+        so the fine model cannot jump to a limb the coarse model does not see
+        there (the paper: the fine maps' peak alone). The maps are unchanged.
 
     Returns:
       `CascadeOutput`.
@@ -507,7 +514,10 @@ class Cascade(nn.Module):
     context = self.fine_codec.size
     origin = window_origin(coarse_xy, context)
     fine = self.fine(_crops(maps, strides, origin, context))
-    xy, _ = self.fine_codec.decode(fine, origin)
+    prior = None
+    if fuse_coarse:
+      prior = codec.window_samples(heat, origin, context, self.coarse_codec.stride)
+    xy, _ = self.fine_codec.decode(fine, origin, prior=prior)
     return CascadeOutput(heatmaps, fine, origin, coarse_xy, xy)
 
 

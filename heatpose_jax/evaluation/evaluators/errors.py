@@ -1,0 +1,165 @@
+"""Where the estimates go wrong, and what the cascade's fine model fixes and breaks.
+
+  config.evals.errors = dict(type="errors", normalizer="head_size", alpha=0.5)
+  python -m experiments.evaluate --workdir=W --config.evals.errors.type=errors ...
+
+Each annotated joint's estimate falls in one class (after Ronchi & Perona 2017,
+"Benchmarking and error diagnosis in multi-instance pose estimation", for one
+person per example), with the threshold t = alpha × the example's normalizer:
+
+  correct   within t of the joint (what PCK@alpha counts);
+  swap      not correct, within t of its left/right partner (the skeleton's
+            flip pairs): the left and right limbs exchanged;
+  near      not correct, not a swap, within 2t;
+  miss      the rest.
+
+With both the coarse estimate and the cascade in `preds`, the joints are also
+binned by the coarse estimate's error in units of t, and each bin gives the share
+of the joints and the fraction the coarse estimate and the cascade get correct:
+how far from the joint the fine model still finds it. `fixed` / `broken` count
+the joints the cascade makes correct / incorrect against the coarse estimate.
+Distances are in the canvas frame ((x, y), 0-based input pixels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from heatpose_jax.data import dataset_specs
+from heatpose_jax.data import joints as joints_lib
+from heatpose_jax.evaluation import metrics
+from heatpose_jax.evaluation.evaluators import estimates
+
+CLASSES = ("correct", "swap", "near", "miss")
+# Bin edges of the coarse error, in units of the threshold.
+BINS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, float("inf"))
+
+
+def check(*, normalizer: str = "head_size", alpha: float = 0.5) -> None:
+  if normalizer not in dataset_specs.NORMALIZERS:
+    raise ValueError(f"normalizer must be 'head_size' or 'torso_size', got {normalizer!r}")
+  if not alpha > 0:
+    raise ValueError(f"alpha={alpha!r}: must be > 0")
+
+
+def classify(
+  xy: np.ndarray,
+  gt: np.ndarray,
+  valid: np.ndarray,
+  normalizer: np.ndarray,
+  alpha: float,
+  flip_perm: Sequence[int],
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """`({class: (N, J) bool} for `CLASSES`, evaluated (N, J) bool)`: `correct` is
+  `metrics.pck`'s at `alpha`, and every evaluated joint is in exactly one class.
+
+  Args:
+    xy, gt: `(N, J, 2)` estimates and ground truth, one frame.
+    valid: `(N, J)` annotated joints.
+    normalizer: `(N,)` head or torso size (rows ≤ 0 are not evaluated, as in PCK).
+    alpha: the threshold, in units of the normalizer.
+    flip_perm: the model-order joint that is each joint's left/right partner
+      (itself for the joints on the midline: they never swap).
+  """
+  (correct,), evaluated = metrics.pck(xy, gt, valid, normalizer, alpha)
+  perm = np.asarray(flip_perm)
+  has_partner = evaluated[:, perm] & (perm != np.arange(len(perm)))[None]
+  to_partner = metrics.normalized_distances(xy, gt[:, perm], normalizer)
+  swap = evaluated & ~correct & has_partner & (to_partner <= alpha)
+  ratio = metrics.normalized_distances(xy, gt, normalizer)
+  near = evaluated & ~correct & ~swap & (ratio <= 2 * alpha)
+  miss = evaluated & ~(correct | swap | near)
+  return {"correct": correct, "swap": swap, "near": near, "miss": miss}, evaluated
+
+
+def _shares(classes: Mapping[str, np.ndarray], valid: np.ndarray, names: Sequence[str]) -> dict:
+  """{class: {"all": %, joint: %}} of the valid joints."""
+  out = {}
+  for c in CLASSES:
+    row = {"all": 100.0 * classes[c][valid].mean() if valid.any() else float("nan")}
+    for j, jn in enumerate(names):
+      v = valid[:, j]
+      row[jn] = 100.0 * classes[c][v, j].mean() if v.any() else float("nan")
+    out[c] = row
+  return out
+
+
+def _refinement(coarse, cascade, gt, valid, normalizer, alpha) -> dict:
+  """The coarse-error bins and the fixed / broken counts (module docstring)."""
+  (ok_coarse,), valid = metrics.pck(coarse, gt, valid, normalizer, alpha)
+  (ok_cascade,), _ = metrics.pck(cascade, gt, valid, normalizer, alpha)
+  units = np.where(valid, metrics.normalized_distances(coarse, gt, normalizer) / alpha, np.nan)
+  bins = []
+  for lo, hi in zip(BINS[:-1], BINS[1:], strict=True):
+    m = valid & (units >= lo) & (units < hi)
+    n = int(m.sum())
+    bins.append(
+      {
+        "coarse_error": [lo, hi],
+        "share": 100.0 * n / max(int(valid.sum()), 1),
+        "coarse_correct": 100.0 * ok_coarse[m].mean() if n else float("nan"),
+        "cascade_correct": 100.0 * ok_cascade[m].mean() if n else float("nan"),
+      }
+    )
+  return {
+    "bins": bins,
+    "fixed": int((valid & ~ok_coarse & ok_cascade).sum()),
+    "broken": int((valid & ok_coarse & ~ok_cascade).sum()),
+    "num_joints": int(valid.sum()),
+  }
+
+
+def evaluate(
+  preds: Mapping[str, np.ndarray],
+  *,
+  skeleton: joints_lib.Skeleton,
+  pools: metrics.Pools,
+  normalizer: str = "head_size",
+  alpha: float = 0.5,
+) -> dict:
+  """{"normalizer", "alpha", for each estimate m: {class: {"all": %, joint: %}},
+  and with both coarse and cascade "refinement": {"bins": [{"coarse_error": [lo, hi]
+  (units of the threshold), "share", "coarse_correct", "cascade_correct"} (%)],
+  "fixed", "broken", "num_joints"}}. `pools` is unused (the classes are per joint)."""
+  del pools
+  gt, valid, norm = preds["joints"], preds["joints_valid"] > 0, preds[normalizer]
+  perm = skeleton.flip_permutation
+  result: dict = {"normalizer": normalizer, "alpha": float(alpha)}
+  for m in estimates(preds):
+    classes, evaluated = classify(preds[m], gt, valid, norm, alpha, perm)
+    result[m] = _shares(classes, evaluated, skeleton.model_joints)
+  if "coarse" in preds and "cascade" in preds:
+    result["refinement"] = _refinement(preds["coarse"], preds["cascade"], gt, valid, norm, alpha)
+  return result
+
+
+def scalars(result: Mapping) -> Iterator[tuple[str, float]]:
+  for m in estimates(result):
+    for c in CLASSES:
+      yield f"{m}/{c}", result[m][c]["all"]
+  if "refinement" in result:
+    yield "fixed", result["refinement"]["fixed"]
+    yield "broken", result["refinement"]["broken"]
+
+
+def format_table(result: Mapping) -> str:
+  lines = [
+    f"errors (% of annotated joints, threshold {result['alpha']:g} × {result['normalizer']}):"
+  ]
+  rows = {f"{m} {c}": result[m][c] for m in estimates(result) for c in CLASSES}
+  lines.append(metrics.format_rows(rows))
+  ref = result.get("refinement")
+  if ref:
+    lines.append("coarse error (× threshold)  share  coarse correct  cascade correct")
+    for b in ref["bins"]:
+      lo, hi = b["coarse_error"]
+      span = f"[{lo:g}, {hi:g})"
+      lines.append(
+        f"{span:>26s} {b['share']:6.1f} {b['coarse_correct']:15.1f} {b['cascade_correct']:16.1f}"
+      )
+    lines.append(
+      f"the cascade fixes {ref['fixed']} and breaks {ref['broken']} of {ref['num_joints']} joints"
+    )
+  return "\n".join(lines)
