@@ -188,7 +188,7 @@ def test_gpu_form_module_costs_and_categories():
 
 
 def test_tiny_joint_step_every_category_has_a_share(tmp_path):
-  config = benchmark.model_config("mpii", pool=8, dtype="float32", batch_size=8, tiny=True)
+  config = benchmark.model_config("flic", pool=8, dtype="float32", batch_size=8, tiny=True)
   report = profile.run_profile(
     config, ["joint"], output_dir=str(tmp_path), command="test", steps=1, warmup=0
   )
