@@ -3,8 +3,11 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# The fusion emitters roughly double XLA:CPU compile times, which dominate the tests.
-FAST_COMPILE = "--xla_cpu_use_fusion_emitters=false"
+# Compile times dominate the tests: the fusion emitters roughly double XLA:CPU's, and
+# the FAST_COMPILE preset takes another ≈ 10 % off (tests only; runs keep the defaults).
+FAST_COMPILE = (
+  "--xla_cpu_use_fusion_emitters=false --xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE"
+)
 if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count=8 {FAST_COMPILE}"

@@ -187,6 +187,7 @@ def test_sharded_over_devices():
   fn = jax.jit(lambda k, x: augment.augment_batch(k, x, np.array([1, 0])))
   out = fn(jax.random.key(7), sharded)
   ref = fn(jax.random.key(7), batch)
-  np.testing.assert_allclose(out["image"], ref["image"], atol=1e-3)
+  # Float rounding of 0–255 values (the two programs fuse differently).
+  np.testing.assert_allclose(out["image"], ref["image"], rtol=2e-5, atol=1e-3)
   np.testing.assert_allclose(out["joints"], ref["joints"], atol=1e-4)
   assert out["image"].sharding.is_equivalent_to(sharding, 4)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from conftest import FAST_COMPILE
 from heatpose_jax import from_config
 from heatpose_jax.core import sharding
 from heatpose_jax.model import model_stats
@@ -36,7 +37,7 @@ def test_gpu_script_smoke_run_writes_every_output(tmp_path):
     OUT=str(out),
     CACHE_DIR=os.environ.get("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "cache")),
     JAX_DISABLE_MOST_OPTIMIZATIONS="1",
-    XLA_FLAGS="--xla_force_host_platform_device_count=1 --xla_cpu_use_fusion_emitters=false",
+    XLA_FLAGS=f"--xla_force_host_platform_device_count=1 {FAST_COMPILE}",
   )
   proc = subprocess.run(
     ["bash", "scripts/gpu_benchmark.sh"],

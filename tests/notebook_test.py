@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FAST_COMPILE
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 kernelspec = pytest.importorskip("ipykernel.kernelspec")
@@ -69,7 +71,7 @@ def test_notebook_runs(tmp_path, monkeypatch, request):
   monkeypatch.setenv("HEATPOSE_NB_DATA_DIR", str(tmp_path / "data"))
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
-  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
+  monkeypatch.setenv("XLA_FLAGS", FAST_COMPILE)
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", _compilation_cache(request, tmp_path))
   monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

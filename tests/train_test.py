@@ -17,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import SYNTHETIC_CONFIG, one_device_mesh
+from conftest import FAST_COMPILE, SYNTHETIC_CONFIG, one_device_mesh
 from heatpose_jax import from_config, train
 from heatpose_jax.configs import common
 from heatpose_jax.core import sharding, workdir_lock
@@ -35,9 +35,7 @@ OVERRIDES = {"batch_size": 16, "max_eval_examples": 24, "log_every": 2, "model.n
 
 def _env(devices=8):
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (
-    f"--xla_force_host_platform_device_count={devices} --xla_cpu_use_fusion_emitters=false"
-  )
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"
   env["JAX_PLATFORMS"] = "cpu"
   env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
   env["PYTHONUNBUFFERED"] = "1"
