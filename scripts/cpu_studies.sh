@@ -11,7 +11,7 @@
 #   bash scripts/cpu_studies.sh r2      # regularization: standard dropout, standard cascade (Fig. 13)
 #   bash scripts/cpu_studies.sh r3      # regularization, 100 training images: SpatialDropout, none
 #   bash scripts/cpu_studies.sh r4      # the same: standard dropout
-#   bash scripts/cpu_studies.sh report  # rewrite r1/r2's and p4n's outputs from their records
+#   bash scripts/cpu_studies.sh report  # rewrite r1-r4's and p4n's outputs from their records
 #
 # The regularization runs compare at 8× (`studies.runs.MAIN_POOL`; 0.19 torso here)
 # with the model's dropout set per variant; 2,000 steps over 300 images are ≈ 107
@@ -78,6 +78,8 @@ run_study() {
 if [[ $STUDY == report ]]; then
   # Not docs/results/precision.*: its records predate today's config (above).
   run_study regularization docs/results docs/figures --notrain
+  WORK=$WORK/n100 run_study regularization docs/results/regularization_n100 \
+    docs/figures/regularization_n100 --notrain --num_train=100
   run_study precision docs/results/precision_noise docs/figures/precision_noise --notrain \
     --pools=4 --groups=noise
 else

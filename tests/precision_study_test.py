@@ -297,3 +297,14 @@ def test_a_field_added_at_its_neutral_value_keeps_the_records_matched():
   assert records.config_digest(c, study="x") == before
   c.eval.flip_test = True
   assert records.config_digest(c, study="x") != before
+
+
+def test_the_verdict_tells_a_wide_train_val_gap_from_too_short_runs():
+  def agg(ratio):
+    return {"overfit": {"val_e1_rise_rel": {"mean": 0.0}, "e1_val_over_train": {"mean": ratio}}}
+
+  label = {"a": "SpatialDropout", "b": "no dropout"}
+  wide = regularization._overfit_sentence({"a": agg(3.6), "b": agg(5.3)}, "With 100", label)
+  assert "no variant's validation E1 rises" in wide and "regularization matters" in wide
+  narrow = regularization._overfit_sentence({"a": agg(1.5), "b": agg(1.7)}, "With 300", label)
+  assert "too short or the set too large" in narrow
