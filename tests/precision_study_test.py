@@ -219,7 +219,9 @@ def test_regularization_study(tiny_data, tmp_path, capsys):
   _finite([c["advantage"], c["spread"]], "comparison")
   assert comps["spatial_dropout_vs_no_dropout"]["val_pck_all"] is None  # not measured
   v = res["verdict"]
-  assert ("over-fits most" in v or "no variant's validation E1 rises" in v) and "paper's ordering" in v
+  assert (
+    "over-fits most" in v or "no variant's validation E1 rises" in v
+  ) and "paper's ordering" in v
   assert (figs / "regularization_curves.png").stat().st_size > 1000
   assert res["figures"]["curves"] == os.path.relpath(figs / "regularization_curves.png", out)
   rec = json.loads((out / "regularization_records" / "standard8.json").read_text())
