@@ -205,10 +205,25 @@ def window_samples(heatmaps: jax.Array, origin: jax.Array, size: int, stride: in
   ar = jnp.arange(size, dtype=jnp.float32)
   u = input_to_heatmap(origin[..., 0, None, None] + ar[None, None, None, :], stride)
   v = input_to_heatmap(origin[..., 1, None, None] + ar[None, None, :, None], stride)
-  u, v = jnp.broadcast_arrays(u, v)
-  per_joint = jnp.moveaxis(heatmaps, -1, 1).astype(jnp.float32)  # (B, J, h, w)
+  return sample_heatmaps(heatmaps, v, u, mode="nearest")
 
-  def sample(m, vv, uu):
-    return jax.scipy.ndimage.map_coordinates(m, [vv, uu], order=1, mode="nearest")
 
-  return jax.vmap(jax.vmap(sample))(per_joint, v, u)
+def sample_heatmaps(heatmaps: jax.Array, v: jax.Array, u: jax.Array, *, mode: str) -> jax.Array:
+  """Bilinear samples of each joint's map at heat-map-frame points.
+
+  Args:
+    heatmaps: `(B, h, w, J)`.
+    v, u: continuous heat-map rows and columns, broadcastable to `(B, J, H', W')`.
+    mode: outside the map, 'nearest' (the edge's value) or 'constant' (zero).
+
+  Returns:
+    `(B, J, H', W')`, the maps' dtype.
+  """
+  per_joint = jnp.moveaxis(heatmaps, -1, 1)  # (B, J, h, w)
+  shape = jnp.broadcast_shapes(per_joint.shape[:2] + (1, 1), v.shape, u.shape)
+  v, u = jnp.broadcast_to(v, shape), jnp.broadcast_to(u, shape)
+
+  def one(m, vv, uu):
+    return jax.scipy.ndimage.map_coordinates(m, [vv, uu], order=1, mode=mode, cval=0.0)
+
+  return jax.vmap(jax.vmap(one))(per_joint, v, u)

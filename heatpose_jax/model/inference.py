@@ -103,20 +103,14 @@ def resample_heatmaps(heatmaps: jax.Array, zoom: float, stride: int, canvas_hw) 
   Returns:
     `(B, h, w, J)` on the zoom-1 heat-map grid (zero outside the zoomed view).
   """
-  b, h, w, j = heatmaps.shape
+  h, w = heatmaps.shape[1:3]
   ch, cw = canvas_hw
   x = codec.heatmap_to_input(jnp.arange(w, dtype=jnp.float32), stride)
   y = codec.heatmap_to_input(jnp.arange(h, dtype=jnp.float32), stride)
   xz = codec.input_to_heatmap((cw - 1) / 2 + zoom * (x - (cw - 1) / 2), stride)
   yz = codec.input_to_heatmap((ch - 1) / 2 + zoom * (y - (ch - 1) / 2), stride)
   yy, xx = jnp.meshgrid(yz, xz, indexing="ij")
-
-  def one(m):  # (h, w)
-    return jax.scipy.ndimage.map_coordinates(m, [yy, xx], order=1, mode="constant", cval=0.0)
-
-  maps = jnp.moveaxis(heatmaps, -1, 1).reshape(b * j, h, w)
-  out = jax.vmap(one)(maps).reshape(b, j, h, w)
-  return jnp.moveaxis(out, 1, -1)
+  return jnp.moveaxis(codec.sample_heatmaps(heatmaps, yy, xx, mode="constant"), 1, -1)
 
 
 def check_scales(scales: Sequence[float]) -> tuple[float, ...]:

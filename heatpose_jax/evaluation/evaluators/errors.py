@@ -1,7 +1,7 @@
 """Where the estimates go wrong, and what the cascade's fine model fixes and breaks.
 
   config.evals.errors = dict(type="errors", normalizer="head_size", alpha=0.5)
-  python -m experiments.evaluate --workdir=W --config.evals.errors.type=errors ...
+  python -m experiments.evaluate --workdir=W --evals=errors     # its defaults, one evaluation
 
 Each annotated joint's estimate falls in one class (after Ronchi & Perona 2017,
 "Benchmarking and error diagnosis in multi-instance pose estimation", for one
@@ -86,11 +86,10 @@ def _shares(classes: Mapping[str, np.ndarray], valid: np.ndarray, names: Sequenc
   return out
 
 
-def _refinement(coarse, cascade, gt, valid, normalizer, alpha) -> dict:
-  """The coarse-error bins and the fixed / broken counts (module docstring)."""
-  (ok_coarse,), valid = metrics.pck(coarse, gt, valid, normalizer, alpha)
-  (ok_cascade,), _ = metrics.pck(cascade, gt, valid, normalizer, alpha)
-  units = np.where(valid, metrics.normalized_distances(coarse, gt, normalizer) / alpha, np.nan)
+def _refinement(ok_coarse, ok_cascade, units, valid) -> dict:
+  """The coarse-error bins and the fixed / broken counts (module docstring), from
+  `classify`'s `correct` of both estimates, the coarse error in units of the
+  threshold and the evaluated joints, all `(N, J)`."""
   bins = []
   for lo, hi in zip(BINS[:-1], BINS[1:], strict=True):
     m = valid & (units >= lo) & (units < hi)
@@ -127,11 +126,14 @@ def evaluate(
   gt, valid, norm = preds["joints"], preds["joints_valid"] > 0, preds[normalizer]
   perm = skeleton.flip_permutation
   result: dict = {"normalizer": normalizer, "alpha": float(alpha)}
+  correct = {}
   for m in estimates(preds):
     classes, evaluated = classify(preds[m], gt, valid, norm, alpha, perm)
     result[m] = _shares(classes, evaluated, skeleton.model_joints)
-  if "coarse" in preds and "cascade" in preds:
-    result["refinement"] = _refinement(preds["coarse"], preds["cascade"], gt, valid, norm, alpha)
+    correct[m] = classes["correct"]  # `evaluated` is the same for every estimate
+  if "coarse" in correct and "cascade" in correct:
+    units = metrics.normalized_distances(preds["coarse"], gt, norm) / alpha
+    result["refinement"] = _refinement(correct["coarse"], correct["cascade"], units, evaluated)
   return result
 
 
