@@ -43,9 +43,8 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grain
 import jax
 import numpy as np
 from PIL import Image
@@ -53,6 +52,9 @@ from PIL import Image
 from heatpose_jax.data import flic_labels
 from heatpose_jax.data import joints as joints_lib
 from heatpose_jax.data import orientation as orientation_lib
+
+if TYPE_CHECKING:  # grain is imported where a stream is built: commands that never
+  import grain  # read a batch (predict, evaluate from a cache) start ≈ 0.2 s sooner
 
 CROP_MODES = ("torso", "scale_normalized", "unnormalized", "extent", "box")
 _DEFAULT_IMAGE_SCALE = {"torso": 0.5, "unnormalized": 1 / 3}
@@ -374,14 +376,14 @@ def _stack(examples: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
   return {k: np.stack([ex[k] for ex in examples]) for k in examples[0]}
 
 
-class _ReadBatch(grain.transforms.Map):
+class _ReadBatch:
   """(indices (B,), real (B,)) → a batch: read + crop, or a cache's batched read."""
 
   def __init__(self, source, crop: Crop | None):
     self.source = source
     self.crop = crop
 
-  def map(self, element):
+  def __call__(self, element):
     indices, real = element
     if self.crop is None:
       batch = self.source.read_batch(indices)
@@ -424,13 +426,13 @@ class _EpochOrder:
     return {**self.__dict__, "_cache": {}}
 
 
-class _HostRows(grain.transforms.Map):
+class _HostRows:
   """Rows [start, start + size) of a batch of (indices, real) pairs."""
 
   def __init__(self, start: int, size: int):
     self.start, self.size = start, size
 
-  def map(self, element):
+  def __call__(self, element):
     indices, real = element
     return indices[self.start : self.start + self.size], real[self.start : self.start + self.size]
 
@@ -572,6 +574,8 @@ def _index_stream(
   """
   if num_epochs is not None and num_epochs < 1:
     raise ValueError(f"make_dataset: num_epochs={num_epochs}; must be >= 1 (or None: forever)")
+  import grain
+
   order = _EpochOrder(n, shuffle=shuffle, seed=seed, num_epochs=num_epochs)
   real = grain.MapDataset.source(order).map(_real)
   if num_epochs is not None:
@@ -590,6 +594,8 @@ def _iterate(
 ) -> grain.IterDataset:
   """`ds` read by `num_threads` threads, `prefetch_batches` ahead, in
   `worker_count` grain worker processes when > 0."""
+  import grain
+
   read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_batches)
   it = ds.to_iter_dataset(read)
   if worker_count > 0:
