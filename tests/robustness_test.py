@@ -106,8 +106,6 @@ def _truncate_newest(workdir: Path) -> Path:
   return newest
 
 
-# A failed restore's leftover reads reported when collected would fail the test (issue 23).
-@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_a_checkpoint_of_other_phases_is_a_config_error(tiny_run):
   # Read from the `train` item's metadata alone (not every item's).
   mngr = checkpoints.manager(str(tiny_run), create=False)
@@ -118,6 +116,8 @@ def test_a_checkpoint_of_other_phases_is_a_config_error(tiny_run):
   mngr.close()
 
 
+# A failed restore's leftover reads reported when collected would fail the test (issue 23).
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_a_truncated_checkpoint_is_skipped_and_kept_aside(
   tiny_run, run_copy, tiny_config, caplog, capfd
 ):
