@@ -231,7 +231,11 @@ def _item_metadata(mngr, step: int, item: str):
   """The stored tree metadata of one item of checkpoint `step`, by its handler (the
   items are `StandardCheckpointHandler`'s): `mngr.item_metadata` reads every item's,
   the optimizer state's too (≈ 6× the time of the params')."""
-  return ocp.StandardCheckpointHandler().metadata(mngr.directory / str(step) / item)
+  handler = ocp.StandardCheckpointHandler()
+  try:
+    return handler.metadata(mngr.directory / str(step) / item)
+  finally:
+    handler.close()
 
 
 def check_shapes(mngr, step: int, abstract_params) -> None:
