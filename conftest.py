@@ -92,19 +92,24 @@ def tiny_run(tiny_config, tmp_path_factory):
   return workdir
 
 
+def cli_env(devices: int = 1) -> dict[str, str]:
+  """The environment of a subprocess the tests start: this one's, on `devices` CPU
+  devices, compiled as this process compiles (fast, most optimizations off)."""
+  return {
+    **os.environ,
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}",
+    "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",  # as in this process
+    "PYTHONUNBUFFERED": "1",
+  }
+
+
 def run_cli(module: str, *args: str, devices: int = 1, timeout: int = 300):
   """`python -m module args...` on the CPU (as a user runs it); the CompletedProcess."""
   import subprocess
   import sys
 
-  flags = f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"
-  env = {
-    **os.environ,
-    "JAX_PLATFORMS": "cpu",
-    "XLA_FLAGS": flags,
-    "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",  # as in this process
-    "PYTHONUNBUFFERED": "1",
-  }
+  env = cli_env(devices)
   repo = os.path.dirname(os.path.abspath(__file__))
   return subprocess.run(
     [sys.executable, "-m", module, *args],

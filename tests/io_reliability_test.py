@@ -20,7 +20,7 @@ import pytest
 from evaluate_predictions_test import expect_error, run_main
 from PIL import Image
 
-from conftest import FAST_COMPILE, SYNTHETIC_CONFIG, one_line_error, run_cli
+from conftest import SYNTHETIC_CONFIG, cli_env, one_line_error, run_cli
 from heatpose_jax import Predictor
 from heatpose_jax.core import outputs
 from heatpose_jax.data import synthetic
@@ -81,13 +81,7 @@ def cli(module: str, *args: str) -> list[str]:
 def run_all(*commands: list[str], timeout: int = 300) -> list[subprocess.CompletedProcess]:
   """Python command lines (`cli`, `faulty`) run side by side, as `conftest.run_cli`
   runs one; their CompletedProcesses in order."""
-  env = {
-    **os.environ,
-    "JAX_PLATFORMS": "cpu",
-    "XLA_FLAGS": f"--xla_force_host_platform_device_count=1 {FAST_COMPILE}",
-    "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
-    "PYTHONUNBUFFERED": "1",
-  }
+  env = cli_env()
   procs = [
     subprocess.Popen(
       [sys.executable, *c],

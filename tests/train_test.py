@@ -4,7 +4,6 @@ writer per workdir, SIGTERM, Ctrl-C, the NaN guard, and a real two-process run
 (subprocesses only where a signal or a second process is the point)."""
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import FAST_COMPILE, SYNTHETIC_CONFIG, one_device_mesh
+from conftest import SYNTHETIC_CONFIG, cli_env, one_device_mesh
 from heatpose_jax import from_config, train
 from heatpose_jax.configs import common
 from heatpose_jax.core import sharding, workdir_lock
@@ -34,12 +33,7 @@ OVERRIDES = {"batch_size": 16, "max_eval_examples": 24, "log_every": 2, "model.n
 
 
 def _env(devices=8):
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"
-  env["JAX_PLATFORMS"] = "cpu"
-  env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-  env["PYTHONUNBUFFERED"] = "1"
-  return env
+  return cli_env(devices)
 
 
 def _args(data, workdir, steps=STEPS, extra=()):
