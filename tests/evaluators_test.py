@@ -212,3 +212,39 @@ def test_errors_classes_and_what_the_cascade_fixes():
   assert sum(b["share"] for b in ref["bins"]) == pytest.approx(100.0)
   assert "fixes 2 and breaks 0" in errors.format_table(r)
   assert dict(errors.scalars(r))["cascade/miss"] == share(1)
+
+
+def test_errors_split_by_the_view_of_the_figure():
+  """A figure seen from the back has its left limbs on the image's left; a model
+  that takes every figure as seen from the front swaps exactly those."""
+  from heatpose_jax.data import dataset_specs
+  from heatpose_jax.evaluation.evaluators import errors
+
+  skeleton = dataset_specs.SPECS["synthetic"].skeleton
+  j = skeleton.index
+  front = np.zeros((skeleton.num_joints, 2))
+  for name, xy in {"r_shoulder": (20, 20), "l_shoulder": (40, 20), "r_hip": (24, 50),
+                   "l_hip": (36, 50), "r_knee": (24, 70), "l_knee": (36, 70),
+                   "upper_neck": (30, 15), "head_top": (30, 5)}.items():  # fmt: skip
+    front[j(name)] = xy
+  perm = skeleton.flip_permutation
+  back = front[perm]  # the same places, left and right exchanged: seen from the back
+  tilted = front.copy()  # lying on its side, still seen from the front
+  tilted[:, 0], tilted[:, 1] = 100 - front[:, 1], front[:, 0]
+  gt = np.stack([front, back, tilted, front])
+  valid = np.ones(gt.shape[:2], np.int32)
+  valid[3, j("l_hip")] = 0  # the view of a figure without both hips is unknown
+  np.testing.assert_array_equal(errors.view(gt, valid > 0, skeleton), [1, -1, 1, 0])
+
+  guess = np.stack([front, front, tilted, front])  # every figure taken as seen from the front
+  preds = {"cascade": guess, "joints": gt, "joints_valid": valid, "head_size": np.full(4, 8.0)}
+  r = errors.evaluate(preds, skeleton=skeleton, pools={}, normalizer="head_size", alpha=0.5)
+  by_view = r["by_view"]["cascade"]
+  assert (by_view["front"]["figures"], by_view["back"]["figures"]) == (2, 1)
+  assert by_view["front"]["correct"] == 100.0 and by_view["front"]["swap"] == 0.0
+  # The shoulders, hips and knees swap; the midline and the unplaced joints (all at
+  # the origin, as their partners) are right.
+  assert by_view["back"]["swap"] == pytest.approx(100.0 * 6 / skeleton.num_joints)
+  assert by_view["back"]["correct"] == pytest.approx(100.0 * 8 / skeleton.num_joints)
+  assert "cascade back" in errors.format_table(r)
+  assert dict(errors.scalars(r))["cascade/back/swap"] == by_view["back"]["swap"]

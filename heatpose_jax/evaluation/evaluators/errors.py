@@ -19,6 +19,12 @@ of the joints and the fraction the coarse estimate and the cascade get correct:
 how far from the joint the fine model still finds it. `fixed` / `broken` count
 the joints the cascade makes correct / incorrect against the coarse estimate.
 Distances are in the canvas frame ((x, y), 0-based input pixels).
+
+The classes are also given per view of the figure (`view`): seen from the front
+or from the back, as the ground truth's shoulders and hips say. A model that has
+not learned which way a figure faces puts the left limbs of figures seen from the
+back on the right: their swaps, not the front's, then hold most of the error
+(docs/training.md, "Sixth round").
 """
 
 from __future__ import annotations
@@ -74,6 +80,44 @@ def classify(
   return {"correct": correct, "swap": swap, "near": near, "miss": miss}, evaluated
 
 
+VIEWS = ("front", "back")
+
+
+def view(gt: np.ndarray, valid: np.ndarray, skeleton: joints_lib.Skeleton) -> np.ndarray:
+  """`(N,)` the way each figure faces, from its ground truth: 1 seen from the front,
+  -1 from the back, 0 unknown (a shoulder or hip not annotated, or no such joints).
+
+  From the front, the figure's left shoulder and hip lie on the image's right of
+  its torso axis (hips to shoulders): the sign of the 2-D cross product of that
+  axis and (left - right) of shoulders plus hips, in the image frame ((x, y), y
+  down). A figure lying across the image or turned sideways can come out either way.
+
+  Args:
+    gt: `(N, J, 2)` model-order joints; valid: `(N, J)`.
+  """
+  names = ("l_shoulder", "r_shoulder", "l_hip", "r_hip")
+  if not set(names) <= set(skeleton.model_joints):
+    return np.zeros(gt.shape[0], np.int8)
+  ls, rs, lh, rh = (skeleton.index(n) for n in names)
+  axis = (gt[:, ls] + gt[:, rs]) / 2 - (gt[:, lh] + gt[:, rh]) / 2
+  left = (gt[:, ls] - gt[:, rs]) + (gt[:, lh] - gt[:, rh])
+  cross = axis[:, 0] * left[:, 1] - axis[:, 1] * left[:, 0]
+  known = valid[:, [ls, rs, lh, rh]].all(1) & (cross != 0)
+  return np.where(known, np.sign(cross), 0).astype(np.int8)
+
+
+def _by_view(classes: Mapping[str, np.ndarray], evaluated: np.ndarray, views: np.ndarray) -> dict:
+  """{view: {"figures": n, class: % of that view's evaluated joints}} for `VIEWS`."""
+  out = {}
+  for name, v in zip(VIEWS, (1, -1), strict=True):
+    m = evaluated & (views == v)[:, None]
+    n = int(m.sum())
+    out[name] = {"figures": int((views == v).sum())}
+    for c in CLASSES:
+      out[name][c] = 100.0 * classes[c][m].sum() / n if n else float("nan")
+  return out
+
+
 def _shares(classes: Mapping[str, np.ndarray], valid: np.ndarray, names: Sequence[str]) -> dict:
   """{class: {"all": %, joint: %}} of the valid joints."""
   out = {}
@@ -121,15 +165,19 @@ def evaluate(
   """{"normalizer", "alpha", for each estimate m: {class: {"all": %, joint: %}},
   and with both coarse and cascade "refinement": {"bins": [{"coarse_error": [lo, hi]
   (units of the threshold), "share", "coarse_correct", "cascade_correct"} (%)],
-  "fixed", "broken", "num_joints"}}. `pools` is unused (the classes are per joint)."""
+  "fixed", "broken", "num_joints"}, and "by_view": {m: {view: {"figures": n,
+  class: %}}} for "front" and "back" (`view`)}. `pools` is unused (the classes are
+  per joint)."""
   del pools
   gt, valid, norm = preds["joints"], preds["joints_valid"] > 0, preds[normalizer]
   perm = skeleton.flip_permutation
-  result: dict = {"normalizer": normalizer, "alpha": float(alpha)}
+  views = view(gt, valid, skeleton)
+  result: dict = {"normalizer": normalizer, "alpha": float(alpha), "by_view": {}}
   correct = {}
   for m in estimates(preds):
     classes, evaluated = classify(preds[m], gt, valid, norm, alpha, perm)
     result[m] = _shares(classes, evaluated, skeleton.model_joints)
+    result["by_view"][m] = _by_view(classes, evaluated, views)
     correct[m] = classes["correct"]  # `evaluated` is the same for every estimate
   if "coarse" in correct and "cascade" in correct:
     units = metrics.normalized_distances(preds["coarse"], gt, norm) / alpha
@@ -141,6 +189,10 @@ def scalars(result: Mapping) -> Iterator[tuple[str, float]]:
   for m in estimates(result):
     for c in CLASSES:
       yield f"{m}/{c}", result[m][c]["all"]
+  for m, views in result.get("by_view", {}).items():
+    for v, row in views.items():
+      yield f"{m}/{v}/correct", row["correct"]
+      yield f"{m}/{v}/swap", row["swap"]
   if "refinement" in result:
     yield "fixed", result["refinement"]["fixed"]
     yield "broken", result["refinement"]["broken"]
@@ -152,6 +204,15 @@ def format_table(result: Mapping) -> str:
   ]
   rows = {f"{m} {c}": result[m][c] for m in estimates(result) for c in CLASSES}
   lines.append(metrics.format_rows(rows))
+  by_view = result.get("by_view", {})
+  if by_view:
+    lines.append(
+      "by view (% of that view's joints)  figures " + " ".join(f"{c:>7s}" for c in CLASSES)
+    )
+    for m, views in by_view.items():
+      for v, row in views.items():
+        shares = " ".join(f"{row[c]:7.1f}" for c in CLASSES)
+        lines.append(f"{m + ' ' + v:>33s} {row['figures']:8d} {shares}")
   ref = result.get("refinement")
   if ref:
     lines.append("coarse error (× threshold)  share  coarse correct  cascade correct")
