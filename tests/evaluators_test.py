@@ -248,3 +248,26 @@ def test_errors_split_by_the_view_of_the_figure():
   assert by_view["back"]["correct"] == pytest.approx(100.0 * 8 / skeleton.num_joints)
   assert "cascade back" in errors.format_table(r)
   assert dict(errors.scalars(r))["cascade/back/swap"] == by_view["back"]["swap"]
+
+
+@pytest.mark.parametrize("name", ["mpii", "lsp", "flic", "coco"])
+def test_the_view_of_every_built_in_skeleton(name):
+  """The same upright figure, seen from the front and mirrored as from the back,
+  in each skeleton's own joint names (FLIC has no hips: its neck-less upper body
+  uses the nose; COCO spells left and right out)."""
+  from heatpose_jax.data import dataset_specs
+  from heatpose_jax.evaluation.evaluators import errors
+
+  skeleton = dataset_specs.SPECS[name].skeleton
+  places = {"shoulder": 12, "hip": 8, "elbow": 16, "wrist": 18, "knee": 7, "ankle": 7}
+  front = np.zeros((skeleton.num_joints, 2))
+  for k, joint in enumerate(skeleton.model_joints):
+    side = (
+      -1 if joint.startswith(("r_", "right_")) else 1 if joint.startswith(("l_", "left_")) else 0
+    )
+    part = joint.split("_")[-1]
+    y = {"shoulder": 20, "hip": 50, "elbow": 35, "wrist": 48, "knee": 70, "ankle": 90}.get(part, 5)
+    front[k] = (50 + side * places.get(part, 0), y)  # the figure's right on the image's left
+  back = front[skeleton.flip_permutation]
+  gt = np.stack([front, back])
+  np.testing.assert_array_equal(errors.view(gt, np.ones(gt.shape[:2], bool), skeleton), [1, -1])

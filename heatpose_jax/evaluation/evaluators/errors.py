@@ -83,26 +83,56 @@ def classify(
 VIEWS = ("front", "back")
 
 
+# Each joint `view` reads, by its names in the built-in skeletons (MPII's and COCO's).
+_VIEW_JOINTS = {
+  "ls": ("l_shoulder", "left_shoulder"),
+  "rs": ("r_shoulder", "right_shoulder"),
+  "lh": ("l_hip", "left_hip"),
+  "rh": ("r_hip", "right_hip"),
+  "head": ("upper_neck", "nose", "head_top"),
+}
+
+
+def _view_joints(skeleton: joints_lib.Skeleton) -> dict[str, int]:
+  """{key of `_VIEW_JOINTS`: model-order index} of the joints the skeleton has."""
+  found = {}
+  for key, names in _VIEW_JOINTS.items():
+    for n in names:
+      if n in skeleton.model_joints:
+        found[key] = skeleton.index(n)
+        break
+  return found
+
+
 def view(gt: np.ndarray, valid: np.ndarray, skeleton: joints_lib.Skeleton) -> np.ndarray:
   """`(N,)` the way each figure faces, from its ground truth: 1 seen from the front,
-  -1 from the back, 0 unknown (a shoulder or hip not annotated, or no such joints).
+  -1 from the back, 0 unknown (a joint it needs not annotated, or a skeleton
+  without them).
 
-  From the front, the figure's left shoulder and hip lie on the image's right of
-  its torso axis (hips to shoulders): the sign of the 2-D cross product of that
-  axis and (left - right) of shoulders plus hips, in the image frame ((x, y), y
-  down). A figure lying across the image or turned sideways can come out either way.
+  From the front, the figure's left shoulder (and hip) lie on the image's right of
+  its body axis: the sign of the 2-D cross product of that axis and left − right,
+  in the image frame ((x, y), y down). The axis runs from the hips' midpoint to the
+  shoulders'; a skeleton without hips (FLIC's upper body) uses the shoulders' midpoint
+  to the neck or nose, and left − right of the shoulders alone. A figure lying
+  across the image or turned sideways can come out either way.
 
   Args:
     gt: `(N, J, 2)` model-order joints; valid: `(N, J)`.
   """
-  names = ("l_shoulder", "r_shoulder", "l_hip", "r_hip")
-  if not set(names) <= set(skeleton.model_joints):
+  j = _view_joints(skeleton)
+  if not {"ls", "rs"} <= set(j) or not ({"lh", "rh"} <= set(j) or "head" in j):
     return np.zeros(gt.shape[0], np.int8)
-  ls, rs, lh, rh = (skeleton.index(n) for n in names)
-  axis = (gt[:, ls] + gt[:, rs]) / 2 - (gt[:, lh] + gt[:, rh]) / 2
-  left = (gt[:, ls] - gt[:, rs]) + (gt[:, lh] - gt[:, rh])
+  shoulders = (gt[:, j["ls"]] + gt[:, j["rs"]]) / 2
+  left = gt[:, j["ls"]] - gt[:, j["rs"]]
+  if {"lh", "rh"} <= set(j):
+    used = [j["ls"], j["rs"], j["lh"], j["rh"]]
+    axis = shoulders - (gt[:, j["lh"]] + gt[:, j["rh"]]) / 2
+    left = left + gt[:, j["lh"]] - gt[:, j["rh"]]
+  else:
+    used = [j["ls"], j["rs"], j["head"]]
+    axis = gt[:, j["head"]] - shoulders
   cross = axis[:, 0] * left[:, 1] - axis[:, 1] * left[:, 0]
-  known = valid[:, [ls, rs, lh, rh]].all(1) & (cross != 0)
+  known = valid[:, used].all(1) & (cross != 0)
   return np.where(known, np.sign(cross), 0).astype(np.int8)
 
 
