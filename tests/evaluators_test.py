@@ -249,6 +249,12 @@ def test_errors_split_by_the_view_of_the_figure():
   assert "cascade back" in errors.format_table(r)
   assert dict(errors.scalars(r))["cascade/back/swap"] == by_view["back"]["swap"]
 
+  # No figure's view known (no shoulders annotated): no view rows, no NaN scalars.
+  preds["joints_valid"] = valid * (np.arange(skeleton.num_joints) != j("l_shoulder"))
+  r = errors.evaluate(preds, skeleton=skeleton, pools={}, normalizer="head_size", alpha=0.5)
+  assert r["by_view"] == {} and "by view" not in errors.format_table(r)
+  assert all(np.isfinite(v) for _, v in errors.scalars(r))
+
 
 @pytest.mark.parametrize("name", ["mpii", "lsp", "flic", "coco"])
 def test_the_view_of_every_built_in_skeleton(name):

@@ -137,14 +137,15 @@ def view(gt: np.ndarray, valid: np.ndarray, skeleton: joints_lib.Skeleton) -> np
 
 
 def _by_view(classes: Mapping[str, np.ndarray], evaluated: np.ndarray, views: np.ndarray) -> dict:
-  """{view: {"figures": n, class: % of that view's evaluated joints}} for `VIEWS`."""
+  """{view: {"figures": n, class: % of that view's evaluated joints}} for the views of
+  `VIEWS` that have evaluated joints."""
   out = {}
   for name, v in zip(VIEWS, (1, -1), strict=True):
     m = evaluated & (views == v)[:, None]
     n = int(m.sum())
-    out[name] = {"figures": int((views == v).sum())}
-    for c in CLASSES:
-      out[name][c] = 100.0 * classes[c][m].sum() / n if n else float("nan")
+    if n:
+      out[name] = {"figures": int((views == v).sum())}
+      out[name].update({c: 100.0 * classes[c][m].sum() / n for c in CLASSES})
   return out
 
 
@@ -196,7 +197,7 @@ def evaluate(
   and with both coarse and cascade "refinement": {"bins": [{"coarse_error": [lo, hi]
   (units of the threshold), "share", "coarse_correct", "cascade_correct"} (%)],
   "fixed", "broken", "num_joints"}, and "by_view": {m: {view: {"figures": n,
-  class: %}}} for "front" and "back" (`view`)}. `pools` is unused (the classes are
+  class: %}}} for "front" and "back" (`view`; empty where no figure's view is known)}. `pools` is unused (the classes are
   per joint)."""
   del pools
   gt, valid, norm = preds["joints"], preds["joints_valid"] > 0, preds[normalizer]
@@ -207,7 +208,8 @@ def evaluate(
   for m in estimates(preds):
     classes, evaluated = classify(preds[m], gt, valid, norm, alpha, perm)
     result[m] = _shares(classes, evaluated, skeleton.model_joints)
-    result["by_view"][m] = _by_view(classes, evaluated, views)
+    if (views != 0).any():  # a skeleton without the joints `view` reads has none
+      result["by_view"][m] = _by_view(classes, evaluated, views)
     correct[m] = classes["correct"]  # `evaluated` is the same for every estimate
   if "coarse" in correct and "cascade" in correct:
     units = metrics.normalized_distances(preds["coarse"], gt, norm) / alpha
