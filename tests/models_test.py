@@ -70,6 +70,7 @@ def test_spatial_dropout_drops_whole_feature_maps():
   x = jax.random.uniform(jax.random.key(0), (4, 96, 96, 3), maxval=255.0)
   variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(1, impl="rbg"), x)
 
+  @functools.partial(jax.jit, static_argnums=0)
   def dropout_io(train, seed):
     _, state = model.apply(
       variables,
@@ -103,14 +104,14 @@ def test_standard_dropout_drops_single_activations():
   model = tiny_coarse(dropout="standard", dropout_rate=0.5)
   x = jax.random.uniform(jax.random.key(0), (2, 96, 96, 3), maxval=255.0)
   variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(1, impl="rbg"), x)
-  _, state = model.apply(
-    variables,
-    x,
-    train=True,
-    rngs={"dropout": jax.random.key(3)},
-    capture_intermediates=lambda mdl, _: isinstance(mdl, flax.linen.Dropout),
-    mutable=["intermediates"],
-  )
+  _, state = jax.jit(
+    functools.partial(
+      model.apply,
+      train=True,
+      capture_intermediates=lambda mdl, _: isinstance(mdl, flax.linen.Dropout),
+      mutable=["intermediates"],
+    )
+  )(variables, x, rngs={"dropout": jax.random.key(3)})
   (out,) = jax.tree.leaves(state["intermediates"])
   zero = np.asarray(out == 0)
   # Some maps are partly dropped: not whole-map dropout.
@@ -224,7 +225,7 @@ def test_cascade_final_is_coarse_plus_fine_offset():
   model = tiny_cascade(pool_factor=4)
   x = jax.random.uniform(jax.random.key(0), (2, 64, 64, 3), maxval=255.0)
   v = jax.jit(functools.partial(model.init, train=False))(jax.random.key(2, impl="rbg"), x)
-  out = model.apply(v, x, train=False)
+  out = jax.jit(functools.partial(model.apply, train=False))(v, x)
   fine_xy, _ = codec.WindowCodec(36).decode(out.fine_heatmaps, out.window_origin)
   np.testing.assert_allclose(out.xy, fine_xy)
   # The window lies around the coarse estimate.
@@ -274,7 +275,7 @@ def test_bf16_compute_keeps_f32_params():
   x = jnp.ones((1, 64, 64, 3))
   v = jax.jit(functools.partial(model.init, train=False))(jax.random.key(0, impl="rbg"), x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v))
-  out = model.apply(v, x, train=False)
+  out = jax.jit(functools.partial(model.apply, train=False))(v, x)
   assert out["heatmaps"].dtype == jnp.float32
   assert out["crop_features"][0].dtype == jnp.bfloat16
 
@@ -334,14 +335,16 @@ def test_group_norm_normalizes_every_bank_conv_in_groups_of_8():
   and bias; an unknown norm is an error naming the field."""
   model = models.make_model(num_joints=3, variant="flic", width=1 / 8, norm="group")
   x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), maxval=255.0)
-  variables = model.init(jax.random.key(1), x, train=False)
+  # Jitted: the whole cascade op by op took ~10 s.
+  variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(1), x)
   coarse = variables["params"]["coarse"]
   for b in range(3):
     for i, (_, f) in enumerate(models.bank_layout("flic", 1 / 8)[0]):
       assert coarse[f"bank{b}_norm{i}"]["scale"].shape == (f,)
-  _, state = model.apply(
-    variables, x, train=False, capture_intermediates=True, mutable=["intermediates"]
+  capture = functools.partial(
+    model.apply, train=False, capture_intermediates=True, mutable=["intermediates"]
   )
+  _, state = jax.jit(capture)(variables, x)
   y = state["intermediates"]["coarse"]["bank0_norm0"]["__call__"][0]  # (2, 32, 32, 16)
   g = np.asarray(y).reshape(2, -1, 2, 8)
   np.testing.assert_allclose(g.mean(axis=(1, 3)), 0.0, atol=1e-4)
