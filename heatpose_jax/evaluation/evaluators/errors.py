@@ -83,24 +83,22 @@ def classify(
 VIEWS = ("front", "back")
 
 
-# Each joint `view` reads, by its names in the built-in skeletons (MPII's and COCO's).
-_VIEW_JOINTS = {
-  "ls": ("l_shoulder", "left_shoulder"),
-  "rs": ("r_shoulder", "right_shoulder"),
-  "lh": ("l_hip", "left_hip"),
-  "rh": ("r_hip", "right_hip"),
-  "head": ("upper_neck", "nose", "head_top"),
-}
+# The joint that gives a hip-less skeleton (FLIC's upper body) its body axis.
+_HEAD_JOINTS = ("upper_neck", "nose", "head_top")
 
 
 def _view_joints(skeleton: joints_lib.Skeleton) -> dict[str, int]:
-  """{key of `_VIEW_JOINTS`: model-order index} of the joints the skeleton has."""
+  """Model-order indices of the joints `view` reads, those the skeleton has: "ls",
+  "rs" and "lh", "rh" from its (left, right) `flip_pairs` of shoulders and hips
+  (whatever they are called), "head" the first of `_HEAD_JOINTS`."""
   found = {}
-  for key, names in _VIEW_JOINTS.items():
-    for n in names:
-      if n in skeleton.model_joints:
-        found[key] = skeleton.index(n)
-        break
+  for left, right in skeleton.flip_pairs:
+    for part, key in (("shoulder", "s"), ("hip", "h")):
+      if part in left and {left, right} <= set(skeleton.model_joints):
+        found["l" + key], found["r" + key] = skeleton.index(left), skeleton.index(right)
+  head = [n for n in _HEAD_JOINTS if n in skeleton.model_joints]
+  if head:
+    found["head"] = skeleton.index(head[0])
   return found
 
 
@@ -120,11 +118,11 @@ def view(gt: np.ndarray, valid: np.ndarray, skeleton: joints_lib.Skeleton) -> np
     gt: `(N, J, 2)` model-order joints; valid: `(N, J)`.
   """
   j = _view_joints(skeleton)
-  if not {"ls", "rs"} <= set(j) or not ({"lh", "rh"} <= set(j) or "head" in j):
+  if "ls" not in j or not ("lh" in j or "head" in j):
     return np.zeros(gt.shape[0], np.int8)
   shoulders = (gt[:, j["ls"]] + gt[:, j["rs"]]) / 2
   left = gt[:, j["ls"]] - gt[:, j["rs"]]
-  if {"lh", "rh"} <= set(j):
+  if "lh" in j:
     used = [j["ls"], j["rs"], j["lh"], j["rh"]]
     axis = shoulders - (gt[:, j["lh"]] + gt[:, j["rh"]]) / 2
     left = left + gt[:, j["lh"]] - gt[:, j["rh"]]
@@ -197,18 +195,19 @@ def evaluate(
   and with both coarse and cascade "refinement": {"bins": [{"coarse_error": [lo, hi]
   (units of the threshold), "share", "coarse_correct", "cascade_correct"} (%)],
   "fixed", "broken", "num_joints"}, and "by_view": {m: {view: {"figures": n,
-  class: %}}} for "front" and "back" (`view`; empty where no figure's view is known)}. `pools` is unused (the classes are
-  per joint)."""
+  class: %}}} for "front" and "back" (`view`; empty where no figure's view is
+  known)}. `pools` is unused (the classes are per joint)."""
   del pools
   gt, valid, norm = preds["joints"], preds["joints_valid"] > 0, preds[normalizer]
   perm = skeleton.flip_permutation
   views = view(gt, valid, skeleton)
+  any_view = bool((views != 0).any())  # none for a skeleton without the joints it reads
   result: dict = {"normalizer": normalizer, "alpha": float(alpha), "by_view": {}}
   correct = {}
   for m in estimates(preds):
     classes, evaluated = classify(preds[m], gt, valid, norm, alpha, perm)
     result[m] = _shares(classes, evaluated, skeleton.model_joints)
-    if (views != 0).any():  # a skeleton without the joints `view` reads has none
+    if any_view:
       result["by_view"][m] = _by_view(classes, evaluated, views)
     correct[m] = classes["correct"]  # `evaluated` is the same for every estimate
   if "coarse" in correct and "cascade" in correct:
