@@ -78,6 +78,8 @@ def _check_model(config: ml_collections.ConfigDict, need) -> None:
     f"must be a positive multiple of {models.CROP_ALIGN}",
   )
   need(m.width > 0, "model.width", "must be > 0")
+  need(m.early_width >= 0, "model.early_width", "must be >= 0 (0: model.width)")
+  need(m.context_blocks >= 0, "model.context_blocks", "must be >= 0")
   need(m.sigma_coarse > 0, "model.sigma_coarse", "must be > 0")
   need(m.sigma_fine > 0, "model.sigma_fine", "must be > 0")
   h, w = config.input_hw
@@ -284,6 +286,8 @@ def model(config: ml_collections.ConfigDict) -> models.CascadeModel:
     pool_factor=m.pool_factor,
     width=m.width,
     head_features=tuple(m.head_features),
+    early_width=m.early_width,
+    context_blocks=m.context_blocks,
     fine_convs=tuple(tuple(c) for c in m.fine_convs),
     fine_merge_features=m.fine_merge_features,
     context=m.context,

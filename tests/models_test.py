@@ -352,3 +352,46 @@ def test_group_norm_normalizes_every_bank_conv_in_groups_of_8():
   bad = models.make_model(num_joints=3, variant="flic", width=1 / 8, norm="batch")
   with pytest.raises(ValueError, match="norm"):
     bad.init(jax.random.key(1), x, train=False)
+
+
+def test_context_blocks_and_early_width():
+  """early_width widens the first two convs of every bank (the maps the crop module
+  reads); context_blocks adds residual 3x3 blocks after the merge. With their
+  residual branches zeroed (the second norm's scale) the model is the paper's,
+  parameter for parameter."""
+  kw = dict(num_joints=3, variant="flic", pool_factor=4, width=1 / 8, norm="group")
+  model = models.make_model(**kw, early_width=1 / 4, context_blocks=2)
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), maxval=255.0)
+  variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(1), x)
+  coarse = variables["params"]["coarse"]
+  assert [coarse[f"bank0_conv{i}"]["kernel"].shape[-1] for i in range(4)] == [32, 32, 16, 64]
+  for i in range(2):
+    for k in range(2):
+      assert coarse[f"context{i}_conv{k}"]["kernel"].shape == (3, 3, 64, 64)
+  crops = jax.jit(functools.partial(model.apply, method=lambda m, x: m.coarse(x, train=False)))(
+    variables, x
+  )["crop_features"]
+  assert [f.shape[-1] for f in crops] == [32, 32, 32, 32]
+
+  plain = models.make_model(**kw, early_width=1 / 4)
+  params = flax.core.unfreeze(variables["params"])
+  for i in range(2):
+    params["coarse"][f"context{i}_norm1"]["scale"] *= 0.0
+    params["coarse"][f"context{i}_norm1"]["bias"] *= 0.0
+  kept = {k: v for k, v in params["coarse"].items() if not k.startswith("context")}
+  want = jax.jit(functools.partial(plain.apply, train=False))(
+    {"params": {**params, "coarse": kept}}, x
+  )
+  got = jax.jit(functools.partial(model.apply, train=False))({"params": params}, x)
+  np.testing.assert_allclose(got.coarse_heatmaps, want.coarse_heatmaps, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("field,value", [("context_blocks", -1), ("early_width", -0.25)])
+def test_bad_context_blocks_or_early_width_is_a_config_error(field, value):
+  from heatpose_jax import from_config
+  from heatpose_jax.configs import synthetic
+
+  config = synthetic.get_config("tiny")
+  config.model[field] = value
+  with pytest.raises(from_config.ConfigError, match=f"config.model.{field}={value}"):
+    from_config.check(config)

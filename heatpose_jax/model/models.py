@@ -47,13 +47,15 @@ CROP_ALIGN = 4
 
 
 def bank_layout(
-  variant: str, width: float = 1.0
+  variant: str, width: float = 1.0, early_width: float = 0.0
 ) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
-  """The coarse bank of `variant` ('flic' or 'mpii') with features × `width`."""
+  """The coarse bank of `variant` ('flic' or 'mpii') with features × `width`; the
+  first two convs (the maps the crop module reads) × `early_width` if it is > 0."""
   if variant not in BANKS:
     raise ValueError(f"unknown model variant {variant!r}; known: {sorted(BANKS)}")
   convs, pools = BANKS[variant]
-  return tuple((k, max(1, round(f * width))) for k, f in convs), pools
+  scale = [early_width if i < 2 and early_width > 0 else width for i in range(len(convs))]
+  return tuple((k, max(1, round(f * w))) for (k, f), w in zip(convs, scale, strict=True)), pools
 
 
 @jax.named_scope("hp_pooling")
@@ -181,6 +183,10 @@ class CoarseNet(nn.Module):
     pool_after: bank convs that may be followed by a 2x2 max-pool, in order.
     pool_factor: 4, 8 or 16: pools = log2(pool_factor) of `pool_after`.
     head_features: the 1x1 convs between the merge and the output.
+    context_blocks: residual blocks of two 3x3 convs on the merged maps, before
+      the head (0: the paper, whose head sees no neighbouring cell). They let the
+      model combine evidence across the figure (which way it faces; where the other
+      limbs are) after the banks are merged: docs/model.md, "Context blocks".
     num_banks: pyramid levels (full, 1/2, 1/4 resolution).
     dropout: 'spatial' (one draw per feature map, the paper's SpatialDropout),
       'standard' (per activation) or 'none'; applied before the first 1x1 conv.
@@ -196,6 +202,7 @@ class CoarseNet(nn.Module):
   pool_after: Sequence[int] = BANKS["flic"][1]
   pool_factor: int = 8
   head_features: Sequence[int] = (256, 256)
+  context_blocks: int = 0
   num_banks: int = 3
   dropout: str = "spatial"
   dropout_rate: float = 0.2
@@ -274,9 +281,28 @@ class CoarseNet(nn.Module):
         x = max_pool_2x2(x)
     return x
 
+  def _context(self, x: jax.Array) -> jax.Array:
+    """`context_blocks` residual blocks on the merged maps `(B, h, w, F)`, shape kept:
+    x ← relu(x + norm(conv(relu(norm(conv(x)))))), convs `context{i}_conv{k}` (3x3, F
+    features), norms `context{i}_norm{k}` as the banks' (`norm`)."""
+    f = x.shape[-1]
+    for i in range(self.context_blocks):
+      with jax.named_scope("hp_conv"):
+        y = x
+        for k in range(2):
+          y = conv(f, 3, y.shape[1:3], self.dtype, f"context{i}_conv{k}", self.norm == "none")(y)
+          if self.norm == "group":
+            y = nn.GroupNorm(
+              None, group_size=math.gcd(f, 8), dtype=self.dtype, name=f"context{i}_norm{k}"
+            )(y)
+          y = nn.relu(y) if k == 0 else y
+        x = nn.relu(x + y)
+    return x
+
   def _head(self, x: jax.Array, train: bool) -> jax.Array:
-    """The merged banks `(B, h, w, F)` -> dropout, the 1x1 convs `head{i}` and `out`:
-    heat-maps `(B, h, w, J)` in `dtype`."""
+    """The merged banks `(B, h, w, F)` -> context blocks, dropout, the 1x1 convs
+    `head{i}` and `out`: heat-maps `(B, h, w, J)` in `dtype`."""
+    x = self._context(x)
     if self.dropout == "spatial":
       x = nn.Dropout(self.dropout_rate, broadcast_dims=(1, 2))(x, deterministic=not train)
     elif self.dropout == "standard":
@@ -592,6 +618,8 @@ def make_model(
   pool_factor: int = 8,
   width: float = 1.0,
   head_features: Sequence[int] = (256, 256),
+  early_width: float = 0.0,
+  context_blocks: int = 0,
   fine_convs: Sequence[tuple[int, int]] = ((7, 64), (5, 128)),
   fine_merge_features: int = 128,
   context: int = 36,
@@ -614,6 +642,8 @@ def make_model(
     pool_factor: 4, 8 or 16.
     width: multiplies every coarse bank's feature count (tiny configs use < 1).
     head_features: the coarse model's 1x1 convs after the merge.
+    early_width: the first two bank convs' width, if > 0 (see `bank_layout`).
+    context_blocks: see `CoarseNet`.
     fine_convs: (kernel, features) per fine bank conv.
     fine_merge_features: the fine model's shared 1x1 conv.
     context: crop window side in input pixels.
@@ -623,18 +653,9 @@ def make_model(
       extra conv sized to match the fine model's parameter count.
     dtype: compute dtype.
   """
-  convs, pools = bank_layout(variant, width)
-  coarse = CoarseNet(
-    num_joints=num_joints,
-    bank_convs=convs,
-    pool_after=pools,
-    pool_factor=pool_factor,
-    head_features=tuple(head_features),
-    dropout=dropout,
-    dropout_rate=dropout_rate,
-    norm=norm,
-    dtype=dtype,
-  )
+  convs, pools = bank_layout(variant, width, early_width)
+  kw = dict(context_blocks=context_blocks, dropout=dropout, dropout_rate=dropout_rate, norm=norm)
+  coarse = CoarseNet(num_joints, convs, pools, pool_factor, tuple(head_features), **kw, dtype=dtype)
   fine_convs = tuple(tuple(c) for c in fine_convs)
   heat_codec = codec.HeatmapCodec(coarse.stride, sigma_coarse)
   window_codec = codec.WindowCodec(context, sigma_fine)
