@@ -137,7 +137,7 @@ def model_config() -> ml_collections.ConfigDict:
   m.pool_factor = 8
   m.width = 1.0
   m.head_features = (256, 256)
-  # Not in the paper (0 and 0.0 are its model; docs/model.md, "Context blocks"):
+  # Not in the paper (0, 0.0: its model; docs/model.md, "Context blocks and early width"):
   m.early_width = 0.0  # width of the first two bank convs (the crop features); 0: width
   m.context_blocks = 0  # residual 3x3 blocks after the merge
   m.fine_convs = ((7, 64), (5, 128))

@@ -186,7 +186,8 @@ class CoarseNet(nn.Module):
     context_blocks: residual blocks of two 3x3 convs on the merged maps, before
       the head (0: the paper, whose head sees no neighbouring cell). They let the
       model combine evidence across the figure (which way it faces; where the other
-      limbs are) after the banks are merged: docs/model.md, "Context blocks".
+      limbs are) after the banks are merged: docs/model.md, "Context blocks and early
+      width".
     num_banks: pyramid levels (full, 1/2, 1/4 resolution).
     dropout: 'spatial' (one draw per feature map, the paper's SpatialDropout),
       'standard' (per activation) or 'none'; applied before the first 1x1 conv.
