@@ -266,20 +266,22 @@ class CoarseNet(nn.Module):
     appends the maps the crop module reads (convs 0 and 1 of banks 0 and 1) to
     `crop_features`. Parameters `bank{b}_conv{i}` (and `bank{b}_norm{i}`)."""
     for i, (k, f) in enumerate(self.bank_convs):
-      # GroupNorm removes a conv bias: its gradient is rounding noise, which Adam
-      # turns into full-size steps (runs then differ with the device layout).
-      use_bias = self.norm == "none"
       with jax.named_scope("hp_conv"):  # the layer: conv, bias or norm, ReLU
-        x = conv(f, k, x.shape[1:3], self.dtype, f"bank{b}_conv{i}", use_bias)(x)
-        if self.norm == "group":
-          x = nn.GroupNorm(
-            None, group_size=math.gcd(f, 8), dtype=self.dtype, name=f"bank{b}_norm{i}"
-          )(x)
-        x = nn.relu(x)
+        x = nn.relu(self._conv_norm(x, f, k, f"bank{b}_conv{i}", f"bank{b}_norm{i}"))
       if b < 2 and i < 2:
         crop_features.append(x)
       if i in pools:
         x = max_pool_2x2(x)
+    return x
+
+  def _conv_norm(self, x: jax.Array, f: int, k: int, name: str, norm_name: str) -> jax.Array:
+    """A k×k conv `name` of `f` features on NHWC `x`, then `norm` (GroupNorm
+    `norm_name` in groups of 8 channels, or a conv bias); no ReLU."""
+    # GroupNorm removes a conv bias: its gradient is rounding noise, which Adam
+    # turns into full-size steps (runs then differ with the device layout).
+    x = conv(f, k, x.shape[1:3], self.dtype, name, self.norm == "none")(x)
+    if self.norm == "group":
+      x = nn.GroupNorm(None, group_size=math.gcd(f, 8), dtype=self.dtype, name=norm_name)(x)
     return x
 
   def _context(self, x: jax.Array) -> jax.Array:
@@ -289,14 +291,8 @@ class CoarseNet(nn.Module):
     f = x.shape[-1]
     for i in range(self.context_blocks):
       with jax.named_scope("hp_conv"):
-        y = x
-        for k in range(2):
-          y = conv(f, 3, y.shape[1:3], self.dtype, f"context{i}_conv{k}", self.norm == "none")(y)
-          if self.norm == "group":
-            y = nn.GroupNorm(
-              None, group_size=math.gcd(f, 8), dtype=self.dtype, name=f"context{i}_norm{k}"
-            )(y)
-          y = nn.relu(y) if k == 0 else y
+        y = nn.relu(self._conv_norm(x, f, 3, f"context{i}_conv0", f"context{i}_norm0"))
+        y = self._conv_norm(y, f, 3, f"context{i}_conv1", f"context{i}_norm1")
         x = nn.relu(x + y)
     return x
 
