@@ -3,6 +3,7 @@ files are prepared on demand, by `data_source` and by training on a fresh data
 dir; the others say which command builds them."""
 
 import logging
+import os
 
 import pytest
 
@@ -25,6 +26,21 @@ def test_data_source_prepares_synthetic_people_on_demand(tmp_path, caplog):
   assert "preparing" not in caplog.text  # built once, then read
   with pytest.raises(ValueError, match="no split 'validation'"):
     datasets.data_source("synthetic", "validation", config_name="tiny", data_dir=str(tmp_path))
+  # No config named means the default one (256×256 renders), not the only one built.
+  assert datasets.find_prepared("synthetic", "", str(tmp_path)) is None
+  with pytest.raises(FileNotFoundError, match="'synthetic' is not built"):
+    datasets.data_source("synthetic", "test", data_dir=str(tmp_path), prepare=False)
+
+
+def test_a_dataset_without_a_default_config_takes_its_only_build(tmp_path):
+  for config in ("a", "b"):
+    os.makedirs(tmp_path / "mine" / config / "1.0.0")
+    (tmp_path / "mine" / config / "1.0.0" / "dataset_info.json").write_text("{}")
+    if config == "a":
+      found = datasets.find_prepared("mine", "", str(tmp_path))
+      assert found == str(tmp_path / "mine" / "a" / "1.0.0")
+  with pytest.raises(ValueError, match=r"several configs built \(a, b\)"):
+    datasets.find_prepared("mine", "", str(tmp_path))
 
 
 def test_datasets_with_files_name_the_build_command(tmp_path):

@@ -32,8 +32,14 @@ def _prepared_dir(root: str) -> str | None:
 def find_prepared(name: str, config_name: str, data_dir: str) -> str | None:
   """`DATA_DIR/NAME/[CONFIG/]VERSION` of a complete build, or None.
 
-  Without `config_name`, a dataset built without configs is taken first, then
-  the first config (in name order) that has a complete build.
+  Without `config_name`: a dataset built without configs, else its spec's
+  `default_config` and never another config (a config asking for the synthetic
+  256×256 renders must not get the quick start's 64×64 `small` because only that
+  one is built); a dataset without a default config takes its only built config.
+
+  Raises:
+    ValueError: no config named, the dataset has no default config, and several
+      configs are built.
   """
   root = os.path.join(data_dir, name)
   if config_name:
@@ -41,11 +47,16 @@ def find_prepared(name: str, config_name: str, data_dir: str) -> str | None:
   found = _prepared_dir(root)
   if found or not os.path.isdir(root):
     return found
-  for c in sorted(os.listdir(root)):
-    found = _prepared_dir(os.path.join(root, c))
-    if found:
-      return found
-  return None
+  spec = dataset_specs.for_tfds_name(name)
+  if spec is not None and spec.default_config:
+    return _prepared_dir(os.path.join(root, spec.default_config))
+  built = [c for c in sorted(os.listdir(root)) if _prepared_dir(os.path.join(root, c))]
+  if len(built) > 1:
+    raise ValueError(
+      f"dataset {name!r} in {data_dir!r} has several configs built ({', '.join(built)}) "
+      "and no default one: name one (config.tfds_config)"
+    )
+  return _prepared_dir(os.path.join(root, built[0])) if built else None
 
 
 def build_command(name: str, config_name: str, data_dir: str) -> str:
@@ -108,7 +119,7 @@ def data_source(name: str, split: str, *, config_name: str = "", data_dir: str =
   Args:
     name: the TFDS name (`synthetic`, `flic`, `mpii`, `lsp`, a registered one's).
     split: e.g. 'train', 'test', 'validation'.
-    config_name: builder config ("" for the default, or the only one built).
+    config_name: builder config ("" for the default: `find_prepared`).
     data_dir: the TFDS data dir ("" → `default_data_dir()`).
     prepare: build a missing dataset whose spec is `generated` (named configs only).
 
