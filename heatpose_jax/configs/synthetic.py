@@ -21,6 +21,8 @@ paper's 8 px / 80), a 20-px fine window (≈ 0.47 torso; the paper's 36 / 80), t
 paper's σ (1.5 heat-map px coarse, 1.5 input px fine), the tiny model's widths.
 """
 
+import ml_collections
+
 from heatpose_jax.configs import common
 
 
@@ -46,32 +48,7 @@ def get_config(arg=None):
     common.set_steps(c, 8000, 3000, 3000)
     c.eval_every = 1000
   if a.tiny:
-    common.apply_tiny(c)
-    c.tfds_config = a.tfds or "tiny"
-    # The FLIC bank: one conv at the coarsest level, where the MPII bank's five
-    # learn slowly on a 16×16 map (docs/training.md, "Why learning stalled").
-    c.model.variant = "flic"
-    c.phases.coarse.learning_rate = c.phases.fine.learning_rate = 3e-3
-    # Flips only: the renderer already draws every figure at its own scale, pose and
-    # place, and in ~8 epochs nothing over-fits; rotating and scaling on top only
-    # slowed learning (cascade PCKh@0.5 +3 to +5 without them, two seeds;
-    # docs/training.md, "Third round").
-    c.augment.rotation, c.augment.scale = 0.0, (1.0, 1.0)
-    # The cascade keeps the fine peak the coarse maps support: the fine net alone
-    # broke 1 in 10 of the correct coarse estimates, often jumping to the other limb
-    # (+1.8 to +2.2 PCKh@0.5 on three runs, better at every α; docs/model.md).
-    c.eval.fuse_coarse = True
-    # No frozen-coarse phase: after the coarse phase both nets train together at
-    # the full rate on E1 + E2 (λ = 1; the paper's 0.1 at a fine-tuning rate was
-    # chosen on its validation set). At a budget where the coarse loss still falls,
-    # freezing it for a phase costs more than it protects (+3.7 PCKh@0.5 on a
-    # held-out render at 2,400 steps, 3 seeds; docs/training.md, "Eighth round:
-    # no frozen-coarse phase").
-    c.phases.joint.update(learning_rate=3e-3, loss_weights=(1.0, 1.0))
-    common.set_steps(c, 1000, 0, 500)
-    c.eval_every = 1_000_000
-    c.checkpoint_every = 500
-    c.max_eval_examples = 0
+    _quick_start(c, a.tfds)
   if a.cpu:
     common.apply_tiny(c)
     c.tfds_config = a.tfds  # the 256×256 renders
@@ -88,3 +65,33 @@ def get_config(arg=None):
     c.max_eval_examples = 0
   common.finish(c, a)
   return c
+
+
+def _quick_start(c: ml_collections.ConfigDict, tfds: str) -> None:
+  """The `tiny` argument: the quick start's CPU run (README)."""
+  common.apply_tiny(c)
+  c.tfds_config = tfds or "tiny"
+  # The FLIC bank: one conv at the coarsest level, where the MPII bank's five
+  # learn slowly on a 16×16 map (docs/training.md, "Why learning stalled").
+  c.model.variant = "flic"
+  c.phases.coarse.learning_rate = c.phases.fine.learning_rate = 3e-3
+  # Flips only: the renderer already draws every figure at its own scale, pose and
+  # place, and in ~8 epochs nothing over-fits; rotating and scaling on top only
+  # slowed learning (cascade PCKh@0.5 +3 to +5 without them, two seeds;
+  # docs/training.md, "Third round").
+  c.augment.rotation, c.augment.scale = 0.0, (1.0, 1.0)
+  # The cascade keeps the fine peak the coarse maps support: the fine net alone
+  # broke 1 in 10 of the correct coarse estimates, often jumping to the other limb
+  # (+1.8 to +2.2 PCKh@0.5 on three runs, better at every α; docs/model.md).
+  c.eval.fuse_coarse = True
+  # No frozen-coarse phase: after the coarse phase both nets train together at
+  # the full rate on E1 + E2 (λ = 1; the paper's 0.1 at a fine-tuning rate was
+  # chosen on its validation set). At a budget where the coarse loss still falls,
+  # freezing it for a phase costs more than it protects (+3.7 PCKh@0.5 on a
+  # held-out render at 2,400 steps, 3 seeds; docs/training.md, "Eighth round:
+  # no frozen-coarse phase").
+  c.phases.joint.update(learning_rate=3e-3, loss_weights=(1.0, 1.0))
+  common.set_steps(c, 1000, 0, 500)
+  c.eval_every = 1_000_000
+  c.checkpoint_every = 500
+  c.max_eval_examples = 0
