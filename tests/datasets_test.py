@@ -32,13 +32,16 @@ def test_data_source_prepares_synthetic_people_on_demand(tmp_path, caplog):
     datasets.data_source("synthetic", "test", data_dir=str(tmp_path), prepare=False)
 
 
+def _fake_build(root, config):
+  os.makedirs(root / "mine" / config / "1.0.0")
+  (root / "mine" / config / "1.0.0" / "dataset_info.json").write_text("{}")
+
+
 def test_a_dataset_without_a_default_config_takes_its_only_build(tmp_path):
-  for config in ("a", "b"):
-    os.makedirs(tmp_path / "mine" / config / "1.0.0")
-    (tmp_path / "mine" / config / "1.0.0" / "dataset_info.json").write_text("{}")
-    if config == "a":
-      found = datasets.find_prepared("mine", "", str(tmp_path))
-      assert found == str(tmp_path / "mine" / "a" / "1.0.0")
+  _fake_build(tmp_path, "a")
+  found = datasets.find_prepared("mine", "", str(tmp_path))
+  assert found == str(tmp_path / "mine" / "a" / "1.0.0")
+  _fake_build(tmp_path, "b")
   with pytest.raises(ValueError, match=r"several configs built \(a, b\)"):
     datasets.find_prepared("mine", "", str(tmp_path))
 

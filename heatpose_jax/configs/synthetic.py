@@ -74,7 +74,8 @@ def _quick_start(c: ml_collections.ConfigDict, tfds: str) -> None:
   # The FLIC bank: one conv at the coarsest level, where the MPII bank's five
   # learn slowly on a 16×16 map (docs/training.md, "Why learning stalled").
   c.model.variant = "flic"
-  c.phases.coarse.learning_rate = c.phases.fine.learning_rate = 3e-3
+  for p in c.phases.values():
+    p.learning_rate = 3e-3
   # Flips only: the renderer already draws every figure at its own scale, pose and
   # place, and in ~8 epochs nothing over-fits; rotating and scaling on top only
   # slowed learning (cascade PCKh@0.5 +3 to +5 without them, two seeds;
@@ -90,7 +91,7 @@ def _quick_start(c: ml_collections.ConfigDict, tfds: str) -> None:
   # freezing it for a phase costs more than it protects (+3.7 PCKh@0.5 on a
   # held-out render at 2,400 steps, 3 seeds; docs/training.md, "Eighth round:
   # no frozen-coarse phase").
-  c.phases.joint.update(learning_rate=3e-3, loss_weights=(1.0, 1.0))
+  c.phases.joint.loss_weights = (1.0, 1.0)
   common.set_steps(c, 1000, 0, 500)
   c.eval_every = 1_000_000
   c.checkpoint_every = 500
