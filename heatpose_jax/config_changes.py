@@ -53,6 +53,11 @@ SAFE = (
 )
 
 
+def is_safe(k: str) -> bool:
+  """`k` (a flat field name) is in `SAFE`."""
+  return any(k == s or (s.endswith(".") and k.startswith(s)) for s in SAFE)
+
+
 def _boundary_field(k: str) -> bool:
   """A field that moves the phase boundaries: the order or a phase's steps."""
   return k == "phase_order" or (k.startswith("phases.") and k.endswith(".steps"))
@@ -147,7 +152,7 @@ def check(old, new, saved_step: int | None, *, allow: bool = False, workdir: str
         why.append(problem)
     begun = {n for n, a, _ in from_config.phase_bounds(old) if a < saved}
     for k in changed:
-      if _boundary_field(k) or any(k == s or (s.endswith(".") and k.startswith(s)) for s in SAFE):
+      if _boundary_field(k) or is_safe(k):
         continue
       if _phase_of(k) is not None and _phase_of(k) not in begun:
         continue  # only a phase not begun uses it

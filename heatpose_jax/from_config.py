@@ -351,7 +351,7 @@ def phase_end(config: ml_collections.ConfigDict, name: str) -> int:
 
 def train_step(config: ml_collections.ConfigDict, name: str, mesh, *, donate: bool = True):
   """`train_step.make_train_step` of the phase `name`, with the config's
-  augmentation and codecs."""
+  augmentation and codecs; `augment.window_jitter` from heat-map cells to input px."""
   net = model(config)
   return step_lib.make_train_step(
     phase(config, name),
@@ -359,6 +359,7 @@ def train_step(config: ml_collections.ConfigDict, name: str, mesh, *, donate: bo
     augmentation=augmentation(config),
     coarse_codec=net.coarse_codec,
     fine_codec=net.fine_codec,
+    window_jitter=float(config.augment.get("window_jitter", 0.0)) * net.coarse_codec.stride,
     donate=donate,
   )
 

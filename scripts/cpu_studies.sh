@@ -4,14 +4,20 @@
 # this machine's CPU cores, one piece per call (issue 17; docs/precision.md).
 #
 #   bash scripts/cpu_studies.sh p4      # precision, 4×, clean labels, seeds 0,1,2 (the headline)
-#   bash scripts/cpu_studies.sh p4n     # precision, 4×, label noise, seeds 0,1,2
 #   bash scripts/cpu_studies.sh p8      # precision, 8× (cell ≈ 0.19 torso), clean, seeds 0,1,2
 #   bash scripts/cpu_studies.sh p16     # precision, 16× (cell ≈ 0.38 torso), clean, seeds 0,1,2
+#   bash scripts/cpu_studies.sh p4n     # precision, 4×, label noise, seeds 0,1,2 (paper schedule)
 #   bash scripts/cpu_studies.sh r1      # regularization, 300 training images: SpatialDropout, none
 #   bash scripts/cpu_studies.sh r2      # regularization: standard dropout, standard cascade (Fig. 13)
 #   bash scripts/cpu_studies.sh r3      # regularization, 100 training images: SpatialDropout, none
 #   bash scripts/cpu_studies.sh r4      # the same: standard dropout
 #   bash scripts/cpu_studies.sh report  # rewrite r1-r4's and p4n's outputs from their records
+#
+# Schedules. p4, p8 and p16 train the `cpu` config's own: 1,200 coarse steps, then
+# 800 of both nets on E1 + E2 (`common.joint_schedule`, ≈ 11 min per seed alone on
+# two cores). p4n and r1-r4 were measured with the paper's three phases,
+# 1,200 / 400 / 400 (`cpu,schedule=paper`), and keep them, so that their records
+# stay matched (docs/precision.md says which result used which).
 #
 # The regularization runs compare at 8× (`studies.runs.MAIN_POOL`; 0.19 torso here)
 # with the model's dropout set per variant; 2,000 steps over 300 images are ≈ 107
@@ -20,18 +26,13 @@
 # outputs in docs/results/regularization_n100/ and docs/figures/regularization_n100/
 # and their runs in $WORK/n100.
 #
-# Each run (one seed) trains 1,200 / 400 / 400 steps at batch 16 (≈ 11 min on two
-# cores), so a piece of three seeds takes ≈ 35 min. A piece can be stopped (Ctrl-C checkpoints the run) and
-# called again: finished runs are reused from their records in
+# A piece of three seeds takes ≈ 35 min. A piece can be stopped (Ctrl-C checkpoints
+# the run) and called again: finished runs are reused from their records in
 # docs/results/precision_records/, an unfinished one resumes from its checkpoint
-# under $WORK. Every call rewrites docs/results/precision.{json,md} and
-# docs/figures/precision_* from all the records present: commit them after each piece.
-#
-# The records of p4, p8 and p16 in docs/results/precision_records/ were made before
-# the phases became config data (the code named in BUILD_NOTES.md): their config
-# digests no longer match today's configs, so a call that rewrites
-# docs/results/precision.* (p4, p8, p16) retrains them; `report` leaves it alone. p4n writes to
-# docs/results/precision_noise/ and docs/figures/precision_noise/ instead.
+# under $WORK. Every call of p4, p8 or p16 rewrites docs/results/precision.{json,md}
+# and docs/figures/precision_* from all the matching records present: commit them
+# after each piece. p4n writes to docs/results/precision_noise/ and
+# docs/figures/precision_noise/ instead.
 #
 # Environment: TFDS_DATA_DIR (default ~/tensorflow_datasets; the 256×256 synthetic
 # renders are built on first use, ≈ 1.5 min), WORK (default workdir/cpu_studies).
@@ -43,14 +44,15 @@ WORK=${WORK:-workdir/cpu_studies}
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
 STUDY=precision
 OUT=docs/results FIGS=docs/figures
+CONFIG=cpu,schedule=paper # all but p4, p8, p16 (above)
 case $PIECE in
-  p4) SEL=(--pools=4 --groups=clean --seeds=0,1,2) ;;
-  p4n) # Its own outputs: the clean runs' records predate the config of today (below).
+  p4) CONFIG=cpu SEL=(--pools=4 --groups=clean --seeds=0,1,2) ;;
+  p4n) # Its own outputs: another schedule than p4's (above).
     OUT=docs/results/precision_noise FIGS=docs/figures/precision_noise
     SEL=(--pools=4 --groups=noise --seeds=0,1,2)
     ;;
-  p8) SEL=(--pools=8 --groups=clean --seeds=0,1,2) ;;
-  p16) SEL=(--pools=16 --groups=clean --seeds=0,1,2) ;;
+  p8) CONFIG=cpu SEL=(--pools=8 --groups=clean --seeds=0,1,2) ;;
+  p16) CONFIG=cpu SEL=(--pools=16 --groups=clean --seeds=0,1,2) ;;
   r1) STUDY=regularization SEL=(--groups=spatial_dropout,no_dropout --seeds=0,1,2) ;;
   r2) STUDY=regularization SEL=(--groups=standard_dropout,standard_cascade --seeds=0,1,2) ;;
   r3 | r4)
@@ -72,11 +74,11 @@ run_study() {
   local study=$1 out=$2 figs=$3
   shift 3
   .venv/bin/python -m "experiments.${study}_study" \
-    --config=heatpose_jax/configs/synthetic.py:cpu --config.data_dir="$DATA_DIR" \
+    --config="heatpose_jax/configs/synthetic.py:$CONFIG" --config.data_dir="$DATA_DIR" \
     --workdir="$WORK" --out_dir="$out" --figures_dir="$figs" --max_parallel=1 "$@"
 }
 if [[ $STUDY == report ]]; then
-  # Not docs/results/precision.*: its records predate today's config (above).
+  # Not docs/results/precision.*: p4, p8 and p16 rewrite it themselves.
   run_study regularization docs/results docs/figures --notrain
   WORK=$WORK/n100 run_study regularization docs/results/regularization_n100 \
     docs/figures/regularization_n100 --notrain --num_train=100

@@ -40,6 +40,10 @@ def eval_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return runs_lib.apply_overrides(config, {"model.dropout": "none", "canvas_cache": False})
 
 
+def _fuse(config: ml_collections.ConfigDict) -> bool:
+  return bool(config.eval.get("fuse_coarse", False))
+
+
 class PredictionCache:
   """Predictions of runs' checkpoints on the eval split: on disk per (run, step,
   crop), in memory per process, one compiled function per architecture."""
@@ -51,7 +55,9 @@ class PredictionCache:
 
   def _fn(self, config: ml_collections.ConfigDict) -> Callable:
     key = json.dumps(
-      [config.model.to_dict(), config.dtype, config.eval.coarse_refine], sort_keys=True, default=str
+      [config.model.to_dict(), config.dtype, config.eval.coarse_refine, _fuse(config)],
+      sort_keys=True,
+      default=str,
     )
     if key not in self._fns:
       model = from_config.model(config)
@@ -60,6 +66,7 @@ class PredictionCache:
         self.mesh,
         coarse_refine=config.eval.coarse_refine,
         loss_codec=model.coarse_codec,
+        fuse_coarse=_fuse(config),
       )
     return self._fns[key]
 
@@ -85,6 +92,8 @@ class PredictionCache:
         cfg, {"crop_mode": crop_mode, "image_scale": image_scale or 0.0}
       )
     key_fields = [
+      cfg.tfds_name,
+      cfg.tfds_config,
       cfg.eval_split,
       cfg.crop_mode,
       cfg.image_scale,
@@ -92,6 +101,7 @@ class PredictionCache:
       list(cfg.input_hw),
       cfg.max_eval_examples,
       cfg.eval.coarse_refine,
+      _fuse(cfg),
     ]
     digest = hashlib.sha1(json.dumps(key_fields).encode()).hexdigest()[:10]
     path = os.path.join(run.directory, "paper_eval", f"step{step}_{cfg.crop_mode}_{digest}.npz")

@@ -36,7 +36,13 @@ _DIGEST_IGNORE = (
 
 # Fields added after records were made, at the value that reproduces what came
 # before: left out of the digest at that value, so the records stay matched.
-_DIGEST_NEUTRAL = {("eval", "flip_test"): False, ("eval", "fuse_coarse"): False}
+_DIGEST_NEUTRAL = {
+  ("eval", "flip_test"): False,
+  ("eval", "fuse_coarse"): False,
+  ("augment", "window_jitter"): 0.0,
+  ("model", "context_blocks"): 0,
+  ("model", "early_width"): 0.0,
+}
 
 
 def config_digest(config: ml_collections.ConfigDict, **extra) -> str:

@@ -12,7 +12,6 @@ validation loss at each of them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
@@ -29,7 +28,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from heatpose_jax import from_config, train
+from heatpose_jax import config_changes, from_config, train
 from heatpose_jax.training import checkpoints
 
 POOLS = (4, 8, 16)
@@ -197,20 +196,23 @@ def train_command(run: Run, train_args: Sequence[str]) -> list[str]:
 
 
 def _check_config_unchanged(run: Run) -> None:
-  path = os.path.join(run.directory, from_config.CONFIG_FILE)
-  if not os.path.exists(path):
+  """Refuses a run directory trained with another config than this invocation's:
+  reused, it would be measured and recorded as this config's run. Fields that do
+  not change what was trained (`config_changes.SAFE`: evaluation, logging, paths)
+  may differ; fields added since it was saved take their defaults."""
+  saved = config_changes.load_saved(run.directory)
+  if saved is None:
     return
-  with open(path) as f:
-    old = json.load(f)
-  new = json.loads(run.config.to_json_best_effort())
-  ignore = {"data_dir", "worker_count", "canvas_cache"}
-  diff = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
-  if diff:
-    logging.warning(
-      "run %s: its config.json differs from this invocation in %s; what is there is "
-      "reused or resumed (use a new --workdir for a clean comparison)",
-      run.directory,
-      diff,
+  changed = [
+    k
+    for k in config_changes.diff(config_changes.flat(saved), config_changes.flat(run.config))
+    if not config_changes.is_safe(k)
+  ]
+  if changed:
+    shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+    raise ValueError(
+      f"run {run.directory} was trained with another config ({shown}): use a new "
+      "--workdir, or remove that run directory to train it again"
     )
 
 

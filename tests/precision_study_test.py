@@ -145,6 +145,20 @@ def test_precision_study(tiny_data, tmp_path, capsys):
   ratio = again["sigma_x_ratio_headline"]["per_seed"]
   assert ratio == pytest.approx(res["sigma_x_ratio_headline"]["per_seed"])
 
+  # A run trained with another config is refused, never measured as this one's.
+  record = (out / "precision_records" / "pool8_seed1.json").read_bytes()
+  with pytest.raises(ValueError, match=r"pool8_seed1 was trained with another config \(augment"):
+    precision.run_study(
+      _config(tiny_data, **POOL8, **{"augment.window_jitter": 0.5}),
+      str(workdir),
+      str(out),
+      groups=("clean",),
+      seeds=(1,),
+      **kw,
+    )
+  assert (out / "precision_records" / "pool8_seed1.json").read_bytes() == record
+  assert _checkpoint_mtimes(workdir) == before
+
 
 def test_noise_runs_differ_in_training_labels_only(tiny_data, tmp_path):
   plan = precision.plan_study(
@@ -288,16 +302,37 @@ def test_cpu_geometry_keeps_the_papers_proportions():
   assert precision.main_pool(c) == 4
 
 
-def test_a_field_added_at_its_neutral_value_keeps_the_records_matched():
-  # Records made before `eval.flip_test` existed stay matched while it is off.
+def test_cpu_schedules_the_joint_one_by_default_and_the_papers_by_argument():
+  phases = lambda c: [  # noqa: E731
+    (p.steps, p.learning_rate, tuple(p.loss_weights)) for p in c.phases.values()
+  ]
+  lr = synthetic.get_config("cpu").phases.coarse.learning_rate
+  assert phases(synthetic.get_config("cpu")) == [
+    (1200, lr, (1.0, 0.0)),
+    (0, lr, (0.0, 1.0)),
+    (800, lr, (1.0, 1.0)),
+  ]
+  paper = synthetic.get_config("cpu,schedule=paper")
+  assert [s for s, _, _ in phases(paper)] == [1200, 400, 400]
+  assert paper.phases.joint.loss_weights == (1.0, 0.1) and paper.phases.joint.learning_rate < lr
+  assert [s for s, _, _ in phases(synthetic.get_config("tiny,schedule=paper"))] == [1000, 250, 250]
+  with pytest.raises(ValueError, match="schedule='papers'"):
+    synthetic.get_config("cpu,schedule=papers")
+
+
+@pytest.mark.parametrize(
+  "section, key, on", [("eval", "flip_test", True), ("augment", "window_jitter", 1.0)]
+)
+def test_a_field_added_at_its_neutral_value_keeps_the_records_matched(section, key, on):
+  # Records made before the field existed stay matched while it is off.
   from studies import records
 
-  c = synthetic.get_config("cpu")
+  c = synthetic.get_config("cpu,schedule=paper")
   before = records.config_digest(c, study="x")
   with c.unlocked():
-    del c.eval["flip_test"]
+    del c[section][key]
   assert records.config_digest(c, study="x") == before
-  c.eval.flip_test = True
+  c[section][key] = on
   assert records.config_digest(c, study="x") != before
 
 

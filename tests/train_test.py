@@ -154,6 +154,35 @@ def test_each_phase_has_its_own_optimizer(tiny_config):
   assert [count(after.opt_state[p]) for p in names] == [2, 1, 0]
 
 
+def test_window_jitter_moves_the_fine_windows_and_leaves_the_coarse_loss(tiny_config):
+  config = tiny_config(STEPS)
+  mesh = one_device_mesh()
+  model = from_config.model(config)
+  stride = model.coarse_codec.stride
+  # The offsets: N(0, σ²) input px per example, joint and axis; none at σ = 0.
+  assert train_step.jittered_locate(model.coarse_codec, 0.0, jax.random.key(0)) is None
+  heat = jax.random.uniform(jax.random.key(1), (64, 16, 16, 14))
+  locate = train_step.jittered_locate(model.coarse_codec, 1.5 * stride, jax.random.key(2))
+  offsets = np.asarray(locate(heat) - model.coarse_codec.decode(heat)[0])
+  assert abs(offsets.mean()) < 0.1 * stride and offsets.std() == pytest.approx(
+    1.5 * stride, rel=0.1
+  )
+  # Through the config: the same fine step with and without jitter sees the same
+  # coarse maps (E1 equal) and other windows (E2 not).
+  state = train_step.create_state(
+    model, from_config.phases(config), (64, 64), mesh, jax.random.key(0, impl="rbg")
+  )
+  batch = sharding.to_global_array(next(iter(from_config.train_batches(config, ""))), mesh)
+  metrics = {}
+  for jitter in (0.0, 1.0):
+    config.augment.window_jitter = jitter
+    step = from_config.train_step(config, "fine", mesh, donate=False)
+    _, metrics[jitter] = step(state, batch, jax.random.key(3))
+  assert float(metrics[1.0]["ok"]) == 1.0
+  assert float(metrics[1.0]["e1"]) == float(metrics[0.0]["e1"])
+  assert float(metrics[1.0]["e2"]) != float(metrics[0.0]["e2"])
+
+
 def test_a_phase_added_in_the_config_alone_trains_with_its_own_optimizer(tiny_config, tmp_path):
   # A fourth phase, by config only: the coarse model again at a tenth of the
   # learning rate, after the paper's coarse phase (the fine and joint phases off).

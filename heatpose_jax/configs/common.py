@@ -68,6 +68,17 @@ def set_steps(c: ml_collections.ConfigDict, *steps: int) -> None:
     c.phases[name].steps = n
 
 
+def joint_schedule(c: ml_collections.ConfigDict, coarse: int, joint: int) -> None:
+  """No frozen-coarse phase: after `coarse` steps of the coarse model alone, both
+  nets train `joint` steps together at the coarse phase's rate on E1 + E2 (λ = 1).
+  The paper's fine phase (the coarse model frozen) and joint phase (λ = 0.1 at a
+  fine-tuning rate) suit a converged coarse model; at a budget where its loss still
+  falls they cost more than they protect (docs/training.md, "Eighth round")."""
+  set_steps(c, coarse, 0, joint)
+  c.phases.joint.learning_rate = c.phases.coarse.learning_rate
+  c.phases.joint.loss_weights = (1.0, 1.0)
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Fields shared by every dataset; dataset configs override them."""
   c = ml_collections.ConfigDict()
@@ -97,6 +108,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.augment.rotation = 20.0
   c.augment.scale = (0.5, 1.5)
   c.augment.flip = 0.5
+  # σ, in coarse heat-map cells, of Gaussian offsets added in training to the coarse
+  # estimates that place the fine windows, so the fine model also learns joints
+  # away from its window's centre, where the coarse model's test errors put them
+  # (DeepPose's simulated stage-1 errors). 0: the paper, windows at the argmax.
+  c.augment.window_jitter = 0.0
 
   c.batch_size = 32  # global
   c.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16'

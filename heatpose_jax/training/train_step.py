@@ -191,6 +191,7 @@ def make_train_step(
   augmentation: augment.Augmentation,
   coarse_codec: codec.HeatmapCodec,
   fine_codec: codec.WindowCodec,
+  window_jitter: float = 0.0,
   donate: bool = True,
 ):
   """The jitted train step of `phase`: `(state, batch, key) -> (state, metrics)`.
@@ -200,7 +201,9 @@ def make_train_step(
   device, Gaussian targets from the codecs, forward (the coarse model alone when
   the phase's E2 weight is 0), backward into the groups `phase.train`, the
   phase's optimizer. A step whose loss, gradient or updated parameters are not
-  finite leaves the state unchanged and reports `ok = 0`.
+  finite leaves the state unchanged and reports `ok = 0`. `window_jitter` > 0:
+  the fine windows are placed at the coarse argmax plus Gaussian offsets of that
+  σ (input px), drawn per example and joint, and the fine targets follow them.
 
   Cached on its (hashable) arguments: runs of equal configs in one process (a
   study's seeds, a test session) share one traced and compiled step.
@@ -217,6 +220,8 @@ def make_train_step(
     hw = coarse_codec.heatmap_hw(images.shape[1:3])
     t_coarse = coarse_codec.encode(batch["joints"], valid, hw)
     rngs = {"dropout": drop_rng}
+    # Its own stream: the other draws stay those of a run without jitter.
+    locate = jittered_locate(coarse_codec, window_jitter, jax.random.fold_in(rng, 1))
 
     def loss_fn(trained):
       v = {"params": {**state.params, **trained}}
@@ -224,7 +229,9 @@ def make_train_step(
         heat = state.apply_fn(v, images, train=True, method="coarse_heatmaps", rngs=rngs)
         e1 = losses.coarse_loss(heat, t_coarse, valid)
         return e1, {"e1": e1, "e2": jnp.zeros(())}
-      out = state.apply_fn(v, images, train=True, freeze_coarse=freeze_coarse, rngs=rngs)
+      out = state.apply_fn(
+        v, images, train=True, freeze_coarse=freeze_coarse, locate=locate, rngs=rngs
+      )
       e1 = losses.coarse_loss(out.coarse_heatmaps, t_coarse, valid)
       t_fine = fine_codec.encode(batch["joints"], valid, out.window_origin)
       e2 = losses.fine_loss(out.fine_heatmaps, t_fine, valid)
@@ -243,6 +250,23 @@ def make_train_step(
     out_shardings=(replicated, replicated),
     donate_argnums=(0,) if donate else (),
   )
+
+
+def jittered_locate(
+  coarse_codec: codec.HeatmapCodec, sigma: float, key: jax.Array
+) -> Callable[[jax.Array], jax.Array] | None:
+  """Where training places the fine windows: `(B, h, w, J)` coarse maps → the
+  input-frame `(B, J, 2)` coarse estimates plus N(0, σ²) offsets (input px),
+  drawn from `key` per example, joint and axis (`Cascade`'s `locate`); None
+  (the estimates alone, the paper) when `sigma` is 0."""
+  if not sigma:
+    return None
+
+  def locate(heat: jax.Array) -> jax.Array:
+    xy = coarse_codec.decode(heat)[0]
+    return xy + sigma * jax.random.normal(key, xy.shape, xy.dtype)
+
+  return locate
 
 
 def _update(state: TrainState, phase: Phase, trained, grads, loss: jax.Array):

@@ -1,0 +1,63 @@
+"""The committed CPU-study records stay matched by the configs that
+`scripts/cpu_studies.sh` runs them with.
+
+A record is reused only while its config digest equals the digest of the run
+today's config would train (`studies/records.py`). A field added to the configs
+without its neutral value in `records._DIGEST_NEUTRAL` un-matches every record,
+and `cpu_studies.sh report` then rewrites the committed results without them
+(it happened with `model.context_blocks` and `model.early_width`). Nothing is
+trained or built here: the digests are computed from the configs alone.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from heatpose_jax.configs import synthetic
+from studies import precision, regularization
+from studies import runs as runs_lib
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+# The config `cpu_studies.sh` gives the pieces whose records are committed.
+SCRIPT_CONFIG = "cpu,schedule=paper"
+
+
+def _records(directory: Path) -> list[dict]:
+  recs = [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
+  if not recs:
+    pytest.skip(f"no committed records in {directory}")
+  return recs
+
+
+def test_the_label_noise_records_match():
+  base = synthetic.get_config(SCRIPT_CONFIG)
+  for rec in _records(RESULTS / "precision_noise" / "precision_records"):
+    plan = precision.Plan(
+      base=base,
+      workdir="/unused",
+      geometry={"window_px": rec["window_px"]},
+      noise_px=0.0,
+      noise_canvas_px=rec["label_noise_px"],
+      checkpoints_per_run=4,  # experiments/precision_study.py's default
+      evals_per_run=8,
+    )
+    run = plan.run(rec["pool"], rec["group"], rec["seed_index"])
+    assert plan.digest(run) == rec["config_digest"], rec["run"]
+
+
+@pytest.mark.parametrize("subdir", ["", "regularization_n100"])
+def test_the_regularization_records_match(subdir, monkeypatch, tmp_path):
+  # The small training set's builder config is named, not built.
+  monkeypatch.setattr(regularization.datasets, "find_prepared", lambda *a, **k: "built")
+  base = synthetic.get_config(SCRIPT_CONFIG)
+  for rec in _records(RESULTS / subdir / "regularization_records"):
+    plan = regularization.plan_study(
+      runs_lib.apply_overrides(base, {"data_dir": str(tmp_path)}),
+      str(tmp_path),
+      num_train=rec["num_train"],
+      evals_per_run=regularization.EVALS_PER_RUN,
+      checkpoints_per_run=2,  # experiments/regularization_study.py's default
+    )
+    run = plan.run(rec["group"], rec["seed_index"])
+    assert plan.digest(run) == rec["config_digest"], rec["run"]
