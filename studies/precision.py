@@ -465,6 +465,21 @@ def _ratio(rec: dict, key: str = "sigma_x") -> float | None:
   return float(np.mean(r)) if r else None
 
 
+def far_errors(rec: dict, estimate: str) -> dict[str, float | None]:
+  """From a record's histograms (all table columns pooled, bin centres): the share
+  of the kept x errors beyond ±window/2 and their share of Σe², the part of the
+  plain σ that its robust σ leaves out (gross errors, not the peak's width)."""
+  edges = np.asarray(rec["hist_edges"])
+  centres = 0.5 * (edges[1:] + edges[:-1])
+  counts = np.sum([rec["histograms"][estimate][c] for c in rec["histograms"][estimate]], axis=0)
+  far = np.abs(centres) > edges[-1] / 2
+  n, sq = counts.sum(), (counts * centres**2).sum()
+  return {
+    "share": float(counts[far].sum() / n) if n else None,
+    "variance_share": float((counts * centres**2)[far].sum() / sq) if sq else None,
+  }
+
+
 def _column_ratio(rec: dict, column: str) -> float | None:
   c = rec["column_sigma_x"]["coarse"].get(column)
   f = rec["column_sigma_x"]["cascade"].get(column)
@@ -486,6 +501,7 @@ def aggregate(records: list[dict]) -> dict:
       "pck_at_0.05",
       "pck_gain_at_0.05",
       "ratios",
+      "far_errors",
       "convergence",
     )
   }
@@ -526,6 +542,10 @@ def aggregate(records: list[dict]) -> dict:
       "Shoulder": mean_std(_column_ratio(r, "Shoulder") for r in recs),
       "per_seed": [_ratio(r) for r in recs],
       "seeds": [int(r["seed"]) for r in recs],
+    }
+    out["far_errors"].setdefault(g, {})[pk] = {
+      m: {k: mean_std(far_errors(r, m)[k] for r in recs) for k in ("share", "variance_share")}
+      for m in ("coarse", "cascade")
     }
     out["convergence"].setdefault(g, {})[pk] = {
       r["run"]: {k: r["convergence"][k] for k in r["convergence"]} for r in recs
@@ -581,6 +601,8 @@ def write_report(
     "sigma_x_ratio_headline": headline,
     "sigma_x_ratio_headline_noise": _headline(main_noise, pool, "noise"),
     "sigma_x_ratios": agg["ratios"],
+    # Kept errors beyond ±window_px/2 (share of errors, share of Σe²), from the histograms.
+    "far_errors": agg["far_errors"],
     "pck_at_0.05_by_run": agg["pck_at_0.05"],
     "pck_gain_at_0.05": agg["pck_gain_at_0.05"],
     "pck_normalizers": PCK_NORMALIZERS,
@@ -867,6 +889,21 @@ def _sigma_verdict(res: dict) -> list[str]:
     f"{fmt(sig['cascade'].get('Head'))} px (paper 3.13 → 1.09 at FLIC's geometry); shoulders "
     f"{fmt(sig['coarse'].get('Shoulder'))} → {fmt(sig['cascade'].get('Shoulder'))} px "
     "(paper 4.25 → 2.43).",
+    *_far_line(res, pool),
+  ]
+
+
+def _far_line(res: dict, pool: int) -> list[str]:
+  """How much of each plain σ the errors beyond ±window/2 make (empty without them)."""
+  far = res.get("far_errors", {}).get("clean", {}).get(str(pool))
+  if not far:
+    return []
+  pct = lambda m, k: fmt(far[m][k], ".0%")  # noqa: E731
+  return [
+    f"  Errors beyond ±{res['geometry']['window_px'] / 2:.3g} px (half the σ window): coarse "
+    f"{pct('coarse', 'share')} of the kept errors, {pct('coarse', 'variance_share')} of their "
+    f"Σe²; cascade {pct('cascade', 'share')}, {pct('cascade', 'variance_share')}: the part of "
+    "the plain σ that the robust σ leaves out."
   ]
 
 

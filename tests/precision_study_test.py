@@ -87,6 +87,9 @@ def test_precision_study(tiny_data, tmp_path, capsys):
       assert len(per_joint["cascade"]) == 14
       _finite(per_joint, f"{key}.{group}")
     _finite(res["pck_at_0.05_by_run"][group]["8"], f"pck.{group}")
+    for far in res["far_errors"][group]["8"].values():
+      assert set(far) == {"share", "variance_share"}
+      assert all(0 <= far[k]["mean"] <= 1 for k in far if far[k]["mean"] is not None)
   for key, n in (("sigma_x_ratio_headline", 2), ("sigma_x_ratio_headline_noise", 1)):
     r = res[key]
     _finite([r["mean"], r["std"], *r["per_seed"]], key)
@@ -300,6 +303,17 @@ def test_cpu_geometry_keeps_the_papers_proportions():
   assert c.model.context / t == pytest.approx(0.45, abs=0.05)
   assert (c.model.sigma_coarse, c.model.sigma_fine) == (1.5, 1.5)
   assert precision.main_pool(c) == 4
+
+
+def test_far_errors_are_the_tails_the_robust_sigma_leaves_out():
+  # Bins centred at -3, -1, 1, 3 px in a ±4-px window: beyond ±2 px are the outer two.
+  rec = {
+    "hist_edges": [-4, -2, 0, 2, 4],
+    "histograms": {"cascade": {"A": [1, 3, 4, 0], "B": [0, 1, 0, 1]}},
+  }
+  far = precision.far_errors(rec, "cascade")
+  assert far["share"] == pytest.approx(2 / 10)
+  assert far["variance_share"] == pytest.approx((9 + 9) / (9 + 9 + 8 * 1))
 
 
 def test_cpu_schedules_the_joint_one_by_default_and_the_papers_by_argument():
