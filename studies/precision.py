@@ -898,7 +898,7 @@ def _far_line(res: dict, pool: int) -> list[str]:
   far = res.get("far_errors", {}).get("clean", {}).get(str(pool))
   if not far:
     return []
-  pct = lambda m, k: fmt(far[m][k], ".0%")  # noqa: E731
+  pct = lambda m, k: fmt(far[m][k], ".1%")  # noqa: E731
   return [
     f"  Errors beyond ±{res['geometry']['window_px'] / 2:.3g} px (half the σ window): coarse "
     f"{pct('coarse', 'share')} of the kept errors, {pct('coarse', 'variance_share')} of their "
