@@ -19,7 +19,7 @@ from studies import precision, regularization
 from studies import runs as runs_lib
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
-# The config `cpu_studies.sh` gives the pieces whose records are committed.
+# The config `cpu_studies.sh` gives p4n and r1-r4 (p4, p8 and p16: `cpu`).
 SCRIPT_CONFIG = "cpu,schedule=paper"
 
 
@@ -30,9 +30,13 @@ def _records(directory: Path) -> list[dict]:
   return recs
 
 
-def test_the_label_noise_records_match():
-  base = synthetic.get_config(SCRIPT_CONFIG)
-  for rec in _records(RESULTS / "precision_noise" / "precision_records"):
+@pytest.mark.parametrize(
+  "subdir, config",
+  [("precision_noise", SCRIPT_CONFIG), ("", "cpu")],  # p4n; p4, p8, p16
+)
+def test_the_precision_records_match(subdir, config):
+  base = synthetic.get_config(config)
+  for rec in _records(RESULTS / subdir / "precision_records"):
     plan = precision.Plan(
       base=base,
       workdir="/unused",
