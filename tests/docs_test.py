@@ -405,7 +405,7 @@ See [the design](design.md), [gone](gone.md), [a section](training.md#speed),
 `model/inference.predict`, `model/inference.nope`, `WORKDIR/eval_<split>/`,
 `docs/results/precision.{json,md}`, `heatpose_jax/evaluation/evaluators/NAME.py`,
 `git show 6322df3:docs/figures/old.png`, `docs/README.md`, training/evaluation.
-`docs/training.md`, "Why learning stalled" and "Ninth round"; docs/model.md, "Flip test".
+`docs/training.md`, "Why learning stalled" and "Ninety-ninth round"; docs/model.md, "Flip test".
 `python -m experiments.predict --flip_test --noflip_test --config.eval.flip_test=True
 --verbosity=1 --flip_tests` and `python -m experiments.nope --x`.
 
@@ -430,7 +430,7 @@ def test_the_checks_find_what_they_look_for():
     "docs/stale_example.md:5: heatpose_jax/inference.py (no such file in the repository)",
     "docs/stale_example.md:8: docs/README.md (no such file in the repository)",
     "docs/stale_example.md:6: model/inference.nope (not in heatpose_jax/)",
-    'docs/stale_example.md:9: docs/training.md, "Ninth round" (no such section)',
+    'docs/stale_example.md:9: docs/training.md, "Ninety-ninth round" (no such section)',
     "docs/stale_example.md:11: python -m experiments.predict --flip_tests (not a flag of this module)",
     "docs/stale_example.md:11: python -m experiments.nope (no such module)",
     "docs/stale_example.md:15: python -m experiments.precision_study --tiny (not a flag of this module)",

@@ -104,15 +104,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = model_config()
 
-  c.augment = ml_collections.ConfigDict()
-  c.augment.rotation = 20.0
-  c.augment.scale = (0.5, 1.5)
-  c.augment.flip = 0.5
-  # σ, in coarse heat-map cells, of Gaussian offsets added in training to the coarse
-  # estimates that place the fine windows, so the fine model also learns joints
-  # away from its window's centre, where the coarse model's test errors put them
-  # (DeepPose's simulated stage-1 errors). 0: the paper, windows at the argmax.
-  c.augment.window_jitter = 0.0
+  c.augment = augment_config()
 
   c.batch_size = 32  # global
   c.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16'
@@ -144,6 +136,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.spatial_model.steps = 500
   c.spatial_model.learning_rate = 1e-2
   return c
+
+
+def augment_config() -> ml_collections.ConfigDict:
+  """`config.augment`: the device augmentation of the training batches."""
+  a = ml_collections.ConfigDict()
+  a.rotation = 20.0
+  a.scale = (0.5, 1.5)
+  a.flip = 0.5
+  # σ, in coarse heat-map cells, of Gaussian offsets added in training to the coarse
+  # estimates that place the fine windows, so the fine model also learns joints
+  # away from its window's centre, where the coarse model's test errors put them
+  # (DeepPose's simulated stage-1 errors). 0: the paper, windows at the argmax.
+  a.window_jitter = 0.0
+  return a
 
 
 def model_config() -> ml_collections.ConfigDict:

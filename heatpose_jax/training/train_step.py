@@ -201,13 +201,11 @@ def make_train_step(
   device, Gaussian targets from the codecs, forward (the coarse model alone when
   the phase's E2 weight is 0), backward into the groups `phase.train`, the
   phase's optimizer. A step whose loss, gradient or updated parameters are not
-  finite leaves the state unchanged and reports `ok = 0`. `window_jitter` > 0:
-  the fine windows are placed at the coarse argmax plus Gaussian offsets of that
-  σ (input px), drawn per example and joint, and the fine targets follow them.
+  finite leaves the state unchanged and reports `ok = 0`. `window_jitter`: the σ
+  (input px) of `jittered_locate`'s offsets to the fine windows (0: none).
 
-  Cached on its (hashable) arguments: runs of equal configs in one process (a
-  study's seeds, a test session) share one traced and compiled step.
-  """
+  Cached on its (hashable) arguments: equal configs in one process (a study's
+  seeds, a test session) share one compiled step."""
   coarse_only = not phase.loss_weights[1]
   freeze_coarse = "coarse" not in phase.train
 
@@ -219,19 +217,16 @@ def make_train_step(
     valid = batch["joints_valid"] * batch["_mask"][:, None]
     hw = coarse_codec.heatmap_hw(images.shape[1:3])
     t_coarse = coarse_codec.encode(batch["joints"], valid, hw)
-    rngs = {"dropout": drop_rng}
-    # Its own stream: the other draws stay those of a run without jitter.
-    locate = jittered_locate(coarse_codec, window_jitter, jax.random.fold_in(rng, 1))
+    fwd = functools.partial(state.apply_fn, train=True, rngs={"dropout": drop_rng})
+    loc = jittered_locate(coarse_codec, window_jitter, jax.random.fold_in(rng, 1))
 
     def loss_fn(trained):
       v = {"params": {**state.params, **trained}}
       if coarse_only:
-        heat = state.apply_fn(v, images, train=True, method="coarse_heatmaps", rngs=rngs)
+        heat = fwd(v, images, method="coarse_heatmaps")
         e1 = losses.coarse_loss(heat, t_coarse, valid)
         return e1, {"e1": e1, "e2": jnp.zeros(())}
-      out = state.apply_fn(
-        v, images, train=True, freeze_coarse=freeze_coarse, locate=locate, rngs=rngs
-      )
+      out = fwd(v, images, freeze_coarse=freeze_coarse, locate=loc)
       e1 = losses.coarse_loss(out.coarse_heatmaps, t_coarse, valid)
       t_fine = fine_codec.encode(batch["joints"], valid, out.window_origin)
       e2 = losses.fine_loss(out.fine_heatmaps, t_fine, valid)
@@ -242,12 +237,11 @@ def make_train_step(
     new_state, update_metrics = _update(state, phase, trained, grads, loss)
     return new_state, {"loss": loss, **aux, **update_metrics}
 
-  replicated = NamedSharding(mesh, PartitionSpec())
-  data = NamedSharding(mesh, PartitionSpec("data"))
+  rep, data = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
   return jax.jit(
     step,
-    in_shardings=(replicated, data, replicated),
-    out_shardings=(replicated, replicated),
+    in_shardings=(rep, data, rep),
+    out_shardings=(rep, rep),
     donate_argnums=(0,) if donate else (),
   )
 
@@ -258,7 +252,8 @@ def jittered_locate(
   """Where training places the fine windows: `(B, h, w, J)` coarse maps → the
   input-frame `(B, J, 2)` coarse estimates plus N(0, σ²) offsets (input px),
   drawn from `key` per example, joint and axis (`Cascade`'s `locate`); None
-  (the estimates alone, the paper) when `sigma` is 0."""
+  (the estimates alone, the paper) when `sigma` is 0. The train step gives it a key
+  of its own, so the other draws stay those of a run without jitter."""
   if not sigma:
     return None
 
