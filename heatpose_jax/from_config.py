@@ -359,7 +359,7 @@ def train_step(config: ml_collections.ConfigDict, name: str, mesh, *, donate: bo
     augmentation=augmentation(config),
     coarse_codec=net.coarse_codec,
     fine_codec=net.fine_codec,
-    window_jitter=float(config.augment.get("window_jitter", 0.0)) * net.coarse_codec.stride,
+    window_jitter=float(config.augment.window_jitter) * net.coarse_codec.stride,
     donate=donate,
   )
 

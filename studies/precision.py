@@ -543,9 +543,10 @@ def aggregate(records: list[dict]) -> dict:
       "per_seed": [_ratio(r) for r in recs],
       "seeds": [int(r["seed"]) for r in recs],
     }
+    far = {m: [far_errors(r, m) for r in recs] for m in ("coarse", "cascade")}
     out["far_errors"].setdefault(g, {})[pk] = {
-      m: {k: mean_std(far_errors(r, m)[k] for r in recs) for k in ("share", "variance_share")}
-      for m in ("coarse", "cascade")
+      m: {k: mean_std(f[k] for f in fs) for k in ("share", "variance_share")}
+      for m, fs in far.items()
     }
     out["convergence"].setdefault(g, {})[pk] = {
       r["run"]: {k: r["convergence"][k] for k in r["convergence"]} for r in recs

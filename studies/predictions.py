@@ -40,10 +40,6 @@ def eval_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return runs_lib.apply_overrides(config, {"model.dropout": "none", "canvas_cache": False})
 
 
-def _fuse(config: ml_collections.ConfigDict) -> bool:
-  return bool(config.eval.get("fuse_coarse", False))
-
-
 class PredictionCache:
   """Predictions of runs' checkpoints on the eval split: on disk per (run, step,
   crop), in memory per process, one compiled function per architecture."""
@@ -55,7 +51,7 @@ class PredictionCache:
 
   def _fn(self, config: ml_collections.ConfigDict) -> Callable:
     key = json.dumps(
-      [config.model.to_dict(), config.dtype, config.eval.coarse_refine, _fuse(config)],
+      [config.model.to_dict(), config.dtype, config.eval.coarse_refine, config.eval.fuse_coarse],
       sort_keys=True,
       default=str,
     )
@@ -66,7 +62,7 @@ class PredictionCache:
         self.mesh,
         coarse_refine=config.eval.coarse_refine,
         loss_codec=model.coarse_codec,
-        fuse_coarse=_fuse(config),
+        fuse_coarse=config.eval.fuse_coarse,
       )
     return self._fns[key]
 
@@ -101,7 +97,7 @@ class PredictionCache:
       list(cfg.input_hw),
       cfg.max_eval_examples,
       cfg.eval.coarse_refine,
-      _fuse(cfg),
+      cfg.eval.fuse_coarse,
     ]
     digest = hashlib.sha1(json.dumps(key_fields).encode()).hexdigest()[:10]
     path = os.path.join(run.directory, "paper_eval", f"step{step}_{cfg.crop_mode}_{digest}.npz")

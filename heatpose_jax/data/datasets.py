@@ -50,13 +50,13 @@ def find_prepared(name: str, config_name: str, data_dir: str) -> str | None:
   spec = dataset_specs.for_tfds_name(name)
   if spec is not None and spec.default_config:
     return _prepared_dir(os.path.join(root, spec.default_config))
-  built = [c for c in sorted(os.listdir(root)) if _prepared_dir(os.path.join(root, c))]
-  if len(built) > 1:
+  builds = {c: d for c in sorted(os.listdir(root)) if (d := _prepared_dir(os.path.join(root, c)))}
+  if len(builds) > 1:
     raise ValueError(
-      f"dataset {name!r} in {data_dir!r} has several configs built ({', '.join(built)}) "
+      f"dataset {name!r} in {data_dir!r} has several configs built ({', '.join(builds)}) "
       "and no default one: name one (config.tfds_config)"
     )
-  return _prepared_dir(os.path.join(root, built[0])) if built else None
+  return next(iter(builds.values()), None)
 
 
 def build_command(name: str, config_name: str, data_dir: str) -> str:
