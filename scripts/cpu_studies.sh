@@ -6,16 +6,17 @@
 #   bash scripts/cpu_studies.sh p4      # precision, 4×, clean labels, seeds 0,1,2 (the headline)
 #   bash scripts/cpu_studies.sh p8      # precision, 8× (cell ≈ 0.19 torso), clean, seeds 0,1,2
 #   bash scripts/cpu_studies.sh p16     # precision, 16× (cell ≈ 0.38 torso), clean, seeds 0,1,2
-#   bash scripts/cpu_studies.sh p4n     # precision, 4×, label noise, seeds 0,1,2 (paper schedule)
+#   bash scripts/cpu_studies.sh p4n     # precision, 4×, label noise, seeds 0,1,2
+#   bash scripts/cpu_studies.sh p4n-paper  # the same with the paper's three phases
 #   bash scripts/cpu_studies.sh r1      # regularization, 300 training images: SpatialDropout, none
 #   bash scripts/cpu_studies.sh r2      # regularization: standard dropout, standard cascade (Fig. 13)
 #   bash scripts/cpu_studies.sh r3      # regularization, 100 training images: SpatialDropout, none
 #   bash scripts/cpu_studies.sh r4      # the same: standard dropout
-#   bash scripts/cpu_studies.sh report  # rewrite r1-r4's and p4n's outputs from their records
+#   bash scripts/cpu_studies.sh report  # rewrite r1-r4's and p4n-paper's outputs from their records
 #
-# Schedules. p4, p8 and p16 train the `cpu` config's own: 1,200 coarse steps, then
-# 800 of both nets on E1 + E2 (`common.joint_schedule`, ≈ 11 min per seed alone on
-# two cores). p4n and r1-r4 were measured with the paper's three phases,
+# Schedules. p4, p4n, p8 and p16 train the `cpu` config's own: 1,200 coarse steps,
+# then 800 of both nets on E1 + E2 (`common.joint_schedule`, ≈ 10 min per seed alone
+# on two cores). p4n-paper and r1-r4 were measured with the paper's three phases,
 # 1,200 / 400 / 400 (`cpu,schedule=paper`), and keep them, so that their records
 # stay matched (docs/precision.md says which result used which).
 #
@@ -31,24 +32,26 @@
 # docs/results/precision_records/, an unfinished one resumes from its checkpoint
 # under $WORK. Every call of p4, p8 or p16 rewrites docs/results/precision.{json,md}
 # and docs/figures/precision_* from all the matching records present: commit them
-# after each piece. p4n writes to docs/results/precision_noise/ and
-# docs/figures/precision_noise/ instead.
+# after each piece; p4n adds its noise group to them. p4n-paper writes to
+# docs/results/precision_noise/ and docs/figures/precision_noise/ instead, its runs
+# in $WORK/paper (the same run names as p4n's).
 #
 # Environment: TFDS_DATA_DIR (default ~/tensorflow_datasets; the 256×256 synthetic
 # renders are built on first use, ≈ 1.5 min), WORK (default workdir/cpu_studies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PIECE=${1:?usage: cpu_studies.sh p4|p4n|p8|p16|r1|r2|r3|r4|report}
+PIECE=${1:?usage: cpu_studies.sh p4|p4n|p4n-paper|p8|p16|r1|r2|r3|r4|report}
 DATA_DIR=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}
 WORK=${WORK:-workdir/cpu_studies}
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
 STUDY=precision
 OUT=docs/results FIGS=docs/figures
-CONFIG=cpu,schedule=paper # all but p4, p8, p16 (above)
+CONFIG=cpu,schedule=paper # all but p4, p4n, p8, p16 (above)
 case $PIECE in
   p4) CONFIG=cpu SEL=(--pools=4 --groups=clean --seeds=0,1,2) ;;
-  p4n) # Its own outputs: another schedule than p4's (above).
-    OUT=docs/results/precision_noise FIGS=docs/figures/precision_noise
+  p4n) CONFIG=cpu SEL=(--pools=4 --groups=noise --seeds=0,1,2) ;;
+  p4n-paper) # Its own outputs and runs: another schedule than p4n's (above).
+    OUT=docs/results/precision_noise FIGS=docs/figures/precision_noise WORK=$WORK/paper
     SEL=(--pools=4 --groups=noise --seeds=0,1,2)
     ;;
   p8) CONFIG=cpu SEL=(--pools=8 --groups=clean --seeds=0,1,2) ;;
@@ -65,7 +68,7 @@ case $PIECE in
     ;;
   report) STUDY=report ;;
   *)
-    echo "cpu_studies.sh: unknown piece '$PIECE' (p4, p4n, p8, p16, r1, r2, r3, r4, report)" >&2
+    echo "cpu_studies.sh: unknown piece '$PIECE' (p4, p4n, p4n-paper, p8, p16, r1, r2, r3, r4, report)" >&2
     exit 2
     ;;
 esac

@@ -37,16 +37,17 @@ Selector = Callable[[Any, jax.Array, jax.Array], jax.Array]
 # XLA:CPU (jaxlib 0.10) hands every convolution to YNNPACK by default; its kernels
 # are 1.0-1.9x slower than XLA's Eigen convolutions on this model's shapes (the fine
 # net's 7x7 128 -> 64 on 36x36 windows: 168 vs 90 ms at batch 16; MPII 8x cascade at
-# batch 1: 0.64 -> 0.47 s on 2 cores, docs/performance.md). Prediction compiles with
+# batch 1: 0.64 -> 0.47 s on 2 cores; the CPU study config's train steps 1.13-1.23x
+# faster; docs/performance.md). Prediction and the train step compile with
 # convolutions left to XLA and matrix products to YNNPACK. Other backends: unchanged.
 YNN_FUSION_FLAG = "xla_cpu_experimental_ynn_fusion_type"
 CPU_COMPILER_OPTIONS = {YNN_FUSION_FLAG: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 
 def compiler_options(backend: str | None = None) -> dict[str, str] | None:
-  """Compile options of the prediction path on `backend` (default: JAX's default
-  backend): `CPU_COMPILER_OPTIONS` on the CPU unless XLA_FLAGS already chooses the
-  YNNPACK fusions, else None (the backend's defaults)."""
+  """Compile options of the prediction path and the train step on `backend`
+  (default: JAX's default backend): `CPU_COMPILER_OPTIONS` on the CPU unless
+  XLA_FLAGS already chooses the YNNPACK fusions, else None (the backend's defaults)."""
   import os
 
   backend = backend or jax.default_backend()

@@ -30,7 +30,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from heatpose_jax.data import augment
-from heatpose_jax.model import codec, losses
+from heatpose_jax.model import codec, inference, losses
 
 # The cascade's parameter groups (top-level keys of its params) a phase can train.
 PARAM_GROUPS = ("coarse", "fine")
@@ -204,10 +204,9 @@ def make_train_step(
   finite leaves the state unchanged and reports `ok = 0`. `window_jitter`: the σ
   (input px) of `jittered_locate`'s offsets to the fine windows (0: none).
 
-  Cached on its (hashable) arguments: equal configs in one process (a study's
-  seeds, a test session) share one compiled step."""
-  coarse_only = not phase.loss_weights[1]
-  freeze_coarse = "coarse" not in phase.train
+  Cached on its (hashable) arguments (equal configs share one compiled step);
+  compiled with `inference.compiler_options` (XLA's convolutions on the CPU)."""
+  coarse_only, freeze_coarse = not phase.loss_weights[1], "coarse" not in phase.train
 
   def step(state: TrainState, batch: dict, key: jax.Array):
     rng = jax.random.fold_in(key, state.step)
@@ -243,6 +242,7 @@ def make_train_step(
     in_shardings=(rep, data, rep),
     out_shardings=(rep, rep),
     donate_argnums=(0,) if donate else (),
+    compiler_options=inference.compiler_options(mesh.devices.flat[0].platform),
   )
 
 
