@@ -19,7 +19,7 @@ from studies import precision, regularization
 from studies import runs as runs_lib
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
-# The config `cpu_studies.sh` gives p4n and r1-r4 (p4, p8 and p16: `cpu`).
+# The config `cpu_studies.sh` gives p4n-paper and r1-r4 (p4, p4n, p8 and p16: `cpu`).
 SCRIPT_CONFIG = "cpu,schedule=paper"
 
 
@@ -32,7 +32,7 @@ def _records(directory: Path) -> list[dict]:
 
 @pytest.mark.parametrize(
   "subdir, config",
-  [("precision_noise", SCRIPT_CONFIG), ("", "cpu")],  # p4n; p4, p8, p16
+  [("precision_noise", SCRIPT_CONFIG), ("", "cpu")],  # p4n-paper; p4, p4n, p8, p16
 )
 def test_the_precision_records_match(subdir, config):
   base = synthetic.get_config(config)
