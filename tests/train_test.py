@@ -205,6 +205,16 @@ def test_a_phase_added_in_the_config_alone_trains_with_its_own_optimizer(tiny_co
     from_config.check(config)
 
 
+def test_loss_weights_other_than_two_numbers_are_refused_with_the_value(tiny_config):
+  config = tiny_config()
+  # What a --config.phases.joint.loss_weights flag given twice makes: absl joins them.
+  config.phases.joint.loss_weights = (1.0, 1.0, 1.0, 3.0)
+  with pytest.raises(
+    from_config.ConfigError, match=r"config\.phases\.joint: .*not \(1\.0, 1\.0, 1\.0, 3\.0\)"
+  ):
+    from_config.check(config)
+
+
 def test_nan_guard_names_the_step_and_the_last_good_checkpoint(tiny_config, tmp_path):
   # Warmup makes step 1's learning rate 0; from step 2 on it is 1e30.
   nan = {"phases.coarse.learning_rate": 1e30, "phases.coarse.grad_clip": 1e30}

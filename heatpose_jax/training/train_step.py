@@ -64,7 +64,10 @@ class Phase:
     if not self.train or not set(self.train) <= set(PARAM_GROUPS):
       raise ValueError(f"phase {self.name!r}: train must name groups of {PARAM_GROUPS}")
     if len(self.loss_weights) != 2 or min(self.loss_weights) < 0 or not any(self.loss_weights):
-      raise ValueError(f"phase {self.name!r}: loss_weights must be (w1, w2) >= 0, not both 0")
+      raise ValueError(
+        f"phase {self.name!r}: loss_weights must be (w1, w2) >= 0, not both 0, "
+        f"not {tuple(self.loss_weights)!r}"
+      )
     if "fine" in self.train and not self.loss_weights[1]:
       raise ValueError(f"phase {self.name!r} trains the fine model: its E2 weight must be > 0")
 
