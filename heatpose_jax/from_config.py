@@ -296,6 +296,7 @@ def model(config: ml_collections.ConfigDict) -> models.CascadeModel:
     dropout=m.dropout,
     dropout_rate=m.dropout_rate,
     norm=m.norm,
+    head_norm=m.head_norm,
     standard_cascade=m.standard_cascade,
     dtype=dtype(config),
   )

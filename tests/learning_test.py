@@ -15,6 +15,7 @@ from heatpose_jax import from_config, train
 from heatpose_jax.configs import common, synthetic
 from heatpose_jax.data import synthetic_dataset
 from heatpose_jax.model import models
+from heatpose_jax.training import checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +38,56 @@ def _overfit_config(data, **overrides):
   return from_config.with_overrides(c, overrides)
 
 
-def test_the_tiny_cascade_memorizes_sixteen_images(sixteen_images, tmp_path):
-  result = train.train_and_evaluate(
-    _overfit_config(sixteen_images), str(tmp_path), mesh=one_device_mesh()
-  )
+@pytest.fixture(scope="module")
+def memorized(sixteen_images, tmp_path_factory):
+  """The overfit run: (config, workdir, train_and_evaluate's result)."""
+  config, workdir = _overfit_config(sixteen_images), str(tmp_path_factory.mktemp("memorized"))
+  return config, workdir, train.train_and_evaluate(config, workdir, mesh=one_device_mesh())
+
+
+def test_the_tiny_cascade_memorizes_sixteen_images(memorized):
+  _, _, result = memorized
   assert result["num_examples"] == 16
   coarse = result["coarse"]["table"]["0.5"]["Total"]  # percent
   cascade = result["cascade"]["table"]["0.5"]["Total"]
   assert coarse >= 80, result["coarse"]["table"]["0.5"]
   assert cascade >= 95, result["cascade"]["table"]["0.5"]
+
+
+def test_every_head_unit_still_fires_after_training(memorized):
+  """The quick start's head (`model.head_norm`): without GroupNorm after its 1x1
+  convs, 5 of the first head layer's 32 units had died in these 160 steps (never
+  above zero on any training image again; a third to a half of them by the end
+  of a quick start), and a left/right pair could lose what tells its sides apart
+  (docs/training.md, "Eleventh round")."""
+  config, workdir, _ = memorized
+  assert config.model.head_norm
+  mesh = one_device_mesh()
+  model = from_config.model(config)
+  params, _ = checkpoints.restore_params(workdir, from_config.abstract_params(config, mesh))
+  names = {f"head_norm{i}" for i in range(len(config.model.head_features))}
+
+  @jax.jit
+  def head_pre_activations(params, images):
+    _, inter = model.apply(
+      {"params": params},
+      images,
+      train=False,
+      method="coarse_heatmaps",
+      capture_intermediates=lambda m, _: m.name in names,
+      mutable=["intermediates"],
+    )
+    return {k: v["__call__"][0] for k, v in inter["intermediates"]["coarse"].items()}
+
+  fired = {}
+  for batch in from_config.eval_batches(config, from_config.eval_source(config, workdir, "train")):
+    real = np.asarray(batch["_mask"], bool)  # not the padding rows
+    for name, x in head_pre_activations(params, batch["image"]).items():
+      seen = np.asarray(x > 0)[real].reshape(-1, x.shape[-1]).any(0)
+      fired[name] = fired.get(name, False) | seen
+  assert set(fired) == names
+  for name, units in fired.items():
+    assert units.all(), f"{name}: units {np.flatnonzero(~units).tolist()} never fire"
 
 
 def test_activations_keep_their_scale_through_the_coarse_bank():

@@ -395,3 +395,26 @@ def test_bad_context_blocks_or_early_width_is_a_config_error(field, value):
   config.model[field] = value
   with pytest.raises(from_config.ConfigError, match=f"config.model.{field}={value}"):
     from_config.check(config)
+
+
+def test_head_norm_normalizes_the_heads_1x1_convs_in_groups_of_8():
+  """head_norm: GroupNorm after each of the head's 1x1 convs (no conv bias, its own
+  scale and bias), per example over groups of 8 channels; off (the paper's head),
+  the convs keep their bias and nothing else is added."""
+  x = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3), maxval=255.0)
+  for head_norm in (False, True):
+    net = tiny_coarse(pool_factor=4, head_norm=head_norm)
+    variables = jax.jit(functools.partial(net.init, train=False))(jax.random.key(1), x)
+    params = variables["params"]
+    for i in range(2):
+      assert ("bias" in params[f"head{i}"]) != head_norm
+      assert (f"head_norm{i}" in params) == head_norm
+  assert params["head_norm0"]["scale"].shape == (16,)
+  capture = functools.partial(
+    net.apply, train=False, capture_intermediates=True, mutable=["intermediates"]
+  )
+  _, state = jax.jit(capture)(variables, x)
+  y = state["intermediates"]["head_norm1"]["__call__"][0]  # (2, 8, 8, 16)
+  g = np.asarray(y).reshape(2, -1, 2, 8)
+  np.testing.assert_allclose(g.mean(axis=(1, 3)), 0.0, atol=1e-4)
+  np.testing.assert_allclose(g.std(axis=(1, 3)), 1.0, atol=1e-2)

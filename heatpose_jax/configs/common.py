@@ -168,6 +168,7 @@ def model_config() -> ml_collections.ConfigDict:
   m.dropout = "spatial"
   m.dropout_rate = 0.2
   m.norm = "none"  # 'group': GroupNorm after every coarse bank conv (not in the paper)
+  m.head_norm = False  # GroupNorm after the head's 1x1 convs too (not in the paper)
   m.standard_cascade = False
   m.sigma_coarse = 1.5  # target sigma, heat-map pixels
   m.sigma_fine = 1.5  # target sigma, input pixels

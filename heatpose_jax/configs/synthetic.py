@@ -93,6 +93,10 @@ def _quick_start(c: ml_collections.ConfigDict, tfds: str, paper_schedule: bool) 
   # broke 1 in 10 of the correct coarse estimates, often jumping to the other limb
   # (+1.8 to +2.2 PCKh@0.5 on three runs, better at every α; docs/model.md).
   c.eval.fuse_coarse = True
+  # GroupNorm in the head too: without it a third to a half of its first layer's
+  # 32 units died in every run, and in one of six 2,400-step runs both ankle maps
+  # became the same map (docs/training.md, "Eleventh round").
+  c.model.head_norm = True
   # No frozen-coarse phase (+3.7 PCKh@0.5 on a held-out render at 2,400 steps,
   # 3 seeds; docs/training.md, "Eighth round: no frozen-coarse phase").
   if paper_schedule:

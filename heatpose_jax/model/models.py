@@ -194,6 +194,11 @@ class CoarseNet(nn.Module):
     dropout_rate: the drop probability.
     norm: 'none' (the paper) or 'group': GroupNorm (groups of 8 channels) after
       every bank conv, before its ReLU (the tiny configs: docs/training.md).
+    head_norm: GroupNorm (groups of 8) after the head's 1x1 convs too, before
+      their ReLU. Without it a third to a half of a 32-wide first head layer dies
+      in training (its units never fire again; the quick start's runs) and a
+      left/right pair can lose the features that tell its sides apart
+      (docs/training.md, "Eleventh round"). Not in the paper.
     lcn: local contrast normalization of each pyramid level.
     dtype: compute dtype; parameters stay float32.
   """
@@ -208,6 +213,7 @@ class CoarseNet(nn.Module):
   dropout: str = "spatial"
   dropout_rate: float = 0.2
   norm: str = "none"
+  head_norm: bool = False
   lcn: bool = True
   dtype: jnp.dtype = jnp.float32
 
@@ -274,13 +280,17 @@ class CoarseNet(nn.Module):
         x = max_pool_2x2(x)
     return x
 
-  def _conv_norm(self, x: jax.Array, f: int, k: int, name: str, norm_name: str) -> jax.Array:
-    """A k×k conv `name` of `f` features on NHWC `x`, then `norm` (GroupNorm
-    `norm_name` in groups of 8 channels, or a conv bias); no ReLU."""
+  def _conv_norm(
+    self, x: jax.Array, f: int, k: int, name: str, norm_name: str, group: bool | None = None
+  ) -> jax.Array:
+    """A k×k conv `name` of `f` features on NHWC `x`, then GroupNorm `norm_name`
+    in groups of 8 channels if `group` (default: `norm` is 'group'), else a conv
+    bias; no ReLU."""
+    group = self.norm == "group" if group is None else group
     # GroupNorm removes a conv bias: its gradient is rounding noise, which Adam
     # turns into full-size steps (runs then differ with the device layout).
-    x = conv(f, k, x.shape[1:3], self.dtype, name, self.norm == "none")(x)
-    if self.norm == "group":
+    x = conv(f, k, x.shape[1:3], self.dtype, name, not group)(x)
+    if group:
       x = nn.GroupNorm(None, group_size=math.gcd(f, 8), dtype=self.dtype, name=norm_name)(x)
     return x
 
@@ -308,8 +318,7 @@ class CoarseNet(nn.Module):
       raise ValueError(f"dropout must be 'spatial', 'standard' or 'none', got {self.dropout!r}")
     with jax.named_scope("hp_conv"):
       for i, f in enumerate(self.head_features):
-        head = nn.Conv(f, (1, 1), dtype=self.dtype, kernel_init=RELU_INIT, name=f"head{i}")
-        x = nn.relu(head(x))
+        x = nn.relu(self._conv_norm(x, f, 1, f"head{i}", f"head_norm{i}", self.head_norm))
       return nn.Conv(
         self.num_joints, (1, 1), dtype=self.dtype, kernel_init=OUTPUT_INIT, name="out"
       )(x)
@@ -625,6 +634,7 @@ def make_model(
   dropout: str = "spatial",
   dropout_rate: float = 0.2,
   norm: str = "none",
+  head_norm: bool = False,
   standard_cascade: bool = False,
   dtype: jnp.dtype = jnp.float32,
 ) -> Cascade | StandardCascade:
@@ -645,13 +655,19 @@ def make_model(
     fine_merge_features: the fine model's shared 1x1 conv.
     context: crop window side in input pixels.
     sigma_coarse, sigma_fine: the codecs' target σ (heat-map px, input px).
-    dropout, dropout_rate, norm: see `CoarseNet`.
+    dropout, dropout_rate, norm, head_norm: see `CoarseNet`.
     standard_cascade: build the image-patch comparison model instead, with its
       extra conv sized to match the fine model's parameter count.
     dtype: compute dtype.
   """
   convs, pools = bank_layout(variant, width, early_width)
-  kw = dict(context_blocks=context_blocks, dropout=dropout, dropout_rate=dropout_rate, norm=norm)
+  kw = dict(
+    context_blocks=context_blocks,
+    dropout=dropout,
+    dropout_rate=dropout_rate,
+    norm=norm,
+    head_norm=head_norm,
+  )
   coarse = CoarseNet(num_joints, convs, pools, pool_factor, tuple(head_features), **kw, dtype=dtype)
   fine_convs = tuple(tuple(c) for c in fine_convs)
   heat_codec = codec.HeatmapCodec(coarse.stride, sigma_coarse)
