@@ -56,7 +56,7 @@ def test_the_tiny_cascade_memorizes_sixteen_images(memorized):
 
 def test_every_head_unit_still_fires_after_training(memorized):
   """The quick start's head (`model.head_norm`): without GroupNorm after its 1x1
-  convs, 5 of the first head layer's 32 units had died in these 160 steps (never
+  convs, 4 of the first head layer's 32 units had died in these 160 steps (never
   above zero on any training image again; a third to a half of them by the end
   of a quick start), and a left/right pair could lose what tells its sides apart
   (docs/training.md, "Eleventh round")."""
