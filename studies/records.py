@@ -42,6 +42,7 @@ _DIGEST_NEUTRAL = {
   ("augment", "window_jitter"): 0.0,
   ("model", "context_blocks"): 0,
   ("model", "early_width"): 0.0,
+  ("model", "head_norm"): False,
 }
 
 

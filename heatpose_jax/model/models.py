@@ -661,14 +661,9 @@ def make_model(
     dtype: compute dtype.
   """
   convs, pools = bank_layout(variant, width, early_width)
-  kw = dict(
-    context_blocks=context_blocks,
-    dropout=dropout,
-    dropout_rate=dropout_rate,
-    norm=norm,
-    head_norm=head_norm,
-  )
-  coarse = CoarseNet(num_joints, convs, pools, pool_factor, tuple(head_features), **kw, dtype=dtype)
+  kw = dict(context_blocks=context_blocks, dropout=dropout, dropout_rate=dropout_rate, norm=norm)
+  head = dict(head_features=tuple(head_features), head_norm=head_norm)
+  coarse = CoarseNet(num_joints, convs, pools, pool_factor, **head, **kw, dtype=dtype)
   fine_convs = tuple(tuple(c) for c in fine_convs)
   heat_codec = codec.HeatmapCodec(coarse.stride, sigma_coarse)
   window_codec = codec.WindowCodec(context, sigma_fine)
