@@ -191,6 +191,15 @@ def describe(result: dict) -> str:
   return f"config changed since the saved run: {fields}{flag}; recorded in {HISTORY_FILE}"
 
 
+def model_changes(old, new) -> str:
+  """The changed `model.*` fields of two configs, one phrase ('' if none): what a
+  checkpoint whose parameters do not fit the model was trained without."""
+  changed = diff(flat(old), flat(new))
+  return ", ".join(
+    f"{k} {_short(a)} -> {_short(b)}" for k, (a, b) in changed.items() if k.startswith("model.")
+  )
+
+
 def load_saved(workdir: str) -> ml_collections.ConfigDict | None:
   """The config the run last ran with: the history's last entry, else config.json
   (None without either). So a config.json edited by hand is a change like any other."""

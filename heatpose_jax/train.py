@@ -255,12 +255,20 @@ def _saved_spatial_model(
 def _check_config(config, workdir, mngr, abstract, allow: bool) -> dict | None:
   """`config_changes.check` against the saved config.json, before anything is restored.
 
-  A changed model is reported first as the parameter whose shape differs.
+  A changed model is reported first as the parameter whose shape differs, with the
+  `model.*` fields that changed since the saved run (a field added since takes its
+  default there: an old run resumed with a config that sets it).
   """
   newest = max(mngr.all_steps(), default=None)
-  if newest is not None:
-    checkpoints.check_shapes(mngr, newest, abstract.params)
   saved = config_changes.load_saved(workdir)
+  if newest is not None:
+    try:
+      checkpoints.check_shapes(mngr, newest, abstract.params)
+    except checkpoints.ShapeMismatch as e:
+      fields = config_changes.model_changes(saved, config) if saved is not None else ""
+      if not fields:
+        raise
+      raise checkpoints.ShapeMismatch(f"{e}; changed since it was trained: {fields}") from None
   if saved is None:
     if newest is not None:
       logging.warning("%s has checkpoints but no config.json: the config is not checked", workdir)

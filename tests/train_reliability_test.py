@@ -242,6 +242,20 @@ def test_a_config_change_that_alters_the_saved_steps_is_refused(
   assert _digest(run_copy) == before  # config.json, history, checkpoints: untouched
 
 
+def test_a_changed_model_names_the_parameter_and_the_model_fields(run_copy, tiny_data):
+  """A model change is caught by the checkpoint's shapes first; the one line also
+  names the `model.*` fields that changed (e.g. an old run resumed with a config
+  that sets a field added since it was trained)."""
+  before = _digest(run_copy)
+  r = _train_cli(run_copy, tiny_data, **{"model.head_norm": False})
+  assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-3000:]
+  assert "Traceback" not in r.stderr
+  last = r.stderr.strip().splitlines()[-1]
+  assert "['coarse']['head0']['bias']" in last, last
+  assert last.endswith("changed since it was trained: model.head_norm true -> false"), last
+  assert _digest(run_copy) == before
+
+
 def test_a_config_json_edited_by_hand_is_a_change_too(run_copy):
   # `--workdir` alone resumes with config.json: compared with what last ran (the history).
   path = run_copy / "config.json"
