@@ -181,12 +181,17 @@ def _short(v: Any) -> str:
   return text if len(text) <= 30 else text[:29] + "…"
 
 
+def _phrase(changed: dict[str, tuple[Any, Any]]) -> str:
+  """'field old -> new, ...' of `diff`'s output."""
+  return ", ".join(f"{k} {_short(a)} -> {_short(b)}" for k, (a, b) in changed.items())
+
+
 def describe(result: dict) -> str:
   """One line: the changed fields (and whether the flag let unsafe ones through); '' if none."""
   changed = result["changed"]
   if not changed:
     return ""
-  fields = ", ".join(f"{k} {_short(a)} -> {_short(b)}" for k, (a, b) in changed.items())
+  fields = _phrase(changed)
   flag = f" (allowed by {ALLOW_FLAG}: {', '.join(result['refused'])})" if result["refused"] else ""
   return f"config changed since the saved run: {fields}{flag}; recorded in {HISTORY_FILE}"
 
@@ -195,9 +200,7 @@ def model_changes(old, new) -> str:
   """The changed `model.*` fields of two configs, one phrase ('' if none): what a
   checkpoint whose parameters do not fit the model was trained without."""
   changed = diff(flat(old), flat(new))
-  return ", ".join(
-    f"{k} {_short(a)} -> {_short(b)}" for k, (a, b) in changed.items() if k.startswith("model.")
-  )
+  return _phrase({k: v for k, v in changed.items() if k.startswith("model.")})
 
 
 def load_saved(workdir: str) -> ml_collections.ConfigDict | None:
