@@ -8,11 +8,12 @@
 #   bash scripts/cpu_studies.sh p16     # precision, 16× (cell ≈ 0.38 torso), clean, seeds 0,1,2
 #   bash scripts/cpu_studies.sh p4n     # precision, 4×, label noise, seeds 0,1,2
 #   bash scripts/cpu_studies.sh p4n-paper  # the same with the paper's three phases
+#   bash scripts/cpu_studies.sh p4o     # p4 with the coarse model's options: context blocks, head_norm
 #   bash scripts/cpu_studies.sh r1      # regularization, 300 training images: SpatialDropout, none
 #   bash scripts/cpu_studies.sh r2      # regularization: standard dropout, standard cascade (Fig. 13)
 #   bash scripts/cpu_studies.sh r3      # regularization, 100 training images: SpatialDropout, none
 #   bash scripts/cpu_studies.sh r4      # the same: standard dropout
-#   bash scripts/cpu_studies.sh report  # rewrite r1-r4's and p4n-paper's outputs from their records
+#   bash scripts/cpu_studies.sh report  # rewrite r1-r4's, p4n-paper's and p4o's outputs from their records
 #
 # Schedules. p4, p4n, p8 and p16 train the `cpu` config's own: 1,200 coarse steps,
 # then 800 of both nets on E1 + E2 (`common.joint_schedule`, ≈ 10 min per seed alone
@@ -34,13 +35,18 @@
 # and docs/figures/precision_* from all the matching records present: commit them
 # after each piece; p4n adds its noise group to them. p4n-paper writes to
 # docs/results/precision_noise/ and docs/figures/precision_noise/ instead, its runs
-# in $WORK/paper (the same run names as p4n's).
+# in $WORK/paper (the same run names as p4n's). p4o (not the paper's model: two
+# residual blocks after the banks' merge and GroupNorm in the head, ≈ 20 min per seed)
+# writes to docs/results/precision_options/ and docs/figures/precision_options/, its
+# runs in $WORK/options.
 #
 # Environment: TFDS_DATA_DIR (default ~/tensorflow_datasets; the 256×256 synthetic
 # renders are built on first use, ≈ 1.5 min), WORK (default workdir/cpu_studies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PIECE=${1:?usage: cpu_studies.sh p4|p4n|p4n-paper|p8|p16|r1|r2|r3|r4|report}
+PIECE=${1:?usage: cpu_studies.sh p4|p4n|p4n-paper|p4o|p8|p16|r1|r2|r3|r4|report}
+# The coarse model's options of p4o (docs/precision.md, "A standard model at the CPU study geometry").
+OPTIONS=(--config.model.context_blocks=2 --config.model.head_norm=True)
 DATA_DIR=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}
 WORK=${WORK:-workdir/cpu_studies}
 export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
@@ -53,6 +59,10 @@ case $PIECE in
   p4n-paper) # Its own outputs and runs: another schedule than p4n's (above).
     OUT=docs/results/precision_noise FIGS=docs/figures/precision_noise WORK=$WORK/paper
     SEL=(--pools=4 --groups=noise --seeds=0,1,2)
+    ;;
+  p4o)
+    CONFIG=cpu OUT=docs/results/precision_options FIGS=docs/figures/precision_options
+    WORK=$WORK/options SEL=(--pools=4 --groups=clean --seeds=0,1,2 "${OPTIONS[@]}")
     ;;
   p8) CONFIG=cpu SEL=(--pools=8 --groups=clean --seeds=0,1,2) ;;
   p16) CONFIG=cpu SEL=(--pools=16 --groups=clean --seeds=0,1,2) ;;
@@ -68,7 +78,7 @@ case $PIECE in
     ;;
   report) STUDY=report ;;
   *)
-    echo "cpu_studies.sh: unknown piece '$PIECE' (p4, p4n, p4n-paper, p8, p16, r1, r2, r3, r4, report)" >&2
+    echo "cpu_studies.sh: unknown piece '$PIECE' (p4, p4n, p4n-paper, p4o, p8, p16, r1, r2, r3, r4, report)" >&2
     exit 2
     ;;
 esac
@@ -87,6 +97,8 @@ if [[ $STUDY == report ]]; then
     docs/figures/regularization_n100 --notrain --num_train=100
   run_study precision docs/results/precision_noise docs/figures/precision_noise --notrain \
     --pools=4 --groups=noise
+  CONFIG=cpu WORK=$WORK/options run_study precision docs/results/precision_options \
+    docs/figures/precision_options --notrain --pools=4 --groups=clean "${OPTIONS[@]}"
 else
   run_study "$STUDY" "$OUT" "$FIGS" "${SEL[@]}"
 fi

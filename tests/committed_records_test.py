@@ -21,6 +21,8 @@ from studies import runs as runs_lib
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 # The config `cpu_studies.sh` gives p4n-paper and r1-r4 (p4, p4n, p8 and p16: `cpu`).
 SCRIPT_CONFIG = "cpu,schedule=paper"
+# p4o's overrides (cpu_studies.sh's OPTIONS).
+OPTIONS = {"model.context_blocks": 2, "model.head_norm": True}
 
 
 def _records(directory: Path) -> list[dict]:
@@ -31,11 +33,15 @@ def _records(directory: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-  "subdir, config",
-  [("precision_noise", SCRIPT_CONFIG), ("", "cpu")],  # p4n-paper; p4, p4n, p8, p16
+  "subdir, config, overrides",
+  [
+    ("precision_noise", SCRIPT_CONFIG, {}),  # p4n-paper
+    ("", "cpu", {}),  # p4, p4n, p8, p16
+    ("precision_options", "cpu", OPTIONS),  # p4o
+  ],
 )
-def test_the_precision_records_match(subdir, config):
-  base = synthetic.get_config(config)
+def test_the_precision_records_match(subdir, config, overrides):
+  base = runs_lib.apply_overrides(synthetic.get_config(config), overrides)
   for rec in _records(RESULTS / subdir / "precision_records"):
     plan = precision.Plan(
       base=base,

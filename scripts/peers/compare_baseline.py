@@ -3,7 +3,8 @@ precision study's runs, with the project's own metrics (docs/precision.md, "A
 standard model at the CPU study geometry"). Runs in the project's environment.
 
   python scripts/peers/compare_baseline.py export --run=RUN --output=crops.npz
-  python scripts/peers/compare_baseline.py score --runs=RUN[,RUN...] --heatmaps='hm*.npz'
+  python scripts/peers/compare_baseline.py score --runs=[LABEL=]RUN[,RUN...] [--runs=...] \
+      --heatmaps='hm*.npz' [--figure=curves.png]
 
 export: the eval crops (the run's config, no augmentation) of the train and test
 splits: images `(N, H, W, 3)` uint8, joints `(N, J, 2)` (x, y) input px,
@@ -33,8 +34,11 @@ from studies import predictions as preds_lib
 flags.DEFINE_string("run", "", "export: a training run's workdir (its config.json is used).")
 flags.DEFINE_string("output", "", "export: the .npz to write (must not exist).")
 flags.DEFINE_string("splits", "train,test", "export: the splits, all of each.")
-flags.DEFINE_string("runs", "", "score: precision study run workdirs, comma-separated.")
+flags.DEFINE_multi_string(
+  "runs", [], "score: [LABEL=]RUN,RUN,...: precision study run workdirs (repeatable)."
+)
 flags.DEFINE_string("heatmaps", "", "score: glob of simple_baseline.py outputs.")
+flags.DEFINE_string("figure", "", "score: also draw the PCK curves into this PNG.")
 flags.DEFINE_string(
   "cache_digest", "", "score: the predictions' digest where a run has several (crop, split)."
 )
@@ -85,25 +89,36 @@ def stats(p: dict, key: str, skeleton, window: float) -> dict:
   }
 
 
-def score(runs: list[str], pattern: str, digest: str = "") -> None:
+def _curve(p: dict, key: str, skeleton) -> np.ndarray:
+  return preds_lib.pck_columns(p, key, skeleton, "torso_size", precision.CURVE_ALPHAS)["All"]
+
+
+def score(groups: list[str], pattern: str, digest: str = "", figure: str = "") -> None:
+  """Prints the table; `groups`: `[LABEL=]RUN,RUN,...` each (the label names its rows)."""
   rows: dict[str, list[dict]] = {}
-  ref = None
-  for run in runs:
-    cfg = from_config.load_run_config(run)
-    from_config.use_run_spec(run, cfg)
-    sk = from_config.skeleton(cfg)
-    total = sum(cfg.phases[p].steps for p in cfg.phase_order)
-    for name, step, key in (
-      ("coarse, phase 1 (the study's)", from_config.phase_end(cfg, "coarse"), "coarse"),
-      ("coarse, final", total, "coarse"),
-      ("cascade", total, "cascade"),
-    ):
-      (path,) = glob.glob(os.path.join(run, "paper_eval", f"step{step}_*{digest}.npz"))
-      p = dict(np.load(path))
-      # The study's window: the paper's ±20 px scaled with the eval split's torso.
-      window = precision.geometry_scale(float(np.median(p["torso_size"]))) * 20.0
-      rows.setdefault(f"ours: {name}", []).append(stats(p, key, sk, window))
-      ref = p
+  curves: dict[str, list[np.ndarray]] = {}
+  ref, window = None, 0.0
+  for group in groups:
+    label, _, runs = group.rpartition("=")
+    label = f"ours ({label})" if label else "ours"
+    for run in runs.split(","):
+      cfg = from_config.load_run_config(run)
+      from_config.use_run_spec(run, cfg)
+      sk = from_config.skeleton(cfg)
+      total = sum(cfg.phases[p].steps for p in cfg.phase_order)
+      for name, step, key in (
+        ("coarse, phase 1 (the study's)", from_config.phase_end(cfg, "coarse"), "coarse"),
+        ("coarse, final", total, "coarse"),
+        ("cascade", total, "cascade"),
+      ):
+        (path,) = glob.glob(os.path.join(run, "paper_eval", f"step{step}_*{digest}.npz"))
+        p = dict(np.load(path))
+        # The study's window: the paper's ±20 px scaled with the eval split's torso.
+        window = precision.geometry_scale(float(np.median(p["torso_size"]))) * 20.0
+        rows.setdefault(f"{label}: {name}", []).append(stats(p, key, sk, window))
+        if name != "coarse, final":
+          curves.setdefault(f"{label}: {name}", []).append(_curve(p, key, sk))
+        ref = p
   hc = codec.HeatmapCodec(int(np.load(sorted(glob.glob(pattern))[0])["stride"]))
   for f in sorted(glob.glob(pattern)):
     z = np.load(f)
@@ -111,6 +126,7 @@ def score(runs: list[str], pattern: str, digest: str = "") -> None:
     for refine, name in ((False, "argmax"), (True, "log-parabola")):
       p = dict(ref, baseline=np.asarray(hc.decode(maps, refine=refine)[0]))
       rows.setdefault(f"simple baseline, {name}", []).append(stats(p, "baseline", sk, window))
+      curves.setdefault(f"simple baseline, {name}", []).append(_curve(p, "baseline", sk))
     print(f"{f}: {int(z['steps'])} steps, {float(z['train_s']):.0f} s of training")
   cols = list(next(iter(rows.values()))[0])
   print(f"window ±{window:.2f} px; mean ± std over runs / seeds")
@@ -123,13 +139,35 @@ def score(runs: list[str], pattern: str, digest: str = "") -> None:
       for c in cols
     ]
     print(f"| {name} | {len(rs)} | " + " | ".join(cells) + " |")
+  if figure:
+    _figure(curves, figure)
+
+
+def _figure(curves: dict[str, list[np.ndarray]], path: str) -> None:
+  """PCK (torso, all joints) against α, mean over seeds, one line per estimate."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for name, cs in curves.items():
+    style = "--" if "coarse" in name or "argmax" in name else "-"
+    ax.plot(precision.CURVE_ALPHAS, np.mean(cs, 0), style, label=f"{name} ({len(cs)})")
+  ax.set(xlabel="α (fraction of the torso)", ylabel="PCK, all joints (%)", ylim=(0, 100))
+  ax.set_title("The CPU study geometry: ours vs a simple baseline (test split)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc="lower right")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  print("figure:", path)
 
 
 def main(argv):
   if argv[1:] == ["export"]:
     export(FLAGS.run, FLAGS.output, FLAGS.splits.split(","))
   elif argv[1:] == ["score"]:
-    score(FLAGS.runs.split(","), FLAGS.heatmaps, FLAGS.cache_digest)
+    score(FLAGS.runs, FLAGS.heatmaps, FLAGS.cache_digest, FLAGS.figure)
   else:
     raise app.UsageError("give one command: export or score")
 
