@@ -36,7 +36,7 @@
 # after each piece; p4n adds its noise group to them. p4n-paper writes to
 # docs/results/precision_noise/ and docs/figures/precision_noise/ instead, its runs
 # in $WORK/paper (the same run names as p4n's). p4o (not the paper's model: two
-# residual blocks after the banks' merge and GroupNorm in the head, ≈ 20 min per seed)
+# residual blocks after the banks' merge and GroupNorm in the head, ≈ 15 min per seed)
 # writes to docs/results/precision_options/ and docs/figures/precision_options/, its
 # runs in $WORK/options.
 #
