@@ -64,21 +64,24 @@ def export(run: str, output: str, splits: list[str]) -> None:
   np.savez_compressed(output, **out)
 
 
-def stats(p: dict, key: str, skeleton, window: float) -> dict:
-  """The row of one estimate `p[key]` `(N, J, 2)` against `p['joints']`."""
+def stats(p: dict, key: str, skeleton, window: float) -> tuple[dict, np.ndarray]:
+  """The row of one estimate `p[key]` `(N, J, 2)` against `p['joints']`, and its PCK
+  curve (torso, all joints) over `precision.CURVE_ALPHAS`."""
   pred, gt, valid = p[key], p["joints"], p["joints_valid"] > 0
   e = (pred[..., 0] - gt[..., 0])[valid]
   e = e[np.abs(e) <= window]
   far = np.abs(e) > window / 2
-  pck = preds_lib.pck_columns(p, key, skeleton, "torso_size", [0.05, 0.1, 0.2])["All"]
+  curve = preds_lib.pck_columns(p, key, skeleton, "torso_size", precision.CURVE_ALPHAS)["All"]
+  at = dict(zip(np.round(precision.CURVE_ALPHAS, 3).tolist(), curve, strict=True))
   pckh = preds_lib.pck_columns(p, key, skeleton, "head_size", [0.5])["All"]
+  # `errors` classifies the estimates it knows by name: the row's estimate as 'cascade'.
   one = {"cascade": pred, **{k: p[k] for k in ("joints", "joints_valid", "head_size")}}
   r = errors.evaluate(one, skeleton=skeleton, pools={}, normalizer="head_size", alpha=0.5)
   s = metrics.x_error_stats(pred, gt, valid, window)
-  return {
-    "PCK@0.05": pck[0],
-    "PCK@0.1": pck[1],
-    "PCK@0.2": pck[2],
+  row = {
+    "PCK@0.05": at[0.05],
+    "PCK@0.1": at[0.1],
+    "PCK@0.2": at[0.2],
     "PCKh@0.5": pckh[0],
     "swap %": r["cascade"]["swap"]["all"],
     "miss %": r["cascade"]["miss"]["all"],
@@ -87,10 +90,7 @@ def stats(p: dict, key: str, skeleton, window: float) -> dict:
     "far %": 100 * far.mean(),
     "far Σe² %": 100 * (e[far] ** 2).sum() / (e**2).sum(),
   }
-
-
-def _curve(p: dict, key: str, skeleton) -> np.ndarray:
-  return preds_lib.pck_columns(p, key, skeleton, "torso_size", precision.CURVE_ALPHAS)["All"]
+  return row, curve
 
 
 def score(groups: list[str], pattern: str, digest: str = "", figure: str = "") -> None:
@@ -105,7 +105,7 @@ def score(groups: list[str], pattern: str, digest: str = "", figure: str = "") -
       cfg = from_config.load_run_config(run)
       from_config.use_run_spec(run, cfg)
       sk = from_config.skeleton(cfg)
-      total = sum(cfg.phases[p].steps for p in cfg.phase_order)
+      total = from_config.total_steps(cfg)
       for name, step, key in (
         ("coarse, phase 1 (the study's)", from_config.phase_end(cfg, "coarse"), "coarse"),
         ("coarse, final", total, "coarse"),
@@ -114,19 +114,22 @@ def score(groups: list[str], pattern: str, digest: str = "", figure: str = "") -
         (path,) = glob.glob(os.path.join(run, "paper_eval", f"step{step}_*{digest}.npz"))
         p = dict(np.load(path))
         # The study's window: the paper's ±20 px scaled with the eval split's torso.
-        window = precision.geometry_scale(float(np.median(p["torso_size"]))) * 20.0
-        rows.setdefault(f"{label}: {name}", []).append(stats(p, key, sk, window))
+        torso = float(np.median(p["torso_size"]))
+        window = precision.geometry_scale(torso) * preds_lib.HIST_RANGE_PX
+        row, curve = stats(p, key, sk, window)
+        rows.setdefault(f"{label}: {name}", []).append(row)
         if name != "coarse, final":
-          curves.setdefault(f"{label}: {name}", []).append(_curve(p, key, sk))
-        ref = p
-  hc = codec.HeatmapCodec(int(np.load(sorted(glob.glob(pattern))[0])["stride"]))
+          curves.setdefault(f"{label}: {name}", []).append(curve)
+        ref = p  # the ground truth the baseline is scored against (the same test crops)
   for f in sorted(glob.glob(pattern)):
     z = np.load(f)
+    hc = codec.HeatmapCodec(int(z["stride"]))
     maps = jnp.moveaxis(jnp.asarray(z["hm"]), 1, -1)
     for refine, name in ((False, "argmax"), (True, "log-parabola")):
       p = dict(ref, baseline=np.asarray(hc.decode(maps, refine=refine)[0]))
-      rows.setdefault(f"simple baseline, {name}", []).append(stats(p, "baseline", sk, window))
-      curves.setdefault(f"simple baseline, {name}", []).append(_curve(p, "baseline", sk))
+      row, curve = stats(p, "baseline", sk, window)
+      rows.setdefault(f"simple baseline, {name}", []).append(row)
+      curves.setdefault(f"simple baseline, {name}", []).append(curve)
     print(f"{f}: {int(z['steps'])} steps, {float(z['train_s']):.0f} s of training")
   cols = list(next(iter(rows.values()))[0])
   print(f"window ±{window:.2f} px; mean ± std over runs / seeds")
