@@ -9,6 +9,9 @@
 #   bash scripts/cpu_studies.sh p4n     # precision, 4×, label noise, seeds 0,1,2
 #   bash scripts/cpu_studies.sh p4n-paper  # the same with the paper's three phases
 #   bash scripts/cpu_studies.sh p4o     # p4 with the coarse model's options: context blocks, head_norm
+#   bash scripts/cpu_studies.sh p8o     # p8 with the same options (pooling, Fig. 8)
+#   bash scripts/cpu_studies.sh p16o    # p16 with the same options
+#   bash scripts/cpu_studies.sh p4no    # p4n with the same options
 #   bash scripts/cpu_studies.sh r1      # regularization, 300 training images: SpatialDropout, none
 #   bash scripts/cpu_studies.sh r2      # regularization: standard dropout, standard cascade (Fig. 13)
 #   bash scripts/cpu_studies.sh r3      # regularization, 100 training images: SpatialDropout, none
@@ -36,15 +39,16 @@
 # after each piece; p4n adds its noise group to them. p4n-paper writes to
 # docs/results/precision_noise/ and docs/figures/precision_noise/ instead, its runs
 # in $WORK/paper (the same run names as p4n's). p4o (not the paper's model: two
-# residual blocks after the banks' merge and GroupNorm in the head, ≈ 15 min per seed)
-# writes to docs/results/precision_options/ and docs/figures/precision_options/, its
-# runs in $WORK/options.
+# residual blocks after the banks' merge and GroupNorm in the head, ≈ 15 min per seed),
+# p8o, p16o and p4no write to docs/results/precision_options/ and
+# docs/figures/precision_options/ (each call from all their records, as p4/p8/p16),
+# their runs in $WORK/options.
 #
 # Environment: TFDS_DATA_DIR (default ~/tensorflow_datasets; the 256×256 synthetic
 # renders are built on first use, ≈ 1.5 min), WORK (default workdir/cpu_studies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PIECE=${1:?usage: cpu_studies.sh p4|p4n|p4n-paper|p4o|p8|p16|r1|r2|r3|r4|report}
+PIECE=${1:?usage: cpu_studies.sh p4|p4n|p4n-paper|p4o|p8o|p16o|p4no|p8|p16|r1|r2|r3|r4|report}
 # The coarse model's options of p4o (docs/precision.md, "A standard model at the CPU study geometry").
 OPTIONS=(--config.model.context_blocks=2 --config.model.head_norm=True)
 DATA_DIR=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}
@@ -60,9 +64,11 @@ case $PIECE in
     OUT=docs/results/precision_noise FIGS=docs/figures/precision_noise WORK=$WORK/paper
     SEL=(--pools=4 --groups=noise --seeds=0,1,2)
     ;;
-  p4o)
+  p4o | p8o | p16o | p4no)
     CONFIG=cpu OUT=docs/results/precision_options FIGS=docs/figures/precision_options
-    WORK=$WORK/options SEL=(--pools=4 --groups=clean --seeds=0,1,2 "${OPTIONS[@]}")
+    group=clean
+    [[ $PIECE == p4no ]] && group=noise
+    WORK=$WORK/options SEL=(--pools=${PIECE//[!0-9]/} --groups=$group --seeds=0,1,2 "${OPTIONS[@]}")
     ;;
   p8) CONFIG=cpu SEL=(--pools=8 --groups=clean --seeds=0,1,2) ;;
   p16) CONFIG=cpu SEL=(--pools=16 --groups=clean --seeds=0,1,2) ;;
@@ -78,7 +84,7 @@ case $PIECE in
     ;;
   report) STUDY=report ;;
   *)
-    echo "cpu_studies.sh: unknown piece '$PIECE' (p4, p4n, p4n-paper, p4o, p8, p16, r1, r2, r3, r4, report)" >&2
+    echo "cpu_studies.sh: unknown piece '$PIECE' (p4, p4n, p4n-paper, p4o, p8o, p16o, p4no, p8, p16, r1, r2, r3, r4, report)" >&2
     exit 2
     ;;
 esac
@@ -98,7 +104,7 @@ if [[ $STUDY == report ]]; then
   run_study precision docs/results/precision_noise docs/figures/precision_noise --notrain \
     --pools=4 --groups=noise
   CONFIG=cpu WORK=$WORK/options run_study precision docs/results/precision_options \
-    docs/figures/precision_options --notrain --pools=4 --groups=clean "${OPTIONS[@]}"
+    docs/figures/precision_options --notrain --pools=4,8,16 --groups=clean,noise "${OPTIONS[@]}"
 else
   run_study "$STUDY" "$OUT" "$FIGS" "${SEL[@]}"
 fi

@@ -21,7 +21,7 @@ from studies import runs as runs_lib
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 # The config `cpu_studies.sh` gives p4n-paper and r1-r4 (p4, p4n, p8 and p16: `cpu`).
 SCRIPT_CONFIG = "cpu,schedule=paper"
-# p4o's overrides (cpu_studies.sh's OPTIONS).
+# p4o, p8o, p16o and p4no's overrides (cpu_studies.sh's OPTIONS).
 OPTIONS = {"model.context_blocks": 2, "model.head_norm": True}
 
 
@@ -37,7 +37,7 @@ def _records(directory: Path) -> list[dict]:
   [
     ("precision_noise", SCRIPT_CONFIG, {}),  # p4n-paper
     ("", "cpu", {}),  # p4, p4n, p8, p16
-    ("precision_options", "cpu", OPTIONS),  # p4o
+    ("precision_options", "cpu", OPTIONS),  # p4o, p8o, p16o, p4no
   ],
 )
 def test_the_precision_records_match(subdir, config, overrides):
