@@ -16,7 +16,7 @@
 #   bash scripts/cpu_studies.sh r2      # regularization: standard dropout, standard cascade (Fig. 13)
 #   bash scripts/cpu_studies.sh r3      # regularization, 100 training images: SpatialDropout, none
 #   bash scripts/cpu_studies.sh r4      # the same: standard dropout
-#   bash scripts/cpu_studies.sh report  # rewrite r1-r4's, p4n-paper's and p4o's outputs from their records
+#   bash scripts/cpu_studies.sh report  # rewrite r1-r4's, p4n-paper's and the options' (p4o, p8o, p16o, p4no) outputs from their records
 #
 # Schedules. p4, p4n, p8 and p16 train the `cpu` config's own: 1,200 coarse steps,
 # then 800 of both nets on E1 + E2 (`common.joint_schedule`, ≈ 10 min per seed alone

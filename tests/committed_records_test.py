@@ -19,7 +19,7 @@ from studies import precision, regularization
 from studies import runs as runs_lib
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
-# The config `cpu_studies.sh` gives p4n-paper and r1-r4 (p4, p4n, p8 and p16: `cpu`).
+# The config `cpu_studies.sh` gives p4n-paper and r1-r4 (p4, p4n, p8, p16 and the options' pieces: `cpu`).
 SCRIPT_CONFIG = "cpu,schedule=paper"
 # p4o, p8o, p16o and p4no's overrides (cpu_studies.sh's OPTIONS).
 OPTIONS = {"model.context_blocks": 2, "model.head_norm": True}
