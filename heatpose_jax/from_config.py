@@ -288,6 +288,7 @@ def model(config: ml_collections.ConfigDict) -> models.CascadeModel:
     head_features=tuple(m.head_features),
     early_width=m.early_width,
     context_blocks=m.context_blocks,
+    global_context=m.global_context,
     fine_convs=tuple(tuple(c) for c in m.fine_convs),
     fine_merge_features=m.fine_merge_features,
     context=m.context,

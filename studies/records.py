@@ -43,6 +43,7 @@ _DIGEST_NEUTRAL = {
   ("model", "context_blocks"): 0,
   ("model", "early_width"): 0.0,
   ("model", "head_norm"): False,
+  ("model", "global_context"): False,
 }
 
 

@@ -418,3 +418,52 @@ def test_head_norm_normalizes_the_heads_1x1_convs_in_groups_of_8():
   g = np.asarray(y).reshape(2, -1, 2, 8)
   np.testing.assert_allclose(g.mean(axis=(1, 3)), 0.0, atol=1e-4)
   np.testing.assert_allclose(g.std(axis=(1, 3)), 1.0, atol=1e-2)
+
+
+def test_global_context_starts_as_the_identity_and_sees_the_whole_image():
+  """global_context: the merged maps' mean and max through a Dense + ReLU scale and
+  shift the first head layer at every cell. Its output layer starts at zero, so the
+  model starts as the one without it, parameter for parameter; once trained, a cell's
+  heat-map depends on pixels far outside the banks' receptive field."""
+  run = functools.partial(nn.Module.apply, train=False)
+  for head_norm, size in ((True, 64), (False, 160)):
+    x = jax.random.uniform(jax.random.key(0), (2, size, size, 3), maxval=255.0)
+    net = tiny_coarse(pool_factor=4, head_norm=head_norm, global_context=True)
+    plain = tiny_coarse(pool_factor=4, head_norm=head_norm)
+    params = flax.core.unfreeze(
+      jax.jit(functools.partial(net.init, train=False))(jax.random.key(1), x)["params"]
+    )
+    assert params["global_dense"]["kernel"].shape == (2 * 32, 32)
+    assert params["global_film"]["kernel"].shape == (32, 2 * 16)
+    kept = {k: v for k, v in params.items() if not k.startswith("global")}
+    want = jax.jit(functools.partial(run, plain))({"params": kept}, x)["heatmaps"]
+    got = jax.jit(functools.partial(run, net))({"params": params}, x)["heatmaps"]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+  # Without the head's GroupNorm (whose statistics span the image too), a change in
+  # the bottom-right 16x16 corner of a 160-px image reaches the top-left cell only
+  # through the image-level features.
+  far = x.at[:, -16:, -16:].set(255.0 - x[:, -16:, -16:])
+  params["global_film"]["kernel"] = jax.random.normal(jax.random.key(2), (32, 32))
+  for model, p, changes in ((plain, kept, False), (net, params, True)):
+    a, b = (
+      jax.jit(functools.partial(run, model))({"params": p}, im)["heatmaps"] for im in (x, far)
+    )
+    assert (np.abs(np.asarray(a[:, 0, 0] - b[:, 0, 0])).max() > 1e-5) == changes
+
+
+def test_the_quick_starts_model_has_image_level_context_and_the_papers_does_not():
+  """`synthetic.py:tiny` (the quick start) sets model.global_context; the paper-size
+  and CPU study configs keep the paper's head (their committed results were trained
+  without it)."""
+  from heatpose_jax import from_config
+  from heatpose_jax.configs import synthetic
+
+  for arg, want in (("tiny", True), ("cpu", False), ("paper", False)):
+    config = synthetic.get_config(arg)
+    h, w = config.input_hw
+    model = from_config.model(config)
+    shapes = jax.eval_shape(
+      lambda m=model, h=h, w=w: m.init(jax.random.key(0), jnp.zeros((1, h, w, 3)), train=False)
+    )["params"]["coarse"]
+    assert ("global_film" in shapes) == want, arg

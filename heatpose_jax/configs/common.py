@@ -162,6 +162,7 @@ def model_config() -> ml_collections.ConfigDict:
   # Not in the paper (0, 0.0: its model; docs/model.md, "Context blocks and early width"):
   m.early_width = 0.0  # width of the first two bank convs (the crop features); 0: width
   m.context_blocks = 0  # residual 3x3 blocks after the merge
+  m.global_context = False  # image-level features scale and shift the first head layer
   m.fine_convs = ((7, 64), (5, 128))
   m.fine_merge_features = 128
   m.context = 36

@@ -188,6 +188,11 @@ class CoarseNet(nn.Module):
       model combine evidence across the figure (which way it faces; where the other
       limbs are) after the banks are merged: docs/model.md, "Context blocks and early
       width".
+    global_context: image-level features condition the first head layer: the
+      merged maps' mean and max over the image, through a small MLP, scale and
+      shift that layer's (normalized) output at every cell, FiLM-style. A 1x1 head
+      sees one cell; which way the figure faces (and so which of two ankles is the
+      left) is a fact about the whole image. Starts as the identity. Not in the paper.
     num_banks: pyramid levels (full, 1/2, 1/4 resolution).
     dropout: 'spatial' (one draw per feature map, the paper's SpatialDropout),
       'standard' (per activation) or 'none'; applied before the first 1x1 conv.
@@ -209,6 +214,7 @@ class CoarseNet(nn.Module):
   pool_factor: int = 8
   head_features: Sequence[int] = (256, 256)
   context_blocks: int = 0
+  global_context: bool = False
   num_banks: int = 3
   dropout: str = "spatial"
   dropout_rate: float = 0.2
@@ -306,6 +312,22 @@ class CoarseNet(nn.Module):
         x = nn.relu(x + y)
     return x
 
+  def _global(self, x: jax.Array) -> jax.Array:
+    """Image-level features `(B, F)` of the maps `(B, h, w, F)`: their mean and max
+    over the image through a Dense + ReLU (`global_dense`)."""
+    pooled = jnp.concatenate([jnp.mean(x, axis=(1, 2)), jnp.max(x, axis=(1, 2))], -1)
+    dense = nn.Dense(x.shape[-1], kernel_init=RELU_INIT, dtype=self.dtype, name="global_dense")
+    return nn.relu(dense(pooled))
+
+  def _film(self, x: jax.Array, g: jax.Array) -> jax.Array:
+    """`x` `(B, h, w, f)` scaled and shifted per image and channel by the image-level
+    features `g` `(B, G)` (`global_film`; zero-initialized, so the identity at first)."""
+    film = nn.Dense(
+      2 * x.shape[-1], kernel_init=nn.initializers.zeros, dtype=self.dtype, name="global_film"
+    )
+    scale, shift = jnp.split(film(g)[:, None, None], 2, axis=-1)
+    return x * (1 + scale) + shift
+
   def _head(self, x: jax.Array, train: bool) -> jax.Array:
     """The merged banks `(B, h, w, F)` -> context blocks, dropout, the 1x1 convs
     `head{i}` and `out`: heat-maps `(B, h, w, J)` in `dtype`."""
@@ -317,8 +339,12 @@ class CoarseNet(nn.Module):
     elif self.dropout != "none":
       raise ValueError(f"dropout must be 'spatial', 'standard' or 'none', got {self.dropout!r}")
     with jax.named_scope("hp_conv"):
+      g = self._global(x) if self.global_context else None
       for i, f in enumerate(self.head_features):
-        x = nn.relu(self._conv_norm(x, f, 1, f"head{i}", f"head_norm{i}", self.head_norm))
+        x = self._conv_norm(x, f, 1, f"head{i}", f"head_norm{i}", self.head_norm)
+        if i == 0 and g is not None:
+          x = self._film(x, g)
+        x = nn.relu(x)
       return nn.Conv(
         self.num_joints, (1, 1), dtype=self.dtype, kernel_init=OUTPUT_INIT, name="out"
       )(x)
@@ -626,6 +652,7 @@ def make_model(
   head_features: Sequence[int] = (256, 256),
   early_width: float = 0.0,
   context_blocks: int = 0,
+  global_context: bool = False,
   fine_convs: Sequence[tuple[int, int]] = ((7, 64), (5, 128)),
   fine_merge_features: int = 128,
   context: int = 36,
@@ -650,7 +677,7 @@ def make_model(
     width: multiplies every coarse bank's feature count (tiny configs use < 1).
     head_features: the coarse model's 1x1 convs after the merge.
     early_width: the first two bank convs' width, if > 0 (see `bank_layout`).
-    context_blocks: see `CoarseNet`.
+    context_blocks, global_context: see `CoarseNet`.
     fine_convs: (kernel, features) per fine bank conv.
     fine_merge_features: the fine model's shared 1x1 conv.
     context: crop window side in input pixels.
@@ -661,8 +688,10 @@ def make_model(
     dtype: compute dtype.
   """
   convs, pools = bank_layout(variant, width, early_width)
+  head = dict(
+    head_features=tuple(head_features), head_norm=head_norm, global_context=global_context
+  )
   kw = dict(context_blocks=context_blocks, dropout=dropout, dropout_rate=dropout_rate, norm=norm)
-  head = dict(head_features=tuple(head_features), head_norm=head_norm)
   coarse = CoarseNet(num_joints, convs, pools, pool_factor, **head, **kw, dtype=dtype)
   fine_convs = tuple(tuple(c) for c in fine_convs)
   heat_codec = codec.HeatmapCodec(coarse.stride, sigma_coarse)
