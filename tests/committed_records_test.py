@@ -21,7 +21,7 @@ from studies import runs as runs_lib
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 # The config `cpu_studies.sh` gives p4n-paper and r1-r4 (p4, p4n, p8, p16 and the options' pieces: `cpu`).
 SCRIPT_CONFIG = "cpu,schedule=paper"
-# p4o, p8o, p16o and p4no's overrides (cpu_studies.sh's OPTIONS).
+# p4o, p8o, p16o, p4no and r3o's overrides (cpu_studies.sh's OPTIONS).
 OPTIONS = {"model.context_blocks": 2, "model.head_norm": True}
 
 
@@ -56,11 +56,18 @@ def test_the_precision_records_match(subdir, config, overrides):
     assert plan.digest(run) == rec["config_digest"], rec["run"]
 
 
-@pytest.mark.parametrize("subdir", ["", "regularization_n100"])
-def test_the_regularization_records_match(subdir, monkeypatch, tmp_path):
+@pytest.mark.parametrize(
+  "subdir, overrides",
+  [
+    ("", {}),  # r1, r2
+    ("regularization_n100", {}),  # r3, r4
+    ("regularization_options_n100", OPTIONS),  # r3o
+  ],
+)
+def test_the_regularization_records_match(subdir, overrides, monkeypatch, tmp_path):
   # The small training set's builder config is named, not built.
   monkeypatch.setattr(regularization.datasets, "find_prepared", lambda *a, **k: "built")
-  base = synthetic.get_config(SCRIPT_CONFIG)
+  base = runs_lib.apply_overrides(synthetic.get_config(SCRIPT_CONFIG), overrides)
   for rec in _records(RESULTS / subdir / "regularization_records"):
     plan = regularization.plan_study(
       runs_lib.apply_overrides(base, {"data_dir": str(tmp_path)}),
