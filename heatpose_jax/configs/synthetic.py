@@ -99,7 +99,7 @@ def _quick_start(c: ml_collections.ConfigDict, tfds: str, paper_schedule: bool) 
   c.model.head_norm = True
   # Image-level features scale and shift the first head layer: a 1x1 head cannot see
   # which way a figure faces, and the figures seen from the back swapped a third of
-  # their joints (+2.3 PCKh@0.5 at 2,400 steps, +1.5 on a held-out render, 3 seeds;
+  # their joints (+2.5 PCKh@0.5 at 2,400 steps, +1.4 on a held-out render, 3 seeds;
   # docs/training.md, "Fourteenth round").
   c.model.global_context = True
   # No frozen-coarse phase (+3.7 PCKh@0.5 on a held-out render at 2,400 steps,
