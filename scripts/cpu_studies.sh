@@ -17,7 +17,10 @@
 #   bash scripts/cpu_studies.sh r3      # regularization, 100 training images: SpatialDropout, none
 #   bash scripts/cpu_studies.sh r4      # the same: standard dropout
 #   bash scripts/cpu_studies.sh r3o     # r3 with the coarse model's options (p4o's)
-#   bash scripts/cpu_studies.sh report  # rewrite r1-r4's, p4n-paper's and the options' (p4o, p8o, p16o, p4no, r3o) outputs from their records
+#   bash scripts/cpu_studies.sh r4o     # r4 with the same options (standard dropout)
+#   bash scripts/cpu_studies.sh r1o     # r1 with the same options (300 images)
+#   bash scripts/cpu_studies.sh r2o     # r2 with the same options (standard dropout, standard cascade)
+#   bash scripts/cpu_studies.sh report  # rewrite r1-r4's, p4n-paper's and the options' (p4o, p8o, p16o, p4no, r1o-r4o) outputs from their records
 #
 # Schedules. p4, p4n, p8 and p16 train the `cpu` config's own: 1,200 coarse steps,
 # then 800 of both nets on E1 + E2 (`common.joint_schedule`, ≈ 10 min per seed alone
@@ -32,7 +35,10 @@
 # outputs in docs/results/regularization_n100/ and docs/figures/regularization_n100/
 # and their runs in $WORK/n100. r3o is r3 with OPTIONS (its schedule too, so that
 # only the model differs), into docs/results/regularization_options_n100/ and
-# docs/figures/regularization_options_n100/, its runs in $WORK/options_n100.
+# docs/figures/regularization_options_n100/, its runs in $WORK/options_n100; r4o
+# (r4 with OPTIONS) adds standard dropout to the same outputs. r1o and r2o are r1
+# and r2 with OPTIONS, into docs/results/regularization_options/ and
+# docs/figures/regularization_options/, their runs in $WORK/options_r.
 #
 # A piece of three seeds takes ≈ 35 min. A piece can be stopped (Ctrl-C checkpoints
 # the run) and called again: finished runs are reused from their records in
@@ -51,7 +57,7 @@
 # renders are built on first use, ≈ 1.5 min), WORK (default workdir/cpu_studies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PIECE=${1:?usage: cpu_studies.sh p4|p4n|p4n-paper|p4o|p8o|p16o|p4no|p8|p16|r1|r2|r3|r4|r3o|report}
+PIECE=${1:?usage: cpu_studies.sh p4|p4n|p4n-paper|p4o|p8o|p16o|p4no|p8|p16|r1|r2|r3|r4|r1o|r2o|r3o|r4o|report}
 # The coarse model's options of p4o (docs/precision.md, "A standard model at the CPU study geometry").
 OPTIONS=(--config.model.context_blocks=2 --config.model.head_norm=True)
 DATA_DIR=${TFDS_DATA_DIR:-$HOME/tensorflow_datasets}
@@ -85,14 +91,23 @@ case $PIECE in
     [[ $PIECE == r4 ]] && groups=standard_dropout
     SEL=(--num_train=100 --groups=$groups --seeds=0,1,2)
     ;;
-  r3o)
+  r1o | r2o)
+    STUDY=regularization OUT=docs/results/regularization_options
+    FIGS=docs/figures/regularization_options WORK=$WORK/options_r
+    groups=spatial_dropout,no_dropout
+    [[ $PIECE == r2o ]] && groups=standard_dropout,standard_cascade
+    SEL=(--groups=$groups --seeds=0,1,2 "${OPTIONS[@]}")
+    ;;
+  r3o | r4o)
     STUDY=regularization OUT=docs/results/regularization_options_n100
     FIGS=docs/figures/regularization_options_n100 WORK=$WORK/options_n100
-    SEL=(--num_train=100 --groups=spatial_dropout,no_dropout --seeds=0,1,2 "${OPTIONS[@]}")
+    groups=spatial_dropout,no_dropout
+    [[ $PIECE == r4o ]] && groups=standard_dropout
+    SEL=(--num_train=100 --groups=$groups --seeds=0,1,2 "${OPTIONS[@]}")
     ;;
   report) STUDY=report ;;
   *)
-    echo "cpu_studies.sh: unknown piece '$PIECE' (p4, p4n, p4n-paper, p4o, p8o, p16o, p4no, p8, p16, r1, r2, r3, r4, r3o, report)" >&2
+    echo "cpu_studies.sh: unknown piece '$PIECE' (p4, p4n, p4n-paper, p4o, p8o, p16o, p4no, p8, p16, r1, r2, r3, r4, r1o, r2o, r3o, r4o, report)" >&2
     exit 2
     ;;
 esac
@@ -115,6 +130,8 @@ if [[ $STUDY == report ]]; then
     docs/figures/precision_options --notrain --pools=4,8,16 --groups=clean,noise "${OPTIONS[@]}"
   WORK=$WORK/options_n100 run_study regularization docs/results/regularization_options_n100 \
     docs/figures/regularization_options_n100 --notrain --num_train=100 "${OPTIONS[@]}"
+  WORK=$WORK/options_r run_study regularization docs/results/regularization_options \
+    docs/figures/regularization_options --notrain "${OPTIONS[@]}"
 else
   run_study "$STUDY" "$OUT" "$FIGS" "${SEL[@]}"
 fi

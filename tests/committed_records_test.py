@@ -21,7 +21,7 @@ from studies import runs as runs_lib
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 # The config `cpu_studies.sh` gives p4n-paper and r1-r4 (p4, p4n, p8, p16 and the options' pieces: `cpu`).
 SCRIPT_CONFIG = "cpu,schedule=paper"
-# p4o, p8o, p16o, p4no and r3o's overrides (cpu_studies.sh's OPTIONS).
+# p4o, p8o, p16o, p4no and r1o-r4o's overrides (cpu_studies.sh's OPTIONS).
 OPTIONS = {"model.context_blocks": 2, "model.head_norm": True}
 
 
@@ -61,7 +61,8 @@ def test_the_precision_records_match(subdir, config, overrides):
   [
     ("", {}),  # r1, r2
     ("regularization_n100", {}),  # r3, r4
-    ("regularization_options_n100", OPTIONS),  # r3o
+    ("regularization_options_n100", OPTIONS),  # r3o, r4o
+    ("regularization_options", OPTIONS),  # r1o, r2o
   ],
 )
 def test_the_regularization_records_match(subdir, overrides, monkeypatch, tmp_path):
