@@ -38,7 +38,7 @@
 # docs/figures/regularization_options_n100/, its runs in $WORK/options_n100; r4o
 # (r4 with OPTIONS) adds standard dropout to the same outputs. r1o and r2o are r1
 # and r2 with OPTIONS, into docs/results/regularization_options/ and
-# docs/figures/regularization_options/, their runs in $WORK/options_r.
+# docs/figures/regularization_options/, their runs in $WORK/options.
 #
 # A piece of three seeds takes ≈ 35 min. A piece can be stopped (Ctrl-C checkpoints
 # the run) and called again: finished runs are reused from their records in
@@ -66,6 +66,17 @@ export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
 STUDY=precision
 OUT=docs/results FIGS=docs/figures
 CONFIG=cpu,schedule=paper # all but p4, p4n, p8, p16 (above)
+# regularization_set SUB: the outputs, workdir and arguments of the regularization
+# pieces' SUB ('' for r1/r2, n100 for r3/r4, options for r1o/r2o, options_n100 for
+# r3o/r4o). Each has its own workdir: runs are reused by name, and r3's have r1's names.
+regularization_set() {
+  EXTRA=()
+  [[ $1 == *n100 ]] && EXTRA+=(--num_train=100)
+  [[ $1 == options* ]] && EXTRA+=("${OPTIONS[@]}")
+  OUT=docs/results${1:+/regularization_$1} FIGS=docs/figures${1:+/regularization_$1}
+  WORK=$BASE_WORK${1:+/$1}
+}
+BASE_WORK=$WORK
 case $PIECE in
   p4) CONFIG=cpu SEL=(--pools=4 --groups=clean --seeds=0,1,2) ;;
   p4n) CONFIG=cpu SEL=(--pools=4 --groups=noise --seeds=0,1,2) ;;
@@ -81,29 +92,14 @@ case $PIECE in
     ;;
   p8) CONFIG=cpu SEL=(--pools=8 --groups=clean --seeds=0,1,2) ;;
   p16) CONFIG=cpu SEL=(--pools=16 --groups=clean --seeds=0,1,2) ;;
-  r1) STUDY=regularization SEL=(--groups=spatial_dropout,no_dropout --seeds=0,1,2) ;;
-  r2) STUDY=regularization SEL=(--groups=standard_dropout,standard_cascade --seeds=0,1,2) ;;
-  r3 | r4)
-    # Their own workdir: runs are reused by name, and these have the names of r1's.
-    STUDY=regularization OUT=docs/results/regularization_n100 FIGS=docs/figures/regularization_n100
-    WORK=$WORK/n100
-    groups=spatial_dropout,no_dropout
-    [[ $PIECE == r4 ]] && groups=standard_dropout
-    SEL=(--num_train=100 --groups=$groups --seeds=0,1,2)
-    ;;
-  r1o | r2o)
-    STUDY=regularization OUT=docs/results/regularization_options
-    FIGS=docs/figures/regularization_options WORK=$WORK/options_r
-    groups=spatial_dropout,no_dropout
-    [[ $PIECE == r2o ]] && groups=standard_dropout,standard_cascade
-    SEL=(--groups=$groups --seeds=0,1,2 "${OPTIONS[@]}")
-    ;;
-  r3o | r4o)
-    STUDY=regularization OUT=docs/results/regularization_options_n100
-    FIGS=docs/figures/regularization_options_n100 WORK=$WORK/options_n100
-    groups=spatial_dropout,no_dropout
-    [[ $PIECE == r4o ]] && groups=standard_dropout
-    SEL=(--num_train=100 --groups=$groups --seeds=0,1,2 "${OPTIONS[@]}")
+  r[1-4] | r[1-4]o)
+    STUDY=regularization
+    n=${PIECE:1:1}
+    groups=(- spatial_dropout,no_dropout standard_dropout,standard_cascade spatial_dropout,no_dropout standard_dropout)
+    sub=$([[ $PIECE == *o ]] && echo options || true)
+    ((n >= 3)) && sub=${sub:+${sub}_}n100
+    regularization_set "$sub"
+    SEL=(--groups=${groups[n]} --seeds=0,1,2 "${EXTRA[@]}")
     ;;
   report) STUDY=report ;;
   *)
@@ -121,17 +117,19 @@ run_study() {
 }
 if [[ $STUDY == report ]]; then
   # Not docs/results/precision.*: p4, p8 and p16 rewrite it themselves.
-  run_study regularization docs/results docs/figures --notrain
-  WORK=$WORK/n100 run_study regularization docs/results/regularization_n100 \
-    docs/figures/regularization_n100 --notrain --num_train=100
+  for sub in "" n100; do
+    regularization_set "$sub"
+    run_study regularization "$OUT" "$FIGS" --notrain "${EXTRA[@]}"
+  done
+  WORK=$BASE_WORK
   run_study precision docs/results/precision_noise docs/figures/precision_noise --notrain \
     --pools=4 --groups=noise
   CONFIG=cpu WORK=$WORK/options run_study precision docs/results/precision_options \
     docs/figures/precision_options --notrain --pools=4,8,16 --groups=clean,noise "${OPTIONS[@]}"
-  WORK=$WORK/options_n100 run_study regularization docs/results/regularization_options_n100 \
-    docs/figures/regularization_options_n100 --notrain --num_train=100 "${OPTIONS[@]}"
-  WORK=$WORK/options_r run_study regularization docs/results/regularization_options \
-    docs/figures/regularization_options --notrain "${OPTIONS[@]}"
+  for sub in options options_n100; do
+    regularization_set "$sub"
+    run_study regularization "$OUT" "$FIGS" --notrain "${EXTRA[@]}"
+  done
 else
   run_study "$STUDY" "$OUT" "$FIGS" "${SEL[@]}"
 fi
